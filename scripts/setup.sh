@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Set up the project's virtual environment in .venv (idempotent; re-runs are fast).
+#
+#   bash scripts/setup.sh                          # runtime only
+#   bash scripts/setup.sh --dev                    # plus the test tools
+#   bash scripts/setup.sh --system-site-packages   # reuse a torch you already have (e.g. a CUDA build)
+#
+# torch is installed first, pinned to 2.13.0, and only when the environment has no usable torch
+# (>= 2.10): otherwise pip would resolve torch through xformers/transformers and may pull a
+# multi-GB CUDA build, and a user's own CUDA torch must never be replaced by a CPU one.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+extras="" venv_opts=()
+for arg in "$@"; do
+  case "$arg" in
+    --dev) extras="[dev]" ;;
+    --system-site-packages) venv_opts+=(--system-site-packages) ;;
+    *) echo "setup.sh: unknown option '$arg' (expected --dev or --system-site-packages)" >&2; exit 2 ;;
+  esac
+done
+
+PY=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+  "$PY" -m venv "${venv_opts[@]}" .venv
+fi
+VPY=.venv/bin/python
+
+stamp=".venv/.dmpf-setup${extras}"
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+  exit 0
+fi
+
+if ! "$VPY" - <<'PY' 2>/dev/null
+import sys, torch
+major, minor = (int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
+sys.exit(0 if (major, minor) >= (2, 10) else 1)
+PY
+then
+  echo "setup.sh: installing torch==2.13.0"
+  "$VPY" -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
+fi
+echo "setup.sh: installing dmpf${extras} into .venv"
+"$VPY" -m pip install --quiet --disable-pip-version-check -e ".${extras}"
+echo "$want" > "$stamp"
