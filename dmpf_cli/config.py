@@ -1,0 +1,405 @@
+"""Typed experiment configuration: pydantic models, YAML presets and ``key.sub=value`` overrides.
+
+Every model forbids unknown keys, so a typo in a YAML file is an error that names the key. The
+defaults of the models are the embedded default experiment (``configs/default.yaml``): a generated
+dataset and a tiny random GPT-2.
+
+Errors in a config never surface as a traceback: :func:`load_config` raises :class:`ConfigError`,
+whose message has one line per problem, each naming the file (or the command-line override), the
+key path and what was expected.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import DmpfError
+
+NonNegInt = Annotated[int, Field(ge=0)]
+PosInt = Annotated[int, Field(ge=1)]
+NonNegFloat = Annotated[float, Field(ge=0.0)]
+PosFloat = Annotated[float, Field(gt=0.0)]
+Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Strict):
+    """Which dataset, where its prepared files live, and how text is cut."""
+
+    dataset: Literal["mosei", "mosi", "sims", "synthetic"] = "synthetic"
+    path: str | None = Field(None, description="prepared data directory (dmpf prepare); null: the default location")
+    synthetic_size: Literal["tiny", "small", "mosei-like"] = "small"
+    text_len: PosInt = 32
+    num_workers: NonNegInt = 0
+
+
+class EncoderConfig(Strict):
+    """One modality encoder (SPEC §2)."""
+
+    name: str = "transformer"
+    d: PosInt = 32
+    heads: PosInt = 4
+    layers: NonNegInt = 2
+    max_len: PosInt = 16
+    dropout: Probability = 0.1
+    p_mask: Probability = 0.0
+    input_norm: bool = True
+    modality_dropout: Probability = 0.0
+    options: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments for a plugin")
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "EncoderConfig":
+        if self.d % self.heads:
+            raise ValueError(f"d={self.d} must be divisible by heads={self.heads}")
+        return self
+
+
+class EncodersConfig(Strict):
+    audio: EncoderConfig = EncoderConfig()
+    vision: EncoderConfig = EncoderConfig()
+    audio_visual: EncoderConfig = EncoderConfig(modality_dropout=0.1)
+
+
+class BackboneConfig(Strict):
+    """The frozen language model. ``path``: a local directory, or a hub id resolved in the local cache only."""
+
+    name: str = "gpt2-tiny-random"
+    path: str | None = None
+
+
+class FusionConfig(Strict):
+    """Learnable fusion tokens appended after the text, and the attention mask between them (SPEC §3-4)."""
+
+    n_a: NonNegInt = 4
+    n_v: NonNegInt = 4
+    n_av: NonNegInt = 4
+    mask: str = "avseesall"
+
+
+class MMConfig(Strict):
+    """Gated cross-attention MM blocks inserted after the listed (0-based) backbone blocks."""
+
+    layers: list[NonNegInt] = Field(default_factory=lambda: [1, 3])
+    gate: Literal["sigmoid", "tanh"] = "sigmoid"
+    dropout: Probability = 0.1
+
+    @model_validator(mode="after")
+    def _sorted_unique(self) -> "MMConfig":
+        if len(set(self.layers)) != len(self.layers):
+            raise ValueError(f"layers must not repeat a block, got {self.layers}")
+        return self
+
+
+class HeadConfig(Strict):
+    """The task head that fuses the seven representations (SPEC §5)."""
+
+    name: str = "self-attention"
+    d: PosInt = 64
+    heads: PosInt = 4
+    dropout: Probability = 0.1
+    options: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments for a plugin")
+
+
+class LossConfig(Strict):
+    """Weights of the L1 terms: task + λ_a·a + λ_v·v + λ_av·av + λ_t·text + λ_tok·tokens."""
+
+    task: NonNegFloat = 1.0
+    a: NonNegFloat = 1.0
+    v: NonNegFloat = 1.0
+    av: NonNegFloat = 1.0
+    text: NonNegFloat = 1.0
+    tokens: NonNegFloat = 1.0
+
+
+class OptimizerConfig(Strict):
+    """AdamW with two learning-rate groups; weight decay on weight matrices only."""
+
+    name: Literal["adamw"] = "adamw"
+    lr_lm: PosFloat = 1e-4
+    lr_encoders: PosFloat = 1e-4
+    betas: tuple[Probability, Probability] = (0.9, 0.95)
+    eps: PosFloat = 1e-8
+    weight_decay: NonNegFloat = 0.1
+    grad_clip: PosFloat | None = 1.0
+
+
+class ScheduleConfig(Strict):
+    """Linear warm-up, then cosine decay to ``min_lr_ratio`` of the peak."""
+
+    kind: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: NonNegFloat = 1.0
+    min_lr_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+
+
+class TrainingConfig(Strict):
+    batch_size: PosInt = 32
+    grad_accum: PosInt = 1
+    max_epochs: PosInt = 10
+    patience: PosInt = 3
+    seeds: list[int] = Field(default_factory=lambda: [1111], min_length=1)
+    precision: Literal["fp32", "bf16"] = "fp32"
+    attention: Literal["auto", "xformers", "sdpa", "eager"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class ExperimentConfig(Strict):
+    """A whole experiment. The field defaults are the embedded default (configs/default.yaml)."""
+
+    name: str = "default"
+    description: str = "Generated synthetic dataset and a tiny random-init GPT-2 (demo and smoke test)"
+    data: DataConfig = DataConfig()
+    encoders: EncodersConfig = EncodersConfig()
+    backbone: BackboneConfig = BackboneConfig()
+    fusion: FusionConfig = FusionConfig()
+    mm: MMConfig = MMConfig()
+    head: HeadConfig = HeadConfig()
+    loss: LossConfig = LossConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    training: TrainingConfig = TrainingConfig()
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+class ConfigError(DmpfError, ValueError):
+    """A config that cannot be used. ``str(err)`` is one line per problem, ready to print."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def _config_dir() -> Path:
+    here = Path(__file__).resolve().parent
+    checkout = here.parent / "configs"  # a source checkout or an editable install
+    return checkout if checkout.is_dir() else here / "configs"  # a wheel install
+
+
+CONFIG_DIR = _config_dir()
+
+
+def preset_path(name: str) -> Path:
+    """``configs/NAME.yaml``; an unknown name fails with the presets that exist."""
+    path = CONFIG_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = preset_names()
+        close = difflib.get_close_matches(name, known, n=2, cutoff=0.5)
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+        raise ConfigError([f"--dataset: no preset '{name}' in {CONFIG_DIR}: {hint}available: {', '.join(known)}"])
+    return path
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping; every failure is a one-line :class:`ConfigError` naming the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such config file"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{path}: is a directory, expected a YAML file"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read: {exc}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError([f"{path}: invalid YAML: {where}{problem}"]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}: expected a mapping of sections at the top level, got {type(data).__name__}"])
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` → (["a","b","c"], value); the value is parsed as YAML (``[7, 14]``, ``true``, ``1e-4``)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError([f"override '{text}': expected key.sub=value, e.g. fusion.n_a=8"])
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw  # not YAML: keep it as a plain string
+    return key.split("."), value
+
+
+def _set_path(tree: dict[str, Any], path: list[str], value: Any, origin: str) -> None:
+    node = tree
+    for depth, part in enumerate(path[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            where = ".".join(path[: depth + 1])
+            raise ConfigError([f"{origin}: {where}: is a {type(child).__name__} value, it has no key '{path[depth + 1]}'"])
+        node = child
+    node[path[-1]] = value
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model that holds the key at ``loc`` (for suggesting close key names)."""
+    model: Any = ExperimentConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return None
+        model = field.annotation
+    return model
+
+
+def _field_type(loc: tuple[Any, ...]) -> str:
+    """'an integer' or 'a number' for the field at ``loc`` (for bound errors)."""
+    model = _model_at(loc)
+    field = model.model_fields.get(loc[-1]) if model and isinstance(loc[-1], str) else None
+    return "an integer" if field is not None and field.annotation is int else "a number"
+
+
+def _expected(err: dict[str, Any]) -> str:
+    """Turn one pydantic error into a short 'expected …' phrase."""
+    kind, ctx, msg = err["type"], err.get("ctx") or {}, err["msg"]
+    number = _field_type(tuple(err["loc"]))
+    if kind == "extra_forbidden":
+        model = _model_at(tuple(err["loc"]))
+        known = list(model.model_fields) if model else []
+        close = difflib.get_close_matches(str(err["loc"][-1]), known, n=2, cutoff=0.5)
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+        return f"unknown key; {hint}expected one of: {', '.join(known)}"
+    if kind == "greater_than_equal":
+        return f"expected {number} >= {ctx['ge']}"
+    if kind == "greater_than":
+        return f"expected {number} > {ctx['gt']}"
+    if kind in ("less_than", "less_than_equal"):
+        return f"expected {number} {'<' if kind == 'less_than' else '<='} {ctx.get('lt', ctx.get('le'))}"
+    if kind == "literal_error":
+        return f"expected one of {ctx['expected']}"
+    if kind.startswith("int_"):
+        return "expected an integer"
+    if kind.startswith("float_"):
+        return "expected a number"
+    if kind.startswith("bool_"):
+        return "expected true or false"
+    if kind in ("string_type",):
+        return "expected a string"
+    if kind in ("list_type", "tuple_type"):
+        return "expected a list"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return "expected a mapping of keys"
+    if kind == "value_error":
+        return msg.removeprefix("Value error, ")
+    return msg[0].lower() + msg[1:]
+
+
+def _describe(value: Any) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _origin_of(loc: tuple[Any, ...], overrides: dict[tuple[str, ...], str], source: str) -> str:
+    for n in range(len(loc), 0, -1):
+        if tuple(str(p) for p in loc[:n]) in overrides:
+            return f"override '{overrides[tuple(str(p) for p in loc[:n])]}'"
+    return source
+
+
+def load_config(
+    dataset: str | None = None,
+    config: Path | str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    check_components: bool = True,
+) -> ExperimentConfig:
+    """Resolve a config: a preset (``--dataset``) or a file (``--config``), then the overrides.
+
+    With neither, the embedded default (``configs/default.yaml``). ``check_components`` also checks
+    the names against the registry and the MM layers against the backbone's depth.
+    """
+    if dataset and config:
+        raise ConfigError(["--dataset and --config: give one of them, not both"])
+    path = Path(config) if config else preset_path(dataset or "default")
+    source = str(path)
+    tree = read_yaml(path)
+
+    origins: dict[tuple[str, ...], str] = {}
+    for text in overrides:
+        keys, value = parse_override(text)
+        _set_path(tree, keys, value, f"override '{text}'")
+        origins[tuple(keys)] = text
+
+    try:
+        cfg = ExperimentConfig.model_validate(tree)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False):
+            loc = tuple(err["loc"])
+            dotted = ".".join(str(p) for p in loc) or "(top level)"
+            got = "" if err["type"] in ("extra_forbidden", "missing") else f", got {_describe(err.get('input'))}"
+            problems.append(f"{_origin_of(loc, origins, source)}: {dotted}: {_expected(err)}{got}")
+        raise ConfigError(problems) from None
+
+    if check_components:
+        problems = [f"{_origin_of(tuple(loc.split('.')), origins, source)}: {loc}: {msg}" for loc, msg in component_problems(cfg)]
+        if problems:
+            raise ConfigError(problems)
+    return cfg
+
+
+def component_problems(cfg: ExperimentConfig) -> list[tuple[str, str]]:
+    """Checks that need the registry: component names exist, MM layers exist in the backbone."""
+    from . import registry
+
+    problems: list[tuple[str, str]] = []
+
+    def check(kind: str, name: str, loc: str) -> bool:
+        try:
+            registry.get(kind, name)
+            return True
+        except registry.RegistryError as exc:
+            problems.append((loc, str(exc)))
+            return False
+
+    for stream in ("audio", "vision", "audio_visual"):
+        check("encoder", getattr(cfg.encoders, stream).name, f"encoders.{stream}.name")
+    check("head", cfg.head.name, "head.name")
+    check("mask", cfg.fusion.mask, "fusion.mask")
+    if check("backbone", cfg.backbone.name, "backbone.name"):
+        from .backbones import describe
+
+        try:
+            arch = describe(cfg.backbone)
+        except ValueError as exc:
+            problems.append(("backbone.path", str(exc)))
+        else:
+            bad = [layer for layer in cfg.mm.layers if layer >= arch.n_layer]
+            if bad:
+                problems.append((
+                    "mm.layers",
+                    f"expected block indices 0..{arch.n_layer - 1} ({cfg.backbone.name} has {arch.n_layer} blocks), got {bad}",
+                ))
+            needed = cfg.data.text_len + cfg.fusion.n_a + cfg.fusion.n_v + cfg.fusion.n_av
+            if needed > arch.n_positions:
+                problems.append((
+                    "data.text_len",
+                    f"text_len + fusion tokens = {needed} exceeds {cfg.backbone.name}'s {arch.n_positions} positions",
+                ))
+    return problems
+
+
+def to_yaml(cfg: ExperimentConfig) -> str:
+    """The resolved config as YAML, in field order."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, default_flow_style=None, width=100)

@@ -1,0 +1,186 @@
+"""Typed configuration: presets, overrides, and one-line errors that name file, key and expectation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from dmpf_cli.config import CONFIG_DIR, ConfigError, ExperimentConfig, load_config, preset_names, to_yaml
+
+
+def test_default_yaml_equals_the_builtin_defaults():
+    assert load_config() == ExperimentConfig()
+    assert load_config(dataset="default") == ExperimentConfig()
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_preset_is_valid_and_round_trips(name, tmp_path):
+    cfg = load_config(dataset=name)
+    dumped = tmp_path / "dumped.yaml"
+    dumped.write_text(to_yaml(cfg))
+    assert load_config(config=dumped) == cfg
+
+
+def test_mosei_preset_matches_spec():
+    cfg = load_config(dataset="mosei")
+    assert (cfg.backbone.name, cfg.data.dataset, cfg.data.text_len) == ("gpt2-large", "mosei", 50)
+    assert (cfg.fusion.n_a, cfg.fusion.n_v, cfg.fusion.n_av, cfg.fusion.mask) == (10, 10, 12, "avseesall")
+    assert cfg.mm.layers == [7, 14, 21, 28, 35]
+    assert (cfg.loss.a, cfg.loss.v) == (1.0, 1.0)
+    enc = cfg.encoders
+    assert (enc.audio.d, enc.audio.heads, enc.audio.layers) == (30, 6, 3)
+    assert (enc.vision.d, enc.vision.heads, enc.vision.layers) == (40, 8, 6)
+    assert (enc.audio_visual.d, enc.audio_visual.heads, enc.audio_visual.layers) == (30, 6, 3)
+    assert {enc.audio.max_len, enc.vision.max_len, enc.audio_visual.max_len} == {50}
+    assert (cfg.optimizer.lr_lm, cfg.optimizer.lr_encoders, cfg.optimizer.betas) == (1e-4, 1e-4, (0.9, 0.95))
+    assert (cfg.training.batch_size, cfg.training.grad_accum, cfg.training.patience) == (32, 8, 10)
+    assert cfg.training.seeds == [1111, 1112, 1113, 1114, 1115]
+
+
+def test_sims_preset_matches_spec():
+    cfg = load_config(dataset="sims")
+    assert (cfg.backbone.name, cfg.data.dataset, cfg.data.text_len) == ("gpt2-chinese", "sims", 39)
+    assert (cfg.fusion.n_a, cfg.fusion.n_v, cfg.fusion.n_av) == (10, 8, 16)
+    assert cfg.mm.layers == [5, 6, 7, 8, 9, 10, 11]
+    assert (cfg.loss.a, cfg.loss.v) == (0.5, 0.5)
+    assert (cfg.optimizer.lr_lm, cfg.optimizer.lr_encoders) == (2e-4, 1e-4)
+    assert cfg.training.patience == 20
+    assert (cfg.encoders.audio.d, cfg.encoders.audio.layers, cfg.encoders.vision.d) == (32, 8, 16)
+
+
+def test_overrides_are_parsed_as_yaml():
+    cfg = load_config("mosei", None, ["fusion.n_av=16", "mm.layers=[1, 2]", "mm.gate=tanh", "optimizer.lr_lm=3e-4",
+                                     "head.options.temperature=0.5", "backbone.path=/models/gpt2-large"])
+    assert cfg.fusion.n_av == 16 and cfg.mm.layers == [1, 2] and cfg.mm.gate == "tanh"
+    assert cfg.optimizer.lr_lm == 3e-4 and cfg.head.options == {"temperature": 0.5}
+    assert cfg.backbone.path == "/models/gpt2-large"
+
+
+def one_error(**kwargs) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(**kwargs)
+    message = str(info.value)
+    assert "\n" not in message, f"expected one line, got:\n{message}"
+    assert "Traceback" not in message
+    return message
+
+
+def write(tmp_path, data, name="exp.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return path
+
+
+def test_typo_key_names_file_key_and_close_match(tmp_path):
+    path = write(tmp_path, {"fusion": {"n_a": 2, "nav": 3}})
+    message = one_error(config=path)
+    assert message.startswith(f"{path}: fusion.nav: unknown key")
+    assert "did you mean 'n_av'" in message
+
+
+def test_typo_section(tmp_path):
+    message = one_error(config=write(tmp_path, {"trianing": {"batch_size": 4}}))
+    assert "trianing: unknown key" in message and "'training'" in message
+
+
+def test_wrong_type(tmp_path):
+    path = write(tmp_path, {"training": {"batch_size": "lots"}})
+    assert one_error(config=path) == f"{path}: training.batch_size: expected an integer, got 'lots'"
+
+
+def test_negative_token_count(tmp_path):
+    path = write(tmp_path, {"fusion": {"n_v": -2}})
+    assert one_error(config=path) == f"{path}: fusion.n_v: expected an integer >= 0, got -2"
+
+
+def test_bad_literal(tmp_path):
+    message = one_error(config=write(tmp_path, {"mm": {"gate": "relu"}}))
+    assert "mm.gate: expected one of 'sigmoid' or 'tanh', got 'relu'" in message
+
+
+def test_mm_layer_beyond_backbone_depth():
+    message = one_error(dataset="mosei", overrides=["mm.layers=[7, 36]"])
+    assert message.startswith("override 'mm.layers=[7, 36]': mm.layers:")
+    assert "0..35" in message and "gpt2-large has 36 blocks" in message and "[36]" in message
+
+
+def test_mm_layer_depth_read_from_local_config_json(tmp_path):
+    model_dir = tmp_path / "gpt2-small-local"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text(json.dumps({"n_layer": 6, "n_embd": 64, "n_head": 4, "n_positions": 128}))
+    ok = load_config("mosei", None, [f"backbone.path={model_dir}", "mm.layers=[5]", "data.text_len=40"])
+    assert ok.mm.layers == [5]
+    assert "has 6 blocks" in one_error(dataset="mosei", overrides=[f"backbone.path={model_dir}", "mm.layers=[6]"])
+    (model_dir / "config.json").write_text("{not json")
+    assert "not a readable GPT-2 config.json" in one_error(dataset="mosei", overrides=[f"backbone.path={model_dir}"])
+
+
+def test_too_many_positions():
+    message = one_error(overrides=["data.text_len=250"])
+    assert "data.text_len" in message and "256 positions" in message
+
+
+def test_unknown_component_names_suggest():
+    assert "did you mean 'self-attention'" in one_error(overrides=["head.name=self_attention"])
+    assert "did you mean 'avseesall'" in one_error(overrides=["fusion.mask=avseeall"])
+    assert "backbone.name: unknown backbone 'gpt2-larg'" in one_error(overrides=["backbone.name=gpt2-larg"])
+    assert "encoders.vision.name" in one_error(overrides=["encoders.vision.name=lstm"])
+
+
+def test_encoder_width_divisible_by_heads(tmp_path):
+    message = one_error(config=write(tmp_path, {"encoders": {"audio": {"d": 30, "heads": 4}}}))
+    assert "encoders.audio: d=30 must be divisible by heads=4" in message
+
+
+def test_several_problems_one_line_each(tmp_path):
+    path = write(tmp_path, {"fusion": {"n_a": -1, "n_v": "x"}})
+    with pytest.raises(ConfigError) as info:
+        load_config(config=path)
+    assert len(info.value.problems) == 2 and len(str(info.value).splitlines()) == 2
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("fusion: {n_a: [1, 2\n", "invalid YAML: line"),
+        ("- just\n- a list\n", "expected a mapping of sections at the top level, got list"),
+        ("fusion: 3\n", "fusion: expected a mapping of keys, got 3"),
+    ],
+)
+def test_malformed_files(tmp_path, content, expected):
+    path = write(tmp_path, content)
+    message = one_error(config=path)
+    assert message.startswith(str(path)) and expected in message
+
+
+def test_missing_file_and_directory(tmp_path):
+    assert one_error(config=tmp_path / "nope.yaml") == f"{tmp_path / 'nope.yaml'}: no such config file"
+    assert "is a directory" in one_error(config=tmp_path)
+
+
+def test_unknown_preset_and_conflicting_sources(tmp_path):
+    assert "did you mean 'mosei'" in one_error(dataset="mosi")
+    assert "give one of them" in one_error(dataset="mosei", config=tmp_path / "x.yaml")
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("fusion.n_a", "expected key.sub=value"),
+        ("=3", "expected key.sub=value"),
+        ("fusion..n_a=3", "expected key.sub=value"),
+        ("fusion.n_a.x=1", "fusion.n_a: is a int value, it has no key 'x'"),
+    ],
+)
+def test_malformed_overrides(override, expected):
+    assert expected in one_error(overrides=[override])
+
+
+def test_empty_file_means_defaults(tmp_path):
+    assert load_config(config=write(tmp_path, "")) == ExperimentConfig()
+
+
+def test_config_dir_is_the_repository_configs():
+    assert (CONFIG_DIR / "default.yaml").is_file()
