@@ -1,0 +1,160 @@
+"""Modality encoders (SPEC §2): one transformer per stream, and the bimodal AV encoder.
+
+A stream is ``(x, lengths)``: frames ``x`` (B, L, D_in) and the number of real frames per sample
+``lengths`` (B,). Frames at or after a sample's length are padding and may hold anything (zeros,
+huge values, ``inf``); they never reach the output.
+
+Unimodal recipe, per stream::
+
+    LayerNorm(frames)? -> downsample to max_len -> Linear(D_in->d, no bias)·√d -> + sinusoidal positions
+    -> dropout -> time-step masking (training) -> pre-LN TransformerEncoder (key padding from the lengths)
+
+The bimodal encoder runs one such branch per stream, concatenates them per time step and projects
+back to ``d``; in training it drops a whole stream per sample with probability ``modality_dropout``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .config import EncoderConfig
+from .registry import register
+
+
+def downsample(x: Tensor, lengths: Tensor, max_len: int) -> tuple[Tensor, Tensor]:
+    """Contiguous, length-aware mean pooling in time (a SPEC §2 decision).
+
+    A sample with ``n > max_len`` real frames sends frame ``i < n`` to output step
+    ``floor(i * max_len / n)``, so each output step averages one contiguous chunk of real frames
+    (chunk sizes differ by at most one). A sample with ``n <= max_len`` keeps its frames as they are.
+    Padded frames never contribute, whatever they hold. (The reference implementation took an
+    interleaved, strided mean over the padded array instead.)
+
+    Returns ``x_out`` (B, max_len, D), zero at and after the new lengths, and
+    ``lengths_out = min(n, max_len)`` (B,) long, where ``n`` is ``lengths`` clamped to ``[0, L]``.
+    """
+    B, L, D = x.shape
+    n = lengths.to(device=x.device, dtype=torch.long).clamp(0, L)  # (B,)
+    t = torch.arange(L, device=x.device)  # (L,)
+    valid = t[None, :] < n[:, None]  # (B, L)
+    bucket = torch.where(
+        (n > max_len)[:, None],
+        t[None, :] * max_len // n.clamp(min=1)[:, None],
+        t[None, :],  # short sample: frame i stays at step i
+    )  # (B, L)
+    steps = torch.arange(max_len, device=x.device)
+    member = (bucket[:, None, :] == steps[None, :, None]) & valid[:, None, :]  # (B, max_len, L)
+    weights = member.to(x.dtype)
+    weights = weights / weights.sum(-1, keepdim=True).clamp(min=1)  # each row averages its chunk
+    # torch.where, not a multiplication: 0 * inf would be NaN
+    x = torch.where(valid[..., None], x, x.new_zeros(()))  # (B, L, D)
+    return weights @ x, n.clamp(max=max_len)  # (B, max_len, D), (B,)
+
+
+def sinusoidal_positions(n: int, d: int) -> Tensor:
+    """The fixed sin/cos position table of *Attention Is All You Need*, (n, d); odd ``d`` is fine."""
+    pos = torch.arange(n, dtype=torch.float32)[:, None]  # (n, 1)
+    freq = torch.exp(torch.arange(0, d, 2, dtype=torch.float32) * (-math.log(10000.0) / d))  # (ceil(d/2),)
+    table = torch.zeros(n, d)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq[: d // 2])
+    return table
+
+
+def _padding(lengths: Tensor, T: int) -> Tensor:
+    """(B, T) bool, True at padded time steps."""
+    return torch.arange(T, device=lengths.device)[None, :] >= lengths[:, None]
+
+
+class StreamEncoder(nn.Module):
+    """The unimodal recipe for one stream: frames (B, L, D_in) -> sequence (B, max_len, d)."""
+
+    def __init__(self, cfg: EncoderConfig, d_in: int):
+        super().__init__()
+        self.max_len = cfg.max_len
+        self.p_mask = cfg.p_mask
+        self.scale = math.sqrt(cfg.d)
+        self.input_norm = nn.LayerNorm(d_in) if cfg.input_norm else nn.Identity()
+        self.proj = nn.Linear(d_in, cfg.d, bias=False)
+        self.register_buffer("pos", sinusoidal_positions(cfg.max_len, cfg.d), persistent=False)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.transformer: nn.TransformerEncoder | None = None
+        if cfg.layers:
+            layer = nn.TransformerEncoderLayer(
+                cfg.d, cfg.heads, dim_feedforward=4 * cfg.d, dropout=cfg.dropout,
+                activation="gelu", batch_first=True, norm_first=True,
+            )
+            # pre-LN blocks need a final LayerNorm; nested tensors do not support norm_first
+            self.transformer = nn.TransformerEncoder(
+                layer, cfg.layers, norm=nn.LayerNorm(cfg.d), enable_nested_tensor=False
+            )
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        lengths = lengths.to(device=x.device, dtype=torch.long).clamp(0, x.shape[1])
+        # zero the padding before the LayerNorm: huge padded values would make NaN statistics there,
+        # and NaN leaks into the LayerNorm's weight gradient even though the frames are dropped later
+        x = torch.where(_padding(lengths, x.shape[1])[..., None], x.new_zeros(()), x)  # (B, L, D_in)
+        x = self.input_norm(x)
+        x, lengths = downsample(x, lengths, self.max_len)  # (B, T, D_in), T = max_len
+        h = self.drop(self.proj(x) * self.scale + self.pos)  # (B, T, d)
+        if self.training and self.p_mask > 0:
+            keep = torch.rand(h.shape[0], h.shape[1], 1, device=h.device) >= self.p_mask  # (B, T, 1)
+            h = h * keep
+        if self.transformer is not None:
+            # keep step 0 visible even in an empty sample: an all-masked attention row is NaN on some
+            # torch versions and kernels (its output is zeroed below anyway)
+            h = self.transformer(h, src_key_padding_mask=_padding(lengths.clamp(min=1), h.shape[1]))
+        h = h.masked_fill(_padding(lengths, h.shape[1])[..., None], 0.0)  # (B, T, d)
+        return h, lengths
+
+
+class ModalityEncoder(nn.Module):
+    """One branch per input stream; with several streams, fused per time step to width ``d``.
+
+    ``forward(*streams)`` takes one ``(x (B, L, D_in), lengths (B,))`` per input dimension and returns
+    ``(seq (B, max_len, d), lengths (B,))``; padded positions are zero. With several streams the output
+    length is the elementwise maximum of the branch lengths.
+    """
+
+    def __init__(self, cfg: EncoderConfig, input_dims: tuple[int, ...]):
+        super().__init__()
+        if not input_dims:
+            raise ValueError("an encoder needs at least one input stream")
+        self.out_dim: int = cfg.d
+        self.modality_dropout = cfg.modality_dropout
+        self.branches = nn.ModuleList(StreamEncoder(cfg, d_in) for d_in in input_dims)
+        k = len(input_dims)
+        self.fuse = nn.Linear(k * cfg.d, cfg.d) if k > 1 else None
+
+    def forward(self, *streams: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        if len(streams) != len(self.branches):
+            raise ValueError(f"expected {len(self.branches)} (x, lengths) stream(s), got {len(streams)}")
+        outs = [branch(x, n) for branch, (x, n) in zip(self.branches, streams)]
+        if self.fuse is None:
+            return outs[0]
+        seqs = [seq for seq, _ in outs]  # k × (B, T, d)
+        lengths = torch.stack([n for _, n in outs]).amax(0)  # (B,)
+        if self.training and self.modality_dropout > 0:
+            seqs = self._drop_modalities(seqs)
+        h = self.fuse(torch.cat(seqs, dim=-1))  # (B, T, k·d) -> (B, T, d)
+        h = h.masked_fill(_padding(lengths, h.shape[1])[..., None], 0.0)
+        return h, lengths
+
+    def _drop_modalities(self, seqs: list[Tensor]) -> list[Tensor]:
+        """Per sample, with probability ``modality_dropout`` zero one stream, chosen uniformly (never all)."""
+        B, k, device = seqs[0].shape[0], len(seqs), seqs[0].device
+        drop = torch.rand(B, device=device) < self.modality_dropout  # (B,)
+        which = torch.randint(k, (B,), device=device)  # (B,)
+        keep = ~(drop[:, None] & (torch.arange(k, device=device)[None, :] == which[:, None]))  # (B, k)
+        return [seq * keep[:, i, None, None] for i, seq in enumerate(seqs)]
+
+
+@register("encoder", "transformer")
+def transformer(cfg: EncoderConfig, input_dims: tuple[int, ...]) -> nn.Module:
+    """Transformer encoder per stream (SPEC §2); two streams make the bimodal AV encoder."""
+    if cfg.options:
+        raise ValueError(f"encoder 'transformer' takes no options, got: {', '.join(sorted(map(str, cfg.options)))}")
+    return ModalityEncoder(cfg, tuple(input_dims))

@@ -1,0 +1,105 @@
+"""Task heads (SPEC §5): fuse the pooled representations into one sentiment score.
+
+A head is built from ``in_dims``, the widths of the representations that exist in this model; a
+representation is absent when its stream is ablated (``fusion.n_a = 0`` drops ``a_tok``, and so on).
+``forward(reps)`` takes a dict with exactly those names, each (B, width), and returns (B,) scores.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .config import HeadConfig
+from .registry import register
+
+# The seven representations of SPEC §5, in their canonical order: the mean of each fusion-token span
+# of the LM's final hidden state, the text state at the last real token, the time-means of the encoders.
+REPRESENTATIONS = ("a_tok", "v_tok", "av_tok", "h_text", "a_enc", "v_enc", "av_enc")
+
+
+def _reject_options(name: str, options: dict[str, Any]) -> None:
+    if options:
+        raise ValueError(f"head '{name}' takes no options, got: {', '.join(sorted(map(str, options)))}")
+
+
+class FusionHead(nn.Module):
+    """Base class: holds the present representation names, in canonical order, and gathers them."""
+
+    def __init__(self, in_dims: dict[str, int]):
+        super().__init__()
+        expected = f"expected some of: {', '.join(REPRESENTATIONS)}"
+        if not in_dims:
+            raise ValueError(f"a head needs at least one representation; {expected}")
+        unknown = sorted(set(in_dims) - set(REPRESENTATIONS))
+        if unknown:
+            raise ValueError(f"unknown representation(s) {', '.join(unknown)}; {expected}")
+        self.names: tuple[str, ...] = tuple(n for n in REPRESENTATIONS if n in in_dims)
+
+    def gather(self, reps: dict[str, Tensor]) -> list[Tensor]:
+        """The representations this head was built for, in canonical order; a missing or extra name is an error."""
+        if set(reps) != set(self.names):
+            missing = [n for n in self.names if n not in reps] or "none"
+            extra = sorted(set(reps) - set(self.names)) or "none"
+            raise ValueError(f"head built for {', '.join(self.names)}: missing {missing}, unexpected {extra}")
+        return [reps[n] for n in self.names]
+
+
+class SelfAttentionHead(FusionHead):
+    """The paper's late fusion: k representations as k tokens, a pre-LN self-attention block, mean-pool, regress."""
+
+    def __init__(self, cfg: HeadConfig, in_dims: dict[str, int]):
+        super().__init__(in_dims)
+        if cfg.d % cfg.heads:
+            raise ValueError(f"head: d={cfg.d} must be divisible by heads={cfg.heads}")
+        d = cfg.d
+        self.proj = nn.ModuleDict({n: nn.Linear(in_dims[n], d) for n in self.names})
+        self.type_emb = nn.Parameter(torch.randn(len(self.names), d) * 0.02)  # (k, d)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.ln_1 = nn.LayerNorm(d)
+        self.attn = nn.MultiheadAttention(d, cfg.heads, dropout=cfg.dropout, batch_first=True)
+        self.ln_2 = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d), nn.Dropout(cfg.dropout))
+        self.ln_f = nn.LayerNorm(d)
+        self.out = nn.Linear(d, 1)
+
+    def forward(self, reps: dict[str, Tensor]) -> Tensor:
+        x = torch.stack([self.proj[n](r) for n, r in zip(self.names, self.gather(reps))], dim=1)  # (B, k, d)
+        x = self.drop(x + self.type_emb)
+        h = self.ln_1(x)
+        x = x + self.drop(self.attn(h, h, h, need_weights=False)[0])  # (B, k, d)
+        x = x + self.mlp(self.ln_2(x))
+        return self.out(self.ln_f(x.mean(dim=1))).squeeze(-1)  # (B, d) -> (B,)
+
+
+class ConcatHead(FusionHead):
+    """The reference implementation's head: concatenate, then Linear -> BatchNorm -> ReLU -> dropout -> Linear."""
+
+    def __init__(self, cfg: HeadConfig, in_dims: dict[str, int]):
+        super().__init__(in_dims)
+        self.mlp = nn.Sequential(
+            nn.Linear(sum(in_dims[n] for n in self.names), cfg.d),
+            nn.BatchNorm1d(cfg.d),
+            nn.ReLU(),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.d, 1),
+        )
+
+    def forward(self, reps: dict[str, Tensor]) -> Tensor:
+        return self.mlp(torch.cat(self.gather(reps), dim=-1)).squeeze(-1)  # (B, sum) -> (B,)
+
+
+@register("head", "self-attention")
+def self_attention(cfg: HeadConfig, in_dims: dict[str, int]) -> nn.Module:
+    """Self-attention over the representations (the paper's late fusion, SPEC §5)."""
+    _reject_options("self-attention", cfg.options)
+    return SelfAttentionHead(cfg, in_dims)
+
+
+@register("head", "concat")
+def concat(cfg: HeadConfig, in_dims: dict[str, int]) -> nn.Module:
+    """Concatenation into an MLP with BatchNorm (the reference implementation's head, for ablation)."""
+    _reject_options("concat", cfg.options)
+    return ConcatHead(cfg, in_dims)

@@ -1,0 +1,404 @@
+"""Encoders and heads: a contract every registered component must meet, then the built-ins' specifics.
+
+The contract tests are parametrised over the registry at collection time, so a third-party plugin
+registered through ``dmpf.plugins`` is tested here for free, under its own name.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from dmpf_cli import registry
+from dmpf_cli.config import EncoderConfig, HeadConfig
+from dmpf_cli.encoders import downsample, sinusoidal_positions
+from dmpf_cli.heads import REPRESENTATIONS
+
+ENCODERS = list(registry.components("encoder"))
+HEADS = list(registry.components("head"))
+
+B = 4
+MAX_LEN = 8
+AUDIO_DIM, VISION_DIM = 74, 35  # MOSEI's COVAREP and Facet widths
+HEAD_DIMS = {"a_tok": 24, "v_tok": 24, "av_tok": 24, "h_text": 24, "a_enc": 8, "v_enc": 12, "av_enc": 8}
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def _ids(components: list[registry.Component]) -> list[str]:
+    return [c.name for c in components]
+
+
+# ------------------------------------------------------------------------------------------------
+# helpers
+
+
+def enc_cfg(name: str = "transformer", **kw) -> EncoderConfig:
+    base = dict(name=name, d=16, heads=4, layers=1, max_len=MAX_LEN, dropout=0.1, p_mask=0.1, modality_dropout=0.3)
+    return EncoderConfig(**(base | kw))
+
+
+def make_stream(lengths: list[int], L: int, D: int, pad: float = 1e6) -> tuple[Tensor, Tensor]:
+    """Random frames (len(lengths), L, D) whose padded frames hold ``pad``."""
+    n = torch.tensor(lengths)
+    x = torch.randn(len(lengths), L, D)
+    x[torch.arange(L)[None, :] >= n[:, None]] = pad
+    return x, n
+
+
+def encoder_inputs(n_streams: int, pad: float = 1e6) -> list[tuple[Tensor, Tensor]]:
+    """One or two streams with padding, a long sample (downsampled) and a length-0 sample."""
+    audio = make_stream([20, 13, 5, 0], 20, AUDIO_DIM, pad)
+    vision = make_stream([12, 0, 12, 3], 12, VISION_DIM, pad)
+    return [audio, vision][:n_streams]
+
+
+DIMS = {1: (AUDIO_DIM,), 2: (AUDIO_DIM, VISION_DIM)}
+
+
+def build_encoder(component: registry.Component, n_streams: int, seed: int = 0, **kw) -> nn.Module:
+    torch.manual_seed(seed)
+    return component.factory(enc_cfg(component.name, **kw), DIMS[n_streams])
+
+
+def repad(streams: list[tuple[Tensor, Tensor]], pad: float) -> list[tuple[Tensor, Tensor]]:
+    """The same streams with a different value in every padded frame."""
+    out = []
+    for x, n in streams:
+        x = x.clone()
+        x[torch.arange(x.shape[1])[None, :] >= n[:, None]] = pad
+        out.append((x, n))
+    return out
+
+
+def assert_finite_grads(module: nn.Module) -> None:
+    for name, p in module.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None, f"{name} got no gradient"
+            assert torch.isfinite(p.grad).all(), f"{name} has a non-finite gradient"
+
+
+def head_inputs(dims: dict[str, int], batch: int = 5) -> dict[str, Tensor]:
+    reps = {name: torch.randn(batch, width) for name, width in dims.items()}
+    for name in reps:
+        if name.endswith("_enc"):
+            reps[name][0] = 0.0  # the time-mean of a length-0 sample
+    return reps
+
+
+def build_head(component: registry.Component, dims: dict[str, int], seed: int = 0, **kw) -> nn.Module:
+    torch.manual_seed(seed)
+    return component.factory(HeadConfig(**(dict(name=component.name, d=16, heads=4) | kw)), dims)
+
+
+# ------------------------------------------------------------------------------------------------
+# encoder contract
+
+
+@pytest.mark.parametrize("n_streams", [1, 2], ids=["unimodal", "bimodal"])
+@pytest.mark.parametrize("component", ENCODERS, ids=_ids(ENCODERS))
+class TestEncoderContract:
+    def test_shapes(self, component: registry.Component, n_streams: int) -> None:
+        enc = build_encoder(component, n_streams)
+        assert isinstance(enc.out_dim, int)
+        for mode in (enc.train, enc.eval):
+            mode()
+            seq, lengths = enc(*encoder_inputs(n_streams))
+            assert seq.shape == (B, MAX_LEN, enc.out_dim)
+            assert seq.dtype == torch.float32
+            assert lengths.shape == (B,) and lengths.dtype == torch.long
+            assert ((lengths >= 0) & (lengths <= MAX_LEN)).all()
+            padded = torch.arange(MAX_LEN)[None, :] >= lengths[:, None]  # (B, T)
+            assert (seq[padded] == 0).all(), "padded output positions must be zero"
+
+    def test_backward(self, component: registry.Component, n_streams: int) -> None:
+        enc = build_encoder(component, n_streams).train()
+        seq, _ = enc(*encoder_inputs(n_streams))
+        assert torch.isfinite(seq).all()
+        (seq * torch.randn_like(seq)).sum().backward()  # random weights: a plain sum can cancel through a LayerNorm
+        assert_finite_grads(enc)
+
+    def test_no_nan_with_padding_and_empty_sample(self, component: registry.Component, n_streams: int) -> None:
+        enc = build_encoder(component, n_streams)
+        streams = encoder_inputs(n_streams)
+        streams = [(x, torch.zeros_like(n)) for x, n in streams[:1]] + streams[1:]  # an all-empty first stream
+        for mode in (enc.train, enc.eval):
+            mode()
+            for inputs in (encoder_inputs(n_streams), streams):
+                seq, _ = enc(*inputs)
+                assert torch.isfinite(seq).all()
+
+    def test_eval_is_deterministic(self, component: registry.Component, n_streams: int) -> None:
+        enc = build_encoder(component, n_streams).eval()
+        streams = encoder_inputs(n_streams)
+        with torch.no_grad():
+            first, _ = enc(*streams)
+            second, _ = enc(*streams)
+        torch.testing.assert_close(first, second, rtol=0, atol=0)
+
+    def test_state_dict_round_trip(self, component: registry.Component, n_streams: int) -> None:
+        streams = encoder_inputs(n_streams)
+        src = build_encoder(component, n_streams, seed=0).train()
+        src(*streams)  # a training pass, so any running statistics differ from a fresh build
+        dst = build_encoder(component, n_streams, seed=1)
+        dst.load_state_dict(src.state_dict())
+        src.eval(), dst.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(dst(*streams), src(*streams), rtol=0, atol=0)
+
+    def test_padded_frames_do_not_matter(self, component: registry.Component, n_streams: int) -> None:
+        enc = build_encoder(component, n_streams).eval()
+        streams = encoder_inputs(n_streams, pad=0.0)
+        with torch.no_grad():
+            reference = enc(*streams)
+            for pad in (1e6, -3.0, 1e30):
+                torch.testing.assert_close(enc(*repad(streams, pad)), reference)
+
+
+# ------------------------------------------------------------------------------------------------
+# head contract
+
+
+@pytest.mark.parametrize("component", HEADS, ids=_ids(HEADS))
+class TestHeadContract:
+    def test_shapes(self, component: registry.Component) -> None:
+        head = build_head(component, HEAD_DIMS)
+        for mode in (head.train, head.eval):
+            mode()
+            out = head(head_inputs(HEAD_DIMS))
+            assert out.shape == (5,) and out.dtype == torch.float32
+            assert torch.isfinite(out).all()
+
+    def test_backward(self, component: registry.Component) -> None:
+        head = build_head(component, HEAD_DIMS).train()
+        out = head(head_inputs(HEAD_DIMS))
+        (out * torch.randn_like(out)).sum().backward()
+        assert_finite_grads(head)
+
+    def test_no_nan_on_zero_representations(self, component: registry.Component) -> None:
+        head = build_head(component, HEAD_DIMS)
+        zeros = {name: torch.zeros(2, width) for name, width in HEAD_DIMS.items()}
+        for mode in (head.train, head.eval):
+            mode()
+            assert torch.isfinite(head(zeros)).all()
+
+    def test_eval_is_deterministic(self, component: registry.Component) -> None:
+        head = build_head(component, HEAD_DIMS).eval()
+        reps = head_inputs(HEAD_DIMS)
+        with torch.no_grad():
+            torch.testing.assert_close(head(reps), head(reps), rtol=0, atol=0)
+
+    def test_state_dict_round_trip(self, component: registry.Component) -> None:
+        reps = head_inputs(HEAD_DIMS)
+        src = build_head(component, HEAD_DIMS, seed=0).train()
+        src(reps)  # updates BatchNorm running statistics, which must travel too
+        dst = build_head(component, HEAD_DIMS, seed=1)
+        dst.load_state_dict(src.state_dict())
+        src.eval(), dst.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(dst(reps), src(reps), rtol=0, atol=0)
+
+    def test_every_ablation(self, component: registry.Component) -> None:
+        """Any non-empty subset of the representations builds and runs (n_a, n_v, n_av = 0 ablations)."""
+        for k in range(1, len(REPRESENTATIONS) + 1):
+            for names in itertools.combinations(REPRESENTATIONS, k):
+                dims = {name: HEAD_DIMS[name] for name in names}
+                head = build_head(component, dims)
+                for mode in (head.train, head.eval):
+                    mode()
+                    out = head(head_inputs(dims, batch=3))
+                    assert out.shape == (3,) and torch.isfinite(out).all(), names
+
+
+# ------------------------------------------------------------------------------------------------
+# downsample (SPEC §2: contiguous, length-aware mean)
+
+
+def frames(L: int, D: int = 2) -> Tensor:
+    """(1, L, D) with frame i equal to i in every feature."""
+    return torch.arange(L, dtype=torch.float32)[None, :, None].expand(1, L, D).clone()
+
+
+def test_downsample_averages_contiguous_chunks() -> None:
+    out, n = downsample(frames(6), torch.tensor([6]), 3)
+    torch.testing.assert_close(out[0, :, 0], torch.tensor([0.5, 2.5, 4.5]))  # [0,1], [2,3], [4,5]
+    assert n.tolist() == [3]
+
+
+def test_downsample_uneven_chunks() -> None:
+    out, n = downsample(frames(7), torch.tensor([7]), 3)
+    torch.testing.assert_close(out[0, :, 0], torch.tensor([1.0, 3.5, 5.5]))  # [0,1,2], [3,4], [5,6]
+    assert n.tolist() == [3]
+
+
+def test_downsample_uses_the_real_length_not_the_padded_one() -> None:
+    x = frames(10)
+    x[:, 6:] = 1e30  # padding
+    out, n = downsample(x, torch.tensor([6]), 3)
+    torch.testing.assert_close(out[0, :, 0], torch.tensor([0.5, 2.5, 4.5]))
+    assert n.tolist() == [3]
+
+
+@pytest.mark.parametrize("pad", [1e30, -1e30, float("inf"), float("-inf"), float("nan")])
+def test_downsample_padding_never_leaks(pad: float) -> None:
+    x = torch.randn(3, 9, 4, requires_grad=True)
+    lengths = torch.tensor([9, 5, 2])
+    clean, _ = downsample(x, lengths, 4)
+    dirty = x.detach().clone()
+    dirty[torch.arange(9)[None, :] >= lengths[:, None]] = pad
+    dirty.requires_grad_(True)
+    out, _ = downsample(dirty, lengths, 4)
+    torch.testing.assert_close(out, clean)
+    out.sum().backward()
+    assert torch.isfinite(dirty.grad).all()
+
+
+def test_downsample_short_sequences_pass_through() -> None:
+    x = torch.randn(2, 6, 3)
+    out, n = downsample(x, torch.tensor([2, 3]), 3)
+    assert n.tolist() == [2, 3]
+    torch.testing.assert_close(out[0, :2], x[0, :2])
+    assert (out[0, 2] == 0).all()
+    torch.testing.assert_close(out[1], x[1, :3])
+
+
+def test_downsample_pads_inputs_shorter_than_max_len() -> None:
+    x = torch.randn(1, 2, 3)
+    out, n = downsample(x, torch.tensor([2]), 5)
+    assert out.shape == (1, 5, 3) and n.tolist() == [2]
+    torch.testing.assert_close(out[0, :2], x[0])
+    assert (out[0, 2:] == 0).all()
+
+
+def test_downsample_empty_and_overlong_lengths() -> None:
+    x = torch.randn(2, 4, 3)
+    out, n = downsample(x, torch.tensor([0, 99]), 2)  # 99 > L: clamped to the 4 frames there are
+    assert n.tolist() == [0, 2]
+    assert (out[0] == 0).all() and torch.isfinite(out).all()
+    torch.testing.assert_close(out[1], torch.stack([x[1, :2].mean(0), x[1, 2:].mean(0)]))
+
+
+def test_sinusoidal_positions_odd_width() -> None:
+    table = sinusoidal_positions(5, 7)
+    assert table.shape == (5, 7)
+    torch.testing.assert_close(table[0], torch.tensor([0.0, 1, 0, 1, 0, 1, 0]))
+
+
+# ------------------------------------------------------------------------------------------------
+# the built-in transformer encoder
+
+
+def transformer_encoder(n_streams: int, **kw) -> nn.Module:
+    return build_encoder(registry.get("encoder", "transformer"), n_streams, **kw)
+
+
+def test_encoder_output_lengths() -> None:
+    audio, vision = encoder_inputs(2)
+    uni = transformer_encoder(1).eval()
+    assert uni(audio)[1].tolist() == [8, 8, 5, 0]  # min(n, max_len)
+    bi = transformer_encoder(2).eval()
+    assert bi(audio, vision)[1].tolist() == [8, 8, 8, 3]  # max over the two branches
+
+
+@pytest.mark.parametrize("n_streams", [1, 2], ids=["unimodal", "bimodal"])
+def test_encoder_ignores_nonfinite_padding(n_streams: int) -> None:
+    """inf and NaN in padded frames change nothing, forward or backward (MOSEI audio has -inf)."""
+    streams = encoder_inputs(n_streams, pad=0.0)
+    enc = transformer_encoder(n_streams).eval()
+    with torch.no_grad():
+        reference, _ = enc(*streams)
+        for pad in (float("inf"), float("-inf"), float("nan")):
+            torch.testing.assert_close(enc(*repad(streams, pad))[0], reference)
+    enc.train()
+    seq, _ = enc(*repad(streams, float("nan")))
+    (seq * torch.randn_like(seq)).sum().backward()
+    assert_finite_grads(enc)
+
+
+def test_encoder_time_step_masking_only_in_training() -> None:
+    streams = encoder_inputs(1)
+    plain = transformer_encoder(1, p_mask=0.0, dropout=0.0)
+    masked = transformer_encoder(1, p_mask=0.5, dropout=0.0)
+    plain.eval(), masked.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(masked(*streams), plain(*streams))
+        masked.train()
+        assert not torch.equal(masked(*streams)[0], plain(*streams)[0])
+
+
+def test_modality_dropout_never_drops_both_streams() -> None:
+    enc = transformer_encoder(2, modality_dropout=0.9, dropout=0.0, p_mask=0.0).train()
+    seen: list[Tensor] = []
+    enc.fuse.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    batch = 64
+    audio = (torch.randn(batch, 20, AUDIO_DIM), torch.full((batch,), 20))
+    vision = (torch.randn(batch, 12, VISION_DIM), torch.full((batch,), 12))
+    enc(audio, vision)
+    fused_in = seen[0]  # (B, T, 2d)
+    zero_a = (fused_in[..., :16] == 0).flatten(1).all(1)
+    zero_v = (fused_in[..., 16:] == 0).flatten(1).all(1)
+    assert not (zero_a & zero_v).any()
+    assert zero_a.any() and zero_v.any()
+    enc.eval()
+    seen.clear()
+    enc(audio, vision)
+    assert not (seen[0] == 0).flatten(1).all(1).any(), "no modality dropout in eval"
+
+
+def test_encoder_other_widths_and_depths() -> None:
+    streams = encoder_inputs(2)
+    for kw in (dict(d=15, heads=5), dict(layers=0), dict(input_norm=False, max_len=30)):
+        enc = transformer_encoder(2, **kw).eval()
+        seq, _ = enc(*streams)
+        assert seq.shape == (B, kw.get("max_len", MAX_LEN), kw.get("d", 16)) and torch.isfinite(seq).all()
+
+
+def test_encoder_rejects_wrong_stream_count_and_options() -> None:
+    audio, vision = encoder_inputs(2)
+    with pytest.raises(ValueError, match="expected 1"):
+        transformer_encoder(1)(audio, vision)
+    with pytest.raises(ValueError, match="unknown_knob"):
+        registry.create("encoder", "transformer", enc_cfg(options={"unknown_knob": 1}), DIMS[1])
+
+
+# ------------------------------------------------------------------------------------------------
+# the built-in heads
+
+
+@pytest.mark.parametrize("name", ["self-attention", "concat"])
+def test_head_rejects_bad_construction(name: str) -> None:
+    with pytest.raises(ValueError, match="unknown_knob"):
+        registry.create("head", name, HeadConfig(name=name, options={"unknown_knob": 1}), HEAD_DIMS)
+    with pytest.raises(ValueError, match="at least one"):
+        registry.create("head", name, HeadConfig(name=name), {})
+    with pytest.raises(ValueError, match="t_tok"):
+        registry.create("head", name, HeadConfig(name=name), {"t_tok": 4})
+
+
+@pytest.mark.parametrize("name", ["self-attention", "concat"])
+def test_head_checks_the_representations_it_gets(name: str) -> None:
+    dims = {"a_tok": 24, "h_text": 24}
+    head = registry.create("head", name, HeadConfig(name=name), dims)
+    reps = head_inputs(dims)
+    with pytest.raises(ValueError, match="missing"):
+        head({"a_tok": reps["a_tok"]})
+    with pytest.raises(ValueError, match="v_enc"):
+        head(reps | {"v_enc": torch.randn(5, 12)})
+
+
+def test_self_attention_head_needs_divisible_width() -> None:
+    with pytest.raises(ValueError, match="divisible"):
+        registry.create("head", "self-attention", HeadConfig(d=10, heads=4), HEAD_DIMS)
+
+
+def test_representation_order_does_not_matter() -> None:
+    head = registry.create("head", "self-attention", HeadConfig(), HEAD_DIMS).eval()
+    reps = head_inputs(HEAD_DIMS)
+    with torch.no_grad():
+        torch.testing.assert_close(head(dict(reversed(list(reps.items())))), head(reps))
