@@ -1,0 +1,241 @@
+"""The ``dmpf`` command line.
+
+Start-up stays light: torch, transformers and xformers are imported inside the commands that need
+them, never at import time, so ``dmpf --help`` answers at once. Every user mistake ends as one line
+``error: …`` on stderr with exit code 2 — no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from typer.core import TyperGroup
+
+from . import __version__
+from .errors import DmpfError
+
+
+class _OneLineErrors(TyperGroup):
+    """Runs the app in non-standalone mode so that every error becomes one line on stderr."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:  # noqa: D102
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.TyperException as exc:  # click's usage errors, as vendored by typer
+            ctx = getattr(exc, "ctx", None)
+            if type(exc).__name__ == "NoArgsIsHelpError":  # bare `dmpf` or `dmpf config`: help, success
+                typer.echo(exc.format_message())
+                rv = 0
+            else:
+                where = f"{ctx.command_path}: " if ctx is not None else ""
+                message = " ".join(exc.format_message().split())
+                typer.echo(f"error: {where}{message} (see --help)", err=True)
+                rv = exc.exit_code
+        except typer.Abort:
+            typer.echo("error: aborted", err=True)
+            rv = 1
+        except DmpfError as exc:
+            for line in str(exc).splitlines() or [type(exc).__name__]:
+                typer.echo(f"error: {line}", err=True)
+            rv = 2
+        code = rv if isinstance(rv, int) else 0
+        if not standalone_mode:
+            return code
+        sys.exit(code)
+
+
+app = typer.Typer(
+    cls=_OneLineErrors,
+    name="dmpf",
+    help="DMPF: modality-preserving deep fusion for multimodal sentiment analysis.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Show, check and list experiment configs.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+class OutputFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+# Options shared by every command that resolves a config.
+DatasetOpt = Annotated[
+    Optional[str], typer.Option("--dataset", "-d", help="Use the preset configs/NAME.yaml (mosei, sims, default).")
+]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="Use this YAML config file.")]
+OverridesArg = Annotated[
+    Optional[list[str]], typer.Argument(help="Overrides as key.sub=value, e.g. fusion.n_a=8 mm.layers=[1,2].")
+]
+FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="text for people, json for machines.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dmpf {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """DMPF: modality-preserving deep fusion for multimodal sentiment analysis."""
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+# --------------------------------------------------------------------------------------------
+# config
+
+
+@config_app.command("show")
+def config_show(
+    overrides: OverridesArg = None,
+    dataset: DatasetOpt = None,
+    config: ConfigOpt = None,
+    format: FormatOpt = OutputFormat.text,
+) -> None:
+    """Print the resolved config (preset or file, then the overrides)."""
+    from .config import load_config, to_yaml
+
+    cfg = load_config(dataset, config, overrides or [])
+    if format is OutputFormat.json:
+        typer.echo(json.dumps(cfg.model_dump(mode="json"), indent=2))
+    else:
+        typer.echo(to_yaml(cfg), nl=False)
+
+
+@config_app.command("validate")
+def config_validate(
+    file: Annotated[Path, typer.Argument(help="The YAML config to check.")],
+    overrides: OverridesArg = None,
+) -> None:
+    """Check a config file: keys, types, values, component names, MM layers against the backbone."""
+    from .config import load_config
+
+    cfg = load_config(config=file, overrides=overrides or [])
+    _console().print(f"[green]ok[/green] {file}: experiment '{cfg.name}' is valid")
+
+
+@config_app.command("list")
+def config_list() -> None:
+    """List the presets in configs/ (select one with --dataset NAME)."""
+    from rich.table import Table
+
+    from .config import CONFIG_DIR, preset_names, read_yaml
+
+    table = Table("preset", "description", title=f"presets in {CONFIG_DIR}", title_justify="left")
+    for name in preset_names():
+        table.add_row(name, str(read_yaml(CONFIG_DIR / f"{name}.yaml").get("description", "")))
+    _console().print(table)
+
+
+# --------------------------------------------------------------------------------------------
+# plugins
+
+
+@app.command("plugins")
+def plugins(format: FormatOpt = OutputFormat.text) -> None:
+    """List every registered component by kind, with its origin (built-in or the providing distribution)."""
+    from . import registry
+
+    rows = [
+        {"kind": c.kind, "name": c.name, "origin": c.origin, "description": c.doc} for c in registry.components()
+    ]
+    if format is OutputFormat.json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table("kind", "name", "origin", "description")
+    for row in rows:
+        origin = row["origin"] if row["origin"] == registry.BUILTIN else f"[cyan]{row['origin']}[/cyan]"
+        table.add_row(row["kind"], row["name"], origin, row["description"])
+    _console().print(table)
+
+
+# --------------------------------------------------------------------------------------------
+# inspect-mask
+
+
+@app.command("inspect-mask")
+def inspect_mask(
+    overrides: OverridesArg = None,
+    dataset: DatasetOpt = None,
+    config: ConfigOpt = None,
+    n_a: Annotated[Optional[int], typer.Option("--n-a", help="Audio fusion tokens (default: the config's).")] = None,
+    n_v: Annotated[Optional[int], typer.Option("--n-v", help="Visual fusion tokens (default: the config's).")] = None,
+    n_av: Annotated[
+        Optional[int], typer.Option("--n-av", help="Audio-visual fusion tokens (default: the config's).")
+    ] = None,
+    text_len: Annotated[Optional[int], typer.Option("--text-len", help="Text positions (default: the config's).")] = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", help="Mask preset (default: the config's).")] = None,
+    pad: Annotated[int, typer.Option("--pad", help="Mark the last K text positions as padding.")] = 0,
+    format: FormatOpt = OutputFormat.text,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also draw the mask to this PNG file.")] = None,
+) -> None:
+    """Show the fusion attention mask: who may attend to whom inside the backbone."""
+    from .config import load_config
+
+    if output is not None and output.suffix.lower() != ".png":
+        raise DmpfError(f"--output: expected a .png file name, got '{output}'")
+    cfg = load_config(dataset, config, overrides or [])
+    values = {
+        "--n-a": cfg.fusion.n_a if n_a is None else n_a,
+        "--n-v": cfg.fusion.n_v if n_v is None else n_v,
+        "--n-av": cfg.fusion.n_av if n_av is None else n_av,
+        "--text-len": cfg.data.text_len if text_len is None else text_len,
+    }
+    for option, value in values.items():
+        if value < 0:
+            raise DmpfError(f"{option}: expected an integer >= 0, got {value}")
+    if not 0 <= pad <= values["--text-len"]:
+        raise DmpfError(f"--pad: expected 0..{values['--text-len']} (the text length), got {pad}")
+
+    from . import registry
+    from .mask import FusionMask
+
+    name = preset or cfg.fusion.mask
+    try:
+        registry.get("mask", name)
+    except registry.RegistryError as exc:
+        raise DmpfError(f"--preset: {exc}") from None
+    try:
+        mask = FusionMask(values["--text-len"], values["--n-a"], values["--n-v"], values["--n-av"], name)
+    except ValueError as exc:
+        raise DmpfError(str(exc)) from None
+    if pad:
+        mask = mask.with_right_padding(pad)
+
+    if output is not None:
+        from .mask_view import save_png
+
+        save_png(mask, output)
+    if format is OutputFormat.json:
+        typer.echo(json.dumps(mask.to_json()))
+        return
+    from .mask_view import render
+
+    console = _console()
+    render(mask, console)
+    if output is not None:
+        console.print(f"wrote {output}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="dmpf")

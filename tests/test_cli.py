@@ -1,0 +1,177 @@
+"""The dmpf command line, through typer's CliRunner (and a subprocess for start-up behaviour)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from dmpf_cli.mask import FusionMask
+
+
+def assert_one_line_error(result, *fragments: str) -> str:
+    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.stderr + result.stdout
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def test_help_lists_the_commands(invoke):
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in ("config", "plugins", "inspect-mask"):
+        assert command in result.stdout
+
+
+def test_no_arguments_shows_help(invoke):
+    result = invoke()
+    assert result.exit_code == 0 and "inspect-mask" in result.stdout
+
+
+def test_version(invoke):
+    from dmpf_cli import __version__
+
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"dmpf {__version__}"
+
+
+def test_startup_imports_no_heavy_modules():
+    """`dmpf --help` must not import torch, transformers or xformers (nor print xformers' CUDA warning)."""
+    code = (
+        "import sys; from dmpf_cli.cli import app\n"
+        "try:\n    app(['--help'], prog_name='dmpf')\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'xformers', 'matplotlib') if m in sys.modules)\n"
+        "print('HEAVY', heavy, file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "HEAVY []" in result.stderr
+    assert "xformers" not in result.stderr.replace("HEAVY []", "")
+
+
+# -- config --------------------------------------------------------------------------------------
+
+def test_config_show_resolves_preset_and_overrides(invoke):
+    result = invoke("config", "show", "--dataset", "mosei", "fusion.n_av=16", "mm.gate=tanh")
+    assert result.exit_code == 0, result.stderr
+    shown = yaml.safe_load(result.stdout)
+    assert shown["fusion"] == {"n_a": 10, "n_v": 10, "n_av": 16, "mask": "avseesall"}
+    assert shown["mm"]["gate"] == "tanh" and shown["backbone"]["name"] == "gpt2-large"
+
+
+def test_config_show_json(invoke):
+    result = invoke("config", "show", "--format", "json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["backbone"]["name"] == "gpt2-tiny-random"
+
+
+def test_config_validate(invoke, tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("name: mine\nfusion: {n_a: 2, n_v: 0, n_av: 6}\n")
+    result = invoke("config", "validate", good)
+    assert result.exit_code == 0 and "valid" in result.stdout
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("fusion: {n_a: 2, n_avv: 6}\n")
+    assert_one_line_error(invoke("config", "validate", bad), str(bad), "fusion.n_avv", "unknown key", "'n_av'")
+
+
+def test_config_list(invoke):
+    result = invoke("config", "list")
+    assert result.exit_code == 0
+    for name in ("default", "mosei", "sims"):
+        assert name in result.stdout
+
+
+def test_plugins_lists_every_kind(invoke):
+    result = invoke("plugins", "--format", "json")
+    assert result.exit_code == 0
+    rows = json.loads(result.stdout)
+    assert {r["kind"] for r in rows} == {"encoder", "backbone", "head", "mask"}
+    assert {"kind": "head", "name": "self-attention"}.items() <= next(r for r in rows if r["name"] == "self-attention").items()
+    table = invoke("plugins")
+    assert table.exit_code == 0 and "built-in" in table.stdout and "avseesall" in table.stdout
+
+
+# -- inspect-mask --------------------------------------------------------------------------------
+
+def test_inspect_mask_json_is_only_json(invoke):
+    result = invoke("inspect-mask", "--n-a", "10", "--n-v", "10", "--n-av", "12", "--text-len", "7", "--pad", "2",
+                    "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)  # the whole of stdout parses
+    assert set(data) == {"preset", "segments", "allowed"}
+    assert data["preset"] == "avseesall"
+    assert data["segments"] == [
+        {"name": "text", "start": 0, "length": 7},
+        {"name": "audio", "start": 7, "length": 10},
+        {"name": "visual", "start": 17, "length": 10},
+        {"name": "audio_visual", "start": 27, "length": 12},
+    ]
+    expected = FusionMask(7, 10, 10, 12).with_right_padding(2).allowed()[0].int().tolist()
+    assert data["allowed"] == expected
+    assert data["allowed"][8][5] == 0 and data["allowed"][8][4] == 1  # A never sees padded text
+
+
+def test_inspect_mask_defaults_come_from_the_config(invoke):
+    data = json.loads(invoke("inspect-mask", "--dataset", "mosei", "--format", "json").stdout)
+    assert [s["length"] for s in data["segments"]] == [50, 10, 10, 12]
+    data = json.loads(invoke("inspect-mask", "--dataset", "sims", "--n-a", "0", "--format", "json").stdout)
+    assert [s["length"] for s in data["segments"]] == [39, 0, 8, 16]
+    data = json.loads(invoke("inspect-mask", "fusion.mask=original", "--format", "json").stdout)
+    assert data["preset"] == "original"
+
+
+def test_inspect_mask_rich_rendering(invoke):
+    result = invoke("inspect-mask", "--n-a", "3", "--n-v", "2", "--n-av", "4", "--text-len", "5", "--pad", "1")
+    assert result.exit_code == 0, result.stderr
+    out = result.stdout
+    assert "avseesall" in out and "legend" in out and "who sees whom" in out and "padding" in out
+    grid = [line for line in out.splitlines() if set(line[4:].strip()) <= set("█·░") and line[4:].strip()]
+    assert len(grid) == 14 and all(len(line[4:].rstrip()) == 14 for line in grid)
+
+
+def test_inspect_mask_png(invoke, tmp_path):
+    target = tmp_path / "pics" / "mask.png"
+    result = invoke("inspect-mask", "--dataset", "mosei", "--pad", "5", "--output", target)
+    assert result.exit_code == 0, result.stderr
+    head = target.read_bytes()[:8]
+    assert head == b"\x89PNG\r\n\x1a\n" and target.stat().st_size > 5000
+    # With --format json the picture is still written and stdout stays pure JSON.
+    other = tmp_path / "m2.png"
+    result = invoke("inspect-mask", "--format", "json", "--output", other)
+    assert result.exit_code == 0 and other.is_file() and json.loads(result.stdout)["preset"] == "avseesall"
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--n-a", "-1"], ["--n-a: expected an integer >= 0, got -1"]),
+        (["--n-av", "-3"], ["--n-av"]),
+        (["--text-len", "-1"], ["--text-len"]),
+        (["--n-a", "x"], ["--n-a", "integer"]),
+        (["--preset", "avseesal"], ["--preset", "did you mean 'avseesall'"]),
+        (["--pad", "99"], ["--pad: expected 0..32"]),
+        (["--output", "mask.jpg"], ["--output: expected a .png"]),
+        (["--format", "yaml"], ["--format"]),
+        (["--text-len", "0", "--n-a", "0", "--n-v", "0", "--n-av", "0"], ["at least one position"]),
+        (["fusion.n_q=1"], ["fusion.n_q: unknown key"]),
+        (["--dataset", "mosi"], ["did you mean 'mosei'"]),
+        (["--bogus"], ["No such option"]),
+    ],
+)
+def test_inspect_mask_bad_input(invoke, args, fragments):
+    assert_one_line_error(invoke("inspect-mask", *args), *fragments)
+
+
+def test_unknown_config_key_in_a_file(invoke, tmp_path):
+    bad = tmp_path / "exp.yaml"
+    bad.write_text("fusion:\n  n_a: 2\n  mask_preset: original\n")
+    assert_one_line_error(invoke("inspect-mask", "--config", bad), str(bad), "fusion.mask_preset", "'mask'")

@@ -1,0 +1,143 @@
+"""The component registry: lookup, clashes, entry-point plugins (working and broken), and per-kind contracts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from dmpf_cli import registry
+from dmpf_cli.backbones import BackboneArch, describe
+from dmpf_cli.config import BackboneConfig
+from dmpf_cli.mask import SEGMENTS, MaskPreset
+
+
+def test_every_kind_has_builtins():
+    for kind in registry.KINDS:
+        assert registry.names(kind), kind
+
+
+def test_unknown_name_lists_close_matches():
+    with pytest.raises(registry.RegistryError, match=r"unknown head 'self-atention': did you mean 'self-attention'\?"):
+        registry.get("head", "self-atention")
+    with pytest.raises(registry.RegistryError, match="available: .*gpt2-large"):
+        registry.get("backbone", "bert")
+    with pytest.raises(registry.RegistryError, match="unknown component kind 'optimizer'"):
+        registry.get("optimizer", "adamw")
+
+
+def test_a_name_cannot_be_taken_twice():
+    registry.names("head")  # built-ins loaded
+    with pytest.raises(registry.RegistryError, match="clashes"):
+        @registry.register("head", "concat")
+        def another_concat(cfg, in_dims):  # pragma: no cover - never called
+            raise AssertionError
+
+
+def test_create_calls_the_factory():
+    arch = registry.create("backbone", "gpt2-large", BackboneConfig(name="gpt2-large"))
+    assert (arch.n_layer, arch.n_embd) == (36, 1280)
+
+
+# -- per-kind contracts, parametrised over everything registered (plugins included) ---------------
+
+@pytest.mark.parametrize("name", registry.names("mask"))
+def test_mask_preset_contract(name):
+    spec = registry.get("mask", name).factory()
+    assert isinstance(spec, MaskPreset) and spec.name == name
+    assert spec.relation("text", "text") == "causal"
+    assert all(spec.relation("text", k) == "none" for k in SEGMENTS[1:])
+    assert all(spec.relation(s, s) != "none" for s in SEGMENTS)
+
+
+@pytest.mark.parametrize("name", registry.names("backbone"))
+def test_backbone_contract(name):
+    arch = describe(BackboneConfig(name=name))
+    assert isinstance(arch, BackboneArch)
+    assert arch.n_layer > 0 and arch.n_embd % arch.n_head == 0 and arch.n_positions > 0 and arch.vocab_size > 0
+    assert arch.random_init == name.endswith("-random")
+    assert (arch.hub_id is None) == arch.random_init
+    assert arch.label == ("random weights" if arch.random_init else "pretrained")
+
+
+# -- entry points, in a subprocess so discovery starts from scratch --------------------------------
+
+def _fake_distribution(root, dist: str, module: str, source: str, entry: str | None = None) -> None:
+    """A minimal installed distribution: dist-info with an entry point, and its module."""
+    info = root / f"{dist.replace('-', '_')}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[dmpf.plugins]\n{dist} = {entry or module}\n")
+    (root / f"{module}.py").write_text(textwrap.dedent(source))
+
+
+def _dmpf(args, pythonpath):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(pythonpath), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "dmpf_cli", *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_entry_point_plugin_is_discovered_with_its_origin(tmp_path):
+    _fake_distribution(tmp_path, "acme-masks", "acme_masks", """
+        from dmpf_cli.mask import MaskPreset
+        from dmpf_cli.registry import register
+
+        @register("mask", "everyone-sees-text")
+        def everyone_sees_text():
+            "Fusion tokens see only text and themselves."
+            rules = {("text", "text"): "causal"}
+            for seg in ("audio", "visual", "audio_visual"):
+                rules[(seg, "text")] = "all"
+                rules[(seg, seg)] = "causal"
+            return MaskPreset("everyone-sees-text", "", rules)
+    """)
+    result = _dmpf(["plugins", "--format", "json"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = {(r["kind"], r["name"]): r for r in json.loads(result.stdout)}
+    assert rows[("mask", "everyone-sees-text")]["origin"] == "acme-masks"
+    assert rows[("mask", "avseesall")]["origin"] == "built-in"
+    shown = _dmpf(["inspect-mask", "--preset", "everyone-sees-text", "--format", "json"], tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["preset"] == "everyone-sees-text"
+
+
+def test_setup_hook_entry_point_is_called(tmp_path):
+    _fake_distribution(tmp_path, "hooked", "hooked_mod", """
+        from dmpf_cli.registry import register
+        from dmpf_cli.mask import avseesall
+
+        def setup():
+            register("mask", "hooked-copy")(lambda: avseesall())
+    """, entry="hooked_mod:setup")
+    result = _dmpf(["plugins", "--format", "json"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert any(r["name"] == "hooked-copy" and r["origin"] == "hooked" for r in json.loads(result.stdout))
+
+
+def test_broken_plugin_warns_in_one_line_and_the_rest_works(tmp_path):
+    _fake_distribution(tmp_path, "broken-plugin", "broken_plugin", "raise RuntimeError('boom at import')\n")
+    result = _dmpf(["plugins", "--format", "json"], tmp_path)
+    assert result.returncode == 0
+    warnings = [line for line in result.stderr.splitlines() if line.strip()]
+    assert warnings == ["warning: plugin 'broken-plugin' (broken-plugin) failed to load: RuntimeError: boom at import"]
+    assert any(r["name"] == "avseesall" for r in json.loads(result.stdout))
+    shown = _dmpf(["config", "show", "--format", "json"], tmp_path)
+    assert shown.returncode == 0 and json.loads(shown.stdout)["name"] == "default"
+
+
+def test_plugin_cannot_replace_a_builtin(tmp_path):
+    _fake_distribution(tmp_path, "hijack", "hijack", """
+        from dmpf_cli.registry import register
+
+        @register("mask", "avseesall")
+        def avseesall():
+            raise AssertionError("never used")
+    """)
+    result = _dmpf(["plugins", "--format", "json"], tmp_path)
+    assert result.returncode == 0
+    assert "plugin 'hijack' (hijack) failed to load: RegistryError: mask 'avseesall' from hijack clashes" in result.stderr
+    rows = [r for r in json.loads(result.stdout) if r["name"] == "avseesall"]
+    assert rows == [{"kind": "mask", "name": "avseesall", "origin": "built-in", "description": rows[0]["description"]}]
