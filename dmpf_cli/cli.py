@@ -231,6 +231,7 @@ def inspect_mask(
     from .mask_view import render
 
     console = _console()
+    console.print(f"config [bold]{cfg.name}[/bold]: {cfg.description}" if cfg.description else f"config {cfg.name}")
     render(mask, console)
     if output is not None:
         console.print(f"wrote {output}")

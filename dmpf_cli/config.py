@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -264,10 +265,19 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
 
 
 def _field_type(loc: tuple[Any, ...]) -> str:
-    """'an integer' or 'a number' for the field at ``loc`` (for bound errors)."""
+    """'an integer' or 'a number' for the field at ``loc`` (for bound errors); list items count as their list's."""
+    if loc and isinstance(loc[-1], int):  # an item of a list field, e.g. mm.layers.0
+        loc = loc[:-1]
     model = _model_at(loc)
-    field = model.model_fields.get(loc[-1]) if model and isinstance(loc[-1], str) else None
-    return "an integer" if field is not None and field.annotation is int else "a number"
+    field = model.model_fields.get(loc[-1]) if model and loc and isinstance(loc[-1], str) else None
+    if field is None:
+        return "a number"
+    annotation = field.annotation
+    if typing.get_origin(annotation) is list:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return "an integer" if annotation is int else "a number"
 
 
 def _expected(err: dict[str, Any]) -> str:
@@ -321,13 +331,11 @@ def load_config(
     dataset: str | None = None,
     config: Path | str | None = None,
     overrides: list[str] | tuple[str, ...] = (),
-    *,
-    check_components: bool = True,
 ) -> ExperimentConfig:
     """Resolve a config: a preset (``--dataset``) or a file (``--config``), then the overrides.
 
-    With neither, the embedded default (``configs/default.yaml``). ``check_components`` also checks
-    the names against the registry and the MM layers against the backbone's depth.
+    With neither, the embedded default (``configs/default.yaml``). Beyond the schema, component names
+    are checked against the registry and the MM layers against the backbone's depth.
     """
     if dataset and config:
         raise ConfigError(["--dataset and --config: give one of them, not both"])
@@ -352,10 +360,9 @@ def load_config(
             problems.append(f"{_origin_of(loc, origins, source)}: {dotted}: {_expected(err)}{got}")
         raise ConfigError(problems) from None
 
-    if check_components:
-        problems = [f"{_origin_of(tuple(loc.split('.')), origins, source)}: {loc}: {msg}" for loc, msg in component_problems(cfg)]
-        if problems:
-            raise ConfigError(problems)
+    problems = [f"{_origin_of(tuple(loc.split('.')), origins, source)}: {loc}: {msg}" for loc, msg in component_problems(cfg)]
+    if problems:
+        raise ConfigError(problems)
     return cfg
 
 

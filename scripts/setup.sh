@@ -23,6 +23,9 @@ done
 PY=${PYTHON:-python3}
 if [[ ! -x .venv/bin/python ]]; then
   "$PY" -m venv "${venv_opts[@]}" .venv
+elif [[ ${#venv_opts[@]} -gt 0 ]] && ! grep -q "include-system-site-packages = true" .venv/pyvenv.cfg; then
+  echo "setup.sh: .venv exists without --system-site-packages; remove it (rm -r .venv) and run again" >&2
+  exit 2
 fi
 VPY=.venv/bin/python
 
