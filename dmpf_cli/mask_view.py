@@ -17,24 +17,22 @@ PNG_COLOURS = {"text": "#1f77b4", "audio": "#2ca02c", "visual": "#b01fb4", "audi
 RELATION_MARK = {"causal": "causal", "all": "all", "none": "–"}
 
 
-def _segment_of_positions(mask: FusionMask) -> list[str]:
-    return [seg.name for seg in mask.segments for _ in range(seg.length)]
-
-
-def _padded_positions(mask: FusionMask) -> set[int]:
-    if mask.text_padding is None:
-        return set()
-    return {i for i, real in enumerate(mask.text_padding[0].tolist()) if not real}
+def _layout(mask: FusionMask):
+    """(allowed (L, L) bool tensor of the first sample, segment name per position, padded text positions)."""
+    allowed = mask.allowed()
+    if allowed.dim() == 3:
+        allowed = allowed[0]
+    owner = [seg.name for seg in mask.segments for _ in range(seg.length)]
+    padded = set() if mask.text_padding is None else {
+        i for i, real in enumerate(mask.text_padding[0].tolist()) if not real
+    }
+    return allowed, owner, padded
 
 
 def render(mask: FusionMask, console: Console) -> None:
     """Print the grid (rows = queries, columns = keys), a legend and a who-sees-whom summary."""
-    allowed = mask.allowed()
-    if allowed.dim() == 3:
-        allowed = allowed[0]
+    allowed, owner, padded = _layout(mask)
     rows = allowed.tolist()
-    owner = _segment_of_positions(mask)
-    padded = _padded_positions(mask)
     L = mask.seq_len
     label_w = 4
 
@@ -45,12 +43,10 @@ def render(mask: FusionMask, console: Console) -> None:
     )
     # Column header: the segment's short name at its first column.
     header = Text(" " * label_w)
-    col = 0
     for seg in mask.segments:
         if seg.length:
             tag = SHORT[seg.name][: seg.length].ljust(seg.length)
             header.append(tag, style=f"bold {RICH_COLOURS[seg.name]}")
-        col += seg.length
     if L + label_w > console.width:
         console.print(
             f"[yellow]the grid is {L} columns wide and the terminal {console.width}: lines are cut; "
@@ -80,7 +76,7 @@ def render(mask: FusionMask, console: Console) -> None:
 
     table = Table(title="who sees whom (rows = queries, columns = keys)", title_justify="left")
     table.add_column("query \\ key")
-    present = [s for s in mask.segments]
+    present = mask.segments
     for seg in present:
         table.add_column(f"{SHORT[seg.name]} ({seg.length})", style=RICH_COLOURS[seg.name])
     table.add_column("keys seen per query")
@@ -106,12 +102,8 @@ def save_png(mask: FusionMask, path: Path) -> None:
     from matplotlib.colors import to_rgb
     from matplotlib.patches import Patch
 
-    allowed = mask.allowed()
-    if allowed.dim() == 3:
-        allowed = allowed[0]
+    allowed, owner, padded = _layout(mask)
     allowed = allowed.numpy()
-    owner = _segment_of_positions(mask)
-    padded = _padded_positions(mask)
     L = mask.seq_len
 
     image = np.ones((L, L, 3))
