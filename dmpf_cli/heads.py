@@ -103,3 +103,14 @@ def concat(cfg: HeadConfig, in_dims: dict[str, int]) -> nn.Module:
     """Concatenation into an MLP with BatchNorm (the reference implementation's head, for ablation)."""
     _reject_options("concat", cfg.options)
     return ConcatHead(cfg, in_dims)
+
+
+class AuxHeads(nn.Module):
+    """The auxiliary heads of SPEC §5: one Linear(width → 1) per representation, for the auxiliary losses."""
+
+    def __init__(self, in_dims: dict[str, int]):
+        super().__init__()
+        self.heads = nn.ModuleDict({n: nn.Linear(in_dims[n], 1) for n in REPRESENTATIONS if n in in_dims})
+
+    def forward(self, reps: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {n: head(reps[n]).squeeze(-1) for n, head in self.heads.items()}  # each (B,)

@@ -132,6 +132,33 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
+def additive_bias(
+    allowed: torch.Tensor,
+    shape: tuple[int, int, int, int] | None = None,
+    dtype: torch.dtype = torch.float32,
+    *,
+    masked_value: float | None = None,
+) -> torch.Tensor:
+    """A (b, 1, Lq, Lk) bool mask (True = attend) as an additive float bias, laid out for xformers.
+
+    0 where allowed, ``masked_value`` (default −inf) elsewhere. The key dimension is allocated padded
+    to a multiple of 8 and sliced back, as xformers requires of a dense bias; with ``shape=(B, H, Lq, Lk)``
+    the result is broadcast to it (a view over batch 1 and heads, no copy).
+    """
+    if not dtype.is_floating_point:
+        raise ValueError(f"dtype: expected a floating-point dtype for an additive bias, got {dtype}")
+    b, _, Lq, Lk = allowed.shape
+    neg = float("-inf") if masked_value is None else masked_value
+    storage = torch.full((b, 1, Lq, _round_up(Lk, 8)), neg, dtype=dtype, device=allowed.device)
+    bias = storage[..., :Lk]  # (b, 1, Lq, Lk), row stride a multiple of 8
+    bias.masked_fill_(allowed, 0.0)
+    if shape is None:
+        return bias
+    if len(shape) != 4 or tuple(shape[2:]) != (Lq, Lk) or (b != 1 and shape[0] != b):
+        raise ValueError(f"shape: expected (batch, heads, {Lq}, {Lk}) compatible with batch {b}, got {tuple(shape)}")
+    return bias.expand(*shape)
+
+
 @dataclass(frozen=True, eq=False)
 class FusionMask:
     """A preset applied to concrete sizes, optionally with a per-batch text key-padding mask.
@@ -237,20 +264,7 @@ class FusionMask:
         allocated padded to a multiple of 8 and sliced back, as xformers requires of a dense bias.
         With ``shape=(B, H, L, L)`` the result is broadcast (a view, no copy) to that shape.
         """
-        if not dtype.is_floating_point:
-            raise ValueError(f"dtype: expected a floating-point dtype for an additive bias, got {dtype}")
-        L = self.seq_len
-        allowed = self.sdpa_mask(device)  # (b, 1, L, L)
-        b = allowed.shape[0]
-        neg = float("-inf") if masked_value is None else masked_value
-        storage = torch.full((b, 1, L, _round_up(L, 8)), neg, dtype=dtype, device=device)
-        bias = storage[..., :L]  # (b, 1, L, L), row stride a multiple of 8
-        bias.masked_fill_(allowed, 0.0)
-        if shape is None:
-            return bias
-        if len(shape) != 4 or tuple(shape[2:]) != (L, L) or (b != 1 and shape[0] != b):
-            raise ValueError(f"shape: expected (batch, heads, {L}, {L}) compatible with batch {b}, got {tuple(shape)}")
-        return bias.expand(*shape)
+        return additive_bias(self.sdpa_mask(device), shape, dtype, masked_value=masked_value)
 
     # -- summaries ------------------------------------------------------------------------------
 

@@ -1,0 +1,125 @@
+"""The fused language model (SPEC §1, §3): a frozen GPT-2 whose blocks we drive ourselves.
+
+Sequence: ``[text embeddings (T) | A tokens (n_a) | V tokens (n_v) | AV tokens (n_av)]``; the fusion
+tokens are learnable and take the GPT-2 positions after the text. Each frozen block runs its own
+weights (ln_1, c_attn, c_proj, ln_2, mlp) with our attention backend and the fusion mask — the same
+prepared mask in every block — and after the configured blocks an :class:`~dmpf_cli.mm.MMBlock` lets
+each token group read its encoder. Driving the blocks here (rather than through ``GPT2Model.forward``)
+is what makes MM blocks between layers and a per-backend mask possible; a test proves that with closed
+gates the text states equal Hugging Face's ``GPT2Model`` on the same weights.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .attention import PreparedMask, attend, prepare_mask
+from .mask import FusionMask
+from .mm import MMBlock
+
+GROUPS = ("audio", "visual", "audio_visual")  # the fusion-token groups, in sequence order (mask segments)
+
+
+def block_forward(block: nn.Module, h: Tensor, mask: PreparedMask) -> Tensor:
+    """One GPT-2 block (pre-LN) with our attention: h (B, L, D) → (B, L, D)."""
+    attn = block.attn
+    B, L, D = h.shape
+    H = attn.num_heads
+    hd = D // H
+    qkv = attn.c_attn(block.ln_1(h)).view(B, L, 3, H, hd)  # (B, L, 3, H, hd)
+    q, k, v = qkv.unbind(2)  # 3 × (B, L, H, hd)
+    scale = 1.0 / math.sqrt(hd) if attn.scale_attn_weights else 1.0
+    if attn.scale_attn_by_inverse_layer_idx:
+        scale /= float(attn.layer_idx + 1)
+    y = attend(q, k, v, mask, scale)  # (B, L, H, hd)
+    h = h + attn.resid_dropout(attn.c_proj(y.reshape(B, L, D)))
+    return h + block.mlp(block.ln_2(h))
+
+
+class FusedGPT2(nn.Module):
+    """Frozen GPT-2 + fusion tokens + MM blocks.
+
+    ``gpt2``: a transformers ``GPT2Model`` (frozen by the caller). ``tokens``: n per group.
+    ``encoder_dims``: the width of the encoder each present group reads.
+    """
+
+    def __init__(
+        self,
+        gpt2: nn.Module,
+        tokens: dict[str, int],
+        encoder_dims: dict[str, int],
+        mm_layers: list[int],
+        mask_preset: str,
+        gate: str,
+        dropout: float,
+    ):
+        super().__init__()
+        self.gpt2 = gpt2
+        D = gpt2.config.n_embd
+        self.n_head = gpt2.config.n_head
+        self.counts = {g: tokens.get(g, 0) for g in GROUPS}
+        self.mask_preset = mask_preset
+        present = {g: encoder_dims[g] for g in GROUPS if self.counts[g] > 0}
+        self.tokens = nn.ParameterDict({g: nn.Parameter(torch.randn(self.counts[g], D) * 0.02) for g in present})
+        bad = [layer for layer in mm_layers if not 0 <= layer < len(gpt2.h)]
+        if bad:
+            raise ValueError(f"mm.layers: blocks {bad} do not exist (the backbone has {len(gpt2.h)})")
+        self.mm = nn.ModuleDict({
+            str(layer): MMBlock(gpt2.h[layer], D, self.n_head, present, gate, dropout) for layer in sorted(mm_layers)
+        }) if present else nn.ModuleDict()
+
+    def layout(self, text_len: int) -> FusionMask:
+        return FusionMask(text_len, self.counts["audio"], self.counts["visual"], self.counts["audio_visual"],
+                          self.mask_preset)
+
+    def spans(self, text_len: int) -> dict[str, slice]:
+        return {s.name: slice(s.start, s.stop) for s in self.layout(text_len).segments}
+
+    def forward(
+        self,
+        ids: Tensor,
+        real: Tensor,
+        contexts: dict[str, tuple[Tensor, Tensor]],
+        backend: str,
+        *,
+        return_hidden: bool = False,
+    ) -> tuple[Tensor, list[Tensor]]:
+        """ids, real (B, T); ``contexts[g] = (seq (B, Lm, d), lengths (B,))`` for each present group.
+
+        Returns the final hidden states after ln_f (B, L, D), and — with ``return_hidden`` — the states
+        after every block (after its MM block, where there is one).
+        """
+        B, T = ids.shape
+        gpt2 = self.gpt2
+        mask = self.layout(T).with_padding(real)
+        L = mask.seq_len
+        dtype = gpt2.wte.weight.dtype
+
+        pos = torch.arange(L, device=ids.device)
+        text = gpt2.wte(ids)  # (B, T, D)
+        groups = [self.tokens[g].to(dtype)[None].expand(B, -1, -1) for g in GROUPS if g in self.tokens]
+        h = torch.cat([text, *groups], dim=1) + gpt2.wpe(pos)[None]  # (B, L, D)
+        h = gpt2.drop(h)
+
+        fusion = prepare_mask(mask.allowed(ids.device), backend, batch=B, heads=self.n_head, dtype=dtype)
+        spans = self.spans(T)
+        cross = {}
+        for g, (seq, lengths) in contexts.items():
+            if g not in self.tokens:
+                continue
+            # a length-0 sample still attends to its (zero) first step: never an empty softmax row
+            keys = torch.arange(seq.shape[1], device=seq.device)[None, :] < lengths.clamp(min=1)[:, None]  # (B, Lm)
+            keys = keys[:, None, :].expand(B, self.counts[g], -1)  # (B, n_g, Lm)
+            cross[g] = (seq.to(dtype), prepare_mask(keys, backend, batch=B, heads=self.n_head, dtype=dtype))
+
+        hidden = []
+        for i, block in enumerate(gpt2.h):
+            h = block_forward(block, h, fusion)
+            if str(i) in self.mm:
+                h = self.mm[str(i)](h, spans, cross)
+            if return_hidden:
+                hidden.append(h)
+        return gpt2.ln_f(h), hidden

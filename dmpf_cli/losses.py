@@ -1,0 +1,48 @@
+"""The DMPF training loss (SPEC §5), returned with its named parts for logging.
+
+Loss = L1(task) + λ_a·L1(a) + λ_v·L1(v) + λ_av·L1(av) + λ_t·L1(text) + λ_tok·L1(fusion tokens), where
+the auxiliary predictions come from Linear heads on a_enc, v_enc, av_enc, h_text and the fusion-token
+spans (the token term averages the groups present). A term whose stream is ablated is absent. Where
+the dataset has unimodal labels (CH-SIMS: T, A, V), the text, audio and vision terms use them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .config import LossConfig
+
+# loss term -> the auxiliary predictions it averages over, and the unimodal label it prefers
+TERMS: dict[str, tuple[tuple[str, ...], str | None]] = {
+    "a": (("a_enc",), "A"),
+    "v": (("v_enc",), "V"),
+    "av": (("av_enc",), None),
+    "text": (("h_text",), "T"),
+    "tokens": (("a_tok", "v_tok", "av_tok"), None),
+}
+
+
+def dmpf_loss(
+    score: Tensor,
+    aux: dict[str, Tensor],
+    labels: Tensor,
+    weights: LossConfig,
+    unimodal: dict[str, Tensor] | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Total loss and its parts (unweighted L1 per term, detached), all scalars."""
+    labels = labels.to(score.dtype)
+    task = F.l1_loss(score, labels)
+    total = weights.task * task
+    parts = {"task": task.detach()}
+    for term, (names, label_key) in TERMS.items():
+        preds = [aux[n] for n in names if n in aux]
+        if not preds:
+            continue
+        target = (unimodal or {}).get(label_key, labels) if label_key else labels
+        value = torch.stack([F.l1_loss(p.to(score.dtype), target.to(score.dtype)) for p in preds]).mean()
+        parts[term] = value.detach()
+        total = total + getattr(weights, term) * value
+    parts["total"] = total.detach()
+    return total, parts

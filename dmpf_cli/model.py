@@ -1,0 +1,122 @@
+"""The DMPF model (SPEC §1): encoders → fused frozen GPT-2 → task head over seven representations.
+
+A stream is switched off by giving it zero fusion tokens: ``fusion.n_a = 0`` removes the A token
+group, its cross-attention, the audio encoder and the ``a_tok``/``a_enc`` representations (audio
+still reaches the AV encoder when n_av > 0). So n_a = n_v = n_av = 0 is a text-only model, and the
+16-token single-group setting of the paper's capacity ablation is ``n_a = n_v = 0, n_av = 16``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from . import registry
+from .attention import resolve_backend
+from .config import ExperimentConfig
+from .fused import GROUPS, FusedGPT2
+from .heads import REPRESENTATIONS, AuxHeads
+
+# token group -> (encoder config key, the streams it reads, representation prefix)
+STREAMS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "audio": ("audio", ("audio",), "a"),
+    "visual": ("vision", ("vision",), "v"),
+    "audio_visual": ("audio_visual", ("audio", "vision"), "av"),
+}
+
+# Feature widths per dataset (SPEC §7); the synthetic data mimics MOSEI.
+FEATURE_DIMS = {"mosei": (74, 35), "mosi": (5, 20), "sims": (33, 709), "synthetic": (74, 35)}
+
+
+@dataclass
+class DMPFOutput:
+    score: Tensor  # (B,) the task head's prediction
+    aux: dict[str, Tensor]  # auxiliary predictions, each (B,), keyed by representation
+    reps: dict[str, Tensor]  # the representations, each (B, width)
+    hidden: list[Tensor] = field(default_factory=list)  # per-block states (B, L, D) when asked for
+
+
+def masked_time_mean(seq: Tensor, lengths: Tensor) -> Tensor:
+    """Mean over the real steps: seq (B, Lm, d), lengths (B,) → (B, d); a length-0 sample gives zeros."""
+    real = torch.arange(seq.shape[1], device=seq.device)[None, :] < lengths[:, None]  # (B, Lm)
+    total = (seq * real[..., None].to(seq.dtype)).sum(dim=1)
+    return total / lengths.clamp(min=1)[:, None].to(seq.dtype)
+
+
+class DMPF(nn.Module):
+    def __init__(self, cfg: ExperimentConfig, gpt2: nn.Module, audio_dim: int, vision_dim: int):
+        super().__init__()
+        self.attention = cfg.training.attention
+        counts = {"audio": cfg.fusion.n_a, "visual": cfg.fusion.n_v, "audio_visual": cfg.fusion.n_av}
+        self.groups = [g for g in GROUPS if counts[g] > 0]
+        feature_dims = {"audio": audio_dim, "vision": vision_dim}
+
+        self.encoders = nn.ModuleDict()
+        for g in self.groups:
+            key, streams, _ = STREAMS[g]
+            enc_cfg = getattr(cfg.encoders, key)
+            self.encoders[g] = registry.create("encoder", enc_cfg.name, enc_cfg, tuple(feature_dims[s] for s in streams))
+        encoder_dims = {g: self.encoders[g].out_dim for g in self.groups}
+
+        self.lm = FusedGPT2(gpt2, counts, encoder_dims, cfg.mm.layers, cfg.fusion.mask, cfg.mm.gate, cfg.mm.dropout)
+
+        D = gpt2.config.n_embd
+        widths = {"h_text": D}
+        for g in self.groups:
+            prefix = STREAMS[g][2]
+            widths[f"{prefix}_tok"] = D
+            widths[f"{prefix}_enc"] = encoder_dims[g]
+        self.rep_dims = {n: widths[n] for n in REPRESENTATIONS if n in widths}
+        self.head = registry.create("head", cfg.head.name, cfg.head, dict(self.rep_dims))
+        self.aux = AuxHeads(self.rep_dims)
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.lm.gpt2
+
+    def train(self, mode: bool = True) -> "DMPF":
+        super().train(mode)
+        self.backbone.eval()  # frozen: no dropout inside the pretrained LM, ever
+        return self
+
+    def forward(self, batch: dict[str, Tensor], *, return_hidden: bool = False) -> DMPFOutput:
+        """batch: text_ids, text_real (B, T); audio (B, La, Da), audio_lengths; vision (B, Lv, Dv), vision_lengths."""
+        inputs = {"audio": (batch["audio"], batch["audio_lengths"]), "vision": (batch["vision"], batch["vision_lengths"])}
+        contexts = {}
+        for g in self.groups:
+            _, streams, _ = STREAMS[g]
+            contexts[g] = self.encoders[g](*(inputs[s] for s in streams))  # (seq (B, Lm, d), lengths (B,))
+
+        ids, real = batch["text_ids"], batch["text_real"]
+        backend = resolve_backend(self.attention, ids.device)
+        H, hidden = self.lm(ids, real, contexts, backend, return_hidden=return_hidden)  # (B, L, D)
+
+        spans = self.lm.spans(ids.shape[1])
+        last = (real.long().sum(dim=1) - 1).clamp(min=0)  # (B,) the last real text token
+        reps = {"h_text": H[torch.arange(ids.shape[0], device=ids.device), last].float()}
+        for g in self.groups:
+            prefix = STREAMS[g][2]
+            reps[f"{prefix}_tok"] = H[:, spans[g]].mean(dim=1).float()  # (B, D)
+            seq, lengths = contexts[g]
+            reps[f"{prefix}_enc"] = masked_time_mean(seq, lengths).float()  # (B, d)
+        reps = {n: reps[n] for n in REPRESENTATIONS if n in reps}
+        return DMPFOutput(self.head(reps), self.aux(reps), reps, hidden)
+
+
+def build_model(
+    cfg: ExperimentConfig, *, audio_dim: int | None = None, vision_dim: int | None = None, seed: int = 0,
+    meta: bool = False,
+) -> tuple[DMPF, "LoadedBackbone"]:  # noqa: F821
+    """The model for ``cfg`` with its backbone loaded (or, with ``meta``, shapes only: no weights, no memory)."""
+    from .backbones import load_backbone
+
+    default_a, default_v = FEATURE_DIMS[cfg.data.dataset]
+    backbone = load_backbone(cfg.backbone, seed=seed, meta=meta)
+    with torch.random.fork_rng(devices=[]), (torch.device("meta") if meta else contextlib.nullcontext()):
+        torch.manual_seed(seed)
+        model = DMPF(cfg, backbone.model, audio_dim or default_a, vision_dim or default_v)
+    return model, backbone
+

@@ -1,0 +1,285 @@
+"""The paper's mechanism, on a tiny random GPT-2 (CPU): backends agree, the mask's dependency structure holds
+layer by layer, closed gates leave the pretrained LM untouched, every ablation trains only what it should."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2Model
+
+from dmpf_cli.attention import BackendError, resolve_backend
+from dmpf_cli.config import LossConfig, load_config
+from dmpf_cli.losses import dmpf_loss
+from dmpf_cli.model import DMPF
+
+PRESETS = ["avseesall", "original", "allcausal", "av_attends_only_av_a_v"]
+B, T = 3, 12
+LENGTHS = [12, 7, 1]  # text lengths: full, right-padded, a single real token
+
+
+def tiny_gpt2(seed: int = 0) -> GPT2Model:
+    torch.manual_seed(seed)
+    config = GPT2Config(n_layer=4, n_embd=32, n_head=4, n_positions=64, vocab_size=100,
+                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    return GPT2Model(config).requires_grad_(False).eval()
+
+
+def make_model(*overrides: str, seed: int = 0) -> DMPF:
+    cfg = load_config(overrides=[
+        "encoders.audio.d=16", "encoders.vision.d=16", "encoders.audio_visual.d=16",
+        "encoders.audio.max_len=6", "encoders.vision.max_len=6", "encoders.audio_visual.max_len=6",
+        "fusion.n_a=3", "fusion.n_v=2", "fusion.n_av=4", "mm.layers=[1, 3]", "head.d=16",
+        "training.attention=sdpa", *overrides,
+    ])
+    torch.manual_seed(seed)
+    return DMPF(cfg, tiny_gpt2(seed), audio_dim=10, vision_dim=7)
+
+
+def make_batch(seed: int = 1) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "text_ids": torch.randint(0, 100, (B, T), generator=g),
+        "text_real": torch.arange(T)[None, :] < torch.tensor(LENGTHS)[:, None],
+        "audio": torch.randn(B, 15, 10, generator=g),
+        "audio_lengths": torch.tensor([15, 4, 0]),
+        "vision": torch.randn(B, 9, 7, generator=g),
+        "vision_lengths": torch.tensor([9, 9, 2]),
+    }
+
+
+def spans(model: DMPF) -> dict[str, slice]:
+    return model.lm.spans(T)
+
+
+def real_text(h: torch.Tensor) -> list[torch.Tensor]:
+    """The real (non-padding) text positions of each sample: padded rows carry no meaning."""
+    return [h[b, :n] for b, n in enumerate(LENGTHS)]
+
+
+def trainable_grads(model: DMPF) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def run_backward(model: DMPF, batch) -> None:
+    model.zero_grad(set_to_none=True)
+    out = model(batch)
+    loss, _ = dmpf_loss(out.score, out.aux, torch.linspace(-1, 1, B), LossConfig())
+    loss.backward()
+
+
+# -- backends ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_sdpa_and_eager_agree_forward_and_backward(preset):
+    model = make_model(f"fusion.mask={preset}").eval()  # eval: no dropout, so both runs are deterministic
+    batch = make_batch()
+    results = {}
+    for backend in ("sdpa", "eager"):
+        model.attention = backend
+        out = model(batch, return_hidden=True)
+        run_backward(model, batch)
+        results[backend] = (out, trainable_grads(model))
+    (o_s, g_s), (o_e, g_e) = results["sdpa"], results["eager"]
+    torch.testing.assert_close(o_s.score, o_e.score, rtol=1e-5, atol=1e-5)
+    for h_s, h_e in zip(o_s.hidden, o_e.hidden):
+        torch.testing.assert_close(h_s[:, T:], h_e[:, T:], rtol=1e-5, atol=1e-5)
+        for a, b in zip(real_text(h_s), real_text(h_e)):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert g_s.keys() == g_e.keys() and g_s
+    for name in g_s:
+        torch.testing.assert_close(g_s[name], g_e[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_backend_resolution_on_cpu():
+    assert resolve_backend("auto", "cpu") == "sdpa"
+    assert resolve_backend("eager", "cpu") == "eager"
+    with pytest.raises(BackendError, match="'xformers' cannot run here: xformers has no kernels for the cpu device"):
+        resolve_backend("xformers", "cpu")
+    with pytest.raises(BackendError, match="expected one of auto, xformers, sdpa, eager"):
+        resolve_backend("flash", "cpu")
+    model = make_model("training.attention=xformers")
+    with pytest.raises(BackendError):
+        model(make_batch())
+
+
+# -- the mask's promise, layer by layer ----------------------------------------------------------
+
+def _hidden(model, batch):
+    with torch.no_grad():
+        return model(batch, return_hidden=True).hidden
+
+
+@pytest.mark.parametrize(
+    "changed, unchanged, changes",
+    [
+        ("audio", ["text", "visual"], ["audio", "audio_visual"]),
+        ("vision", ["text", "audio"], ["visual", "audio_visual"]),
+    ],
+)
+def test_dependency_structure(changed, unchanged, changes):
+    model = make_model().eval()
+    base = make_batch()
+    other = dict(base)
+    other[changed] = base[changed] + torch.randn_like(base[changed])
+    h0, h1 = _hidden(model, base), _hidden(model, other)
+    assert len(h0) == 4
+    sp = spans(model)
+    for layer, (a, b) in enumerate(zip(h0, h1)):
+        for seg in unchanged:
+            if seg == "text":
+                for x, y in zip(real_text(a), real_text(b)):
+                    torch.testing.assert_close(x, y, rtol=0, atol=1e-6, msg=f"text moved at layer {layer}")
+            else:
+                torch.testing.assert_close(a[:, sp[seg]], b[:, sp[seg]], rtol=0, atol=1e-6,
+                                           msg=f"{seg} moved at layer {layer}")
+    for seg in changes:  # after the last MM block the affected tokens must have moved
+        assert not torch.allclose(h0[-1][:, sp[seg]], h1[-1][:, sp[seg]], atol=1e-4), seg
+
+
+def test_av_tokens_depend_on_both_and_text_on_neither():
+    model = make_model().eval()
+    base = make_batch()
+    # random perturbations: an affine change of a frame would vanish in the encoders' input LayerNorm
+    both = dict(base, audio=base["audio"] + torch.randn_like(base["audio"]),
+                vision=base["vision"] + torch.randn_like(base["vision"]))
+    h0, h1 = _hidden(model, base), _hidden(model, both)
+    sp = spans(model)
+    assert not torch.allclose(h0[-1][:, sp["audio_visual"]], h1[-1][:, sp["audio_visual"]], atol=1e-4)
+    for a, b in zip(h0, h1):
+        for x, y in zip(real_text(a), real_text(b)):
+            torch.testing.assert_close(x, y, rtol=0, atol=1e-6)
+
+
+def test_padded_text_never_reaches_real_positions():
+    model = make_model().eval()
+    base = make_batch()
+    other = dict(base, text_ids=base["text_ids"].clone())
+    other["text_ids"][1, LENGTHS[1]:] = (other["text_ids"][1, LENGTHS[1]:] + 1) % 100  # only padding changes
+    out0, out1 = (model(b, return_hidden=True) for b in (base, other))
+    torch.testing.assert_close(out0.score, out1.score, rtol=0, atol=1e-6)
+    torch.testing.assert_close(out0.hidden[-1][1, T:], out1.hidden[-1][1, T:], rtol=0, atol=1e-6)
+
+
+# -- closed gates leave the LM untouched ---------------------------------------------------------
+
+def test_tanh_gates_at_zero_reproduce_hugging_face_gpt2():
+    model = make_model("mm.gate=tanh").eval()
+    batch = make_batch()
+    with torch.no_grad():
+        ours = model(batch, return_hidden=True)
+        reference = copy.deepcopy(model.backbone)
+        ref = reference(input_ids=batch["text_ids"], attention_mask=batch["text_real"].long(),
+                        output_hidden_states=True)
+    # HF: hidden_states[i + 1] is after block i; the last one has ln_f applied.
+    for layer in range(len(ours.hidden) - 1):
+        for x, y in zip(real_text(ours.hidden[layer]), real_text(ref.hidden_states[layer + 1])):
+            torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
+    final = model.backbone.ln_f(ours.hidden[-1])
+    for x, y in zip(real_text(final), real_text(ref.last_hidden_state)):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
+    b = torch.arange(B)
+    torch.testing.assert_close(ours.reps["h_text"], ref.last_hidden_state[b, torch.tensor(LENGTHS) - 1])
+
+
+def test_gates_train_and_start_where_the_spec_says():
+    for kind, start in (("sigmoid", 0.5), ("tanh", 0.0)):
+        model = make_model(f"mm.gate={kind}")
+        gates = [m for m in model.modules() if type(m).__name__ == "Gate"]
+        assert len(gates) == 2 * (3 + 1)  # two MM blocks × (three cross-attentions + FFN)
+        assert all(g.alpha.requires_grad and float(g.value().detach()) == start for g in gates)
+    run_backward(model, make_batch())
+    assert all(g.alpha.grad is not None for g in gates)
+
+
+def test_mm_ffn_starts_as_the_lm_block_mlp():
+    model = make_model()
+    for layer, block in model.lm.mm.items():
+        lm_block = model.backbone.h[int(layer)]
+        for ours, theirs in zip(block.ffn.parameters(), lm_block.mlp.parameters()):
+            assert torch.equal(ours, theirs) and ours.requires_grad and not theirs.requires_grad
+            assert ours.data_ptr() != theirs.data_ptr()
+
+
+# -- ablations and what trains -------------------------------------------------------------------
+
+ABLATIONS = [(3, 2, 4), (3, 0, 0), (0, 2, 0), (0, 0, 4), (3, 2, 0), (3, 0, 4), (0, 2, 4), (0, 0, 0), (0, 0, 16)]
+
+
+@pytest.mark.parametrize("head", ["self-attention", "concat"])
+@pytest.mark.parametrize("counts", ABLATIONS, ids=lambda c: "a{}v{}av{}".format(*c))
+def test_ablations_forward_backward_and_only_intended_parameters_learn(counts, head):
+    n_a, n_v, n_av = counts
+    model = make_model(f"fusion.n_a={n_a}", f"fusion.n_v={n_v}", f"fusion.n_av={n_av}", f"head.name={head}").train()
+    expected_groups = [g for g, n in zip(("audio", "visual", "audio_visual"), counts) if n]
+    assert list(model.encoders) == expected_groups
+    assert set(model.lm.tokens) == set(expected_groups)
+    assert {n: tuple(p.shape) for n, p in model.lm.tokens.items()} == {
+        g: (n, 32) for g, n in zip(("audio", "visual", "audio_visual"), counts) if n
+    }
+    prefixes = {"audio": "a", "visual": "v", "audio_visual": "av"}
+    expected_reps = {"h_text"} | {f"{prefixes[g]}_{s}" for g in expected_groups for s in ("tok", "enc")}
+    batch = make_batch()
+    out = model(batch)
+    assert set(out.reps) == expected_reps and set(out.aux) == expected_reps
+    assert out.score.shape == (B,) and torch.isfinite(out.score).all()
+    run_backward(model, batch)
+    for name, p in model.backbone.named_parameters():
+        assert not p.requires_grad and p.grad is None, name
+    for name, p in model.named_parameters():
+        if name.startswith("lm.gpt2."):
+            continue
+        assert p.requires_grad, f"{name} is frozen but should train"
+        assert p.grad is not None and torch.isfinite(p.grad).all(), f"{name} got no (finite) gradient"
+    assert not model.backbone.training, "the frozen LM must stay in eval mode"
+
+
+def test_text_only_model_is_the_lm_plus_head():
+    model = make_model("fusion.n_a=0", "fusion.n_v=0", "fusion.n_av=0")
+    assert len(model.lm.mm) == 0 and len(model.encoders) == 0
+    assert set(model.rep_dims) == {"h_text"}
+
+
+# -- the loss ------------------------------------------------------------------------------------
+
+def test_loss_parts_weights_and_unimodal_labels():
+    y = torch.tensor([0.5, -1.0])
+    score = torch.tensor([1.0, -1.0])
+    aux = {"h_text": torch.tensor([0.0, 0.0]), "a_enc": torch.tensor([0.5, -1.0]), "a_tok": torch.tensor([1.5, -1.0]),
+           "av_tok": torch.tensor([0.5, 0.0]), "av_enc": torch.tensor([0.0, 0.0])}
+    weights = LossConfig(task=1.0, a=2.0, v=5.0, av=0.0, text=1.0, tokens=0.5)
+    total, parts = dmpf_loss(score, aux, y, weights)
+    assert set(parts) == {"task", "a", "av", "text", "tokens", "total"}  # no vision stream: no v term
+    expected = {"task": 0.25, "a": 0.0, "av": 0.75, "text": 0.75, "tokens": (0.5 + 0.5) / 2}
+    for name, value in expected.items():
+        assert float(parts[name]) == pytest.approx(value), name
+    assert float(total) == pytest.approx(0.25 + 2.0 * 0.0 + 0.0 * 0.75 + 1.0 * 0.75 + 0.5 * 0.5)
+    _, parts = dmpf_loss(score, aux, y, weights, unimodal={"A": torch.tensor([0.0, 0.0]), "T": torch.tensor([0.0, 0.0])})
+    assert float(parts["a"]) == pytest.approx(0.75) and float(parts["text"]) == 0.0
+
+
+# -- GPU only ------------------------------------------------------------------------------------
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_xformers_matches_eager_on_gpu(dtype):
+    pytest.importorskip("xformers.ops")
+    model = make_model().eval().to("cuda")
+    model.backbone.to(dtype)
+    batch = {k: v.to("cuda") for k, v in make_batch().items()}
+    results = {}
+    for backend in ("xformers", "eager"):
+        model.attention = backend
+        with torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
+            out = model(batch, return_hidden=True)
+            run_backward(model, batch)
+        results[backend] = (out, trainable_grads(model))
+    tol = 3e-2 if dtype == torch.bfloat16 else 1e-4
+    (ox, gx), (oe, ge) = results["xformers"], results["eager"]
+    torch.testing.assert_close(ox.score, oe.score, rtol=tol, atol=tol)
+    for name in gx:
+        torch.testing.assert_close(gx[name], ge[name], rtol=tol * 10, atol=tol, msg=name)
