@@ -237,6 +237,59 @@ def inspect_mask(
         console.print(f"wrote {output}")
 
 
+# --------------------------------------------------------------------------------------------
+# inspect-model
+
+
+@app.command("inspect-model")
+def inspect_model(
+    overrides: OverridesArg = None,
+    dataset: DatasetOpt = None,
+    config: ConfigOpt = None,
+    attention: Annotated[
+        Optional[str], typer.Option("--attention", help="auto, xformers, sdpa or eager (default: the config's).")
+    ] = None,
+    format: FormatOpt = OutputFormat.text,
+) -> None:
+    """Describe the model a config builds: parameters, attention backend, sequence layout, MM blocks."""
+    from .config import load_config
+
+    extra = [f"training.attention={attention}"] if attention else []
+    cfg = load_config(dataset, config, [*(overrides or []), *extra])
+    from .model import summarize
+
+    info = summarize(cfg)
+    if format is OutputFormat.json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    from rich.table import Table
+
+    console = _console()
+    bb = info["backbone"]
+    console.print(f"[bold]{info['config']}[/bold]: backbone [bold]{bb['name']}[/bold] "
+                  f"({bb['layers']} blocks, width {bb['width']}, {bb['heads']} heads) — "
+                  + ("[yellow]random weights[/yellow]" if bb["weights"] == "random weights" else bb["source"]))
+    table = Table("component", "parameters", title="parameters (shapes only: no weights were loaded)",
+                  title_justify="left")
+    for name, n in info["parameters"]["by_component"].items():
+        table.add_row(name, f"{n:,}")
+    p = info["parameters"]
+    table.add_section()
+    table.add_row("[bold]total[/bold]", f"{p['total']:,}")
+    table.add_row("trainable", f"{p['trainable']:,}")
+    table.add_row("frozen", f"{p['frozen']:,}")
+    console.print(table)
+    att = info["attention"]
+    resolved = att.get("resolved") or f"[red]unavailable[/red]: {att['error']}"
+    console.print(f"attention: {att['requested']} → {resolved} on {att['device']}")
+    layout = " | ".join(f"{s['name']} {s['start']}..{s['start'] + s['length'] - 1}" if s["length"] else f"{s['name']} —"
+                        for s in info["layout"])
+    console.print(f"sequence: {layout}  ({info['positions']['used']} of {info['positions']['available']} positions), "
+                  f"mask {info['mask_preset']}")
+    mm = info["mm_layers"]
+    console.print(f"MM blocks after backbone blocks {mm} ({info['gate']} gates)" if mm else "MM blocks: none (text only)")
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="dmpf")

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from . import registry
-from .attention import resolve_backend
+from .attention import BackendError, resolve_backend
 from .config import ExperimentConfig
 from .fused import GROUPS, FusedGPT2
 from .heads import REPRESENTATIONS, AuxHeads
@@ -120,3 +120,47 @@ def build_model(
         model = DMPF(cfg, backbone.model, audio_dim or default_a, vision_dim or default_v)
     return model, backbone
 
+
+def resolve_device(requested: str) -> str:
+    """``auto`` → cuda where available, else cpu."""
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def summarize(cfg: ExperimentConfig) -> dict:
+    """Parameter counts by component, attention backend, sequence layout and MM blocks — no weights loaded."""
+
+    model, backbone = build_model(cfg, meta=True)
+
+    def count(module, trainable_only=False):
+        return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+    components = {"backbone (frozen)": model.backbone}
+    components.update({f"encoder {g}": enc for g, enc in model.encoders.items()})
+    rows = {name: count(m) for name, m in components.items()}
+    rows["fusion tokens"] = sum(p.numel() for p in model.lm.tokens.parameters())
+    rows["mm blocks"] = count(model.lm.mm)
+    rows[f"head {cfg.head.name}"] = count(model.head)
+    rows["aux heads"] = count(model.aux)
+    total, trainable = count(model), count(model, trainable_only=True)
+
+    device = resolve_device(cfg.training.device)
+    attention = {"requested": cfg.training.attention, "device": device}
+    try:
+        attention["resolved"] = resolve_backend(cfg.training.attention, device)
+    except BackendError as exc:
+        attention["error"] = str(exc)
+    mask = model.lm.layout(cfg.data.text_len)
+    return {
+        "config": cfg.name,
+        "backbone": {"name": cfg.backbone.name, "weights": backbone.arch.label, "source": backbone.source,
+                     "layers": backbone.arch.n_layer, "width": backbone.arch.n_embd, "heads": backbone.arch.n_head},
+        "parameters": {"total": total, "trainable": trainable, "frozen": total - trainable, "by_component": rows},
+        "attention": attention,
+        "layout": [{"name": s.name, "start": s.start, "length": s.length} for s in mask.segments],
+        "positions": {"used": mask.seq_len, "available": backbone.arch.n_positions},
+        "mm_layers": sorted(cfg.mm.layers) if model.groups else [],
+        "gate": cfg.mm.gate,
+        "mask_preset": cfg.fusion.mask,
+    }

@@ -175,3 +175,56 @@ def test_unknown_config_key_in_a_file(invoke, tmp_path):
     bad = tmp_path / "exp.yaml"
     bad.write_text("fusion:\n  n_a: 2\n  mask_preset: original\n")
     assert_one_line_error(invoke("inspect-mask", "--config", bad), str(bad), "fusion.mask_preset", "'mask'")
+
+
+# -- inspect-model -------------------------------------------------------------------------------
+
+def test_inspect_model_default_json(invoke):
+    result = invoke("inspect-model", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    info = json.loads(result.stdout)
+    params = info["parameters"]
+    assert params["total"] == params["trainable"] + params["frozen"] and params["trainable"] > 0
+    assert params["frozen"] == params["by_component"]["backbone (frozen)"]
+    assert sum(params["by_component"].values()) == params["total"]
+    assert info["backbone"]["weights"] == "random weights"
+    assert info["attention"] == {"requested": "auto", "device": "cpu", "resolved": "sdpa"}
+    assert [s["length"] for s in info["layout"]] == [32, 4, 4, 4] and info["mm_layers"] == [1, 3]
+
+
+def test_inspect_model_counts_match_a_real_build():
+    from dmpf_cli.config import load_config
+    from dmpf_cli.model import build_model, summarize
+
+    cfg = load_config()
+    model, _ = build_model(cfg)
+    info = summarize(cfg)["parameters"]
+    assert info["total"] == sum(p.numel() for p in model.parameters())
+    assert info["trainable"] == sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def test_inspect_model_mosei_without_weights(invoke):
+    result = invoke("inspect-model", "--dataset", "mosei", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["parameters"]["frozen"] == 774_030_080  # GPT2Model gpt2-large, counted on the meta device
+    assert info["backbone"]["weights"] == "pretrained"
+    assert [s["length"] for s in info["layout"]] == [50, 10, 10, 12]
+    assert info["mm_layers"] == [7, 14, 21, 28, 35]
+
+
+def test_inspect_model_text(invoke):
+    result = invoke("inspect-model", "fusion.n_v=0")
+    assert result.exit_code == 0, result.stderr
+    text = " ".join(result.stdout.split())  # rich wraps at the runner's 80 columns
+    for fragment in ("random weights", "trainable", "attention: auto → sdpa on cpu", "MM blocks after"):
+        assert fragment in text
+    assert "encoder visual" not in text and "encoder audio_visual" in text
+
+
+def test_inspect_model_attention_choice(invoke):
+    info = json.loads(invoke("inspect-model", "--attention", "eager", "--format", "json").stdout)
+    assert info["attention"]["resolved"] == "eager"
+    info = json.loads(invoke("inspect-model", "--attention", "xformers", "--format", "json").stdout)
+    assert "cannot run here" in info["attention"]["error"] and "resolved" not in info["attention"]
+    assert_one_line_error(invoke("inspect-model", "--attention", "flash"), "training.attention", "'sdpa'")
