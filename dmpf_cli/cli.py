@@ -238,6 +238,103 @@ def inspect_mask(
 
 
 # --------------------------------------------------------------------------------------------
+# prepare
+
+
+def _manifest_tables(manifest: dict, console) -> None:
+    """The closing summary of a prepared dataset: splits, samples, dims, labels, what was repaired."""
+    from rich.table import Table
+
+    dims, padded = manifest["dims"], manifest["padded_length"]
+    table = Table("split", "samples", "audio", "vision", "labels (min..max, mean)", "non-finite → 0",
+                  "text repaired", title=f"{manifest['dataset']} (format v{manifest['format_version']})",
+                  title_justify="left")
+    for name, split in manifest["splits"].items():
+        lab = split["labels"]
+        replaced = split["replaced_nonfinite"]
+        table.add_row(
+            name, f"{split['samples']:,}", f"{padded['audio']}×{dims['audio']}", f"{padded['vision']}×{dims['vision']}",
+            f"{lab['min']:.2f}..{lab['max']:.2f}, {lab['mean']:+.2f}" if lab else "–",
+            f"audio {replaced.get('audio', 0):,}, vision {replaced.get('vision', 0):,}",
+            f"{split['text_undecodable']} undecodable, {split['text_empty']} empty",
+        )
+    console.print(table)
+    source = manifest.get("source", {})
+    console.print(f"source {source.get('path')} ({source.get('size', 0):,} bytes), sha256 {source.get('sha256', '?')}")
+    planted = manifest.get("synthetic")
+    if planted:
+        ref = Table("predictor (test split)", "MAE", "Corr", "what it is", title="what the planted structure allows",
+                    title_justify="left")
+        for name, row in planted.get("reference", {}).items():
+            ref.add_row(name, f"{row['mae']:.3f}", f"{row['corr']:.3f}", str(row.get("note", row.get("explanation", ""))))
+        console.print(ref)
+
+
+class SyntheticSize(str, Enum):
+    tiny = "tiny"
+    small = "small"
+    mosei_like = "mosei-like"
+
+
+@app.command("prepare")
+def prepare(
+    dataset: Annotated[
+        Optional[str], typer.Option("--dataset", "-d", help="mosei, mosi, sims (with --source), or synthetic.")
+    ] = None,
+    source: Annotated[Optional[Path], typer.Option("--source", "-s", help="The MMSA processed pickle (.pkl).")] = None,
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="Prepared directory (default: under $DMPF_DATA_DIR).")
+    ] = None,
+    size: Annotated[SyntheticSize, typer.Option("--size", help="Synthetic dataset size.")] = SyntheticSize.small,
+    seed: Annotated[int, typer.Option("--seed", help="Synthetic dataset seed.")] = 0,
+    sha256: Annotated[
+        bool, typer.Option("--sha256", help="Compare the source with the hash MMSA publishes for its file.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing prepared directory.")] = False,
+    info: Annotated[
+        Optional[Path], typer.Option("--info", help="Print the manifest of a prepared directory and exit.")
+    ] = None,
+    format: FormatOpt = OutputFormat.text,
+) -> None:
+    """Import an MMSA pickle safely (or generate a synthetic one) into the memory-mapped prepared format."""
+    from .prepare import prepare_file, prepare_synthetic
+    from .prepared import open_prepared
+
+    console = _console()
+    if info is not None:
+        manifest = open_prepared(info).manifest
+        if format is OutputFormat.json:
+            typer.echo(json.dumps(manifest, indent=2))
+        else:
+            _manifest_tables(manifest, console)
+        return
+    if dataset is None:
+        raise DmpfError("--dataset: required (mosei, mosi, sims with --source; or synthetic), or --info DIR")
+    if dataset == "synthetic":
+        if source is not None:
+            raise DmpfError("--source: not used with --dataset synthetic (the data is generated)")
+        result = prepare_synthetic(size.value, seed, output, overwrite=overwrite, console=console)
+    else:
+        if source is None:
+            raise DmpfError(f"--source: required with --dataset {dataset} (the MMSA .pkl file you downloaded)")
+        result = prepare_file(dataset, source, output, overwrite=overwrite, check_sha256=sha256, console=console)
+    if format is OutputFormat.json:
+        typer.echo(json.dumps({"output": str(result.output), "skipped": result.skipped,
+                               "published_sha256_match": result.published_match, "manifest": result.manifest}))
+        return
+    if result.skipped:
+        console.print(f"[green]up to date[/green]: {result.output} was prepared from the same source; nothing to do")
+    else:
+        _manifest_tables(result.manifest, console)
+        console.print(f"[green]prepared[/green] {result.output}")
+    if result.published_match is False:
+        console.print("[yellow]warning[/yellow]: the source's sha256 differs from the hash MMSA publishes for its "
+                      f"{dataset} file: a different version or a damaged download")
+    elif result.published_match:
+        console.print("sha256 matches the hash MMSA publishes")
+
+
+# --------------------------------------------------------------------------------------------
 # inspect-model
 
 

@@ -1,0 +1,271 @@
+"""Reading MMSA processed pickles safely, and checking them against SPEC §7.
+
+A pickle can run code when it is loaded. :func:`load_pickle` therefore uses a restricted unpickler
+that admits only what the MMSA layout needs — builtin containers and scalars, numpy arrays and
+dtypes — and refuses anything else before it is called: a hostile file is rejected and nothing in it
+runs. dmpf never loads a pickle any other way.
+
+:func:`validate` checks the layout (splits, keys, one N per split, feature widths, lengths, label
+range) and cleans what MMSA files are known to contain: −inf/NaN features become 0, undecodable or
+empty ``raw_text`` is repaired and counted. Every problem is one line naming the file, split and key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Callable
+
+import numpy as np
+
+from .errors import DmpfError
+
+SPLITS = ("train", "valid", "test")
+REQUIRED = ("raw_text", "audio", "vision", "audio_lengths", "vision_lengths", "regression_labels", "id")
+UNIMODAL = ("regression_labels_T", "regression_labels_A", "regression_labels_V")  # CH-SIMS only
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    audio_dim: int | None  # None: whatever the file has (synthetic)
+    vision_dim: int | None
+    label_range: tuple[float, float]
+    unimodal_labels: bool
+    published_sha256: str | None  # of MMSA's processed file, as listed in the MMSA README
+
+
+DATASETS = {
+    "mosei": DatasetSpec(74, 35, (-3.0, 3.0), False,
+                         "ad8b23d50557045e7d47959ce6c5b955d8d983f2979c7d9b7b9226f6dd6fec1f"),  # unaligned_50.pkl
+    "mosi": DatasetSpec(5, 20, (-3.0, 3.0), False,
+                        "78e0f8b5ef8ff71558e7307848fc1fa929ecb078203f565ab22b9daab2e02524"),  # unaligned_50.pkl
+    "sims": DatasetSpec(33, 709, (-1.0, 1.0), True,
+                        "c9e20c13ec0454d98bb9c1e520e490c75146bfa2dfeeea78d84de047dbdd442f"),  # unaligned_39.pkl
+    "synthetic": DatasetSpec(None, None, (-3.0, 3.0), False, None),
+}
+
+
+class DataError(DmpfError):
+    """A data file that cannot be used; one line naming the file and what is wrong."""
+
+
+class UnsafePickleError(DataError):
+    """The pickle asked for something outside the MMSA layout; it was refused before anything ran."""
+
+
+# -- the restricted unpickler ----------------------------------------------------------------------
+
+_BUILTINS = {"dict", "list", "tuple", "set", "frozenset", "str", "bytes", "bytearray", "int", "float", "complex",
+             "bool", "slice", "range"}
+_NUMPY = {
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+}
+_OTHER = {("_codecs", "encode"), ("collections", "OrderedDict")}  # protocol-2 bytes; ordered dicts
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        allowed = (module == "builtins" and name in _BUILTINS) or (module, name) in _NUMPY or (module, name) in _OTHER
+        if not allowed:
+            raise UnsafePickleError(
+                f"refused to load {module}.{name}: an MMSA pickle holds only builtin containers and numpy arrays"
+            )
+        return super().find_class(module, name)
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise UnsafePickleError("refused a persistent reference: an MMSA pickle has none")
+
+
+class _HashingReader(io.RawIOBase):
+    """Reads through a file, hashing every byte and reporting progress (one pass for both)."""
+
+    def __init__(self, raw: BinaryIO, progress: Callable[[int], None] | None):
+        self.raw, self.progress, self.sha256 = raw, progress, hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self.raw.readinto(buffer)
+        if n:
+            self.sha256.update(memoryview(buffer)[:n])
+            if self.progress:
+                self.progress(n)
+        return n or 0
+
+
+def load_pickle(path: Path, progress: Callable[[int], None] | None = None) -> tuple[Any, str]:
+    """Unpickle ``path`` with the restricted unpickler; returns (object, sha256 of the file)."""
+    try:
+        raw = open(path, "rb")
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, expected an MMSA .pkl file") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    with raw:
+        reader = _HashingReader(raw, progress)
+        try:
+            obj = _SafeUnpickler(io.BufferedReader(reader, buffer_size=1 << 22)).load()
+        except UnsafePickleError as exc:
+            raise UnsafePickleError(f"{path}: {exc}") from None
+        except EOFError:
+            raise DataError(f"{path}: the file ends too early (truncated or empty pickle)") from None
+        except (pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+                MemoryError, OverflowError) as exc:
+            raise DataError(f"{path}: not a readable pickle ({type(exc).__name__}: {' '.join(str(exc).split())})") from None
+        buffer = bytearray(1 << 22)
+        while reader.readinto(buffer):  # the hash covers the whole file, whatever trails the pickle
+            pass
+    return obj, reader.sha256.hexdigest()
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# -- validation ------------------------------------------------------------------------------------
+
+@dataclass
+class SplitReport:
+    samples: int = 0
+    replaced: dict[str, int] = field(default_factory=dict)  # key -> non-finite values set to 0
+    text_undecodable: int = 0
+    text_empty: int = 0
+
+
+def _as_text(value: Any) -> tuple[str, bool, bool]:
+    """(text, was_undecodable, is_empty) for one raw_text entry."""
+    undecodable = False
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value.item()
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            value = bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            value, undecodable = bytes(value).decode("utf-8", errors="replace"), True
+    elif isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates from a bad decode upstream
+            value, undecodable = value.encode("utf-8", errors="replace").decode("utf-8"), True
+    elif value is None or (isinstance(value, float) and math.isnan(value)):
+        value = ""
+    else:
+        value = str(value)
+    return value, undecodable, not value.strip()
+
+
+def validate(data: Any, dataset: str, source: Path) -> tuple[dict[str, dict[str, Any]], dict[str, SplitReport]]:
+    """Check ``data`` against the dataset's layout; returns the cleaned splits and a report per split.
+
+    Feature arrays are returned as they are (non-finite values are replaced while writing, see
+    :func:`clean_features`), texts and ids as lists of str.
+    """
+    spec = DATASETS[dataset]
+
+    def fail(where: str, what: str) -> DataError:
+        return DataError(f"{source}: {where}: {what}")
+
+    if not isinstance(data, dict):
+        raise fail("top level", f"expected a dict with splits {', '.join(SPLITS)}, got {type(data).__name__}")
+    missing = [s for s in SPLITS if s not in data]
+    if missing:
+        raise fail("top level", f"missing split(s) {', '.join(missing)} (found: {', '.join(map(str, data)) or 'none'})")
+
+    splits, reports = {}, {}
+    dims: dict[str, int] = {}
+    for name in SPLITS:
+        split = data[name]
+        if not isinstance(split, dict):
+            raise fail(name, f"expected a dict of arrays, got {type(split).__name__}")
+        required = REQUIRED + (UNIMODAL if spec.unimodal_labels else ())
+        absent = [k for k in required if k not in split]
+        if absent:
+            raise fail(name, f"missing key(s) {', '.join(absent)}")
+
+        n = _length(split["regression_labels"], fail(f"{name}.regression_labels", "expected an array"))
+        for key in required:
+            found = _length(split[key], fail(f"{name}.{key}", f"expected an array, got {type(split[key]).__name__}"))
+            if found != n:
+                raise fail(f"{name}.{key}", f"has {found} samples, expected {n} (as regression_labels)")
+
+        out: dict[str, Any] = {}
+        for key, expected_dim in (("audio", spec.audio_dim), ("vision", spec.vision_dim)):
+            arr = split[key]
+            if not isinstance(arr, np.ndarray) or arr.ndim != 3 or not np.issubdtype(arr.dtype, np.number):
+                raise fail(f"{name}.{key}", f"expected a numeric array (N, length, features), got "
+                                            f"{getattr(arr, 'dtype', type(arr).__name__)} {getattr(arr, 'shape', '')}")
+            want = expected_dim if expected_dim is not None else dims.get(key, arr.shape[2])
+            if arr.shape[2] != want:
+                raise fail(f"{name}.{key}", f"feature width {arr.shape[2]}, expected {want} for {dataset}")
+            dims[key] = want
+            out[key] = arr
+            lengths = np.asarray(split[f"{key}_lengths"])
+            if lengths.ndim != 1 or not (np.issubdtype(lengths.dtype, np.integer) or np.issubdtype(lengths.dtype, np.floating)):
+                raise fail(f"{name}.{key}_lengths", f"expected integers, got {lengths.dtype} {lengths.shape}")
+            if np.issubdtype(lengths.dtype, np.floating) and not np.all(np.isfinite(lengths) & (lengths == np.round(lengths))):
+                raise fail(f"{name}.{key}_lengths", "expected whole numbers")
+            lengths = lengths.astype(np.int64)
+            bad = np.flatnonzero((lengths < 0) | (lengths > arr.shape[1]))
+            if bad.size:
+                raise fail(f"{name}.{key}_lengths", f"{bad.size} length(s) outside 0..{arr.shape[1]} (the padded "
+                                                    f"length), first at index {bad[0]}: {lengths[bad[0]]}")
+            out[f"{key}_lengths"] = lengths
+
+        lo, hi = spec.label_range
+        for key in ("regression_labels",) + (UNIMODAL if spec.unimodal_labels else ()):
+            labels = np.asarray(split[key])
+            if not np.issubdtype(labels.dtype, np.number):
+                raise fail(f"{name}.{key}", f"expected numbers, got {labels.dtype}")
+            labels = labels.astype(np.float32).reshape(n)
+            bad = np.flatnonzero(~np.isfinite(labels) | (labels < lo) | (labels > hi))
+            if bad.size:
+                raise fail(f"{name}.{key}", f"{bad.size} label(s) outside [{lo:g}, {hi:g}], first at index "
+                                            f"{bad[0]}: {labels[bad[0]]}")
+            out[key] = labels
+
+        report = SplitReport(samples=n)
+        texts = []
+        for value in list(split["raw_text"]):
+            text, undecodable, empty = _as_text(value)
+            report.text_undecodable += undecodable
+            report.text_empty += empty
+            texts.append(text)
+        out["raw_text"] = texts
+        ids = [_as_text(v)[0] for v in list(split["id"])]
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise fail(f"{name}.id", f"ids must be unique, '{dup}' repeats")
+        out["id"] = ids
+        splits[name], reports[name] = out, report
+    return splits, reports
+
+
+def _length(value: Any, error: DataError) -> int:
+    try:
+        return len(value)
+    except TypeError:
+        raise error from None
+
+
+def clean_features(block: np.ndarray) -> tuple[np.ndarray, int]:
+    """A float32 copy of ``block`` with −inf/+inf/NaN set to 0, and how many were replaced."""
+    out = np.array(block, dtype=np.float32, copy=True)
+    bad = ~np.isfinite(out)
+    count = int(bad.sum())
+    if count:
+        out[bad] = 0.0
+    return out, count

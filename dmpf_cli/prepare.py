@@ -1,0 +1,117 @@
+"""``dmpf prepare``: an MMSA pickle (yours, or a generated synthetic one) → the prepared format.
+
+Both paths go through the same importer: the restricted unpickler, the validation of SPEC §7, and
+the atomic writer of :mod:`dmpf_cli.prepared`.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+from .mmsa import DATASETS, DataError, load_pickle, validate
+from .prepared import default_dir, is_up_to_date, read_manifest, source_stamp, write_prepared
+
+
+@dataclass
+class PrepareResult:
+    output: Path
+    manifest: dict[str, Any]
+    skipped: bool  # already prepared from the same source: nothing was done
+    published_match: bool | None = None  # --sha256: whether the file matches MMSA's published hash
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description:<22}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                    console=console, transient=True, disable=not console.is_terminal)
+
+
+def import_pickle(
+    dataset: str, source: Path, output: Path, *, overwrite: bool, console: Console, extra: dict[str, Any] | None = None,
+    generated: bool = False,
+) -> dict[str, Any]:
+    """Load (restricted), validate, and write ``source`` to ``output``; returns the manifest.
+
+    ``generated``: the source is a temporary file made by dmpf, recorded as such rather than by path.
+    """
+    size = source.stat().st_size if source.exists() else 0
+    with _progress(console) as bar:
+        task = bar.add_task(f"reading {source.name}", total=size)
+        data, sha256 = load_pickle(source, progress=lambda n: bar.advance(task, n))
+        splits, reports = validate(data, dataset, source)
+        del data  # the validated splits keep what is needed
+        done: dict[str, int] = {}
+        write_task = bar.add_task("writing", total=sum(r.samples for r in reports.values()) * 2)
+
+        def on_write(key: str, n: int, total: int) -> None:
+            bar.update(write_task, advance=n - done.get(key, 0), description=f"writing {key}")
+            done[key] = n
+
+        stamp = {"path": "(generated)", "size": size} if generated else source_stamp(source)
+        manifest = write_prepared(output, dataset, splits, reports, {"source": {**stamp, "sha256": sha256}, **(extra or {})},
+                                  overwrite=overwrite, progress=on_write)
+    return manifest
+
+
+def prepare_file(
+    dataset: str, source: Path, output: Path | None, *, overwrite: bool, check_sha256: bool, console: Console,
+) -> PrepareResult:
+    """``dmpf prepare --dataset mosei|mosi|sims --source FILE.pkl``."""
+    if dataset not in DATASETS or dataset == "synthetic":
+        raise DataError(f"--dataset: expected one of mosei, mosi, sims with --source, got '{dataset}'")
+    source = Path(source).expanduser()
+    if not source.is_file():
+        raise DataError(f"--source: {source}: no such file" if not source.exists() else f"--source: {source}: not a file")
+    output = Path(output).expanduser() if output else default_dir(dataset)
+    stamp = source_stamp(source)
+    manifest = read_manifest(output) if output.is_dir() else None
+    if manifest and is_up_to_date(output, {"dataset": dataset}) and all(
+        manifest.get("source", {}).get(k) == v for k, v in stamp.items()
+    ):
+        result = PrepareResult(output, manifest, skipped=True)
+    else:
+        if manifest is not None and manifest.get("source", {}).get("path") == stamp["path"]:
+            overwrite = True  # the same file, changed since: refreshing it is what the user asked for
+        result = PrepareResult(output, import_pickle(dataset, source, output, overwrite=overwrite, console=console),
+                               skipped=False)
+    if check_sha256:
+        published = DATASETS[dataset].published_sha256
+        result.published_match = result.manifest["source"]["sha256"] == published
+    return result
+
+
+def prepare_synthetic(
+    size: str, seed: int, output: Path | None, *, overwrite: bool, console: Console,
+) -> PrepareResult:
+    """``dmpf prepare --dataset synthetic``: generate an MMSA pickle with planted structure, then import it."""
+    from .synthetic import SIZES, generate
+
+    if size not in SIZES:
+        raise DataError(f"--size: expected one of {', '.join(SIZES)}, got '{size}'")
+    output = Path(output).expanduser() if output else default_dir("synthetic", size, seed)
+    existing = read_manifest(output) if output.is_dir() else None
+    if existing and is_up_to_date(output, {"dataset": "synthetic"}):
+        planted = existing.get("synthetic", {})
+        if (planted.get("size"), planted.get("seed")) == (size, seed):
+            return PrepareResult(output, existing, skipped=True)
+    # regenerating a synthetic dataset in place loses nothing; anything else there needs --overwrite
+    overwrite = overwrite or (existing is not None and existing.get("dataset") == "synthetic")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    pkl = output.parent / f".{output.name}.source-{os.getpid()}.pkl"
+    try:
+        with console.status(f"generating the synthetic '{size}' dataset (seed {seed})"):
+            data, info = generate(size, seed)
+            with open(pkl, "wb") as f:
+                pickle.dump(data, f, protocol=5)  # protocol 5 writes array buffers without copying them
+            del data
+        manifest = import_pickle("synthetic", pkl, output, overwrite=overwrite, console=console,
+                                 extra={"synthetic": info}, generated=True)
+    finally:
+        pkl.unlink(missing_ok=True)
+    return PrepareResult(output, manifest, skipped=False)

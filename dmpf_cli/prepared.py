@@ -1,0 +1,263 @@
+"""The prepared data format: what ``dmpf prepare`` writes and what training and evaluation read.
+
+A prepared directory holds, per split, one ``.npy`` file per array (memory-mapped when read, so a
+MOSEI-sized dataset never has to fit in memory), the texts and ids as JSON, and ``manifest.json``
+(shapes, dims, counts, label statistics, the source file's hash, the format version)::
+
+    DIR/manifest.json
+    DIR/train/audio.npy  vision.npy  audio_lengths.npy  vision_lengths.npy  labels.npy  [labels_T/A/V.npy]
+    DIR/train/raw_text.json  id.json
+    DIR/valid/...  DIR/test/...
+
+It is written into a hidden sibling directory and renamed into place only when complete, so an
+interrupted prepare never leaves a directory that looks finished; the manifest is the last file
+written. Preparing the same source again is a no-op (same path, size and modification time).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import __version__
+from .errors import DmpfError
+from .mmsa import DATASETS, SPLITS, UNIMODAL, DataError, SplitReport, clean_features
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+CHUNK = 512  # samples per block when copying feature arrays: bounds the extra memory
+
+
+def data_home() -> Path:
+    """Where prepared datasets live by default: ``$DMPF_DATA_DIR``, else ``~/.cache/dmpf/data``."""
+    return Path(os.environ.get("DMPF_DATA_DIR") or Path.home() / ".cache" / "dmpf" / "data").expanduser()
+
+
+def default_dir(dataset: str, size: str | None = None, seed: int | None = None) -> Path:
+    if dataset == "synthetic":
+        return data_home() / f"synthetic-{size}-seed{seed}"
+    return data_home() / dataset
+
+
+def _label_stats(labels: np.ndarray) -> dict[str, float]:
+    return {"min": float(labels.min()), "max": float(labels.max()), "mean": float(labels.mean()),
+            "std": float(labels.std())} if labels.size else {}
+
+
+def _atomic_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def source_stamp(source: Path) -> dict[str, Any]:
+    st = source.stat()
+    return {"path": str(source.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def read_manifest(directory: Path) -> dict[str, Any] | None:
+    """The manifest of a complete prepared directory, or None where there is none."""
+    try:
+        return json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{directory / MANIFEST}: unreadable manifest ({exc})") from None
+
+
+def is_up_to_date(directory: Path, expect: dict[str, Any]) -> bool:
+    """True when ``directory`` is a complete prepared dataset whose manifest matches ``expect`` (a subset)."""
+    manifest = read_manifest(directory)
+    if manifest is None or manifest.get("format_version") != FORMAT_VERSION:
+        return False
+    return all(manifest.get(key) == value for key, value in expect.items())
+
+
+def _remove_stale_partials(output: Path) -> None:
+    for stale in output.parent.glob(f".{output.name}.partial-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and _alive(int(pid)) and int(pid) != os.getpid():
+            continue  # another prepare is writing it right now
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def write_prepared(
+    output: Path,
+    dataset: str,
+    splits: dict[str, dict[str, Any]],
+    reports: dict[str, SplitReport],
+    extra: dict[str, Any],
+    *,
+    overwrite: bool,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Write the validated ``splits`` to ``output`` atomically; returns the manifest.
+
+    ``extra`` goes into the manifest (source stamp and hash, synthetic info, …). ``progress(split, done,
+    total)`` is called while feature arrays are copied.
+    """
+    output = output.expanduser()
+    if output.exists() and not overwrite:
+        raise DataError(f"{output}: already exists and holds another dataset; pass --overwrite to replace it")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(output)
+    partial = output.parent / f".{output.name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    spec = DATASETS[dataset]
+    try:
+        manifest_splits = {}
+        for name in SPLITS:
+            split, report = splits[name], reports[name]
+            folder = partial / name
+            folder.mkdir()
+            files: dict[str, Any] = {}
+            n = report.samples
+            for key in ("audio", "vision"):
+                src = split[key]
+                out = np.lib.format.open_memmap(folder / f"{key}.npy", mode="w+", dtype=np.float32, shape=src.shape)
+                replaced = 0
+                for start in range(0, n, CHUNK):
+                    block, count = clean_features(src[start:start + CHUNK])
+                    out[start:start + CHUNK] = block
+                    replaced += count
+                    if progress:
+                        progress(f"{name}.{key}", min(start + CHUNK, n), n)
+                out.flush()
+                del out
+                report.replaced[key] = replaced
+                files[key] = {"shape": list(src.shape), "dtype": "float32"}
+            arrays = {"audio_lengths": split["audio_lengths"], "vision_lengths": split["vision_lengths"],
+                      "labels": split["regression_labels"]}
+            if spec.unimodal_labels:
+                arrays.update({f"labels_{k[-1]}": split[k] for k in UNIMODAL})
+            for key, arr in arrays.items():
+                np.save(folder / f"{key}.npy", arr)
+                files[key] = {"shape": list(arr.shape), "dtype": str(arr.dtype)}
+            for key in ("raw_text", "id"):
+                (folder / f"{key}.json").write_text(json.dumps(split[key], ensure_ascii=False), encoding="utf-8")
+            manifest_splits[name] = {
+                "samples": n,
+                "labels": _label_stats(split["regression_labels"]),
+                "replaced_nonfinite": report.replaced,
+                "text_undecodable": report.text_undecodable,
+                "text_empty": report.text_empty,
+                "files": files,
+            }
+        first = splits["train"]
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "dataset": dataset,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "dmpf_version": __version__,
+            "dims": {"audio": int(first["audio"].shape[2]), "vision": int(first["vision"].shape[2])},
+            "padded_length": {"audio": int(first["audio"].shape[1]), "vision": int(first["vision"].shape[1])},
+            "label_range": list(spec.label_range),
+            "unimodal_labels": spec.unimodal_labels,
+            "splits": manifest_splits,
+            **extra,
+        }
+        _atomic_json(partial / MANIFEST, manifest)  # last: a directory with a manifest is complete
+        if output.exists():
+            old = output.parent / f".{output.name}.old-{os.getpid()}"
+            os.replace(output, old)
+            os.replace(partial, output)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(partial, output)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return manifest
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+@dataclass
+class Split:
+    """One split of a prepared dataset; feature arrays are read-only memory maps."""
+
+    name: str
+    audio: np.ndarray  # (N, La, Da) float32
+    vision: np.ndarray  # (N, Lv, Dv) float32
+    audio_lengths: np.ndarray  # (N,) int64
+    vision_lengths: np.ndarray  # (N,) int64
+    labels: np.ndarray  # (N,) float32
+    unimodal: dict[str, np.ndarray]  # "T"/"A"/"V" -> (N,) float32 where the dataset has them
+    raw_text: list[str]
+    ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class Prepared:
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def dataset(self) -> str:
+        return self.manifest["dataset"]
+
+    @property
+    def dims(self) -> tuple[int, int]:
+        return self.manifest["dims"]["audio"], self.manifest["dims"]["vision"]
+
+    def split(self, name: str) -> Split:
+        if name not in SPLITS:
+            raise DataError(f"unknown split '{name}': expected one of {', '.join(SPLITS)}")
+        folder = self.path / name
+
+        def array(key: str, mmap: bool = False) -> np.ndarray:
+            try:
+                return np.load(folder / f"{key}.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise DataError(f"{folder / (key + '.npy')}: unreadable ({type(exc).__name__}: {exc}); "
+                                "prepare the dataset again") from None
+
+        def listing(key: str) -> list[str]:
+            try:
+                return json.loads((folder / f"{key}.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise DataError(f"{folder / (key + '.json')}: unreadable ({exc}); prepare the dataset again") from None
+
+        unimodal = {k: array(f"labels_{k}") for k in "TAV"} if self.manifest.get("unimodal_labels") else {}
+        split = Split(name, array("audio", True), array("vision", True), array("audio_lengths"),
+                      array("vision_lengths"), array("labels"), unimodal, listing("raw_text"), listing("id"))
+        expected = self.manifest["splits"][name]["samples"]
+        if any(len(x) != expected for x in (split.audio, split.vision, split.labels, split.raw_text, split.ids)):
+            raise DataError(f"{folder}: arrays disagree with the manifest's {expected} samples; prepare again")
+        return split
+
+
+def open_prepared(path: Path) -> Prepared:
+    """Open a prepared directory; a missing, incomplete or foreign one is a one-line :class:`DataError`."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise DataError(f"{path}: no prepared dataset here (run `dmpf prepare` first)")
+    manifest = read_manifest(path)
+    if manifest is None:
+        raise DataError(f"{path}: has no {MANIFEST}: not a prepared dataset, or an incomplete one")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise DataError(f"{path}: prepared format version {version}, this dmpf reads {FORMAT_VERSION}; prepare again")
+    return Prepared(path, manifest)
+
