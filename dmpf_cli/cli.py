@@ -246,17 +246,17 @@ def _manifest_tables(manifest: dict, console) -> None:
     from rich.table import Table
 
     dims, padded = manifest["dims"], manifest["padded_length"]
-    table = Table("split", "samples", "audio", "vision", "labels (min..max, mean)", "non-finite → 0",
-                  "text repaired", title=f"{manifest['dataset']} (format v{manifest['format_version']})",
+    table = Table("split", "samples", "audio", "vision", "labels min..max (mean)", "inf/NaN→0 a/v",
+                  "text bad/empty", title=f"{manifest['dataset']} (format v{manifest['format_version']})",
                   title_justify="left")
     for name, split in manifest["splits"].items():
         lab = split["labels"]
         replaced = split["replaced_nonfinite"]
         table.add_row(
             name, f"{split['samples']:,}", f"{padded['audio']}×{dims['audio']}", f"{padded['vision']}×{dims['vision']}",
-            f"{lab['min']:.2f}..{lab['max']:.2f}, {lab['mean']:+.2f}" if lab else "–",
-            f"audio {replaced.get('audio', 0):,}, vision {replaced.get('vision', 0):,}",
-            f"{split['text_undecodable']} undecodable, {split['text_empty']} empty",
+            f"{lab['min']:.2f}..{lab['max']:.2f} ({lab['mean']:+.2f})" if lab else "–",
+            f"{replaced.get('audio', 0):,} / {replaced.get('vision', 0):,}",
+            f"{split['text_undecodable']} / {split['text_empty']}",
         )
     console.print(table)
     source = manifest.get("source", {})
