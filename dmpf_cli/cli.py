@@ -335,6 +335,141 @@ def prepare(
 
 
 # --------------------------------------------------------------------------------------------
+# train
+
+
+def _parse_seeds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise DmpfError(f"--seeds: expected comma-separated integers like 1111,1112, got '{text}'") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise DmpfError(f"--seeds: expected distinct integers like 1111,1112, got '{text}'")
+    return seeds
+
+
+def _metrics_table(title: str, rows: dict[str, dict[str, float]]):
+    """Metrics as a table: one column per row name (e.g. seeds, or test/valid), one row per metric."""
+    from rich.table import Table
+
+    table = Table("metric", *rows, title=title, title_justify="left")
+    keys = list(next(iter(rows.values())))
+    for key in keys:
+        table.add_row(key, *(_fmt(r.get(key)) for r in rows.values()))
+    return table
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, dict):  # mean ± std
+        return f"{value['mean']:.4f} ± {value['std']:.4f}"
+    return f"{value:.4f}"
+
+
+@app.command("train")
+def train_command(
+    overrides: OverridesArg = None,
+    dataset: DatasetOpt = None,
+    config: ConfigOpt = None,
+    seeds: Annotated[Optional[str], typer.Option("--seeds", help="Comma-separated seeds, e.g. 1111,1112,1113.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Run directory (default: runs/NAME).")] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the interrupted run in this directory.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run directory.")] = False,
+    attention: Annotated[
+        Optional[str], typer.Option("--attention", help="auto, xformers, sdpa or eager (default: the config's).")
+    ] = None,
+    format: FormatOpt = OutputFormat.text,
+) -> None:
+    """Train DMPF (the SPEC §6 recipe), test the best-validation checkpoint, write a run directory."""
+    from .config import load_config
+    from .train import train
+
+    if resume is not None and (dataset or config or overrides or seeds):
+        raise DmpfError("--resume: continues a run with its own config; drop --dataset/--config/--seeds/overrides")
+    extra = [f"training.attention={attention}"] if attention else []
+    cfg = load_config(dataset, config, [*(overrides or []), *extra])
+    console = _console(stderr=format is OutputFormat.json)
+    if resume is None and dataset is None and config is None and cfg.backbone.name.endswith("-random"):
+        console.print("[yellow]embedded default[/yellow]: a generated synthetic dataset and a tiny RANDOM-INIT GPT-2 "
+                      "— a demonstration of the pipeline, not the paper's numbers")
+    summary = train(cfg, output, _parse_seeds(seeds), resume=resume, overwrite=overwrite, console=console)
+    if format is OutputFormat.json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    from .train import reference_scores
+
+    for root, results in summary["runs"].items():
+        if not results:  # a DDP rank other than 0: rank 0 reports
+            continue
+        rows = {"test": results["test"], "valid": results["valid"]}
+        title = f"{root}: seed {results['seed']}, best epoch {results['best_epoch'] + 1} of {results['epochs']}"
+        if "random" in results["backbone"]:
+            title += " — random-init backbone"
+        ref = reference_scores(root)
+        if ref:
+            rows.update(ref)
+        console.print(_metrics_table(title, rows))
+    if "summary" in summary:
+        console.print(_metrics_table("test, mean ± std over seeds", {"test": summary["summary"]}))
+
+
+@app.command("eval")
+def eval_command(
+    run: Annotated[Path, typer.Option("--run", help="A run directory written by dmpf train.")],
+    split: Annotated[str, typer.Option("--split", help="test or valid.")] = "test",
+    modality_ablation: Annotated[
+        bool, typer.Option("--modality-ablation", help="Also remove each stream in turn and report each metric's drop.")
+    ] = False,
+    format: FormatOpt = OutputFormat.text,
+) -> None:
+    """Evaluate a run's best checkpoint on a split (MMSA metrics)."""
+    from .evaluate import eval_run
+
+    result = eval_run(run, split, modality_ablation)
+    if format is OutputFormat.json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    console = _console()
+    title = f"{result['run']}: {split} ({result['samples']} samples)"
+    if "random" in result["backbone"]:
+        title += " — random-init backbone"
+    rows = {"full model": result["metrics"]}
+    ablation = result.get("ablation", {})
+    rows.update({f"w/o {stream}": entry["metrics"] for stream, entry in ablation.items()})
+    console.print(_metrics_table(title, rows))
+    if ablation:
+        drops = {f"w/o {stream}": entry["drop"] for stream, entry in ablation.items()}
+        console.print(_metrics_table("drop: how much worse each metric gets without the stream "
+                                     "(positive = worse)", drops))
+
+
+@app.command("predict")
+def predict_command(
+    run: Annotated[Path, typer.Option("--run", help="A run directory written by dmpf train.")],
+    input: Annotated[
+        Path, typer.Option("--input", "-i", help="A prepared directory, an MMSA .pkl, or a .jsonl of samples.")
+    ],
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="FILE.csv or FILE.jsonl (default: CSV on stdout).")
+    ] = None,
+    on_error: Annotated[
+        str, typer.Option("--on-error", help="A malformed JSONL sample: skip it (with a warning) or fail.")
+    ] = "skip",
+) -> None:
+    """Score samples with a run's best checkpoint: id, score and the dataset's label bins."""
+    from .evaluate import predict_run
+
+    count, text = predict_run(run, input, output, on_error, warn=lambda m: typer.echo(f"warning: {m}", err=True))
+    if text is not None:
+        typer.echo(text, nl=False)
+    else:
+        _console(stderr=True).print(f"wrote {count} predictions to {output}")
+
+
+# --------------------------------------------------------------------------------------------
 # inspect-model
 
 

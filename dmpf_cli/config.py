@@ -39,6 +39,7 @@ class DataConfig(Strict):
     dataset: Literal["mosei", "mosi", "sims", "synthetic"] = "synthetic"
     path: str | None = Field(None, description="prepared data directory (dmpf prepare); null: the default location")
     synthetic_size: Literal["tiny", "small", "mosei-like"] = "small"
+    synthetic_seed: NonNegInt = 0
     text_len: PosInt = 32
     num_workers: NonNegInt = 0
 
@@ -150,6 +151,9 @@ class TrainingConfig(Strict):
     precision: Literal["fp32", "bf16"] = "fp32"
     attention: Literal["auto", "xformers", "sdpa", "eager"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    checkpoint_every: NonNegInt = Field(
+        50, description="also save the resumable checkpoint every N optimizer steps (0: only at epoch ends)"
+    )
 
 
 class ExperimentConfig(Strict):

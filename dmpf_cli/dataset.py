@@ -62,15 +62,20 @@ class EpochBatchSampler(Sampler[list[int]]):
             order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
         else:
             order = torch.arange(self.n)
-        for start in range(0, self.n, self.batch_size):
-            chunk = order[start:start + self.batch_size]
-            if self.drop_last and len(chunk) < self.batch_size:
-                return
-            yield chunk.tolist()
+        chunks = [order[start:start + self.batch_size].tolist() for start in range(0, self.n, self.batch_size)]
+        if chunks and len(chunks[-1]) < self.batch_size:
+            if self.drop_last:
+                chunks.pop()
+            elif len(chunks[-1]) == 1 and len(chunks) > 1:
+                last = chunks.pop()
+                chunks[-1] += last  # no batch of one: BatchNorm cannot train on it
+        yield from chunks
 
     def __len__(self) -> int:
         full, rest = divmod(self.n, self.batch_size)
-        return full + (0 if self.drop_last or not rest else 1)
+        if self.drop_last or not rest:
+            return full
+        return full if rest == 1 and full else full + 1
 
 
 def make_loader(
@@ -80,4 +85,17 @@ def make_loader(
     """A DataLoader yielding whole batches built by :class:`SplitDataset` (workers gather from the memory maps)."""
     sampler = EpochBatchSampler(len(dataset), batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
     return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
-                      persistent_workers=num_workers > 0)
+                      persistent_workers=num_workers > 0, generator=_own_generator())
+
+
+def batch_loader(dataset: SplitDataset, batches: list[list[int]], *, num_workers: int = 0,
+                 pin_memory: bool = False) -> DataLoader:
+    """A DataLoader over a fixed list of batches (one epoch's, possibly resumed mid-way)."""
+    return DataLoader(dataset, sampler=batches, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
+                      generator=_own_generator())
+
+
+def _own_generator() -> torch.Generator:
+    """Each DataLoader iterator draws a worker seed; from its own generator it leaves the global RNG alone,
+    so dropout draws do not depend on how many loaders were started (which a resumed run changes)."""
+    return torch.Generator().manual_seed(0)

@@ -82,13 +82,21 @@ class DMPF(nn.Module):
         self.backbone.eval()  # frozen: no dropout inside the pretrained LM, ever
         return self
 
-    def forward(self, batch: dict[str, Tensor], *, return_hidden: bool = False) -> DMPFOutput:
-        """batch: text_ids, text_real (B, T); audio (B, La, Da), audio_lengths; vision (B, Lv, Dv), vision_lengths."""
+    def forward(self, batch: dict[str, Tensor], *, return_hidden: bool = False,
+                drop_streams: tuple[str, ...] = ()) -> DMPFOutput:
+        """batch: text_ids, text_real (B, T); audio (B, La, Da), audio_lengths; vision (B, Lv, Dv), vision_lengths.
+
+        ``drop_streams``: token groups ("audio", "visual", "audio_visual") whose encoder output is replaced by
+        nothing (zeros, length 0) — the modality ablation of ``dmpf eval``.
+        """
         inputs = {"audio": (batch["audio"], batch["audio_lengths"]), "vision": (batch["vision"], batch["vision_lengths"])}
         contexts = {}
         for g in self.groups:
             _, streams, _ = STREAMS[g]
             contexts[g] = self.encoders[g](*(inputs[s] for s in streams))  # (seq (B, Lm, d), lengths (B,))
+            if g in drop_streams:
+                seq, lengths = contexts[g]
+                contexts[g] = (torch.zeros_like(seq), torch.zeros_like(lengths))
 
         ids, real = batch["text_ids"], batch["text_real"]
         backend = resolve_backend(self.attention, ids.device)

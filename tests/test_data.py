@@ -340,7 +340,8 @@ def test_batches(prepared_split, tokenizer):
     dataset = SplitDataset(prepared_split, tokenizer, text_len=8)
     loader = make_loader(dataset, batch_size=3, shuffle=True, seed=5)
     batches = list(loader)
-    assert [len(b["index"]) for b in batches] == [3, 3, 1]  # the last partial batch is kept
+    assert [len(b["index"]) for b in batches] == [3, 4]  # a last batch of one joins the one before
+    assert len(loader) == 2
     seen = torch.cat([b["index"] for b in batches]).tolist()
     assert sorted(seen) == list(range(7))
     b = batches[0]
@@ -364,4 +365,7 @@ def test_batches_are_deterministic_per_seed_and_epoch(prepared_split, tokenizer)
     assert order(1, 0) != order(1, 1) or order(1, 0) != order(2, 0)
     assert order(3, 2) == order(3, 2, workers=2)
     plain = make_loader(dataset, batch_size=2, shuffle=False)
-    assert [b["index"].tolist() for b in plain] == [[0, 1], [2, 3], [4, 5], [6]]
+    assert [b["index"].tolist() for b in plain] == [[0, 1], [2, 3], [4, 5, 6]]
+    assert len(plain) == 3
+    fours = make_loader(dataset, batch_size=4, shuffle=False)
+    assert [b["index"].tolist() for b in fours] == [[0, 1, 2, 3], [4, 5, 6]] and len(fours) == 2

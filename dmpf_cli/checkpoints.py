@@ -1,0 +1,147 @@
+"""Run directories and checkpoints.
+
+A run directory holds everything one training run produced::
+
+    DIR/config.yaml         the resolved config it ran with
+    DIR/run.json            status (running / finished), seed, data, backbone, versions
+    DIR/metrics.jsonl       one record per optimizer step and per epoch
+    DIR/checkpoints/last/weights.safetensors + state.pt   resumable: trainable weights; optimizer, scheduler, RNG, loop
+    DIR/checkpoints/best.safetensors                     the best validation epoch's weights
+    DIR/results.json        test metrics of the best checkpoint (written last)
+    DIR/curves.png          training curves
+
+Checkpoints hold the trainable state only (everything but the frozen backbone), as safetensors;
+every file is written to a temporary name and renamed, so a killed run never leaves a torn file, and
+the resumable pair is published as one directory, so its two files always belong to the same step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import DmpfError
+
+BACKBONE_PREFIX = "lm.gpt2."
+
+
+class RunError(DmpfError):
+    """A run directory or checkpoint that cannot be used; one line."""
+
+
+class RunDir:
+    def __init__(self, root: Path):
+        self.root = Path(root).expanduser()
+
+    config = property(lambda self: self.root / "config.yaml")
+    status = property(lambda self: self.root / "run.json")
+    metrics = property(lambda self: self.root / "metrics.jsonl")
+    checkpoints = property(lambda self: self.root / "checkpoints")
+    last = property(lambda self: self.checkpoints / "last")
+    best = property(lambda self: self.checkpoints / "best.safetensors")
+    results = property(lambda self: self.root / "results.json")
+    curves = property(lambda self: self.root / "curves.png")
+
+    def read_status(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.status.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise RunError(f"{self.status}: unreadable ({exc})") from None
+
+    def write_status(self, **fields: Any) -> None:
+        atomic_write_text(self.status, json.dumps({**self.read_status(), **fields}, indent=1))
+
+    def require(self, *, finished: bool = False) -> None:
+        """A one-line error unless this is a dmpf run directory (``finished``: one that completed)."""
+        if not self.root.is_dir():
+            raise RunError(f"--run: {self.root}: no such run directory")
+        if not self.config.is_file() or not self.status.is_file():
+            raise RunError(f"--run: {self.root}: not a dmpf run directory (no config.yaml / run.json)")
+        if finished and self.read_status().get("status") != "finished":
+            raise RunError(f"--run: {self.root}: the run has not finished (resume it with `dmpf train --resume`)")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Everything of the model but the frozen backbone: trainable weights and buffers (BatchNorm statistics)."""
+    return {k: v.detach().contiguous() for k, v in model.state_dict().items() if not k.startswith(BACKBONE_PREFIX)}
+
+
+def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    state = {k: v.cpu() for k, v in trainable_state(model).items()}
+    save_file(state, str(tmp), metadata=metadata or {})
+    os.replace(tmp, path)
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Load a checkpoint into ``model``; one that does not fit this config or is damaged is a one-line error."""
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise RunError(f"{path}: no such checkpoint")
+    try:
+        state = load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types for damaged files
+        raise RunError(f"{path}: damaged checkpoint ({type(exc).__name__}: {' '.join(str(exc).split())})") from None
+    expected = trainable_state(model)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:3])}{' …' if len(unexpected) > 3 else ''}")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"{k} has shape {tuple(state[k].shape)}, this config needs {tuple(expected[k].shape)}")
+        raise RunError(f"{path}: checkpoint from another config: {'; '.join(parts)}")
+    model.load_state_dict(state, strict=False)
+
+
+def save_resumable(model: nn.Module, state: dict[str, Any], last: Path) -> None:
+    """Weights and training state of one step, published together: build a new directory, then swap it in."""
+    import shutil
+
+    tmp = last.with_name(f".{last.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_weights(model, tmp / "weights.safetensors")
+    torch.save(state, tmp / "state.pt")
+    old = last.with_name(f"{last.name}.old")
+    if last.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(last, old)  # a kill right here leaves last.old, which resuming falls back to
+    os.replace(tmp, last)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_resumable(model: nn.Module, last: Path) -> dict[str, Any]:
+    """Load the newest complete resumable checkpoint into ``model``; returns its training state."""
+    folder = last if last.is_dir() else last.with_name(f"{last.name}.old")
+    if not folder.is_dir():
+        raise RunError(f"{last}: no resumable checkpoint in this run")
+    load_weights(model, folder / "weights.safetensors")
+    try:
+        # tensors, numbers, lists and dicts only: weights_only refuses anything that could run code
+        return torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise RunError(f"{folder / 'state.pt'}: damaged training state "
+                       f"({type(exc).__name__}: {' '.join(str(exc).split())})") from None

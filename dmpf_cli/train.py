@@ -1,0 +1,523 @@
+"""The training recipe (SPEC §6), read top to bottom: data → model → optimizer → loop → best checkpoint → test.
+
+* AdamW, betas from the config, two learning-rate groups — the LM side (MM blocks, fusion tokens,
+  heads) and the encoder side — with weight decay on weight matrices only (not biases, norms, gates,
+  fusion tokens or type embeddings).
+* Gradient accumulation that averages, gradient clipping, linear warm-up then cosine decay, per
+  optimizer step.
+* Early stopping on validation MAE (patience, max epochs); the best-validation checkpoint is tested once.
+* bf16 autocast on CUDA when ``training.precision: bf16``; evaluation runs in the training precision.
+* Resumable: a checkpoint holds the trainable weights, optimizer, scheduler, RNG and loop position, so
+  a killed run resumed with ``--resume`` ends exactly where an uninterrupted one would.
+* Distributed: under ``torchrun`` each rank trains on its share of every epoch's batches through DDP;
+  rank 0 alone writes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from rich.console import Console
+from torch import nn
+
+from .checkpoints import RunDir, RunError, atomic_write_text, load_resumable, load_weights, save_resumable, save_weights
+from .config import ExperimentConfig, load_config, to_yaml
+from .errors import DmpfError
+
+LM_SIDE = ("lm.", "head.", "aux.")  # parameter name prefixes of the LM-side learning-rate group
+NO_DECAY_NAMES = ("lm.tokens.", "type_emb")  # 2-D, but embeddings, not weight matrices
+
+
+# -- distributed -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str) -> Dist:
+    """Join the torchrun process group when launched by torchrun; a single process otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+    info = Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    if device == "cuda":
+        torch.cuda.set_device(info.local_rank)
+    return info
+
+
+# -- data ------------------------------------------------------------------------------------------
+
+def open_data(cfg: ExperimentConfig, console: Console | None = None, *, prepare_missing: bool = True):
+    """The prepared dataset ``cfg`` names; the synthetic one is generated on first use."""
+    from .prepared import default_dir, open_prepared
+
+    data = cfg.data
+    if data.path:
+        path = Path(data.path).expanduser()
+    elif data.dataset == "synthetic":
+        path = default_dir("synthetic", data.synthetic_size, data.synthetic_seed)
+    else:
+        path = default_dir(data.dataset)
+    if data.dataset == "synthetic" and prepare_missing and not (path / "manifest.json").is_file():
+        from .prepare import prepare_synthetic
+
+        if console:
+            console.print(f"preparing the synthetic '{data.synthetic_size}' dataset in {path} (first use)")
+        prepare_synthetic(data.synthetic_size, data.synthetic_seed, path, overwrite=False,
+                          console=console or Console(quiet=True))
+    elif not path.is_dir():
+        raise DmpfError(f"data.path: no prepared {data.dataset} dataset at {path}; run "
+                        f"`dmpf prepare --dataset {data.dataset} --source FILE.pkl --output {path}` first")
+    prepared = open_prepared(path)
+    if prepared.dataset != data.dataset:
+        raise DmpfError(f"data.path: {path} holds the {prepared.dataset} dataset, the config says {data.dataset}")
+    return prepared
+
+
+def to_device(batch: dict[str, torch.Tensor], device: str) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def unimodal_labels(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    labels = {k[-1]: batch[k] for k in ("labels_T", "labels_A", "labels_V") if k in batch}
+    return labels or None
+
+
+# -- optimizer and schedule ------------------------------------------------------------------------
+
+def build_optimizer(model: nn.Module, cfg: ExperimentConfig) -> torch.optim.AdamW:
+    """AdamW with four groups: {LM side, encoders} × {decay, no decay}."""
+    groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        side = "lm" if name.startswith(LM_SIDE) else "encoders"
+        decay = p.ndim >= 2 and not any(tag in name for tag in NO_DECAY_NAMES)
+        groups.setdefault((side, decay), []).append(p)
+    o = cfg.optimizer
+    lr = {"lm": o.lr_lm, "encoders": o.lr_encoders}
+    return torch.optim.AdamW(
+        [{"params": ps, "lr": lr[side], "weight_decay": o.weight_decay if decay else 0.0, "name": f"{side}/{'decay' if decay else 'no_decay'}"}
+         for (side, decay), ps in sorted(groups.items())],
+        betas=tuple(o.betas), eps=o.eps,
+    )
+
+
+def lr_factor(step: int, warmup: int, total: int, kind: str, min_ratio: float) -> float:
+    """Linear warm-up over ``warmup`` optimizer steps, then cosine decay to ``min_ratio`` at ``total``."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if kind == "constant" or total <= warmup:
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+# -- evaluation ------------------------------------------------------------------------------------
+
+def autocast(cfg: ExperimentConfig, device: str):
+    if device == "cuda" and cfg.training.precision == "bf16":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader, cfg: ExperimentConfig, device: str,
+            drop_streams: tuple[str, ...] = ()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(scores, labels, sample indices) over a loader, in the training precision."""
+    model.eval()
+    scores, labels, indices = [], [], []
+    for batch in loader:
+        batch = to_device(batch, device)
+        with autocast(cfg, device):
+            out = model(batch, drop_streams=drop_streams)
+        scores.append(out.score.float().cpu())
+        labels.append(batch["labels"].float().cpu())
+        indices.append(batch["index"].cpu())
+    return torch.cat(scores), torch.cat(labels), torch.cat(indices)
+
+
+def evaluate(model, loader, cfg: ExperimentConfig, device: str, drop_streams: tuple[str, ...] = ()) -> dict[str, float]:
+    from .metrics import compute_metrics
+
+    scores, labels, _ = predict(model, loader, cfg, device, drop_streams)
+    return compute_metrics(scores, labels, cfg.data.dataset)
+
+
+# -- one run ---------------------------------------------------------------------------------------
+
+@dataclass
+class LoopState:
+    """Where the loop is; saved with every resumable checkpoint."""
+
+    epoch: int = 0  # the epoch in progress
+    batch_in_epoch: int = 0  # micro-batches of this epoch already consumed
+    step: int = 0  # optimizer steps taken
+    best_mae: float = math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    records: int = 0  # lines in metrics.jsonl at this point
+    done: bool = False
+
+
+def shard(batches: list[list[int]], world: Dist) -> list[list[int]]:
+    """This rank's share of an epoch's batches; every rank gets the same count (wrapping around)."""
+    per_rank = math.ceil(len(batches) / world.world)
+    return [batches[(i * world.world + world.rank) % len(batches)] for i in range(per_rank)]
+
+
+class Run:
+    """One training run of one seed in one directory."""
+
+    def __init__(self, cfg: ExperimentConfig, run: RunDir, seed: int, console: Console, world: Dist):
+        from .backbones import load_backbone
+        from .dataset import EpochBatchSampler, SplitDataset, make_loader
+        from .model import DMPF, resolve_device
+
+        self.cfg, self.run, self.seed, self.console, self.world = cfg, run, seed, console, world
+        self.device = resolve_device(cfg.training.device)
+        torch.manual_seed(seed)
+        self.data = open_data(cfg, console if world.main else None)
+        backbone = load_backbone(cfg.backbone, seed=0)  # the same random backbone for every seed
+        self.backbone_source = backbone.source
+        audio_dim, vision_dim = self.data.dims
+        torch.manual_seed(seed)
+        model = DMPF(cfg, backbone.model, audio_dim, vision_dim).to(self.device)
+        self.model = model
+        self.ddp = nn.parallel.DistributedDataParallel(model) if world.world > 1 else None
+        pin = self.device == "cuda"
+        t = cfg.data.text_len
+        self.splits = {name: SplitDataset(self.data.split(name), backbone.tokenizer, t) for name in ("train", "valid", "test")}
+        self.sampler = EpochBatchSampler(len(self.splits["train"]), cfg.training.batch_size, shuffle=True, seed=seed)
+        self.eval_loaders = {name: make_loader(self.splits[name], cfg.training.batch_size, shuffle=False,
+                                               num_workers=cfg.data.num_workers, pin_memory=pin)
+                             for name in ("valid", "test")}
+        self.optimizer = build_optimizer(model, cfg)
+        self.batches_per_epoch = math.ceil(len(self.sampler) / world.world)
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.training.grad_accum)
+        s = cfg.schedule
+        warmup = round(s.warmup_epochs * self.steps_per_epoch)
+        total = cfg.training.max_epochs * self.steps_per_epoch
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, warmup, total, s.kind, s.min_lr_ratio))
+        self.state = LoopState()
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    def checkpoint(self) -> None:
+        """Save the resumable state at an optimizer-step boundary (rank 0 only)."""
+        if not self.world.main:
+            return
+        rng = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        save_resumable(self.model, {
+            "loop": vars(self.state).copy(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "rng": rng, "seed": self.seed,
+        }, self.run.last)
+
+    def restore(self) -> None:
+        state = load_resumable(self.model, self.run.last)
+        if state.get("seed") != self.seed:
+            raise RunError(f"{self.run.last}: saved by seed {state.get('seed')}, not {self.seed}")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["cpu"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.state = LoopState(**state["loop"])
+        if self.world.main and self.run.metrics.exists():  # drop records written after the checkpoint
+            lines = self.run.metrics.read_text(encoding="utf-8").splitlines(keepends=True)[: self.state.records]
+            atomic_write_text(self.run.metrics, "".join(lines))
+
+    def log(self, record: dict[str, Any]) -> None:
+        if self.world.main:
+            with open(self.run.metrics, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        self.state.records += 1
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        from .losses import dmpf_loss
+
+        net = self.ddp or self.model
+        batch = to_device(batch, self.device)
+        with autocast(self.cfg, self.device):
+            out = net(batch)
+        loss, parts = dmpf_loss(out.score.float(), {k: v.float() for k, v in out.aux.items()}, batch["labels"],
+                                self.cfg.loss, unimodal_labels(batch))
+        (loss / self.cfg.training.grad_accum).backward()  # accumulation averages the micro-batch losses
+        return {k: float(v) for k, v in parts.items()}
+
+    def optimizer_step(self, micro_batches: int) -> float:
+        """Step with the gradients of ``micro_batches`` accumulated micro-batches; returns the grad norm."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if micro_batches != self.cfg.training.grad_accum:  # a short last group: still an average
+            for p in params:
+                if p.grad is not None:
+                    p.grad.mul_(self.cfg.training.grad_accum / micro_batches)
+        clip = self.cfg.optimizer.grad_clip
+        norm = nn.utils.clip_grad_norm_(params, clip if clip else math.inf)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.step += 1
+        return float(norm)
+
+    def epoch_batches(self) -> list[list[int]]:
+        """This rank's batches of the current epoch: a function of (seed, epoch) only."""
+        self.sampler.set_epoch(self.state.epoch)
+        return shard(list(self.sampler), self.world)
+
+    def fit(self, progress=None) -> None:
+        from .dataset import batch_loader
+
+        cfg, st = self.cfg, self.state
+        accum = cfg.training.grad_accum
+        while not st.done and st.epoch < cfg.training.max_epochs:
+            self.model.train()
+            batches = self.epoch_batches()
+            loader = batch_loader(self.splits["train"], batches[st.batch_in_epoch:], num_workers=cfg.data.num_workers,
+                                  pin_memory=self.device == "cuda")
+            task = progress.add_task(f"epoch {st.epoch + 1}/{cfg.training.max_epochs}", total=len(batches),
+                                     completed=st.batch_in_epoch) if progress else None
+            group: list[dict[str, float]] = []
+            t0, seen = time.perf_counter(), 0
+            for i, batch in enumerate(loader, start=st.batch_in_epoch):
+                parts = self.train_step(batch)
+                group.append(parts)
+                seen += len(batch["index"])
+                last_of_epoch = i == len(batches) - 1
+                if len(group) == accum or last_of_epoch:
+                    norm = self.optimizer_step(len(group))
+                    st.batch_in_epoch = i + 1
+                    mean = {k: sum(g[k] for g in group) / len(group) for k in group[0]}
+                    rate = seen * self.world.world / max(time.perf_counter() - t0, 1e-9)
+                    lrs = {f"lr_{g['name'].split('/')[0]}": g["lr"] for g in self.optimizer.param_groups}
+                    self.log({"kind": "step", "epoch": st.epoch, "step": st.step, "loss": mean["total"], "parts": mean,
+                              "grad_norm": norm, **lrs, "samples_per_s": rate})
+                    if progress:
+                        progress.update(task, completed=i + 1, info=f"loss {mean['total']:.3f} (task {mean['task']:.3f}) "
+                                        f"lr {lrs.get('lr_lm', 0):.1e} {rate:,.0f} samples/s")
+                    group = []
+                    every = cfg.training.checkpoint_every
+                    if every and st.step % every == 0 and not last_of_epoch:
+                        self.checkpoint()
+            if progress:
+                progress.remove_task(task)
+            self.end_epoch()
+
+    def end_epoch(self) -> None:
+        st, cfg = self.state, self.cfg
+        valid = evaluate(self.model, self.eval_loaders["valid"], cfg, self.device)
+        improved = valid["MAE"] < st.best_mae
+        if improved:
+            st.best_mae, st.best_epoch, st.bad_epochs = valid["MAE"], st.epoch, 0
+            if self.world.main:
+                save_weights(self.model, self.run.best, {"epoch": str(st.epoch), "valid_mae": f"{valid['MAE']:.6f}"})
+        else:
+            st.bad_epochs += 1
+        self.log({"kind": "epoch", "epoch": st.epoch, "step": st.step, "valid": valid, "best": improved})
+        if self.world.main:
+            self.console.print(f"epoch {st.epoch + 1}: valid MAE {valid['MAE']:.4f} Corr {valid['Corr']:.4f}"
+                               + ("  [green]best[/green]" if improved else f"  (no gain for {st.bad_epochs})"))
+        st.epoch += 1
+        st.batch_in_epoch = 0
+        if st.bad_epochs >= cfg.training.patience:
+            st.done = True
+            if self.world.main:
+                self.console.print(f"early stop: no validation gain for {st.bad_epochs} epochs")
+        self.checkpoint()
+
+    def test(self) -> dict[str, Any]:
+        load_weights(self.model, self.run.best)
+        test = evaluate(self.model, self.eval_loaders["test"], self.cfg, self.device)
+        valid = evaluate(self.model, self.eval_loaders["valid"], self.cfg, self.device)
+        return {"seed": self.seed, "best_epoch": self.state.best_epoch, "epochs": self.state.epoch,
+                "steps": self.state.step, "test": test, "valid": valid}
+
+    def parameter_checksum(self) -> float:
+        return float(sum(p.detach().double().sum() for p in self.model.parameters() if p.requires_grad))
+
+
+# -- the command -----------------------------------------------------------------------------------
+
+def prepare_run_dir(run: RunDir, cfg: ExperimentConfig, seed: int, *, resume: bool, overwrite: bool) -> None:
+    """Create (or check, for --resume) the run directory; never clobbers a finished run without --overwrite."""
+    status = run.read_status() if run.status.exists() else {}
+    if resume:
+        run.require()
+        if status.get("status") == "finished":
+            raise RunError(f"--resume: {run.root} has already finished")
+        return
+    if run.root.exists() and any(run.root.iterdir()):
+        if not status:
+            raise RunError(f"--output: {run.root} exists and is not a dmpf run directory; choose another --output")
+        if not overwrite:
+            what = "a finished run" if status.get("status") == "finished" else "an unfinished run (use --resume)"
+            raise RunError(f"--output: {run.root} holds {what}; pass --overwrite to replace it")
+        import shutil
+
+        shutil.rmtree(run.root)
+    run.checkpoints.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run.config, to_yaml(cfg))
+    run.metrics.write_text("", encoding="utf-8")
+    run.write_status(status="running", seed=seed, started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+
+def train_one(cfg: ExperimentConfig, run: RunDir, seed: int, *, resume: bool, overwrite: bool, console: Console,
+              world: Dist) -> dict[str, Any]:
+    """Train one seed into ``run`` (or resume it) and test its best checkpoint; returns the results."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    if world.main:
+        prepare_run_dir(run, cfg, seed, resume=resume, overwrite=overwrite)
+    if world.world > 1:
+        dist.barrier()
+    trainer = Run(cfg, run, seed, console, world)
+    if resume:
+        trainer.restore()
+        if world.main:
+            console.print(f"resuming {run.root} at epoch {trainer.state.epoch + 1}, step {trainer.state.step}")
+    if world.main:
+        run.write_status(data=str(trainer.data.path), dims=list(trainer.data.dims), backbone=trainer.backbone_source,
+                         device=trainer.device)
+        console.print(f"[bold]{cfg.name}[/bold] seed {seed}: {cfg.data.dataset} data from {trainer.data.path}; "
+                      f"backbone {cfg.backbone.name} ({trainer.backbone_source}); {trainer.device}; "
+                      f"{sum(p.numel() for p in trainer.model.parameters() if p.requires_grad):,} trainable parameters")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+    with Progress(*columns, console=console, transient=True, disable=not (world.main and console.is_terminal)) as bar:
+        trainer.fit(progress=_ProgressAdapter(bar))
+    ddp = None
+    if world.world > 1:  # the ranks must end with the same weights; then rank 0 alone tests and writes
+        sums = [None] * world.world
+        dist.all_gather_object(sums, trainer.parameter_checksum())
+        ddp = {"world_size": world.world, "parameter_checksums": sums,
+               "ranks_agree": all(abs(s - sums[0]) <= 1e-9 * max(1.0, abs(sums[0])) for s in sums)}
+        dist.barrier()
+        if not world.main:
+            return {}
+    results = trainer.test()
+    results["backbone"] = trainer.backbone_source
+    results["dataset"] = cfg.data.dataset
+    if ddp:
+        results["ddp"] = ddp
+    if world.main:
+        atomic_write_text(run.results, json.dumps(results, indent=1))
+        plot_curves(run)
+        run.write_status(status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    return results
+
+
+class _ProgressAdapter:
+    """rich Progress with an ``info`` field on every task."""
+
+    def __init__(self, bar):
+        self.bar = bar
+
+    def add_task(self, description: str, **kw):
+        return self.bar.add_task(description, info="", **kw)
+
+    def update(self, task, **kw):
+        self.bar.update(task, **kw)
+
+    def remove_task(self, task):
+        self.bar.remove_task(task)
+
+
+def plot_curves(run: RunDir) -> None:
+    """Training loss per step and validation MAE per epoch, to ``curves.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in run.metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+    steps = [r for r in records if r["kind"] == "step"]
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=100)
+    a.plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=0.8, label="total")
+    a.plot([r["step"] for r in steps], [r["parts"]["task"] for r in steps], lw=0.8, label="task (L1)")
+    a.set_xlabel("optimizer step"), a.set_ylabel("training loss"), a.legend(frameon=False)
+    b.plot([r["epoch"] + 1 for r in epochs], [r["valid"]["MAE"] for r in epochs], marker="o")
+    b.set_xlabel("epoch"), b.set_ylabel("validation MAE")
+    fig.suptitle(run.root.name)
+    fig.tight_layout()
+    tmp = run.curves.with_name(f".{run.curves.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, run.curves)
+
+
+def reference_scores(run_root: str | Path) -> dict[str, dict[str, float]]:
+    """For a synthetic dataset: what the ideal and restricted predictors reach on test (MAE, Corr), to print beside a run."""
+    from .prepared import read_manifest
+
+    data = RunDir(Path(run_root)).read_status().get("data")
+    manifest = read_manifest(Path(data)) if data and Path(data).is_dir() else None
+    reference = (manifest or {}).get("synthetic", {}).get("reference", {})
+    names = {"ideal": "noise floor", "no_interaction": "no A×V", "text_only": "text only"}
+    return {label: {"MAE": reference[key]["mae"], "Corr": reference[key]["corr"]}
+            for key, label in names.items() if key in reference}
+
+
+def summarize_seeds(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """mean ± std (sample std; 0 for one seed) of every test metric over the seeds."""
+    keys = results[0]["test"].keys()
+    out = {}
+    for key in keys:
+        values = torch.tensor([r["test"][key] for r in results], dtype=torch.float64)
+        out[key] = {"mean": float(values.mean()), "std": float(values.std()) if len(values) > 1 else 0.0,
+                    "values": values.tolist()}
+    return out
+
+
+def train(
+    cfg: ExperimentConfig, output: Path | None, seeds: list[int] | None, *, resume: Path | None = None,
+    overwrite: bool = False, console: Console,
+) -> dict[str, Any]:
+    """``dmpf train``: every seed, one run directory each (``DIR`` itself for one seed, ``DIR/seed-N`` for several)."""
+    from .model import resolve_device
+
+    world = init_distributed(resolve_device(cfg.training.device))
+    if resume is not None:
+        run = RunDir(resume)
+        run.require()
+        cfg = load_config(config=run.config)
+        seed = int(run.read_status().get("seed", cfg.training.seeds[0]))
+        results = train_one(cfg, run, seed, resume=True, overwrite=False, console=console, world=world)
+        return {"runs": {str(run.root): results}}
+    seeds = seeds or cfg.training.seeds
+    root = Path(output) if output else Path("runs") / cfg.name
+    runs = {seed: RunDir(root if len(seeds) == 1 else root / f"seed-{seed}") for seed in seeds}
+    all_results = {}
+    for seed, run in runs.items():
+        all_results[str(run.root)] = train_one(cfg, run, seed, resume=False, overwrite=overwrite, console=console,
+                                               world=world)
+    summary = {"runs": all_results}
+    if len(seeds) > 1 and world.main:
+        summary["summary"] = summarize_seeds(list(all_results.values()))
+        atomic_write_text(root / "summary.json", json.dumps(summary, indent=1))
+    if world.world > 1:
+        dist.destroy_process_group()
+    return summary

@@ -1,0 +1,250 @@
+"""Train, evaluate, predict end to end on the tiny config: run directories, resume, seeds, DDP, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+TINY = [
+    "data.synthetic_size=tiny", "data.text_len=24",
+    "encoders.audio.d=16", "encoders.vision.d=16", "encoders.audio_visual.d=16",
+    "encoders.audio.layers=1", "encoders.vision.layers=1", "encoders.audio_visual.layers=1",
+    "encoders.audio.max_len=8", "encoders.vision.max_len=8", "encoders.audio_visual.max_len=8",
+    "head.d=16", "training.batch_size=16", "training.max_epochs=2", "training.patience=5",
+    "training.checkpoint_every=1", "optimizer.lr_lm=1e-3", "optimizer.lr_encoders=1e-3",
+]
+
+
+@pytest.fixture(autouse=True)
+def data_home(tmp_path_factory, monkeypatch):
+    """Every test shares one generated tiny dataset (made on first use) outside the user's cache."""
+    home = tmp_path_factory.getbasetemp() / "dmpf-data"
+    monkeypatch.setenv("DMPF_DATA_DIR", str(home))
+    return home
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def dmpf(*args, check=True, **kw) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "dmpf_cli", *map(str, args)], capture_output=True, text=True,
+                            env=env(), timeout=600, **kw)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One finished tiny run, shared by the read-only tests."""
+    root = tmp_path_factory.mktemp("runs") / "tiny"
+    os.environ.setdefault("DMPF_DATA_DIR", str(tmp_path_factory.getbasetemp() / "dmpf-data"))
+    dmpf("train", "--output", root, *TINY)
+    return root
+
+
+def test_run_directory_is_whole(trained):
+    for name in ("config.yaml", "run.json", "metrics.jsonl", "results.json", "curves.png",
+                 "checkpoints/last/weights.safetensors", "checkpoints/last/state.pt", "checkpoints/best.safetensors"):
+        assert (trained / name).is_file(), name
+    status = json.loads((trained / "run.json").read_text())
+    assert status["status"] == "finished" and status["seed"] == 1111 and "random weights" in status["backbone"]
+    records = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if r["kind"] == "step"]
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert len(epochs) == 2 and len(steps) == 2 * 6  # 96 training samples / batch 16
+    assert {"loss", "parts", "lr_lm", "lr_encoders", "samples_per_s", "grad_norm"} <= set(steps[0])
+    assert {"task", "a", "v", "av", "text", "tokens", "total"} == set(steps[0]["parts"])
+    results = json.loads((trained / "results.json").read_text())
+    assert set(results["test"]) == {"Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_5",
+                                    "Mult_acc_7", "MAE", "Corr"}
+    from safetensors.torch import load_file
+
+    weights = load_file(str(trained / "checkpoints/best.safetensors"))
+    assert weights and not any(k.startswith("lm.gpt2.") for k in weights)  # trainable state only
+    assert any(k.startswith("lm.tokens.") for k in weights) and any(k.startswith("encoders.") for k in weights)
+
+
+def test_warmup_then_cosine_in_the_log(trained):
+    steps = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr_lm"] for r in steps if r["kind"] == "step"]
+    warmup = 6  # one epoch of optimizer steps
+    assert lrs[: warmup] == sorted(lrs[: warmup]) and lrs[warmup - 1] == pytest.approx(1e-3, rel=1e-6)
+    assert lrs[warmup:] == sorted(lrs[warmup:], reverse=True) and lrs[-1] < lrs[warmup]
+
+
+def test_never_overwrites_a_finished_run(trained):
+    result = dmpf("train", "--output", trained, *TINY, check=False)
+    assert result.returncode == 2 and "holds a finished run; pass --overwrite" in result.stderr
+    assert json.loads((trained / "run.json").read_text())["status"] == "finished"
+
+
+def test_killed_mid_epoch_and_resumed_ends_like_an_uninterrupted_run(trained, tmp_path):
+    target = tmp_path / "interrupted"
+    overrides = [*TINY, "training.max_epochs=3"]
+    reference = tmp_path / "reference"
+    dmpf("train", "--output", reference, *overrides)
+    proc = subprocess.Popen([sys.executable, "-m", "dmpf_cli", "train", "--output", str(target), *overrides],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env())
+    state = target / "checkpoints" / "last" / "state.pt"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        records = (target / "metrics.jsonl").read_text().splitlines() if (target / "metrics.jsonl").exists() else []
+        if state.exists() and len([r for r in records if '"kind": "step"' in r]) >= 9:  # inside epoch 2
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert json.loads((target / "run.json").read_text())["status"] == "running"
+    dmpf("train", "--resume", target)
+    resumed = json.loads((target / "results.json").read_text())
+    expected = json.loads((reference / "results.json").read_text())
+    assert resumed["test"] == expected["test"] and resumed["valid"] == expected["valid"]
+    assert resumed["steps"] == expected["steps"] == 18
+    lines = (target / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == len((reference / "metrics.jsonl").read_text().splitlines())  # no duplicated records
+
+
+def test_several_seeds_summarised(tmp_path):
+    root = tmp_path / "seeds"
+    result = dmpf("train", "--output", root, "--seeds", "1,2", *TINY, "training.max_epochs=1", "--format", "json")
+    summary = json.loads(result.stdout)
+    assert set(summary["runs"]) == {str(root / "seed-1"), str(root / "seed-2")}
+    on_disk = json.loads((root / "summary.json").read_text())["summary"]
+    mae = [summary["runs"][str(root / f"seed-{s}")]["test"]["MAE"] for s in (1, 2)]
+    assert on_disk["MAE"]["mean"] == pytest.approx(sum(mae) / 2)
+    assert on_disk["MAE"]["std"] == pytest.approx(float(np.std(mae, ddof=1)))
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--seeds", "1,x"], "--seeds: expected comma-separated integers"),
+        (["--resume", "/nonexistent/run"], "no such run directory"),
+        (["training.max_epochs=0"], "training.max_epochs: expected an integer >= 1"),
+    ],
+)
+def test_train_bad_input(invoke, args, fragment):
+    result = invoke("train", *args)
+    assert result.exit_code == 2, result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and fragment in lines[0], result.stderr
+
+
+def test_real_dataset_must_be_prepared_first(invoke, tmp_path):
+    result = invoke("train", "--dataset", "sims", "--output", tmp_path / "r", f"data.path={tmp_path / 'none'}")
+    assert result.exit_code == 2
+    assert "run `dmpf prepare --dataset sims --source FILE.pkl" in result.stderr
+
+
+# -- eval ----------------------------------------------------------------------------------------
+
+def test_eval_reproduces_the_results(trained):
+    out = json.loads(dmpf("eval", "--run", trained, "--format", "json").stdout)
+    results = json.loads((trained / "results.json").read_text())
+    assert out["metrics"] == pytest.approx(results["test"])
+    valid = json.loads(dmpf("eval", "--run", trained, "--split", "valid", "--format", "json").stdout)
+    assert valid["metrics"] == pytest.approx(results["valid"]) and valid["samples"] == 32
+
+
+def test_eval_modality_ablation(trained):
+    out = json.loads(dmpf("eval", "--run", trained, "--modality-ablation", "--format", "json").stdout)
+    assert set(out["ablation"]) == {"audio", "visual", "audio-visual"}
+    for stream, entry in out["ablation"].items():
+        assert entry["drop"]["MAE"] == pytest.approx(entry["metrics"]["MAE"] - out["metrics"]["MAE"])
+        assert entry["drop"]["Corr"] == pytest.approx(out["metrics"]["Corr"] - entry["metrics"]["Corr"])
+        assert entry["metrics"] != out["metrics"], f"removing {stream} changed nothing"
+    text = dmpf("eval", "--run", trained, "--modality-ablation").stdout
+    assert "w/o audio-visual" in text and "drop: how much worse" in " ".join(text.split())
+
+
+def test_eval_bad_input(trained, tmp_path):
+    def error(*args):
+        result = dmpf(*args, check=False)
+        assert result.returncode == 2, result.stdout
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1, result.stderr
+        return lines[0]
+
+    assert "no such run directory" in error("eval", "--run", tmp_path / "missing")
+    (tmp_path / "foreign").mkdir()
+    assert "not a dmpf run directory" in error("eval", "--run", tmp_path / "foreign")
+    assert "--split: expected test or valid" in error("eval", "--run", trained, "--split", "train2")
+    broken = tmp_path / "broken"
+    shutil.copytree(trained, broken)
+    best = broken / "checkpoints" / "best.safetensors"
+    best.write_bytes(best.read_bytes()[:100])
+    assert "damaged checkpoint" in error("eval", "--run", broken)
+    other = tmp_path / "other"
+    shutil.copytree(trained, other)
+    config = other / "config.yaml"
+    config.write_text(config.read_text().replace("n_a: 4", "n_a: 6"))
+    assert "checkpoint from another config" in error("eval", "--run", other)
+
+
+# -- predict -------------------------------------------------------------------------------------
+
+def test_predict_on_a_prepared_directory(trained, data_home, tmp_path):
+    prepared = next(data_home.glob("synthetic-tiny-*"))
+    out = tmp_path / "preds.csv"
+    dmpf("predict", "--run", trained, "--input", prepared, "--output", out)
+    lines = out.read_text().splitlines()
+    assert lines[0] == "id,score,bin2,bin7" and len(lines) == 1 + 96 + 32 + 32
+    assert lines[1].split(",")[3] in {"highly negative", "negative", "weakly negative", "neutral", "weakly positive",
+                                       "positive", "highly positive"}
+
+
+def test_predict_jsonl_skips_or_fails_on_malformed_lines(trained, tmp_path):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "v.npy", rng.normal(size=(5, 35)).astype(np.float32))
+    good = {"id": "a", "raw_text": "the film was great", "audio": rng.normal(size=(7, 74)).tolist(), "vision": "v.npy"}
+    lines = [
+        json.dumps(good),
+        "{not json",
+        json.dumps({**good, "id": "b", "audio": rng.normal(size=(3, 70)).tolist()}),
+        json.dumps({"id": "c", "audio": good["audio"], "vision": "v.npy"}),
+        json.dumps({**good, "id": "d", "raw_text": "awful and dull", "vision": "missing.npy"}),
+        json.dumps({**good, "id": "e", "raw_text": ""}),
+    ]
+    source = tmp_path / "samples.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    result = dmpf("predict", "--run", trained, "--input", source, "--output", tmp_path / "p.jsonl")
+    rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["a", "e"] and set(rows[0]) == {"id", "score", "bin2", "bin7"}
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert [w.split(":")[2] for w in warnings] == ["2", "3", "4", "5"]
+    assert "expected frames of shape (length >= 1, 74), got (3, 70)" in warnings[1]
+    assert "raw_text: expected a string" in warnings[2]
+    failed = dmpf("predict", "--run", trained, "--input", source, "--on-error", "fail", check=False)
+    assert failed.returncode == 2 and f"{source}:2:" in failed.stderr and len(failed.stderr.strip().splitlines()) == 1
+
+
+# -- distributed ---------------------------------------------------------------------------------
+
+def test_ddp_two_cpu_processes(tmp_path):
+    root = tmp_path / "ddp"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+         "-m", "dmpf_cli", "train", "--output", str(root), *TINY, "training.max_epochs=1", "training.device=cpu"],
+        capture_output=True, text=True, env=env(), timeout=600, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((root / "results.json").read_text())
+    assert results["ddp"]["world_size"] == 2 and results["ddp"]["ranks_agree"]
+    assert json.loads((root / "run.json").read_text())["status"] == "finished"
+    steps = [json.loads(line) for line in (root / "metrics.jsonl").read_text().splitlines()]
+    assert len([r for r in steps if r["kind"] == "step"]) == 3  # 6 batches shared by 2 ranks
+    assert not list(root.glob("**/.*tmp*")), "a rank left temporary files behind"
