@@ -126,8 +126,8 @@ class OptimizerConfig(Strict):
     """AdamW with two learning-rate groups; weight decay on weight matrices only."""
 
     name: Literal["adamw"] = "adamw"
-    lr_lm: PosFloat = 1e-4
-    lr_encoders: PosFloat = 1e-4
+    lr_lm: PosFloat = 1e-3
+    lr_encoders: PosFloat = 1e-3
     betas: tuple[Probability, Probability] = (0.9, 0.95)
     eps: PosFloat = 1e-8
     weight_decay: NonNegFloat = 0.1
@@ -145,12 +145,16 @@ class ScheduleConfig(Strict):
 class TrainingConfig(Strict):
     batch_size: PosInt = 32
     grad_accum: PosInt = 1
-    max_epochs: PosInt = 10
+    max_epochs: PosInt = 12
     patience: PosInt = 3
     seeds: list[int] = Field(default_factory=lambda: [1111], min_length=1)
     precision: Literal["fp32", "bf16"] = "fp32"
     attention: Literal["auto", "xformers", "sdpa", "eager"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: Literal["off", "default", "reduce-overhead"] = Field(
+        "off", description="torch.compile the model for training and evaluation; reduce-overhead = CUDA graphs"
+    )
+    log_every: PosInt = Field(1, description="optimizer steps per metrics.jsonl record (each record syncs with the device)")
     checkpoint_every: NonNegInt = Field(
         50, description="also save the resumable checkpoint every N optimizer steps (0: only at epoch ends)"
     )

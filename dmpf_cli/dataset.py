@@ -1,13 +1,21 @@
 """Batches for training and evaluation, read from a prepared split (memory-mapped).
 
-Text is tokenised once, when the dataset is built, with the backbone's tokenizer (right padding to
-``text_len``, a mask of real tokens). A batch gathers its samples' rows from the memory maps in index
+Text is tokenised once per tokenizer and text length, and stored beside the prepared split, with the
+backbone's tokenizer (right padding to ``text_len``, a mask of real tokens). A batch gathers its samples' rows from the memory maps in index
 order (sequential reads), so a MOSEI-sized split is never loaded whole. Shuffling is a function of
 (seed, epoch) only: the same seed gives the same batches whatever the number of workers.
+
+Every batch has the same shape: the last, partial batch of an epoch is filled up with repeated
+samples whose ``weight`` is 0, so the loss and the metrics ignore them and no sample is dropped —
+static shapes are what lets a training step be compiled or captured as a CUDA graph. In a sampler's
+index lists a filler is written ``-(i + 1)`` for sample ``i``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from typing import Any, Iterator
 
 import numpy as np
@@ -21,19 +29,22 @@ class SplitDataset(Dataset):
     """Indexed by a list of sample indices; returns one whole batch as a dict of tensors."""
 
     def __init__(self, split: Split, tokenizer: Any, text_len: int):
-        from .backbones import tokenize
-
         self.split = split
-        self.text_ids, self.text_real = tokenize(tokenizer, split.raw_text, text_len)  # (N, T) each
+        self.text_ids, self.text_real = cached_tokens(split, tokenizer, text_len)  # (N, T) each
 
     def __len__(self) -> int:
         return len(self.split)
 
     def __getitem__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        idx = np.sort(np.asarray(indices, dtype=np.int64))  # ascending: sequential reads from the memory maps
+        marked = np.asarray(indices, dtype=np.int64)
+        real = marked >= 0
+        source = np.where(real, marked, -marked - 1)
+        order = np.argsort(source, kind="stable")  # ascending: sequential reads from the memory maps
+        idx, real = source[order], real[order]
         s = self.split
         batch = {
             "index": torch.from_numpy(idx),
+            "weight": torch.from_numpy(real.astype(np.float32)),  # 0 for the fillers of a last batch
             "text_ids": self.text_ids[idx],
             "text_real": self.text_real[idx],
             "audio": torch.from_numpy(np.ascontiguousarray(s.audio[idx])),  # (B, La, Da) float32
@@ -45,6 +56,45 @@ class SplitDataset(Dataset):
         for key, labels in s.unimodal.items():
             batch[f"labels_{key}"] = torch.from_numpy(labels[idx])
         return batch
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """A short hash that changes whenever the tokenizer would encode text differently."""
+    probe = "Hello world, it was great! 你好，很好看。 café"
+    ids = tokenizer(probe)["input_ids"]
+    key = [type(tokenizer).__name__, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id, ids]
+    return hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:12]
+
+
+def cached_tokens(split: Split, tokenizer: Any, text_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and the real-token mask of a split, computed once per tokenizer and text length.
+
+    For a prepared split they are stored beside it (``DIR/tokens/<tokenizer>-T<len>/<split>.npz``, written
+    atomically); later runs read them instead of tokenising again.
+    """
+    from .backbones import tokenize
+
+    path = None
+    if split.folder is not None:
+        path = split.folder.parent / "tokens" / f"{tokenizer_fingerprint(tokenizer)}-T{text_len}" / f"{split.name}.npz"
+        if path.is_file():
+            try:
+                with np.load(path) as cached:
+                    ids, real = torch.from_numpy(cached["ids"]), torch.from_numpy(cached["real"])
+                if ids.shape == (len(split), text_len):
+                    return ids, real
+            except (OSError, ValueError, KeyError):
+                pass  # damaged: tokenise again and replace it
+    ids, real = tokenize(tokenizer, split.raw_text, text_len)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
+            np.savez(tmp, ids=ids.numpy(), real=real.numpy())
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a read-only dataset directory: tokenise each time
+    return ids, real
 
 
 class EpochBatchSampler(Sampler[list[int]]):
@@ -66,16 +116,14 @@ class EpochBatchSampler(Sampler[list[int]]):
         if chunks and len(chunks[-1]) < self.batch_size:
             if self.drop_last:
                 chunks.pop()
-            elif len(chunks[-1]) == 1 and len(chunks) > 1:
-                last = chunks.pop()
-                chunks[-1] += last  # no batch of one: BatchNorm cannot train on it
+            else:  # fill up with fillers (weight 0), taken from the start of the order, cyclically
+                missing = self.batch_size - len(chunks[-1])
+                chunks[-1] += [-(int(order[i % self.n]) + 1) for i in range(missing)]
         yield from chunks
 
     def __len__(self) -> int:
         full, rest = divmod(self.n, self.batch_size)
-        if self.drop_last or not rest:
-            return full
-        return full if rest == 1 and full else full + 1
+        return full if self.drop_last or not rest else full + 1
 
 
 def make_loader(

@@ -47,10 +47,15 @@ def load_run(root: Path) -> LoadedRun:
         raise RunError(f"--run: {run.root}: run.json does not record the feature dims; train the run again")
     backbone = load_backbone(cfg.backbone, seed=0)
     device = resolve_device(cfg.training.device)
+    from .train import compiled
+
     model = DMPF(cfg, backbone.model, int(dims[0]), int(dims[1]))
     load_weights(model, run.best)
-    return LoadedRun(run, cfg, model.to(device).eval(), backbone.tokenizer, device, (int(dims[0]), int(dims[1])),
-                     backbone.source)
+    model = model.to(device).eval()
+    if device == "cuda" and cfg.training.precision == "bf16":
+        model.backbone.to(torch.bfloat16)  # evaluate as trained
+    return LoadedRun(run, cfg, compiled(model, cfg.training.compile, device), backbone.tokenizer, device,
+                     (int(dims[0]), int(dims[1])), backbone.source)
 
 
 def _drop(full: dict[str, float], ablated: dict[str, float]) -> dict[str, float]:
@@ -79,7 +84,8 @@ def eval_run(root: Path, split: str = "test", modality_ablation: bool = False) -
                               "backbone": loaded.backbone_source, "metrics": full}
     if modality_ablation:
         result["ablation"] = {}
-        for group in loaded.model.groups:
+        groups = getattr(loaded.model, "_orig_mod", loaded.model).groups  # a compiled model wraps the DMPF
+        for group in groups:
             ablated = evaluate(loaded.model, loader, cfg, loaded.device, drop_streams=(group,))
             result["ablation"][STREAM_NAMES[group]] = {"metrics": ablated, "drop": _drop(full, ablated)}
     return result
@@ -174,6 +180,8 @@ def _batches_from_split(split, tokenizer, text_len: int, size: int) -> Iterator[
 
     dataset = SplitDataset(split, tokenizer, text_len)
     for batch in make_loader(dataset, size, shuffle=False):
+        real = batch["weight"] > 0
+        batch = {k: v[real] for k, v in batch.items()}  # predictions for real samples only
         yield [f"{split.name}/{split.ids[i]}" for i in batch["index"].tolist()], batch
 
 

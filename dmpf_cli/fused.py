@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .attention import PreparedMask, attend, prepare_mask
-from .mask import FusionMask
+from .mask import FusionMask, with_text_padding
 from .mm import MMBlock
 
 GROUPS = ("audio", "visual", "audio_visual")  # the fusion-token groups, in sequence order (mask segments)
@@ -71,6 +71,14 @@ class FusedGPT2(nn.Module):
             str(layer): MMBlock(gpt2.h[layer], D, self.n_head, present, gate, dropout) for layer in sorted(mm_layers)
         }) if present else nn.ModuleDict()
 
+    def structural_mask(self, text_len: int, device: torch.device) -> Tensor:
+        """The preset's (L, L) mask for this text length, built once per (length, device) and cached."""
+        key = (text_len, str(device))
+        cache = self.__dict__.setdefault("_mask_cache", {})
+        if key not in cache:
+            cache[key] = self.layout(text_len).block_allowed(device)
+        return cache[key]
+
     def layout(self, text_len: int) -> FusionMask:
         return FusionMask(text_len, self.counts["audio"], self.counts["visual"], self.counts["audio_visual"],
                           self.mask_preset)
@@ -94,8 +102,8 @@ class FusedGPT2(nn.Module):
         """
         B, T = ids.shape
         gpt2 = self.gpt2
-        mask = self.layout(T).with_padding(real)
-        L = mask.seq_len
+        allowed = with_text_padding(self.structural_mask(T, ids.device), real)  # (B, L, L)
+        L = allowed.shape[-1]
         dtype = gpt2.wte.weight.dtype
 
         pos = torch.arange(L, device=ids.device)
@@ -104,7 +112,7 @@ class FusedGPT2(nn.Module):
         h = torch.cat([text, *groups], dim=1) + gpt2.wpe(pos)[None]  # (B, L, D)
         h = gpt2.drop(h)
 
-        fusion = prepare_mask(mask.allowed(ids.device), backend, batch=B, heads=self.n_head, dtype=dtype)
+        fusion = prepare_mask(allowed, backend, batch=B, heads=self.n_head, dtype=dtype)
         spans = self.spans(T)
         cross = {}
         for g, (seq, lengths) in contexts.items():

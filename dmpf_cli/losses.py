@@ -9,7 +9,6 @@ the dataset has unimodal labels (CH-SIMS: T, A, V), the text, audio and vision t
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .config import LossConfig
@@ -24,16 +23,25 @@ TERMS: dict[str, tuple[tuple[str, ...], str | None]] = {
 }
 
 
+def l1(pred: Tensor, target: Tensor, sample_weight: Tensor | None) -> Tensor:
+    """Mean absolute error; with ``sample_weight`` (B,) a weighted mean (fillers of a last batch weigh 0)."""
+    error = (pred - target.to(pred.dtype)).abs()
+    if sample_weight is None:
+        return error.mean()
+    return (error * sample_weight).sum() / sample_weight.sum().clamp(min=1)
+
+
 def dmpf_loss(
     score: Tensor,
     aux: dict[str, Tensor],
     labels: Tensor,
     weights: LossConfig,
     unimodal: dict[str, Tensor] | None = None,
+    sample_weight: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Total loss and its parts (unweighted L1 per term, detached), all scalars."""
     labels = labels.to(score.dtype)
-    task = F.l1_loss(score, labels)
+    task = l1(score, labels, sample_weight)
     total = weights.task * task
     parts = {"task": task.detach()}
     for term, (names, label_key) in TERMS.items():
@@ -41,7 +49,7 @@ def dmpf_loss(
         if not preds:
             continue
         target = (unimodal or {}).get(label_key, labels) if label_key else labels
-        value = torch.stack([F.l1_loss(p.to(score.dtype), target.to(score.dtype)) for p in preds]).mean()
+        value = torch.stack([l1(p.to(score.dtype), target, sample_weight) for p in preds]).mean()
         parts[term] = value.detach()
         total = total + getattr(weights, term) * value
     parts["total"] = total.detach()

@@ -159,6 +159,19 @@ def additive_bias(
     return bias.expand(*shape)
 
 
+def with_text_padding(allowed: torch.Tensor, text_real: torch.Tensor) -> torch.Tensor:
+    """Combine a structural (L, L) mask with a (B, T) mask of real text tokens → (B, L, L).
+
+    Padded keys are hidden from every query but themselves, so no row is ever empty. Pure tensor
+    work, no host synchronisation: the fused model calls it in every forward pass.
+    """
+    B, T = text_real.shape
+    L = allowed.shape[-1]
+    key_real = torch.cat([text_real, text_real.new_ones(B, L - T)], dim=1)  # (B, L)
+    eye = torch.eye(L, dtype=torch.bool, device=allowed.device)
+    return (allowed[None] & key_real[:, None, :]) | eye[None]  # (B, L, L)
+
+
 @dataclass(frozen=True, eq=False)
 class FusionMask:
     """A preset applied to concrete sizes, optionally with a per-batch text key-padding mask.
@@ -237,12 +250,7 @@ class FusionMask:
         allowed = self.block_allowed(device)
         if self.text_padding is None:
             return allowed
-        B, L = self.text_padding.shape[0], self.seq_len
-        key_real = torch.ones(B, L, dtype=torch.bool, device=device)
-        key_real[:, : self.text_len] = self.text_padding.to(device)
-        eye = torch.eye(L, dtype=torch.bool, device=device)
-        # Padded keys are hidden from every query but themselves: no row is ever empty.
-        return (allowed[None] & key_real[:, None, :]) | eye[None]  # (B, L, L)
+        return with_text_padding(allowed, self.text_padding.to(device))
 
     def sdpa_mask(self, device: torch.device | str | None = None) -> torch.Tensor:
         """For ``scaled_dot_product_attention``: bool (B or 1, 1, L, L), True = attend."""

@@ -90,7 +90,7 @@ def prepare_synthetic(
     size: str, seed: int, output: Path | None, *, overwrite: bool, console: Console,
 ) -> PrepareResult:
     """``dmpf prepare --dataset synthetic``: generate an MMSA pickle with planted structure, then import it."""
-    from .synthetic import SIZES, generate
+    from .synthetic import GENERATOR, SIZES, generate
 
     if size not in SIZES:
         raise DataError(f"--size: expected one of {', '.join(SIZES)}, got '{size}'")
@@ -98,7 +98,7 @@ def prepare_synthetic(
     existing = read_manifest(output) if output.is_dir() else None
     if existing and is_up_to_date(output, {"dataset": "synthetic"}):
         planted = existing.get("synthetic", {})
-        if (planted.get("size"), planted.get("seed")) == (size, seed):
+        if (planted.get("size"), planted.get("seed"), planted.get("generator")) == (size, seed, GENERATOR):
             return PrepareResult(output, existing, skipped=True)
     # regenerating a synthetic dataset in place loses nothing; anything else there needs --overwrite
     overwrite = overwrite or (existing is not None and existing.get("dataset") == "synthetic")

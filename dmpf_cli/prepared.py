@@ -203,6 +203,7 @@ class Split:
     unimodal: dict[str, np.ndarray]  # "T"/"A"/"V" -> (N,) float32 where the dataset has them
     raw_text: list[str]
     ids: list[str]
+    folder: Path | None = None  # where a prepared split lives (token caches go beside it)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -241,7 +242,7 @@ class Prepared:
 
         unimodal = {k: array(f"labels_{k}") for k in "TAV"} if self.manifest.get("unimodal_labels") else {}
         split = Split(name, array("audio", True), array("vision", True), array("audio_lengths"),
-                      array("vision_lengths"), array("labels"), unimodal, listing("raw_text"), listing("id"))
+                      array("vision_lengths"), array("labels"), unimodal, listing("raw_text"), listing("id"), folder)
         expected = self.manifest["splits"][name]["samples"]
         if any(len(x) != expected for x in (split.audio, split.vision, split.labels, split.raw_text, split.ids)):
             raise DataError(f"{folder}: arrays disagree with the manifest's {expected} samples; prepare again")

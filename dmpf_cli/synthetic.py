@@ -89,7 +89,7 @@ __all__ = [
     "structure",
 ]
 
-GENERATOR = "dmpf.synthetic/1"  # bump when the generated data changes for a given (size, seed)
+GENERATOR = "dmpf.synthetic/2"  # bump when the generated data changes for a given (size, seed)
 SPLITS = ("train", "valid", "test")
 
 # -- planted weights -------------------------------------------------------------------------------
@@ -139,7 +139,7 @@ SIZES: dict[str, SizeSpec] = {
     # fast tests
     "tiny": SizeSpec("tiny", 96, 32, 32, audio_len=20, vision_len=16),
     # the embedded default dataset: a small model learns every term in a few CPU minutes
-    "small": SizeSpec("small", 2000, 400, 400, audio_len=50, vision_len=40),
+    "small": SizeSpec("small", 6000, 600, 600, audio_len=50, vision_len=40),
     # exactly MOSEI unaligned_50's sizes (~4.6 GB of float32 features), for memory benchmarks
     "mosei-like": SizeSpec("mosei-like", 16326, 1871, 4659, audio_len=500, vision_len=375),
 }

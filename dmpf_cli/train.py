@@ -133,6 +133,16 @@ def lr_factor(step: int, warmup: int, total: int, kind: str, min_ratio: float) -
 
 # -- evaluation ------------------------------------------------------------------------------------
 
+def compiled(model: nn.Module, mode: str, device: str) -> nn.Module:
+    """``training.compile``: the model itself, or torch.compile'd (reduce-overhead = CUDA graphs, CUDA only)."""
+    if mode == "off":
+        return model
+    if mode == "reduce-overhead" and device != "cuda":
+        raise DmpfError("training.compile: reduce-overhead captures CUDA graphs and needs a CUDA device; "
+                        "use default or off here")
+    return torch.compile(model, mode=mode)
+
+
 def autocast(cfg: ExperimentConfig, device: str):
     if device == "cuda" and cfg.training.precision == "bf16":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -149,9 +159,10 @@ def predict(model: nn.Module, loader, cfg: ExperimentConfig, device: str,
         batch = to_device(batch, device)
         with autocast(cfg, device):
             out = model(batch, drop_streams=drop_streams)
-        scores.append(out.score.float().cpu())
-        labels.append(batch["labels"].float().cpu())
-        indices.append(batch["index"].cpu())
+        real = batch["weight"] > 0  # drop the fillers of a last batch
+        scores.append(out.score.float()[real].cpu())
+        labels.append(batch["labels"].float()[real].cpu())
+        indices.append(batch["index"][real].cpu())
     return torch.cat(scores), torch.cat(labels), torch.cat(indices)
 
 
@@ -201,8 +212,11 @@ class Run:
         audio_dim, vision_dim = self.data.dims
         torch.manual_seed(seed)
         model = DMPF(cfg, backbone.model, audio_dim, vision_dim).to(self.device)
+        if self.device == "cuda" and cfg.training.precision == "bf16":
+            model.backbone.to(torch.bfloat16)  # frozen: stored in the training precision, not cast every step
         self.model = model
         self.ddp = nn.parallel.DistributedDataParallel(model) if world.world > 1 else None
+        self.net = compiled(self.ddp or model, cfg.training.compile, self.device)  # what train and eval call
         pin = self.device == "cuda"
         t = cfg.data.text_len
         self.splits = {name: SplitDataset(self.data.split(name), backbone.tokenizer, t) for name in ("train", "valid", "test")}
@@ -256,19 +270,19 @@ class Run:
 
     # -- the loop ------------------------------------------------------------------------------
 
-    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Forward and backward of one micro-batch; the loss parts stay on the device (no host sync)."""
         from .losses import dmpf_loss
 
-        net = self.ddp or self.model
         batch = to_device(batch, self.device)
         with autocast(self.cfg, self.device):
-            out = net(batch)
+            out = self.net(batch)
         loss, parts = dmpf_loss(out.score.float(), {k: v.float() for k, v in out.aux.items()}, batch["labels"],
-                                self.cfg.loss, unimodal_labels(batch))
+                                self.cfg.loss, unimodal_labels(batch), batch["weight"])
         (loss / self.cfg.training.grad_accum).backward()  # accumulation averages the micro-batch losses
-        return {k: float(v) for k, v in parts.items()}
+        return parts
 
-    def optimizer_step(self, micro_batches: int) -> float:
+    def optimizer_step(self, micro_batches: int) -> torch.Tensor:
         """Step with the gradients of ``micro_batches`` accumulated micro-batches; returns the grad norm."""
         params = [p for p in self.model.parameters() if p.requires_grad]
         if micro_batches != self.cfg.training.grad_accum:  # a short last group: still an average
@@ -281,7 +295,7 @@ class Run:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
-        return float(norm)
+        return norm
 
     def epoch_batches(self) -> list[list[int]]:
         """This rank's batches of the current epoch: a function of (seed, epoch) only."""
@@ -300,24 +314,25 @@ class Run:
                                   pin_memory=self.device == "cuda")
             task = progress.add_task(f"epoch {st.epoch + 1}/{cfg.training.max_epochs}", total=len(batches),
                                      completed=st.batch_in_epoch) if progress else None
-            group: list[dict[str, float]] = []
+            group: list[dict[str, torch.Tensor]] = []
             t0, seen = time.perf_counter(), 0
             for i, batch in enumerate(loader, start=st.batch_in_epoch):
                 parts = self.train_step(batch)
                 group.append(parts)
-                seen += len(batch["index"])
+                seen += len(batch["index"])  # fillers included: they cost the same compute
                 last_of_epoch = i == len(batches) - 1
                 if len(group) == accum or last_of_epoch:
                     norm = self.optimizer_step(len(group))
                     st.batch_in_epoch = i + 1
-                    mean = {k: sum(g[k] for g in group) / len(group) for k in group[0]}
-                    rate = seen * self.world.world / max(time.perf_counter() - t0, 1e-9)
-                    lrs = {f"lr_{g['name'].split('/')[0]}": g["lr"] for g in self.optimizer.param_groups}
-                    self.log({"kind": "step", "epoch": st.epoch, "step": st.step, "loss": mean["total"], "parts": mean,
-                              "grad_norm": norm, **lrs, "samples_per_s": rate})
-                    if progress:
-                        progress.update(task, completed=i + 1, info=f"loss {mean['total']:.3f} (task {mean['task']:.3f}) "
-                                        f"lr {lrs.get('lr_lm', 0):.1e} {rate:,.0f} samples/s")
+                    if st.step % cfg.training.log_every == 0 or last_of_epoch:  # the only host sync of a step
+                        mean = {k: float(torch.stack([g[k] for g in group]).mean()) for k in group[0]}
+                        rate = seen * self.world.world / max(time.perf_counter() - t0, 1e-9)
+                        lrs = {f"lr_{g['name'].split('/')[0]}": g["lr"] for g in self.optimizer.param_groups}
+                        self.log({"kind": "step", "epoch": st.epoch, "step": st.step, "loss": mean["total"],
+                                  "parts": mean, "grad_norm": float(norm), **lrs, "samples_per_s": rate})
+                        if progress:
+                            progress.update(task, completed=i + 1, info=f"loss {mean['total']:.3f} "
+                                            f"(task {mean['task']:.3f}) lr {lrs.get('lr_lm', 0):.1e} {rate:,.0f} samples/s")
                     group = []
                     every = cfg.training.checkpoint_every
                     if every and st.step % every == 0 and not last_of_epoch:
@@ -328,7 +343,7 @@ class Run:
 
     def end_epoch(self) -> None:
         st, cfg = self.state, self.cfg
-        valid = evaluate(self.model, self.eval_loaders["valid"], cfg, self.device)
+        valid = evaluate(self.net, self.eval_loaders["valid"], cfg, self.device)
         improved = valid["MAE"] < st.best_mae
         if improved:
             st.best_mae, st.best_epoch, st.bad_epochs = valid["MAE"], st.epoch, 0
@@ -350,8 +365,8 @@ class Run:
 
     def test(self) -> dict[str, Any]:
         load_weights(self.model, self.run.best)
-        test = evaluate(self.model, self.eval_loaders["test"], self.cfg, self.device)
-        valid = evaluate(self.model, self.eval_loaders["valid"], self.cfg, self.device)
+        test = evaluate(self.net, self.eval_loaders["test"], self.cfg, self.device)
+        valid = evaluate(self.net, self.eval_loaders["valid"], self.cfg, self.device)
         return {"seed": self.seed, "best_epoch": self.state.best_epoch, "epochs": self.state.epoch,
                 "steps": self.state.step, "test": test, "valid": valid}
 
@@ -508,7 +523,8 @@ def train(
         results = train_one(cfg, run, seed, resume=True, overwrite=False, console=console, world=world)
         return {"runs": {str(run.root): results}}
     seeds = seeds or cfg.training.seeds
-    root = Path(output) if output else Path("runs") / cfg.name
+    # the default directory is new for every run, so a finished run is never in the way (nor overwritten)
+    root = Path(output) if output else Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     runs = {seed: RunDir(root if len(seeds) == 1 else root / f"seed-{seed}") for seed in seeds}
     all_results = {}
     for seed, run in runs.items():

@@ -24,3 +24,14 @@ def invoke(runner):
         return runner.invoke(app, [str(a) for a in args])
 
     return run
+
+
+def error_line(exit_code: int, stderr: str, *fragments: str) -> str:
+    """Assert a user error: exit code 2 and exactly one ``error: …`` line holding every fragment; return it."""
+    assert exit_code == 2, (exit_code, stderr)
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    assert "Traceback" not in stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]

@@ -9,18 +9,13 @@ import sys
 import pytest
 import yaml
 
+from conftest import error_line
 from dmpf_cli.mask import FusionMask
 
 
 def assert_one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    assert "Traceback" not in result.stderr + result.stdout
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
+    assert "Traceback" not in result.stdout
+    return error_line(result.exit_code, result.stderr, *fragments)
 
 
 def test_help_lists_the_commands(invoke):

@@ -12,6 +12,8 @@ import pytest
 import torch
 from rich.console import Console
 
+from conftest import error_line
+
 from dmpf_cli import mmsa, prepare as prep
 from dmpf_cli.dataset import SplitDataset, make_loader
 from dmpf_cli.mmsa import DataError, UnsafePickleError
@@ -306,9 +308,7 @@ def test_cli_prepare_and_info(invoke, tmp_path):
 )
 def test_cli_prepare_bad_input(invoke, args, fragment):
     result = invoke("prepare", *args)
-    assert result.exit_code == 2, result.stdout
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and fragment in lines[0], result.stderr
+    error_line(result.exit_code, result.stderr, fragment)
 
 
 def test_cli_refuses_malicious_pickle(invoke, tmp_path):
@@ -340,10 +340,10 @@ def test_batches(prepared_split, tokenizer):
     dataset = SplitDataset(prepared_split, tokenizer, text_len=8)
     loader = make_loader(dataset, batch_size=3, shuffle=True, seed=5)
     batches = list(loader)
-    assert [len(b["index"]) for b in batches] == [3, 4]  # a last batch of one joins the one before
-    assert len(loader) == 2
-    seen = torch.cat([b["index"] for b in batches]).tolist()
-    assert sorted(seen) == list(range(7))
+    assert [len(b["index"]) for b in batches] == [3, 3, 3] and len(loader) == 3  # static shapes
+    assert [float(b["weight"].sum()) for b in batches] == [3, 3, 1]  # the last batch: one sample, two fillers
+    seen = torch.cat([b["index"][b["weight"] > 0] for b in batches]).tolist()
+    assert sorted(seen) == list(range(7))  # every sample once, none dropped
     b = batches[0]
     assert b["text_ids"].shape == (3, 8) and b["text_real"].dtype == torch.bool
     assert b["audio"].shape == (3, 12, 74) and b["vision"].shape == (3, 9, 35)
@@ -365,7 +365,21 @@ def test_batches_are_deterministic_per_seed_and_epoch(prepared_split, tokenizer)
     assert order(1, 0) != order(1, 1) or order(1, 0) != order(2, 0)
     assert order(3, 2) == order(3, 2, workers=2)
     plain = make_loader(dataset, batch_size=2, shuffle=False)
-    assert [b["index"].tolist() for b in plain] == [[0, 1], [2, 3], [4, 5, 6]]
-    assert len(plain) == 3
-    fours = make_loader(dataset, batch_size=4, shuffle=False)
-    assert [b["index"].tolist() for b in fours] == [[0, 1, 2, 3], [4, 5, 6]] and len(fours) == 2
+    assert [b["index"].tolist() for b in plain] == [[0, 1], [2, 3], [4, 5], [0, 6]]
+    assert [b["weight"].tolist() for b in plain][-1] == [0.0, 1.0] and len(plain) == 4
+    big = make_loader(dataset, batch_size=16, shuffle=False)  # fillers cycle when the split is small
+    (only,) = list(big)
+    assert len(only["index"]) == 16 and float(only["weight"].sum()) == 7
+
+
+def test_tokens_are_cached_beside_the_prepared_split(prepared_split, tokenizer, monkeypatch):
+    first = SplitDataset(prepared_split, tokenizer, text_len=8)
+    cache = list((prepared_split.folder.parent / "tokens").glob("*-T8/train.npz"))
+    assert len(cache) == 1
+    monkeypatch.setattr("dmpf_cli.backbones.tokenize", lambda *a, **k: pytest.fail("tokenised again"))
+    second = SplitDataset(prepared_split, tokenizer, text_len=8)
+    assert torch.equal(first.text_ids, second.text_ids) and torch.equal(first.text_real, second.text_real)
+    monkeypatch.undo()
+    other_length = SplitDataset(prepared_split, tokenizer, text_len=6)
+    assert other_length.text_ids.shape == (7, 6)
+    assert len(list((prepared_split.folder.parent / "tokens").glob("*/train.npz"))) == 2

@@ -283,3 +283,13 @@ def test_xformers_matches_eager_on_gpu(dtype):
     torch.testing.assert_close(ox.score, oe.score, rtol=tol, atol=tol)
     for name in gx:
         torch.testing.assert_close(gx[name], ge[name], rtol=tol * 10, atol=tol, msg=name)
+
+
+def test_loss_ignores_fillers_of_a_last_batch():
+    y = torch.tensor([1.0, -1.0, 5.0])
+    score = torch.tensor([0.0, 0.0, -5.0])  # the third sample is a filler: its huge error must not count
+    aux = {"h_text": torch.tensor([1.0, -1.0, 100.0])}
+    weight = torch.tensor([1.0, 1.0, 0.0])
+    total, parts = dmpf_loss(score, aux, y, LossConfig(), sample_weight=weight)
+    assert float(parts["task"]) == pytest.approx(1.0) and float(parts["text"]) == 0.0
+    assert float(total) == pytest.approx(1.0)

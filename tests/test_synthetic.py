@@ -116,7 +116,7 @@ def test_sizes():
     assert (mosei.audio_len, mosei.audio_dim, mosei.vision_len, mosei.vision_dim) == (500, 74, 375, 35)
     assert 4.5e9 < mosei.feature_bytes < 4.7e9
     small = S.SIZES["small"]
-    assert small.splits == {"train": 2000, "valid": 400, "test": 400}
+    assert small.splits == {"train": 6000, "valid": 600, "test": 600}
     assert (small.audio_len, small.vision_len) == (50, 40)
     tiny = S.SIZES["tiny"]
     assert tiny.splits == {"train": 96, "valid": 32, "test": 32} and (tiny.audio_len, tiny.vision_len) == (20, 16)
@@ -283,7 +283,7 @@ def test_info_fields_and_json(small):
     assert info["generator"] == S.GENERATOR
     assert info["weights"] == {"text": S.W_TEXT, "audio": S.W_AUDIO, "vision": S.W_VISION, "interaction": S.W_AV}
     assert info["noise_sigma"] == S.NOISE_SIGMA and info["label_range"] == [-3.0, 3.0]
-    assert info["lexicon_size"] == 32 and info["splits"] == {"train": 2000, "valid": 400, "test": 400}
+    assert info["lexicon_size"] == 32 and info["splits"] == {"train": 6000, "valid": 600, "test": 600}
     assert info["dims"] == {"audio": [50, 74], "vision": [40, 35]}
     assert set(info["reference"]) == set(PREDICTORS)
     for row in info["reference"].values():

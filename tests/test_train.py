@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, error_line
 
 TINY = [
     "data.synthetic_size=tiny", "data.text_len=24",
@@ -139,9 +139,7 @@ def test_several_seeds_summarised(tmp_path):
 )
 def test_train_bad_input(invoke, args, fragment):
     result = invoke("train", *args)
-    assert result.exit_code == 2, result.stdout
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and fragment in lines[0], result.stderr
+    error_line(result.exit_code, result.stderr, fragment)
 
 
 def test_real_dataset_must_be_prepared_first(invoke, tmp_path):
@@ -174,10 +172,7 @@ def test_eval_modality_ablation(trained):
 def test_eval_bad_input(trained, tmp_path):
     def error(*args):
         result = dmpf(*args, check=False)
-        assert result.returncode == 2, result.stdout
-        lines = [line for line in result.stderr.splitlines() if line.strip()]
-        assert len(lines) == 1, result.stderr
-        return lines[0]
+        return error_line(result.returncode, result.stderr)
 
     assert "no such run directory" in error("eval", "--run", tmp_path / "missing")
     (tmp_path / "foreign").mkdir()
@@ -248,3 +243,18 @@ def test_ddp_two_cpu_processes(tmp_path):
     steps = [json.loads(line) for line in (root / "metrics.jsonl").read_text().splitlines()]
     assert len([r for r in steps if r["kind"] == "step"]) == 3  # 6 batches shared by 2 ranks
     assert not list(root.glob("**/.*tmp*")), "a rank left temporary files behind"
+
+
+def test_predict_on_an_mmsa_pickle(trained, tmp_path):
+    import pickle
+
+    from dmpf_cli.synthetic import generate
+
+    data, _ = generate("tiny", seed=3)
+    data["test"]["audio"][0, 0, 0] = -np.inf  # COVAREP-style: zeroed by the importer, not a NaN score
+    source = tmp_path / "unaligned.pkl"
+    source.write_bytes(pickle.dumps(data, protocol=4))
+    result = dmpf("predict", "--run", trained, "--input", source)
+    lines = result.stdout.splitlines()
+    assert lines[0] == "id,score,bin2,bin7" and len(lines) == 1 + 160
+    assert lines[1].startswith("train/") and all(",nan," not in line for line in lines)

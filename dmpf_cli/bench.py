@@ -1,0 +1,223 @@
+"""``dmpf bench``: the full DMPF training step, timed side by side for every backend × precision × compile mode.
+
+Each row times the whole step — encoders, fused frozen GPT-2 with MM blocks, heads, loss, backward,
+AdamW — on a batch in the config's shapes, after warm-up (compilation included there, not in the
+timing). The first row is always the reference recipe (fp32, eager attention, no compile), so every
+other row is a speed-up measured in the same run. FLOPs per step come from torch's FLOP counter on
+the reference row; the matmul peak is measured here, on this device, in each precision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .config import ExperimentConfig
+
+PADDED_LENGTHS = {"mosei": (500, 375), "mosi": (375, 500), "sims": (400, 55)}  # MMSA unaligned files
+
+
+@dataclass(frozen=True)
+class Setup:
+    backend: str
+    precision: str
+    compile: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.precision} {self.backend} {self.compile}"
+
+
+def padded_lengths(cfg: ExperimentConfig) -> tuple[int, int]:
+    if cfg.data.dataset == "synthetic":
+        from .synthetic import SIZES
+
+        spec = SIZES[cfg.data.synthetic_size]
+        return spec.audio_len, spec.vision_len
+    return PADDED_LENGTHS[cfg.data.dataset]
+
+
+def make_batch(cfg: ExperimentConfig, batch_size: int, dims: tuple[int, int], vocab: int, device: str,
+               seed: int = 0) -> dict[str, torch.Tensor]:
+    """A random batch in the config's shapes (text_len, padded audio/vision lengths), with varied lengths."""
+    g = torch.Generator().manual_seed(seed)
+    T = cfg.data.text_len
+    La, Lv = padded_lengths(cfg)
+    batch = {
+        "text_ids": torch.randint(0, vocab, (batch_size, T), generator=g),
+        "text_real": torch.arange(T)[None, :] < torch.randint(T // 2, T + 1, (batch_size, 1), generator=g),
+        "audio": torch.randn(batch_size, La, dims[0], generator=g),
+        "audio_lengths": torch.randint(La // 3, La + 1, (batch_size,), generator=g),
+        "vision": torch.randn(batch_size, Lv, dims[1], generator=g),
+        "vision_lengths": torch.randint(Lv // 3, Lv + 1, (batch_size,), generator=g),
+        "labels": torch.rand(batch_size, generator=g) * 6 - 3,
+        "weight": torch.ones(batch_size),
+    }
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def matmul_peak(device: str, dtype: torch.dtype, size: int | None = None, repeats: int = 10) -> float:
+    """Achieved TFLOP/s of a large square matmul in ``dtype``: the yardstick for the rows."""
+    n = size or (8192 if device == "cuda" else 1024)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _sync(device)
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e12
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def setups(device: str, backends: list[str] | None, precisions: list[str] | None,
+           compiles: list[str] | None) -> tuple[list[Setup], list[str]]:
+    """The rows to run (reference first) and notes on what is unavailable here."""
+    from .attention import xformers_problem
+
+    notes = []
+    backends = backends or ["xformers", "sdpa", "eager"]
+    if "xformers" in backends and (problem := xformers_problem(device)):
+        backends = [b for b in backends if b != "xformers"]
+        notes.append(f"xformers: {problem}")
+    precisions = precisions or ["fp32", "bf16"]
+    compiles = compiles or (["off", "default", "reduce-overhead"] if device == "cuda" else ["off"])
+    if device != "cuda" and "reduce-overhead" in compiles:
+        compiles = [c for c in compiles if c != "reduce-overhead"]
+        notes.append("reduce-overhead: CUDA graphs need a CUDA device")
+    reference = Setup("eager", "fp32", "off")
+    rows = [reference] + [Setup(b, p, c) for p in precisions for c in compiles for b in backends
+                          if Setup(b, p, c) != reference]
+    return rows, notes
+
+
+def run_setup(cfg: ExperimentConfig, setup: Setup, batch: dict, device: str, steps: int, warmup: int,
+              dims: tuple[int, int], count_flops: bool = False) -> dict[str, Any]:
+    """Build the model for one row and time ``steps`` full training steps after ``warmup``."""
+    from .backbones import load_backbone
+    from .losses import dmpf_loss
+    from .model import DMPF
+    from .train import build_optimizer, compiled
+
+    torch.manual_seed(0)
+    backbone = load_backbone(cfg.backbone, seed=0)
+    model = DMPF(cfg, backbone.model, *dims).to(device).train()
+    model.attention = setup.backend
+    bf16 = setup.precision == "bf16"
+    if bf16 and device == "cuda":
+        model.backbone.to(torch.bfloat16)  # the frozen backbone stored in the training precision
+    net = compiled(model, setup.compile, device)
+    optimizer = build_optimizer(model, cfg)
+    autocast = torch.autocast(device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+    def step() -> torch.Tensor:
+        with autocast:
+            out = net(batch)
+        loss, _ = dmpf_loss(out.score.float(), {k: v.float() for k, v in out.aux.items()}, batch["labels"],
+                            cfg.loss, None, batch["weight"])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    flops = None
+    if count_flops:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            step()
+        flops = counter.get_total_flops()
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        loss = step()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    times.sort()
+    median = times[len(times) // 2]
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
+    return {"setup": setup.__dict__, "label": setup.label, "ms_per_step": median * 1e3,
+            "samples_per_s": len(batch["labels"]) / median, "peak_memory_gib": peak, "flops_per_step": flops,
+            "loss": float(loss)}
+
+
+def loader_throughput(cfg: ExperimentConfig, batch_size: int, batches: int = 50) -> float | None:
+    """Samples/s of the training data loader over the prepared data, where it exists (None otherwise)."""
+    from .backbones import load_tokenizer
+    from .dataset import SplitDataset, make_loader
+    from .errors import DmpfError
+    from .train import open_data
+
+    try:
+        prepared = open_data(cfg, prepare_missing=False)
+    except DmpfError:
+        return None
+    dataset = SplitDataset(prepared.split("train"), load_tokenizer(cfg.backbone), cfg.data.text_len)
+    loader = make_loader(dataset, batch_size, shuffle=True, num_workers=cfg.data.num_workers,
+                         pin_memory=torch.cuda.is_available())
+    start, seen = time.perf_counter(), 0
+    for i, batch in enumerate(loader):
+        seen += len(batch["index"])
+        if i + 1 >= batches:
+            break
+    return seen / (time.perf_counter() - start)
+
+
+def bench(cfg: ExperimentConfig, *, batch_size: int | None, steps: int, warmup: int, backends: list[str] | None,
+          precisions: list[str] | None, compiles: list[str] | None, progress=None) -> dict[str, Any]:
+    from .backbones import describe
+    from .model import FEATURE_DIMS, resolve_device
+
+    device = resolve_device(cfg.training.device)
+    batch_size = batch_size or cfg.training.batch_size
+    dims = FEATURE_DIMS[cfg.data.dataset]
+    arch = describe(cfg.backbone)
+    batch = make_batch(cfg, batch_size, dims, arch.vocab_size, device)
+    La, Lv = padded_lengths(cfg)
+    rows, notes = setups(device, backends, precisions, compiles)
+    peaks = {p: matmul_peak(device, torch.float32 if p == "fp32" else torch.bfloat16)
+             for p in sorted({r.precision for r in rows})}
+    results = []
+    flops = None
+    for i, setup in enumerate(rows):
+        if progress:
+            progress(f"{setup.label} ({i + 1}/{len(rows)})")
+        try:
+            row = run_setup(cfg, setup, batch, device, steps, warmup, dims, count_flops=i == 0)
+        except Exception as exc:  # a row that cannot run here is reported, the others still run
+            results.append({"setup": setup.__dict__, "label": setup.label,
+                            "error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"})
+            continue
+        flops = flops or row["flops_per_step"]
+        seconds = row["ms_per_step"] / 1e3
+        row["tflops"] = flops / seconds / 1e12 if flops else None
+        row["fraction_of_peak"] = row["tflops"] / peaks[setup.precision] if flops else None
+        results.append(row)
+    reference = results[0].get("ms_per_step")
+    for row in results:
+        if "ms_per_step" in row and reference:
+            row["speedup"] = reference / row["ms_per_step"]
+    return {
+        "config": cfg.name, "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+        "backbone": f"{cfg.backbone.name} ({arch.label})", "batch_size": batch_size,
+        "shapes": {"text_len": cfg.data.text_len, "fusion_tokens": cfg.fusion.n_a + cfg.fusion.n_v + cfg.fusion.n_av,
+                   "audio": [La, dims[0]], "vision": [Lv, dims[1]]},
+        "matmul_peak_tflops": peaks, "flops_per_step": flops, "rows": results, "notes": notes,
+        "loader_samples_per_s": loader_throughput(cfg, batch_size),
+        "torch": torch.__version__,
+    }

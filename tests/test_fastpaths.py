@@ -1,0 +1,115 @@
+"""The fast paths compute what the reference computes: bf16, compiled and graph-captured steps against the
+fp32 eager loss on the same batch (CPU where the mode exists on CPU; GPU tests skip without CUDA), and
+`dmpf bench` puts the reference recipe first."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import pytest
+import torch
+
+from conftest import error_line
+from dmpf_cli.bench import Setup, setups
+from dmpf_cli.config import LossConfig
+from dmpf_cli.errors import DmpfError
+from dmpf_cli.losses import dmpf_loss
+from dmpf_cli.train import compiled
+from test_model import make_batch, make_model
+
+
+def loss_and_grads(model, net, batch, autocast=contextlib.nullcontext()):
+    model.zero_grad(set_to_none=True)
+    with autocast:
+        out = net(batch)
+    loss, _ = dmpf_loss(out.score.float(), {k: v.float() for k, v in out.aux.items()}, torch.linspace(-1, 1, 3),
+                        LossConfig())
+    loss.backward()
+    return float(loss.detach()), {n: p.grad.float().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def reference(preset_overrides=()):
+    model = make_model(*preset_overrides).eval()
+    model.attention = "eager"
+    return model, loss_and_grads(model, model, make_batch())
+
+
+def test_bf16_autocast_matches_fp32_within_bf16_tolerance():
+    model, (ref_loss, _) = reference()
+    model.attention = "sdpa"
+    loss, grads = loss_and_grads(model, model, make_batch(), torch.autocast("cpu", dtype=torch.bfloat16))
+    assert loss == pytest.approx(ref_loss, rel=3e-2)
+    assert all(torch.isfinite(g).all() for g in grads.values())
+
+
+def test_bf16_stored_backbone_matches_fp32_within_bf16_tolerance():
+    model, (ref_loss, _) = reference()
+    model.attention = "sdpa"
+    model.backbone.to(torch.bfloat16)
+    assert all(p.dtype == torch.bfloat16 for p in model.backbone.parameters())
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert all(p.dtype == torch.float32 for p in trainable), "master weights stay fp32"
+    loss, _ = loss_and_grads(model, model, make_batch(), torch.autocast("cpu", dtype=torch.bfloat16))
+    assert loss == pytest.approx(ref_loss, rel=3e-2)
+
+
+def test_compiled_step_matches_eager():
+    """torch.compile (inductor on CPU) against the fp32 eager reference: loss and every gradient."""
+    model, (ref_loss, ref_grads) = reference()
+    model.attention = "sdpa"
+    loss, grads = loss_and_grads(model, compiled(model, "default", "cpu"), make_batch())
+    assert loss == pytest.approx(ref_loss, rel=1e-5, abs=1e-6)
+    for name, grad in ref_grads.items():
+        torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_cuda_graphs_need_cuda(invoke, tmp_path):
+    with pytest.raises(DmpfError, match="reduce-overhead captures CUDA graphs"):
+        compiled(make_model(), "reduce-overhead", "cpu")
+    result = invoke("train", "--output", tmp_path / "r", "training.compile=reduce-overhead", "training.device=cpu")
+    error_line(result.exit_code, result.stderr, "training.compile: reduce-overhead")
+
+
+def test_bench_rows_on_cpu_start_with_the_reference():
+    rows, notes = setups("cpu", None, None, None)
+    assert rows[0] == Setup("eager", "fp32", "off")
+    assert {r.backend for r in rows} == {"sdpa", "eager"} and {r.compile for r in rows} == {"off"}
+    assert len(rows) == len(set(rows)) == 4
+    assert any("xformers" in n for n in notes)
+    _, notes = setups("cpu", ["sdpa"], ["fp32"], ["off", "reduce-overhead"])
+    assert notes == ["reduce-overhead: CUDA graphs need a CUDA device"]
+
+
+def test_bench_command_json(invoke):
+    result = invoke("bench", "--steps", "1", "--warmup", "0", "--precisions", "fp32", "--backends", "sdpa",
+                    "--format", "json", "data.synthetic_size=tiny", "training.batch_size=4")
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    labels = [r["label"] for r in out["rows"]]
+    assert labels == ["fp32 eager off", "fp32 sdpa off"]
+    first = out["rows"][0]
+    assert first["speedup"] == 1.0 and first["flops_per_step"] > 0 and first["ms_per_step"] > 0
+    assert 0 < first["fraction_of_peak"] and out["shapes"]["audio"] == [20, 74] and out["batch_size"] == 4
+
+
+def test_bench_bad_options(invoke):
+    error_line(invoke("bench", "--backends", "flash").exit_code, invoke("bench", "--backends", "flash").stderr,
+               "--backends: expected a comma-separated subset of xformers, sdpa, eager")
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@cuda
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_gpu_fast_paths_match_fp32_eager(mode):
+    model, (ref_loss, _) = reference()
+    model = model.to("cuda")
+    batch = {k: v.to("cuda") for k, v in make_batch().items()}
+    model.attention = "auto"
+    model.backbone.to(torch.bfloat16)
+    net = compiled(model, mode, "cuda")
+    for _ in range(3):  # CUDA graphs record on a later call than the first
+        loss, _ = loss_and_grads(model, net, batch, torch.autocast("cuda", dtype=torch.bfloat16))
+    assert loss == pytest.approx(ref_loss, rel=3e-2)
