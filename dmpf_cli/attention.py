@@ -88,7 +88,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: PreparedMask
     if mask.backend == "xformers":
         import xformers.ops as xops
 
-        return xops.memory_efficient_attention(q, k, v, attn_bias=mask.value.to(q.dtype), scale=scale)
+        bias = mask.value if mask.value.dtype == q.dtype else mask.value.to(q.dtype)  # prepared in q's dtype already
+        return xops.memory_efficient_attention(q, k, v, attn_bias=bias, scale=scale)
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, D)
     if mask.backend == "sdpa":
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.value, scale=scale)

@@ -105,6 +105,10 @@ class FusedGPT2(nn.Module):
         allowed = with_text_padding(self.structural_mask(T, ids.device), real)  # (B, L, L)
         L = allowed.shape[-1]
         dtype = gpt2.wte.weight.dtype
+        # the dtype attention actually runs in: the xformers bias must match it, or every layer would
+        # cast (and so materialise) a (B, H, L, L) copy of it
+        device_type = ids.device.type
+        attn_dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else dtype
 
         pos = torch.arange(L, device=ids.device)
         text = gpt2.wte(ids)  # (B, T, D)
@@ -112,7 +116,7 @@ class FusedGPT2(nn.Module):
         h = torch.cat([text, *groups], dim=1) + gpt2.wpe(pos)[None]  # (B, L, D)
         h = gpt2.drop(h)
 
-        fusion = prepare_mask(allowed, backend, batch=B, heads=self.n_head, dtype=dtype)
+        fusion = prepare_mask(allowed, backend, batch=B, heads=self.n_head, dtype=attn_dtype)
         spans = self.spans(T)
         cross = {}
         for g, (seq, lengths) in contexts.items():
@@ -121,7 +125,7 @@ class FusedGPT2(nn.Module):
             # a length-0 sample still attends to its (zero) first step: never an empty softmax row
             keys = torch.arange(seq.shape[1], device=seq.device)[None, :] < lengths.clamp(min=1)[:, None]  # (B, Lm)
             keys = keys[:, None, :].expand(B, self.counts[g], -1)  # (B, n_g, Lm)
-            cross[g] = (seq.to(dtype), prepare_mask(keys, backend, batch=B, heads=self.n_head, dtype=dtype))
+            cross[g] = (seq.to(dtype), prepare_mask(keys, backend, batch=B, heads=self.n_head, dtype=attn_dtype))
 
         hidden = []
         for i, block in enumerate(gpt2.h):

@@ -27,7 +27,6 @@ from typing import Any, Callable
 import numpy as np
 
 from . import __version__
-from .errors import DmpfError
 from .mmsa import DATASETS, SPLITS, UNIMODAL, DataError, SplitReport, clean_features
 
 FORMAT_VERSION = 1

@@ -76,16 +76,19 @@ def open_data(cfg: ExperimentConfig, console: Console | None = None, *, prepare_
         path = default_dir("synthetic", data.synthetic_size, data.synthetic_seed)
     else:
         path = default_dir(data.dataset)
-    if data.dataset == "synthetic" and prepare_missing and not (path / "manifest.json").is_file():
+    if data.dataset == "synthetic" and prepare_missing and not data.path:
         from .prepare import prepare_synthetic
 
-        if console:
+        if console and not (path / "manifest.json").is_file():
             console.print(f"preparing the synthetic '{data.synthetic_size}' dataset in {path} (first use)")
+        # a no-op when it is there and current; regenerated when the generator has changed since
         prepare_synthetic(data.synthetic_size, data.synthetic_seed, path, overwrite=False,
                           console=console or Console(quiet=True))
     elif not path.is_dir():
+        how = (f"--size {data.synthetic_size} --seed {data.synthetic_seed}" if data.dataset == "synthetic"
+               else "--source FILE.pkl")
         raise DmpfError(f"data.path: no prepared {data.dataset} dataset at {path}; run "
-                        f"`dmpf prepare --dataset {data.dataset} --source FILE.pkl --output {path}` first")
+                        f"`dmpf prepare --dataset {data.dataset} {how} --output {path}` first")
     prepared = open_prepared(path)
     if prepared.dataset != data.dataset:
         raise DmpfError(f"data.path: {path} holds the {prepared.dataset} dataset, the config says {data.dataset}")
@@ -206,7 +209,7 @@ class Run:
         self.cfg, self.run, self.seed, self.console, self.world = cfg, run, seed, console, world
         self.device = resolve_device(cfg.training.device)
         torch.manual_seed(seed)
-        self.data = open_data(cfg, console if world.main else None)
+        self.data = open_data(cfg, prepare_missing=False)  # train_one has prepared it (rank 0 only)
         backbone = load_backbone(cfg.backbone, seed=0)  # the same random backbone for every seed
         self.backbone_source = backbone.source
         audio_dim, vision_dim = self.data.dims
@@ -406,6 +409,7 @@ def train_one(cfg: ExperimentConfig, run: RunDir, seed: int, *, resume: bool, ov
 
     if world.main:
         prepare_run_dir(run, cfg, seed, resume=resume, overwrite=overwrite)
+        open_data(cfg, console)  # generates the synthetic dataset on first use, once, before any rank reads it
     if world.world > 1:
         dist.barrier()
     trainer = Run(cfg, run, seed, console, world)
