@@ -136,14 +136,16 @@ def lr_factor(step: int, warmup: int, total: int, kind: str, min_ratio: float) -
 
 # -- evaluation ------------------------------------------------------------------------------------
 
-def compiled(model: nn.Module, mode: str, device: str) -> nn.Module:
-    """``training.compile``: the model itself, or torch.compile'd (reduce-overhead = CUDA graphs, CUDA only)."""
-    if mode == "off":
-        return model
+def check_compile(mode: str, device: str) -> None:
     if mode == "reduce-overhead" and device != "cuda":
         raise DmpfError("training.compile: reduce-overhead captures CUDA graphs and needs a CUDA device; "
                         "use default or off here")
-    return torch.compile(model, mode=mode)
+
+
+def compiled(model: nn.Module, mode: str, device: str) -> nn.Module:
+    """``training.compile``: the model itself, or torch.compile'd (reduce-overhead = CUDA graphs, CUDA only)."""
+    check_compile(mode, device)
+    return model if mode == "off" else torch.compile(model, mode=mode)
 
 
 def autocast(cfg: ExperimentConfig, device: str):
@@ -518,7 +520,9 @@ def train(
     """``dmpf train``: every seed, one run directory each (``DIR`` itself for one seed, ``DIR/seed-N`` for several)."""
     from .model import resolve_device
 
-    world = init_distributed(resolve_device(cfg.training.device))
+    device = resolve_device(cfg.training.device)
+    check_compile(cfg.training.compile, device)  # before any directory or dataset is touched
+    world = init_distributed(device)
     if resume is not None:
         run = RunDir(resume)
         run.require()

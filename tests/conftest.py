@@ -10,6 +10,12 @@ from typer.testing import CliRunner
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def _isolated_data_home(tmp_path_factory, monkeypatch):
+    """No test reads or writes the user's prepared datasets (~/.cache/dmpf/data)."""
+    monkeypatch.setenv("DMPF_DATA_DIR", str(tmp_path_factory.getbasetemp() / "dmpf-data"))
+
+
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()

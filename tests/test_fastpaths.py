@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -69,6 +71,8 @@ def test_cuda_graphs_need_cuda(invoke, tmp_path):
         compiled(make_model(), "reduce-overhead", "cpu")
     result = invoke("train", "--output", tmp_path / "r", "training.compile=reduce-overhead", "training.device=cpu")
     error_line(result.exit_code, result.stderr, "training.compile: reduce-overhead")
+    assert not (tmp_path / "r").exists()  # refused before any directory or dataset was made
+    assert not list(Path(os.environ["DMPF_DATA_DIR"]).glob("synthetic-small*"))
 
 
 def test_bench_rows_on_cpu_start_with_the_reference():
