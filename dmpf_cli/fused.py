@@ -84,7 +84,11 @@ class FusedGPT2(nn.Module):
                           self.mask_preset)
 
     def spans(self, text_len: int) -> dict[str, slice]:
-        return {s.name: slice(s.start, s.stop) for s in self.layout(text_len).segments}
+        """Where each segment sits for this text length (cached: the model asks on every forward)."""
+        cache = self.__dict__.setdefault("_span_cache", {})
+        if text_len not in cache:
+            cache[text_len] = {s.name: slice(s.start, s.stop) for s in self.layout(text_len).segments}
+        return cache[text_len]
 
     def forward(
         self,
