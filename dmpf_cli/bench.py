@@ -104,18 +104,14 @@ def setups(device: str, backends: list[str] | None, precisions: list[str] | None
 def run_setup(cfg: ExperimentConfig, setup: Setup, batch: dict, device: str, steps: int, warmup: int,
               dims: tuple[int, int], count_flops: bool = False) -> dict[str, Any]:
     """Build the model for one row and time ``steps`` full training steps after ``warmup``."""
-    from .backbones import load_backbone
     from .losses import dmpf_loss
-    from .model import DMPF
+    from .model import build_model
     from .train import build_optimizer, compiled
 
-    torch.manual_seed(0)
-    backbone = load_backbone(cfg.backbone, seed=0)
-    model = DMPF(cfg, backbone.model, *dims).to(device).train()
+    model, _ = build_model(cfg, dims=dims, device=device, precision=setup.precision)
+    model.train()
     model.attention = setup.backend
     bf16 = setup.precision == "bf16"
-    if bf16 and device == "cuda":
-        model.backbone.to(torch.bfloat16)  # the frozen backbone stored in the training precision
     net = compiled(model, setup.compile, device)
     optimizer = build_optimizer(model, cfg)
     autocast = torch.autocast(device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()

@@ -58,14 +58,12 @@ class RunDir:
     def write_status(self, **fields: Any) -> None:
         atomic_write_text(self.status, json.dumps({**self.read_status(), **fields}, indent=1))
 
-    def require(self, *, finished: bool = False) -> None:
-        """A one-line error unless this is a dmpf run directory (``finished``: one that completed)."""
+    def require(self) -> None:
+        """A one-line error unless this is a dmpf run directory."""
         if not self.root.is_dir():
             raise RunError(f"--run: {self.root}: no such run directory")
         if not self.config.is_file() or not self.status.is_file():
             raise RunError(f"--run: {self.root}: not a dmpf run directory (no config.yaml / run.json)")
-        if finished and self.read_status().get("status") != "finished":
-            raise RunError(f"--run: {self.root}: the run has not finished (resume it with `dmpf train --resume`)")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

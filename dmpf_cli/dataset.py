@@ -100,8 +100,8 @@ def cached_tokens(split: Split, tokenizer: Any, text_len: int) -> tuple[torch.Te
 class EpochBatchSampler(Sampler[list[int]]):
     """Batches of indices; shuffled by (seed, epoch) when ``shuffle``. Call :meth:`set_epoch` each epoch."""
 
-    def __init__(self, n: int, batch_size: int, *, shuffle: bool, seed: int = 0, drop_last: bool = False):
-        self.n, self.batch_size, self.shuffle, self.seed, self.drop_last = n, batch_size, shuffle, seed, drop_last
+    def __init__(self, n: int, batch_size: int, *, shuffle: bool, seed: int = 0):
+        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -113,25 +113,22 @@ class EpochBatchSampler(Sampler[list[int]]):
         else:
             order = torch.arange(self.n)
         chunks = [order[start:start + self.batch_size].tolist() for start in range(0, self.n, self.batch_size)]
-        if chunks and len(chunks[-1]) < self.batch_size:
-            if self.drop_last:
-                chunks.pop()
-            else:  # fill up with fillers (weight 0), taken from the start of the order, cyclically
-                missing = self.batch_size - len(chunks[-1])
-                chunks[-1] += [-(int(order[i % self.n]) + 1) for i in range(missing)]
+        if chunks and len(chunks[-1]) < self.batch_size:  # fill up with fillers (weight 0), cyclically from the start
+            missing = self.batch_size - len(chunks[-1])
+            chunks[-1] += [-(int(order[i % self.n]) + 1) for i in range(missing)]
         yield from chunks
 
     def __len__(self) -> int:
         full, rest = divmod(self.n, self.batch_size)
-        return full if self.drop_last or not rest else full + 1
+        return full + (1 if rest else 0)
 
 
 def make_loader(
     dataset: SplitDataset, batch_size: int, *, shuffle: bool, seed: int = 0, num_workers: int = 0,
-    pin_memory: bool = False, drop_last: bool = False,
+    pin_memory: bool = False,
 ) -> DataLoader:
     """A DataLoader yielding whole batches built by :class:`SplitDataset` (workers gather from the memory maps)."""
-    sampler = EpochBatchSampler(len(dataset), batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    sampler = EpochBatchSampler(len(dataset), batch_size, shuffle=shuffle, seed=seed)
     return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
                       persistent_workers=num_workers > 0, generator=_own_generator())
 

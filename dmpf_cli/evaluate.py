@@ -33,8 +33,8 @@ class LoadedRun:
 
 def load_run(root: Path) -> LoadedRun:
     """The run's config, model and best weights; a missing, foreign or damaged run is a one-line error."""
-    from .backbones import load_backbone
-    from .model import DMPF, resolve_device
+    from .model import build_model, resolve_device
+    from .train import compiled
 
     run = RunDir(root)
     run.require()
@@ -45,15 +45,10 @@ def load_run(root: Path) -> LoadedRun:
     dims = status.get("dims")
     if not dims:
         raise RunError(f"--run: {run.root}: run.json does not record the feature dims; train the run again")
-    backbone = load_backbone(cfg.backbone, seed=0)
     device = resolve_device(cfg.training.device)
-    from .train import compiled
-
-    model = DMPF(cfg, backbone.model, int(dims[0]), int(dims[1]))
+    model, backbone = build_model(cfg, dims=(int(dims[0]), int(dims[1])), device=device)  # as trained
     load_weights(model, run.best)
-    model = model.to(device).eval()
-    if device == "cuda" and cfg.training.precision == "bf16":
-        model.backbone.to(torch.bfloat16)  # evaluate as trained
+    model.eval()
     return LoadedRun(run, cfg, compiled(model, cfg.training.compile, device), backbone.tokenizer, device,
                      (int(dims[0]), int(dims[1])), backbone.source)
 

@@ -115,17 +115,27 @@ class DMPF(nn.Module):
 
 
 def build_model(
-    cfg: ExperimentConfig, *, audio_dim: int | None = None, vision_dim: int | None = None, seed: int = 0,
-    meta: bool = False,
+    cfg: ExperimentConfig, *, dims: tuple[int, int] | None = None, seed: int = 0, device: str = "cpu",
+    precision: str | None = None, meta: bool = False,
 ) -> tuple[DMPF, "LoadedBackbone"]:  # noqa: F821
-    """The model for ``cfg`` with its backbone loaded (or, with ``meta``, shapes only: no weights, no memory)."""
+    """The model for ``cfg``, as training, evaluation and benchmarks all build it.
+
+    The frozen backbone is the same for every seed (a random one is drawn from seed 0); the trainable
+    parts are initialised from ``seed``. On ``device``, with ``precision`` (default: the config's) bf16
+    on CUDA, the frozen backbone is stored in bf16 rather than cast every step. ``meta``: shapes only,
+    no weights, no memory. ``dims``: the audio and vision feature widths (default: the dataset's).
+    """
     from .backbones import load_backbone
 
-    default_a, default_v = FEATURE_DIMS[cfg.data.dataset]
-    backbone = load_backbone(cfg.backbone, seed=seed, meta=meta)
-    with torch.random.fork_rng(devices=[]), (torch.device("meta") if meta else contextlib.nullcontext()):
-        torch.manual_seed(seed)
-        model = DMPF(cfg, backbone.model, audio_dim or default_a, vision_dim or default_v)
+    backbone = load_backbone(cfg.backbone, seed=0, meta=meta)
+    audio_dim, vision_dim = dims or FEATURE_DIMS[cfg.data.dataset]
+    torch.manual_seed(seed)
+    with torch.device("meta") if meta else contextlib.nullcontext():
+        model = DMPF(cfg, backbone.model, audio_dim, vision_dim)
+    if not meta:
+        model.to(device)
+        if device == "cuda" and (precision or cfg.training.precision) == "bf16":
+            model.backbone.to(torch.bfloat16)
     return model, backbone
 
 

@@ -204,21 +204,14 @@ class Run:
     """One training run of one seed in one directory."""
 
     def __init__(self, cfg: ExperimentConfig, run: RunDir, seed: int, console: Console, world: Dist):
-        from .backbones import load_backbone
         from .dataset import EpochBatchSampler, SplitDataset, make_loader
-        from .model import DMPF, resolve_device
+        from .model import build_model, resolve_device
 
         self.cfg, self.run, self.seed, self.console, self.world = cfg, run, seed, console, world
         self.device = resolve_device(cfg.training.device)
-        torch.manual_seed(seed)
         self.data = open_data(cfg, prepare_missing=False)  # train_one has prepared it (rank 0 only)
-        backbone = load_backbone(cfg.backbone, seed=0)  # the same random backbone for every seed
+        model, backbone = build_model(cfg, dims=self.data.dims, seed=seed, device=self.device)
         self.backbone_source = backbone.source
-        audio_dim, vision_dim = self.data.dims
-        torch.manual_seed(seed)
-        model = DMPF(cfg, backbone.model, audio_dim, vision_dim).to(self.device)
-        if self.device == "cuda" and cfg.training.precision == "bf16":
-            model.backbone.to(torch.bfloat16)  # frozen: stored in the training precision, not cast every step
         self.model = model
         self.ddp = nn.parallel.DistributedDataParallel(model) if world.world > 1 else None
         self.net = compiled(self.ddp or model, cfg.training.compile, self.device)  # what train and eval call
@@ -230,8 +223,7 @@ class Run:
                                                num_workers=cfg.data.num_workers, pin_memory=pin)
                              for name in ("valid", "test")}
         self.optimizer = build_optimizer(model, cfg)
-        self.batches_per_epoch = math.ceil(len(self.sampler) / world.world)
-        self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.training.grad_accum)
+        self.steps_per_epoch = math.ceil(math.ceil(len(self.sampler) / world.world) / cfg.training.grad_accum)
         s = cfg.schedule
         warmup = round(s.warmup_epochs * self.steps_per_epoch)
         total = cfg.training.max_epochs * self.steps_per_epoch
