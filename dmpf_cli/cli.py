@@ -291,13 +291,18 @@ def prepare(
         bool, typer.Option("--sha256", help="Compare the source with the hash MMSA publishes for its file.")
     ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing prepared directory.")] = False,
+    config: Annotated[
+        Optional[Path],
+        typer.Option("--config", "-c", help="Store the text tokenised for this config's backbone and text_len "
+                     "(default: the dataset's preset)."),
+    ] = None,
     info: Annotated[
         Optional[Path], typer.Option("--info", help="Print the manifest of a prepared directory and exit.")
     ] = None,
     format: FormatOpt = OutputFormat.text,
 ) -> None:
     """Import an MMSA pickle safely (or generate a synthetic one) into the memory-mapped prepared format."""
-    from .prepare import prepare_file, prepare_synthetic
+    from .prepare import TOKENIZE_PRESET, prepare_file, prepare_synthetic, pretokenize
     from .prepared import open_prepared
 
     console = _console()
@@ -310,6 +315,11 @@ def prepare(
         return
     if dataset is None:
         raise DmpfError("--dataset: required (mosei, mosi, sims with --source; or synthetic), or --info DIR")
+    tok_cfg = None  # checked before the data: a bad --config must not cost a long import first
+    if config is not None or dataset in TOKENIZE_PRESET:
+        from .config import load_config
+
+        tok_cfg = load_config(None if config else TOKENIZE_PRESET[dataset], config)
     if dataset == "synthetic":
         if source is not None:
             raise DmpfError("--source: not used with --dataset synthetic (the data is generated)")
@@ -318,15 +328,29 @@ def prepare(
         if source is None:
             raise DmpfError(f"--source: required with --dataset {dataset} (the MMSA .pkl file you downloaded)")
         result = prepare_file(dataset, source, output, overwrite=overwrite, check_sha256=sha256, console=console)
+    if tok_cfg is not None:
+        with console.status("tokenising the text"):
+            result.tokens = pretokenize(result.output, tok_cfg, str(config) if config else
+                                        f"preset {TOKENIZE_PRESET[dataset]}")
     if format is OutputFormat.json:
         typer.echo(json.dumps({"output": str(result.output), "skipped": result.skipped,
-                               "published_sha256_match": result.published_match, "manifest": result.manifest}))
+                               "published_sha256_match": result.published_match, "tokens": result.tokens,
+                               "manifest": result.manifest}))
         return
     if result.skipped:
         console.print(f"[green]up to date[/green]: {result.output} was prepared from the same source; nothing to do")
     else:
         _manifest_tables(result.manifest, console)
         console.print(f"[green]prepared[/green] {result.output}")
+    tokens = result.tokens
+    if tokens is None:
+        console.print(f"text not tokenised yet (no preset for {dataset}): the first run does it, or pass --config")
+    elif tokens["stored"]:
+        console.print(f"text tokenised for {tokens['backbone']} at text_len {tokens['text_len']} ({tokens['config']}); "
+                      f"{tokens['rows_at_text_len']} texts fill all {tokens['text_len']} positions (longer ones are cut)")
+    else:
+        console.print(f"[yellow]note[/yellow]: text not tokenised for {tokens['backbone']} ({tokens['config']}): "
+                      f"{tokens['reason']} — the first run tokenises it instead")
     if result.published_match is False:
         console.print("[yellow]warning[/yellow]: the source's sha256 differs from the hash MMSA publishes for its "
                       f"{dataset} file: a different version or a damaged download")

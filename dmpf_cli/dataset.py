@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -66,6 +67,11 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:12]
 
 
+def token_cache_dir(prepared_dir: Path, tokenizer: Any, text_len: int) -> Path:
+    """Where a prepared dataset keeps its text tokenised by ``tokenizer`` at ``text_len``."""
+    return Path(prepared_dir) / "tokens" / f"{tokenizer_fingerprint(tokenizer)}-T{text_len}"
+
+
 def cached_tokens(split: Split, tokenizer: Any, text_len: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Token ids and the real-token mask of a split, computed once per tokenizer and text length.
 
@@ -76,7 +82,7 @@ def cached_tokens(split: Split, tokenizer: Any, text_len: int) -> tuple[torch.Te
 
     path = None
     if split.folder is not None:
-        path = split.folder.parent / "tokens" / f"{tokenizer_fingerprint(tokenizer)}-T{text_len}" / f"{split.name}.npz"
+        path = token_cache_dir(split.folder.parent, tokenizer, text_len) / f"{split.name}.npz"
         if path.is_file():
             try:
                 with np.load(path) as cached:

@@ -15,8 +15,11 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-from .mmsa import DATASETS, DataError, load_pickle, validate
-from .prepared import default_dir, is_up_to_date, read_manifest, source_stamp, write_prepared
+from .mmsa import DATASETS, SPLITS, DataError, load_pickle, validate
+from .prepared import default_dir, is_up_to_date, open_prepared, read_manifest, source_stamp, write_prepared
+
+# the config whose backbone tokenizer and text length `dmpf prepare` tokenises for, per dataset
+TOKENIZE_PRESET = {"synthetic": "default", "mosei": "mosei", "sims": "sims"}
 
 
 @dataclass
@@ -25,6 +28,32 @@ class PrepareResult:
     manifest: dict[str, Any]
     skipped: bool  # already prepared from the same source: nothing was done
     published_match: bool | None = None  # --sha256: whether the file matches MMSA's published hash
+    tokens: dict[str, Any] | None = None  # what pretokenize() stored, or why it stored nothing
+
+
+def pretokenize(output: Path, cfg: Any, origin: str) -> dict[str, Any]:
+    """Tokenise every split's text for ``cfg``'s backbone and ``data.text_len``, stored beside the data.
+
+    Training, evaluation and the benchmark then read the stored ids (:func:`dmpf_cli.dataset.cached_tokens`)
+    instead of tokenising. A tokenizer that is not on this machine yet (a pretrained backbone not yet
+    downloaded) is not an error: the result says so, and the first run tokenises and stores instead.
+    """
+    from .backbones import BackboneError, load_tokenizer
+    from .dataset import cached_tokens, token_cache_dir
+
+    prepared = open_prepared(output)
+    info: dict[str, Any] = {"config": origin, "backbone": cfg.backbone.name, "text_len": cfg.data.text_len}
+    try:
+        tokenizer = load_tokenizer(cfg.backbone)
+    except BackboneError as exc:
+        return {**info, "stored": False, "reason": str(exc)}
+    truncated = 0
+    for name in SPLITS:
+        split = prepared.split(name)
+        _, real = cached_tokens(split, tokenizer, cfg.data.text_len)
+        truncated += int(real[:, -1].sum())  # rows that fill text_len: some were cut there
+    return {**info, "stored": True, "directory": str(token_cache_dir(prepared.path, tokenizer, cfg.data.text_len)),
+            "rows_at_text_len": truncated}
 
 
 def _progress(console: Console) -> Progress:

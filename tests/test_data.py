@@ -383,3 +383,42 @@ def test_tokens_are_cached_beside_the_prepared_split(prepared_split, tokenizer, 
     other_length = SplitDataset(prepared_split, tokenizer, text_len=6)
     assert other_length.text_ids.shape == (7, 6)
     assert len(list((prepared_split.folder.parent / "tokens").glob("*/train.npz"))) == 2
+
+
+def test_prepare_stores_the_presets_tokens_and_runs_reuse_them(invoke, tmp_path, monkeypatch):
+    from dmpf_cli.backbones import load_tokenizer
+    from dmpf_cli.config import load_config
+
+    out = tmp_path / "synthetic"
+    result = invoke("prepare", "--dataset", "synthetic", "--size", "tiny", "--output", out, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    tokens = json.loads(result.stdout)["tokens"]
+    assert tokens["stored"] and tokens["config"] == "preset default" and tokens["text_len"] == 32
+    assert sorted(p.name for p in Path(tokens["directory"]).iterdir()) == ["test.npz", "train.npz", "valid.npz"]
+    # a training run with the default config reads them: tokenising again would fail here
+    monkeypatch.setattr("dmpf_cli.backbones.tokenize", lambda *a, **k: pytest.fail("tokenised again"))
+    dataset = SplitDataset(open_prepared(out).split("valid"), load_tokenizer(load_config().backbone), 32)
+    assert dataset.text_ids.shape == (len(dataset), 32) and bool(dataset.text_real[:, 0].all())
+
+
+def test_prepare_tokenises_for_a_given_config_or_says_why_not(invoke, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))  # gpt2-large is not on this machine
+    source = write_pickle(tmp_path, mmsa_layout())
+    result = invoke("prepare", "--dataset", "mosei", "--source", source, "--output", tmp_path / "out")
+    assert result.exit_code == 0, result.stderr
+    assert "text not tokenised for gpt2-large" in " ".join(result.stdout.split())
+    assert not (tmp_path / "out" / "tokens").exists()
+
+    config = tmp_path / "small.yaml"
+    config.write_text("data: {dataset: mosei, text_len: 8}\nbackbone: {name: gpt2-random}\nmm: {layers: [1]}\n")
+    again = invoke("prepare", "--dataset", "mosei", "--source", source, "--output", tmp_path / "out",
+                   "--config", config, "--format", "json")
+    assert again.exit_code == 0, again.stderr
+    reply = json.loads(again.stdout)
+    assert reply["skipped"] and reply["tokens"]["stored"] and reply["tokens"]["text_len"] == 8
+    with np.load(Path(reply["tokens"]["directory"]) / "train.npz") as stored:
+        assert stored["ids"].shape == (7, 8)
+
+    bad = invoke("prepare", "--dataset", "mosei", "--source", source, "--output", tmp_path / "out",
+                 "--config", tmp_path / "missing.yaml")
+    error_line(bad.exit_code, bad.stderr, "missing.yaml")
