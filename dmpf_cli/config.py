@@ -93,6 +93,9 @@ class MMConfig(Strict):
     layers: list[NonNegInt] = Field(default_factory=lambda: [1, 3])
     gate: Literal["sigmoid", "tanh"] = "sigmoid"
     dropout: Probability = 0.1
+    # where the gated FFN runs: "sequence" (SPEC §3, text positions included) or "tokens" (the fusion
+    # tokens only, so the text stream stays exactly the pretrained LM's, as SPEC §4 describes it)
+    ffn: Literal["sequence", "tokens"] = "sequence"
 
     @model_validator(mode="after")
     def _sorted_unique(self) -> "MMConfig":
@@ -120,6 +123,9 @@ class LossConfig(Strict):
     av: NonNegFloat = 1.0
     text: NonNegFloat = 1.0
     tokens: NonNegFloat = 1.0
+    # true: the text, audio and vision terms regress the dataset's unimodal labels (CH-SIMS T/A/V);
+    # false (SPEC §5 as written): every term regresses the sentiment label
+    unimodal_labels: bool = False
 
 
 class OptimizerConfig(Strict):

@@ -55,6 +55,7 @@ class FusedGPT2(nn.Module):
         mask_preset: str,
         gate: str,
         dropout: float,
+        ffn_over: str = "sequence",
     ):
         super().__init__()
         self.gpt2 = gpt2
@@ -68,7 +69,7 @@ class FusedGPT2(nn.Module):
         if bad:
             raise ValueError(f"mm.layers: blocks {bad} do not exist (the backbone has {len(gpt2.h)})")
         self.mm = nn.ModuleDict({
-            str(layer): MMBlock(gpt2.h[layer], D, self.n_head, present, gate, dropout) for layer in sorted(mm_layers)
+            str(layer): MMBlock(gpt2.h[layer], D, self.n_head, present, gate, dropout, ffn_over) for layer in sorted(mm_layers)
         }) if present else nn.ModuleDict()
 
     def structural_mask(self, text_len: int, device: torch.device) -> Tensor:

@@ -2,8 +2,9 @@
 
 Loss = L1(task) + λ_a·L1(a) + λ_v·L1(v) + λ_av·L1(av) + λ_t·L1(text) + λ_tok·L1(fusion tokens), where
 the auxiliary predictions come from Linear heads on a_enc, v_enc, av_enc, h_text and the fusion-token
-spans (the token term averages the groups present). A term whose stream is ablated is absent. Where
-the dataset has unimodal labels (CH-SIMS: T, A, V), the text, audio and vision terms use them.
+spans (the token term averages the groups present). A term whose stream is ablated is absent. With
+``loss.unimodal_labels`` and a dataset that has them (CH-SIMS: T, A, V), the text, audio and vision
+terms regress those instead of the sentiment label.
 """
 
 from __future__ import annotations
@@ -39,7 +40,12 @@ def dmpf_loss(
     unimodal: dict[str, Tensor] | None = None,
     sample_weight: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Total loss and its parts (unweighted L1 per term, detached), all scalars."""
+    """Total loss and its parts (unweighted L1 per term, detached), all scalars.
+
+    ``unimodal``: the batch's unimodal labels, used only when ``weights.unimodal_labels`` is set.
+    """
+    if not weights.unimodal_labels:
+        unimodal = None
     labels = labels.to(score.dtype)
     task = l1(score, labels, sample_weight)
     total = weights.task * task

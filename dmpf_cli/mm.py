@@ -69,8 +69,10 @@ class MMBlock(nn.Module):
         encoder_dims: dict[str, int],
         gate: Literal["sigmoid", "tanh"],
         dropout: float,
+        ffn_over: Literal["sequence", "tokens"] = "sequence",
     ):
         super().__init__()
+        self.ffn_over = ffn_over
         self.groups = list(encoder_dims)  # token groups present, e.g. ["audio", "audio_visual"]
         self.norm = nn.LayerNorm(d_model)  # shared by the token spans
         self.xattn = nn.ModuleDict({g: CrossAttention(d_model, d, n_head, dropout) for g, d in encoder_dims.items()})
@@ -100,4 +102,8 @@ class MMBlock(nn.Module):
             cursor = span.stop
         pieces.append(h[:, cursor:])
         h = torch.cat(pieces, dim=1)  # (B, L, D)
+        if self.ffn_over == "tokens":  # the text positions (before the first span) pass through untouched
+            start = min(spans[g].start for g in self.groups)
+            tail = h[:, start:]
+            return torch.cat([h[:, :start], tail + self.ffn_gate(self.drop(self.ffn(self.ffn_norm(tail))))], dim=1)
         return h + self.ffn_gate(self.drop(self.ffn(self.ffn_norm(h))))

@@ -61,7 +61,8 @@ class DMPF(nn.Module):
             self.encoders[g] = registry.create("encoder", enc_cfg.name, enc_cfg, tuple(feature_dims[s] for s in streams))
         encoder_dims = {g: self.encoders[g].out_dim for g in self.groups}
 
-        self.lm = FusedGPT2(gpt2, counts, encoder_dims, cfg.mm.layers, cfg.fusion.mask, cfg.mm.gate, cfg.mm.dropout)
+        self.lm = FusedGPT2(gpt2, counts, encoder_dims, cfg.mm.layers, cfg.fusion.mask, cfg.mm.gate, cfg.mm.dropout,
+                             cfg.mm.ffn)
 
         D = gpt2.config.n_embd
         widths = {"h_text": D}

@@ -92,6 +92,9 @@ def open_data(cfg: ExperimentConfig, console: Console | None = None, *, prepare_
     prepared = open_prepared(path)
     if prepared.dataset != data.dataset:
         raise DmpfError(f"data.path: {path} holds the {prepared.dataset} dataset, the config says {data.dataset}")
+    if cfg.loss.unimodal_labels and not prepared.manifest.get("unimodal_labels"):
+        raise DmpfError(f"loss.unimodal_labels: the {prepared.dataset} data in {path} has no unimodal labels "
+                        "(CH-SIMS has T/A/V); set it to false")
     return prepared
 
 
@@ -402,8 +405,8 @@ def train_one(cfg: ExperimentConfig, run: RunDir, seed: int, *, resume: bool, ov
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     if world.main:
-        prepare_run_dir(run, cfg, seed, resume=resume, overwrite=overwrite)
         open_data(cfg, console)  # generates the synthetic dataset on first use, once, before any rank reads it
+        prepare_run_dir(run, cfg, seed, resume=resume, overwrite=overwrite)
     if world.world > 1:
         dist.barrier()
     trainer = Run(cfg, run, seed, console, world)

@@ -183,6 +183,24 @@ def test_tanh_gates_at_zero_reproduce_hugging_face_gpt2():
     torch.testing.assert_close(ours.reps["h_text"], ref.last_hidden_state[b, torch.tensor(LENGTHS) - 1])
 
 
+def test_ffn_over_tokens_keeps_the_text_stream_the_pretrained_lms():
+    batch = make_batch()
+    with torch.no_grad():
+        reference = make_model().backbone(input_ids=batch["text_ids"], attention_mask=batch["text_real"].long())
+        tokens_only = make_model("mm.ffn=tokens").eval()  # sigmoid gates: the MM blocks are half open
+        sequence = make_model("mm.ffn=sequence").eval()
+        ours, moved = tokens_only(batch, return_hidden=True), sequence(batch, return_hidden=True)
+    final = tokens_only.backbone.ln_f(ours.hidden[-1])
+    for x, y in zip(real_text(final), real_text(reference.last_hidden_state)):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
+    # the same weights with the FFN over the whole sequence: the text states move, the token states differ
+    assert not torch.allclose(real_text(sequence.backbone.ln_f(moved.hidden[-1]))[0],
+                              real_text(reference.last_hidden_state)[0], atol=1e-3)
+    assert not torch.allclose(ours.hidden[-1][:, T:], moved.hidden[-1][:, T:], atol=1e-4)
+    run_backward(tokens_only, batch)  # and it trains
+    assert all(p.grad is not None for p in tokens_only.lm.mm.parameters())
+
+
 def test_gates_train_and_start_where_the_spec_says():
     for kind, start in (("sigmoid", 0.5), ("tanh", 0.0)):
         model = make_model(f"mm.gate={kind}")
@@ -255,8 +273,13 @@ def test_loss_parts_weights_and_unimodal_labels():
     for name, value in expected.items():
         assert float(parts[name]) == pytest.approx(value), name
     assert float(total) == pytest.approx(0.25 + 2.0 * 0.0 + 0.0 * 0.75 + 1.0 * 0.75 + 0.5 * 0.5)
-    _, parts = dmpf_loss(score, aux, y, weights, unimodal={"A": torch.tensor([0.0, 0.0]), "T": torch.tensor([0.0, 0.0])})
+    unimodal = {"A": torch.tensor([0.0, 0.0]), "T": torch.tensor([0.0, 0.0])}
+    _, parts = dmpf_loss(score, aux, y, weights, unimodal=unimodal)  # off by default: the sentiment label
+    assert float(parts["a"]) == 0.0 and float(parts["text"]) == pytest.approx(0.75)
+    with_unimodal = weights.model_copy(update={"unimodal_labels": True})
+    _, parts = dmpf_loss(score, aux, y, with_unimodal, unimodal=unimodal)
     assert float(parts["a"]) == pytest.approx(0.75) and float(parts["text"]) == 0.0
+    assert float(parts["av"]) == pytest.approx(0.75)  # no unimodal label for the AV term
 
 
 # -- GPU only ------------------------------------------------------------------------------------

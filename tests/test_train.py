@@ -141,6 +141,12 @@ def test_train_bad_input(invoke, args, fragment):
     error_line(result.exit_code, result.stderr, fragment)
 
 
+def test_unimodal_labels_need_a_dataset_that_has_them(invoke, tmp_path):
+    result = invoke("train", "--output", tmp_path / "r", "loss.unimodal_labels=true", "data.synthetic_size=tiny")
+    error_line(result.exit_code, result.stderr, "loss.unimodal_labels", "synthetic", "no unimodal labels")
+    assert not (tmp_path / "r").exists()  # refused before a run directory was made
+
+
 def test_real_dataset_must_be_prepared_first(invoke, tmp_path):
     result = invoke("train", "--dataset", "sims", "--output", tmp_path / "r", f"data.path={tmp_path / 'none'}")
     assert result.exit_code == 2
