@@ -10,6 +10,7 @@ the reference row; the matmul peak is measured here, on this device, in each pre
 from __future__ import annotations
 
 import contextlib
+import gc
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -108,6 +109,12 @@ def run_setup(cfg: ExperimentConfig, setup: Setup, batch: dict, device: str, ste
     from .model import build_model
     from .train import build_optimizer, compiled
 
+    # every row compiles the same DMPF.forward: without a reset, rows past dynamo's recompile limit (8)
+    # would silently run uncompiled, and earlier rows' CUDA graphs would count in this row's peak memory
+    torch._dynamo.reset()
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
     model, _ = build_model(cfg, dims=dims, device=device, precision=setup.precision)
     model.train()
     model.attention = setup.backend

@@ -132,6 +132,22 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
+def padded_bias(allowed: torch.Tensor, dtype: torch.dtype = torch.float32, *,
+                masked_value: float | None = None) -> torch.Tensor:
+    """The storage behind :func:`additive_bias`: (b, 1, Lq, Lk rounded up to 8), contiguous.
+
+    Columns past Lk are masked padding that a consumer slices off (``[..., :Lk]``); the allocation is what
+    gives the sliced bias a row stride that is a multiple of 8, as xformers requires.
+    """
+    if not dtype.is_floating_point:
+        raise ValueError(f"dtype: expected a floating-point dtype for an additive bias, got {dtype}")
+    b, _, Lq, Lk = allowed.shape
+    neg = float("-inf") if masked_value is None else masked_value
+    storage = torch.full((b, 1, Lq, _round_up(Lk, 8)), neg, dtype=dtype, device=allowed.device)
+    storage[..., :Lk].masked_fill_(allowed, 0.0)
+    return storage
+
+
 def additive_bias(
     allowed: torch.Tensor,
     shape: tuple[int, int, int, int] | None = None,
@@ -145,13 +161,8 @@ def additive_bias(
     to a multiple of 8 and sliced back, as xformers requires of a dense bias; with ``shape=(B, H, Lq, Lk)``
     the result is broadcast to it (a view over batch 1 and heads, no copy).
     """
-    if not dtype.is_floating_point:
-        raise ValueError(f"dtype: expected a floating-point dtype for an additive bias, got {dtype}")
     b, _, Lq, Lk = allowed.shape
-    neg = float("-inf") if masked_value is None else masked_value
-    storage = torch.full((b, 1, Lq, _round_up(Lk, 8)), neg, dtype=dtype, device=allowed.device)
-    bias = storage[..., :Lk]  # (b, 1, Lq, Lk), row stride a multiple of 8
-    bias.masked_fill_(allowed, 0.0)
+    bias = padded_bias(allowed, dtype, masked_value=masked_value)[..., :Lk]  # (b, 1, Lq, Lk), row stride % 8 == 0
     if shape is None:
         return bias
     if len(shape) != 4 or tuple(shape[2:]) != (Lq, Lk) or (b != 1 and shape[0] != b):

@@ -139,10 +139,14 @@ def lr_factor(step: int, warmup: int, total: int, kind: str, min_ratio: float) -
 
 # -- evaluation ------------------------------------------------------------------------------------
 
-def check_compile(mode: str, device: str) -> None:
+def check_compile(mode: str, device: str, grad_accum: int = 1) -> None:
     if mode == "reduce-overhead" and device != "cuda":
         raise DmpfError("training.compile: reduce-overhead captures CUDA graphs and needs a CUDA device; "
                         "use default or off here")
+    if mode == "reduce-overhead" and grad_accum > 1:
+        # each graph replay overwrites the gradient buffers the previous micro-batch left (pytorch#169545)
+        raise DmpfError(f"training.compile: reduce-overhead cannot accumulate gradients (training.grad_accum is "
+                        f"{grad_accum}); use compile=default, or grad_accum=1 with a larger training.batch_size")
 
 
 def compiled(model: nn.Module, mode: str, device: str) -> nn.Module:
@@ -162,16 +166,19 @@ def predict(model: nn.Module, loader, cfg: ExperimentConfig, device: str,
             drop_streams: tuple[str, ...] = ()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(scores, labels, sample indices) over a loader, in the training precision."""
     model.eval()
-    scores, labels, indices = [], [], []
-    for batch in loader:
+    scores, labels, indices, weights = [], [], [], []
+    for batch in loader:  # results stay on the device: one copy back at the end, no sync per batch
         batch = to_device(batch, device)
         with autocast(cfg, device):
             out = model(batch, drop_streams=drop_streams)
-        real = batch["weight"] > 0  # drop the fillers of a last batch
-        scores.append(out.score.float()[real].cpu())
-        labels.append(batch["labels"].float()[real].cpu())
-        indices.append(batch["index"][real].cpu())
-    return torch.cat(scores), torch.cat(labels), torch.cat(indices)
+        scores.append(out.score.float())
+        labels.append(batch["labels"].float())
+        indices.append(batch["index"])
+        weights.append(batch["weight"])
+    if not scores:
+        return torch.empty(0), torch.empty(0), torch.empty(0, dtype=torch.long)
+    real = torch.cat(weights).cpu() > 0  # drop the fillers of a last batch
+    return torch.cat(scores).cpu()[real], torch.cat(labels).cpu()[real], torch.cat(indices).cpu()[real]
 
 
 def evaluate(model, loader, cfg: ExperimentConfig, device: str, drop_streams: tuple[str, ...] = ()) -> dict[str, float]:
@@ -317,7 +324,10 @@ class Run:
             group: list[dict[str, torch.Tensor]] = []
             t0, seen = time.perf_counter(), 0
             for i, batch in enumerate(loader, start=st.batch_in_epoch):
-                parts = self.train_step(batch)
+                steps_now = len(group) + 1 == accum or i == len(batches) - 1
+                # DDP: gradients are all-reduced once per optimizer step, not once per micro-batch
+                with self.ddp.no_sync() if self.ddp is not None and not steps_now else contextlib.nullcontext():
+                    parts = self.train_step(batch)
                 group.append(parts)
                 seen += len(batch["index"])  # fillers included: they cost the same compute
                 last_of_epoch = i == len(batches) - 1
@@ -516,7 +526,7 @@ def train(
     from .model import resolve_device
 
     device = resolve_device(cfg.training.device)
-    check_compile(cfg.training.compile, device)  # before any directory or dataset is touched
+    check_compile(cfg.training.compile, device, cfg.training.grad_accum)  # before any directory or dataset is touched
     world = init_distributed(device)
     if resume is not None:
         run = RunDir(resume)

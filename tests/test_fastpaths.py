@@ -25,7 +25,7 @@ def loss_and_grads(model, net, batch, autocast=contextlib.nullcontext()):
     model.zero_grad(set_to_none=True)
     with autocast:
         out = net(batch)
-    loss, _ = dmpf_loss(out.score.float(), {k: v.float() for k, v in out.aux.items()}, torch.linspace(-1, 1, 3),
+    loss, _ = dmpf_loss(out.score.float(), {k: v.float() for k, v in out.aux.items()}, torch.linspace(-1, 1, 3, device=out.score.device),
                         LossConfig())
     loss.backward()
     return float(loss.detach()), {n: p.grad.float().clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -73,6 +73,15 @@ def test_cuda_graphs_need_cuda(invoke, tmp_path):
     error_line(result.exit_code, result.stderr, "training.compile: reduce-overhead")
     assert not (tmp_path / "r").exists()  # refused before any directory or dataset was made
     assert not list(Path(os.environ["DMPF_DATA_DIR"]).glob("synthetic-small*"))
+
+
+def test_cuda_graphs_refuse_gradient_accumulation():
+    from dmpf_cli.train import check_compile
+
+    with pytest.raises(DmpfError, match=r"reduce-overhead cannot accumulate gradients \(training.grad_accum is 8\)"):
+        check_compile("reduce-overhead", "cuda", 8)
+    check_compile("reduce-overhead", "cuda", 1)
+    check_compile("default", "cuda", 8)
 
 
 def test_bench_rows_on_cpu_start_with_the_reference():

@@ -65,7 +65,7 @@ def trainable_grads(model: DMPF) -> dict[str, torch.Tensor]:
 def run_backward(model: DMPF, batch) -> None:
     model.zero_grad(set_to_none=True)
     out = model(batch)
-    loss, _ = dmpf_loss(out.score, out.aux, torch.linspace(-1, 1, B), LossConfig())
+    loss, _ = dmpf_loss(out.score, out.aux, torch.linspace(-1, 1, B, device=out.score.device), LossConfig())
     loss.backward()
 
 
@@ -304,8 +304,9 @@ def test_xformers_matches_eager_on_gpu(dtype):
     tol = 3e-2 if dtype == torch.bfloat16 else 1e-4
     (ox, gx), (oe, ge) = results["xformers"], results["eager"]
     torch.testing.assert_close(ox.score, oe.score, rtol=tol, atol=tol)
+    grad_atol = 3e-2 if dtype == torch.bfloat16 else 1e-3  # xformers' own fp32 backward tolerance is 9e-4
     for name in gx:
-        torch.testing.assert_close(gx[name], ge[name], rtol=tol * 10, atol=tol, msg=name)
+        torch.testing.assert_close(gx[name], ge[name], rtol=tol * 10, atol=grad_atol, msg=name)
 
 
 def test_loss_ignores_fillers_of_a_last_batch():
