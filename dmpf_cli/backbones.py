@@ -337,6 +337,17 @@ def _gpt2_config(arch: BackboneArch) -> Any:
     )
 
 
+def check_available(cfg: BackboneConfig) -> None:
+    """A one-line :class:`BackboneError` now if :func:`load_backbone` would miss files; reads no weights."""
+    arch = _catalogue(cfg)
+    if arch.random_init:
+        return
+    loc = _locate(cfg, arch)
+    _check_gpt2_config(loc, cfg)
+    _check_weights(loc)
+    load_tokenizer(cfg, arch)
+
+
 def load_backbone(cfg: BackboneConfig, *, seed: int = 0, meta: bool = False) -> LoadedBackbone:
     """Build or load the frozen GPT-2 that ``cfg`` selects.
 

@@ -140,7 +140,7 @@ def run_setup(cfg: ExperimentConfig, setup: Setup, batch: dict, device: str, ste
         with FlopCounterMode(display=False) as counter:
             step()
         flops = counter.get_total_flops()
-    for _ in range(warmup):
+    for _ in range(max(warmup, 2) if setup.compile != "off" else warmup):  # never time the compiler
         step()
     _sync(device)
     if device == "cuda":

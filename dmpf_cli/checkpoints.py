@@ -58,12 +58,12 @@ class RunDir:
     def write_status(self, **fields: Any) -> None:
         atomic_write_text(self.status, json.dumps({**self.read_status(), **fields}, indent=1))
 
-    def require(self) -> None:
-        """A one-line error unless this is a dmpf run directory."""
+    def require(self, option: str = "--run") -> None:
+        """A one-line error (naming ``option``) unless this is a dmpf run directory."""
         if not self.root.is_dir():
-            raise RunError(f"--run: {self.root}: no such run directory")
+            raise RunError(f"{option}: {self.root}: no such run directory")
         if not self.config.is_file() or not self.status.is_file():
-            raise RunError(f"--run: {self.root}: not a dmpf run directory (no config.yaml / run.json)")
+            raise RunError(f"{option}: {self.root}: not a dmpf run directory (no config.yaml / run.json)")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -70,6 +70,7 @@ class OutputFormat(str, Enum):
 DatasetOpt = Annotated[
     Optional[str], typer.Option("--dataset", "-d", help="Use the preset configs/NAME.yaml (mosei, sims, default).")
 ]
+MAX_MASK_POSITIONS = 4096
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="Use this YAML config file.")]
 OverridesArg = Annotated[
     Optional[list[str]], typer.Argument(help="Overrides as key.sub=value, e.g. fusion.n_a=8 mm.layers=[1,2].")
@@ -203,6 +204,10 @@ def inspect_mask(
     for option, value in values.items():
         if value < 0:
             raise DmpfError(f"{option}: expected an integer >= 0, got {value}")
+    total = sum(values.values())
+    if total > MAX_MASK_POSITIONS:  # a (L, L) mask: beyond this it is a memory hazard, not a picture
+        raise DmpfError(f"--text-len + --n-a + --n-v + --n-av: expected at most {MAX_MASK_POSITIONS} positions "
+                        f"(GPT-2 has 1024), got {total}")
     if not 0 <= pad <= values["--text-len"]:
         raise DmpfError(f"--pad: expected 0..{values['--text-len']} (the text length), got {pad}")
 
@@ -286,7 +291,7 @@ def prepare(
         Optional[Path], typer.Option("--output", "-o", help="Prepared directory (default: under $DMPF_DATA_DIR).")
     ] = None,
     size: Annotated[SyntheticSize, typer.Option("--size", help="Synthetic dataset size.")] = SyntheticSize.small,
-    seed: Annotated[int, typer.Option("--seed", help="Synthetic dataset seed.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Synthetic dataset seed.")] = 0,
     sha256: Annotated[
         bool, typer.Option("--sha256", help="Compare the source with the hash MMSA publishes for its file.")
     ] = False,
@@ -416,7 +421,8 @@ def train_command(
     extra = [f"training.attention={attention}"] if attention else []
     cfg = load_config(dataset, config, [*(overrides or []), *extra])
     console = _console(stderr=format is OutputFormat.json)
-    if resume is None and dataset is None and config is None and cfg.backbone.name.endswith("-random"):
+    if (resume is None and dataset is None and config is None and cfg.data.dataset == "synthetic"
+            and cfg.backbone.name.endswith("-random")):
         console.print("[yellow]embedded default[/yellow]: a generated synthetic dataset and a tiny RANDOM-INIT GPT-2 "
                       "— a demonstration of the pipeline, not the paper's numbers")
     summary = train(cfg, output, _parse_seeds(seeds), resume=resume, overwrite=overwrite, console=console)
@@ -528,13 +534,17 @@ def bench_command(
 
     if steps < 1 or warmup < 0 or (batch_size is not None and batch_size < 1):
         raise DmpfError("--steps, --warmup, --batch-size: expected steps >= 1, warmup >= 0, batch size >= 1")
+    compiles = _csv_option(compile, ("off", "default", "reduce-overhead"), "--compile")
+    if warmup < 2 and compiles and any(c != "off" for c in compiles):
+        # the first call compiles and CUDA graphs record on a later one: timing those would time the compiler
+        raise DmpfError(f"--warmup: compiled rows need at least 2 warm-up steps, got {warmup}")
     cfg = load_config(dataset, config, overrides or [])
     console = _console(stderr=True)
     with console.status("benchmarking") as status:
         result = bench(cfg, batch_size=batch_size, steps=steps, warmup=warmup,
                        backends=_csv_option(backends, ("xformers", "sdpa", "eager"), "--backends"),
                        precisions=_csv_option(precisions, ("fp32", "bf16"), "--precisions"),
-                       compiles=_csv_option(compile, ("off", "default", "reduce-overhead"), "--compile"),
+                       compiles=compiles,
                        progress=lambda text: status.update(f"benchmarking: {text}"))
     if format is OutputFormat.json:
         typer.echo(json.dumps(result, indent=2))

@@ -15,8 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from . import registry
-from .attention import BackendError, resolve_backend
+from .attention import resolve_backend
 from .config import ExperimentConfig
+from .errors import DmpfError
 from .fused import GROUPS, FusedGPT2
 from .heads import REPRESENTATIONS, AuxHeads
 
@@ -141,9 +142,12 @@ def build_model(
 
 
 def resolve_device(requested: str) -> str:
-    """``auto`` → cuda where available, else cpu."""
+    """``auto`` → cuda where available, else cpu; ``cuda`` where there is none is a one-line error."""
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        why = "this torch has no CUDA support" if torch.version.cuda is None else "no CUDA device is visible"
+        raise DmpfError(f"training.device: cuda requested, but {why} (torch {torch.__version__}); use auto or cpu")
     return requested
 
 
@@ -164,11 +168,12 @@ def summarize(cfg: ExperimentConfig) -> dict:
     rows["aux heads"] = count(model.aux)
     total, trainable = count(model), count(model, trainable_only=True)
 
-    device = resolve_device(cfg.training.device)
-    attention = {"requested": cfg.training.attention, "device": device}
+    attention = {"requested": cfg.training.attention, "device": cfg.training.device}
     try:
+        device = resolve_device(cfg.training.device)
+        attention["device"] = device
         attention["resolved"] = resolve_backend(cfg.training.attention, device)
-    except BackendError as exc:
+    except DmpfError as exc:  # a config for another machine can still be inspected here
         attention["error"] = str(exc)
     mask = model.lm.layout(cfg.data.text_len)
     return {

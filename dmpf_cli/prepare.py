@@ -16,7 +16,8 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .mmsa import DATASETS, SPLITS, DataError, load_pickle, validate
-from .prepared import default_dir, is_up_to_date, open_prepared, read_manifest, source_stamp, write_prepared
+from .prepared import (_remove_stale_partials, default_dir, is_up_to_date, open_prepared, read_manifest, source_stamp,
+                       write_prepared)
 
 # the config whose backbone tokenizer and text length `dmpf prepare` tokenises for, per dataset
 TOKENIZE_PRESET = {"synthetic": "default", "mosei": "mosei", "sims": "sims"}
@@ -129,9 +130,17 @@ def prepare_synthetic(
         planted = existing.get("synthetic", {})
         if (planted.get("size"), planted.get("seed"), planted.get("generator")) == (size, seed, GENERATOR):
             return PrepareResult(output, existing, skipped=True)
-    # regenerating a synthetic dataset in place loses nothing; anything else there needs --overwrite
-    overwrite = overwrite or (existing is not None and existing.get("dataset") == "synthetic")
+    # regenerating the same synthetic dataset (an older generator) loses nothing; a different size or
+    # seed, or anything else there, would change what runs trained on it see, so it needs --overwrite
+    planted = (existing or {}).get("synthetic", {})
+    overwrite = overwrite or (existing is not None and existing.get("dataset") == "synthetic"
+                              and (planted.get("size"), planted.get("seed")) == (size, seed))
+    if existing is not None and not overwrite:
+        what = (f"the synthetic '{planted.get('size')}' dataset with seed {planted.get('seed')}"
+                if existing.get("dataset") == "synthetic" else f"a prepared {existing.get('dataset')} dataset")
+        raise DataError(f"--output: {output} holds {what}; pass --overwrite to replace it, or choose another --output")
     output.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(output)
     pkl = output.parent / f".{output.name}.source-{os.getpid()}.pkl"
     try:
         with console.status(f"generating the synthetic '{size}' dataset (seed {seed})"):

@@ -80,11 +80,15 @@ def is_up_to_date(directory: Path, expect: dict[str, Any]) -> bool:
 
 
 def _remove_stale_partials(output: Path) -> None:
-    for stale in output.parent.glob(f".{output.name}.partial-*"):
-        pid = stale.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and _alive(int(pid)) and int(pid) != os.getpid():
-            continue  # another prepare is writing it right now
-        shutil.rmtree(stale, ignore_errors=True)
+    """Remove what a killed prepare left beside ``output``: partial directories and generated sources."""
+    for stale in [*output.parent.glob(f".{output.name}.partial-*"), *output.parent.glob(f".{output.name}.source-*.pkl")]:
+        pid = stale.name.removesuffix(".pkl").rsplit("-", 1)[-1]
+        if pid.isdigit() and _alive(int(pid)) and (int(pid) != os.getpid() or not stale.is_dir()):
+            continue  # another prepare is writing it right now (or this one is reading its source)
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:
@@ -216,6 +220,16 @@ class Prepared:
     @property
     def dataset(self) -> str:
         return self.manifest["dataset"]
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes whenever the data changes: the dataset, its source's hash, when it was written, its splits."""
+        import hashlib
+
+        m = self.manifest
+        key = [m.get("dataset"), m.get("source", {}).get("sha256"), m.get("created"),
+               {name: split.get("samples") for name, split in m.get("splits", {}).items()}]
+        return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     @property
     def dims(self) -> tuple[int, int]:

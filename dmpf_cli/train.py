@@ -33,6 +33,8 @@ from .checkpoints import RunDir, RunError, atomic_write_text, load_resumable, lo
 from .config import ExperimentConfig, load_config, to_yaml
 from .errors import DmpfError
 
+SEEDS_FILE = "seeds.json"  # in the root of a multi-seed run: the seeds, so `--resume ROOT` can finish them all
+
 LM_SIDE = ("lm.", "head.", "aux.")  # parameter name prefixes of the LM-side learning-rate group
 NO_DECAY_NAMES = ("lm.tokens.", "type_emb")  # 2-D, but embeddings, not weight matrices
 
@@ -390,10 +392,12 @@ def prepare_run_dir(run: RunDir, cfg: ExperimentConfig, seed: int, *, resume: bo
     """Create (or check, for --resume) the run directory; never clobbers a finished run without --overwrite."""
     status = run.read_status() if run.status.exists() else {}
     if resume:
-        run.require()
+        run.require("--resume")
         if status.get("status") == "finished":
             raise RunError(f"--resume: {run.root} has already finished")
         return
+    if run.root.exists() and not run.root.is_dir():
+        raise RunError(f"--output: {run.root} is a file, not a directory; choose another --output")
     if run.root.exists() and any(run.root.iterdir()):
         if not status:
             raise RunError(f"--output: {run.root} exists and is not a dmpf run directory; choose another --output")
@@ -415,7 +419,12 @@ def train_one(cfg: ExperimentConfig, run: RunDir, seed: int, *, resume: bool, ov
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     if world.main:
-        open_data(cfg, console)  # generates the synthetic dataset on first use, once, before any rank reads it
+        # everything that can refuse the run is checked before the run directory is made (or, with
+        # --overwrite, emptied): the data, generated on first use once before any rank reads it, and the backbone
+        from .backbones import check_available
+
+        open_data(cfg, console)
+        check_available(cfg.backbone)
         prepare_run_dir(run, cfg, seed, resume=resume, overwrite=overwrite)
     if world.world > 1:
         dist.barrier()
@@ -425,8 +434,8 @@ def train_one(cfg: ExperimentConfig, run: RunDir, seed: int, *, resume: bool, ov
         if world.main:
             console.print(f"resuming {run.root} at epoch {trainer.state.epoch + 1}, step {trainer.state.step}")
     if world.main:
-        run.write_status(data=str(trainer.data.path), dims=list(trainer.data.dims), backbone=trainer.backbone_source,
-                         device=trainer.device)
+        run.write_status(data=str(trainer.data.path), data_fingerprint=trainer.data.fingerprint,
+                         dims=list(trainer.data.dims), backbone=trainer.backbone_source, device=trainer.device)
         console.print(f"[bold]{cfg.name}[/bold] seed {seed}: {cfg.data.dataset} data from {trainer.data.path}; "
                       f"backbone {cfg.backbone.name} ({trainer.backbone_source}); {trainer.device}; "
                       f"{sum(p.numel() for p in trainer.model.parameters() if p.requires_grad):,} trainable parameters")
@@ -525,24 +534,49 @@ def train(
     """``dmpf train``: every seed, one run directory each (``DIR`` itself for one seed, ``DIR/seed-N`` for several)."""
     from .model import resolve_device
 
+    if resume is not None and (Path(resume) / SEEDS_FILE).is_file():
+        cfg = load_config(config=Path(resume) / "config.yaml")  # a multi-seed root: its config, for the checks below
     device = resolve_device(cfg.training.device)
     check_compile(cfg.training.compile, device, cfg.training.grad_accum)  # before any directory or dataset is touched
+    if cfg.data.path and not Path(cfg.data.path).expanduser().is_absolute():
+        # stored absolute in the run's config, so eval and predict find the data from any directory
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(
+            update={"path": str(Path(cfg.data.path).expanduser().resolve())})})
     world = init_distributed(device)
-    if resume is not None:
+    if resume is not None and not (Path(resume) / SEEDS_FILE).is_file():
         run = RunDir(resume)
-        run.require()
+        run.require("--resume")
         cfg = load_config(config=run.config)
         seed = int(run.read_status().get("seed", cfg.training.seeds[0]))
         results = train_one(cfg, run, seed, resume=True, overwrite=False, console=console, world=world)
         return {"runs": {str(run.root): results}}
-    seeds = seeds or cfg.training.seeds
-    # the default directory is new for every run, so a finished run is never in the way (nor overwritten)
-    root = Path(output) if output else Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if resume is not None:  # a multi-seed root: finished seeds are kept, the others resumed or started
+        root = Path(resume)
+        try:
+            seeds = [int(s) for s in json.loads((root / SEEDS_FILE).read_text(encoding="utf-8"))["seeds"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise RunError(f"--resume: {root / SEEDS_FILE}: unreadable ({exc})") from None
+    else:
+        seeds = seeds or cfg.training.seeds
+        # the default directory is new for every run, so a finished run is never in the way (nor overwritten)
+        root = Path(output) if output else Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if root.exists() and not root.is_dir():
+            raise RunError(f"--output: {root} is a file, not a directory; choose another --output")
     runs = {seed: RunDir(root if len(seeds) == 1 else root / f"seed-{seed}") for seed in seeds}
+    if len(seeds) > 1 and resume is None and world.main:  # what --resume ROOT needs to finish every seed
+        root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(root / "config.yaml", to_yaml(cfg))
+        atomic_write_text(root / SEEDS_FILE, json.dumps({"seeds": seeds}))
     all_results = {}
     for seed, run in runs.items():
-        all_results[str(run.root)] = train_one(cfg, run, seed, resume=False, overwrite=overwrite, console=console,
-                                               world=world)
+        status = run.read_status().get("status") if resume is not None and run.status.is_file() else None
+        if status == "finished" and run.results.is_file():
+            if world.main:
+                console.print(f"seed {seed}: finished already in {run.root}")
+            all_results[str(run.root)] = json.loads(run.results.read_text(encoding="utf-8")) if world.main else {}
+            continue
+        all_results[str(run.root)] = train_one(cfg, run, seed, resume=status is not None, overwrite=overwrite,
+                                               console=console, world=world)
     summary = {"runs": all_results}
     if len(seeds) > 1 and world.main:
         summary["summary"] = summarize_seeds(list(all_results.values()))

@@ -160,6 +160,7 @@ def test_inspect_mask_png(invoke, tmp_path):
         (["fusion.n_q=1"], ["fusion.n_q: unknown key"]),
         (["--dataset", "mosi"], ["did you mean 'mosei'"]),
         (["--bogus"], ["No such option"]),
+        (["--n-a", "100000"], ["expected at most 4096 positions", "got 100040"]),
     ],
 )
 def test_inspect_mask_bad_input(invoke, args, fragments):

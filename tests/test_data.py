@@ -422,3 +422,24 @@ def test_prepare_tokenises_for_a_given_config_or_says_why_not(invoke, tmp_path, 
     bad = invoke("prepare", "--dataset", "mosei", "--source", source, "--output", tmp_path / "out",
                  "--config", tmp_path / "missing.yaml")
     error_line(bad.exit_code, bad.stderr, "missing.yaml")
+
+
+def test_synthetic_prepare_never_replaces_another_dataset_silently(invoke, tmp_path):
+    out = tmp_path / "syn"
+    assert invoke("prepare", "--dataset", "synthetic", "--size", "tiny", "--seed", "5", "--output", out).exit_code == 0
+    refused = invoke("prepare", "--dataset", "synthetic", "--size", "tiny", "--seed", "0", "--output", out)
+    error_line(refused.exit_code, refused.stderr, "--output", "seed 5", "--overwrite")
+    assert open_prepared(out).manifest["synthetic"]["seed"] == 5
+    replaced = invoke("prepare", "--dataset", "synthetic", "--size", "tiny", "--seed", "0", "--output", out,
+                      "--overwrite")
+    assert replaced.exit_code == 0 and open_prepared(out).manifest["synthetic"]["seed"] == 0
+    bad_seed = invoke("prepare", "--dataset", "synthetic", "--seed", "-1", "--output", out)
+    error_line(bad_seed.exit_code, bad_seed.stderr, "--seed")
+
+
+def test_a_killed_synthetic_prepare_leaves_no_source_behind(invoke, tmp_path):
+    dead = tmp_path / ".syn.source-999999999.pkl"  # a pid that cannot be alive
+    dead.write_bytes(b"x" * 1000)
+    result = invoke("prepare", "--dataset", "synthetic", "--size", "tiny", "--output", tmp_path / "syn")
+    assert result.exit_code == 0, result.stderr
+    assert not dead.exists() and not list(tmp_path.glob(".syn.*"))

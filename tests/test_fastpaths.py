@@ -109,6 +109,8 @@ def test_bench_command_json(invoke):
 def test_bench_bad_options(invoke):
     error_line(invoke("bench", "--backends", "flash").exit_code, invoke("bench", "--backends", "flash").stderr,
                "--backends: expected a comma-separated subset of xformers, sdpa, eager")
+    timed_compiler = invoke("bench", "--compile", "off,default", "--warmup", "0")
+    error_line(timed_compiler.exit_code, timed_compiler.stderr, "--warmup: compiled rows need at least 2")
 
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

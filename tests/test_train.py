@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import ROOT, error_line
 
@@ -127,6 +128,16 @@ def test_several_seeds_summarised(tmp_path):
     assert on_disk["MAE"]["mean"] == pytest.approx(sum(mae) / 2)
     assert on_disk["MAE"]["std"] == pytest.approx(float(np.std(mae, ddof=1)))
 
+    # an interrupted multi-seed run: seed 2 never finished. --resume ROOT keeps seed 1 and redoes seed 2
+    shutil.rmtree(root / "seed-2")
+    (root / "summary.json").unlink()
+    seed_1 = (root / "seed-1" / "results.json").stat().st_mtime_ns
+    resumed = dmpf("train", "--resume", root, "--format", "json")
+    again = json.loads((root / "summary.json").read_text())["summary"]
+    assert again["MAE"]["values"] == pytest.approx(on_disk["MAE"]["values"])  # training is deterministic
+    assert (root / "seed-1" / "results.json").stat().st_mtime_ns == seed_1  # seed 1 was not trained again
+    assert "finished already" in resumed.stderr + resumed.stdout
+
 
 @pytest.mark.parametrize(
     "args, fragment",
@@ -145,6 +156,32 @@ def test_unimodal_labels_need_a_dataset_that_has_them(invoke, tmp_path):
     result = invoke("train", "--output", tmp_path / "r", "loss.unimodal_labels=true", "data.synthetic_size=tiny")
     error_line(result.exit_code, result.stderr, "loss.unimodal_labels", "synthetic", "no unimodal labels")
     assert not (tmp_path / "r").exists()  # refused before a run directory was made
+
+
+def test_refusals_come_before_the_run_directory(invoke, trained, tmp_path, monkeypatch):
+    """A run that cannot start touches nothing: no new directory, and --overwrite keeps the old run."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
+    if not torch.cuda.is_available():
+        result = invoke("train", "--output", tmp_path / "r", "training.device=cuda")
+        error_line(result.exit_code, result.stderr, "training.device: cuda requested")
+        assert not (tmp_path / "r").exists()
+    old = tmp_path / "old"
+    shutil.copytree(trained, old)
+    result = invoke("train", "--output", old, "--overwrite", *TINY, "backbone.name=gpt2", "mm.layers=[1]")
+    error_line(result.exit_code, result.stderr, "gpt2 is not in the Hugging Face cache")
+    assert (old / "results.json").is_file() and (old / "checkpoints" / "best.safetensors").is_file()
+    (tmp_path / "file").write_text("x")
+    result = invoke("train", "--output", tmp_path / "file", *TINY)
+    error_line(result.exit_code, result.stderr, "--output", "is a file, not a directory")
+
+
+def test_relative_data_path_is_stored_absolute_and_recorded(tmp_path, data_home):
+    dmpf("prepare", "--dataset", "synthetic", "--size", "tiny", "--output", tmp_path / "syn")
+    dmpf("train", "--output", tmp_path / "run", *TINY, "training.max_epochs=1", "data.path=syn", cwd=tmp_path)
+    config = (tmp_path / "run" / "config.yaml").read_text()
+    assert f"path: {tmp_path / 'syn'}" in config
+    status = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert len(status["data_fingerprint"]) == 16
 
 
 def test_real_dataset_must_be_prepared_first(invoke, tmp_path):
