@@ -458,12 +458,14 @@ def eval_command(
     """Evaluate a run's best checkpoint on a split (MMSA metrics)."""
     from .evaluate import eval_run
 
-    result = eval_run(run, split, modality_ablation)
+    result = eval_run(run, split, modality_ablation, warn=lambda m: typer.echo(f"warning: {m}", err=True))
     if format is OutputFormat.json:
         typer.echo(json.dumps(result, indent=2))
         return
     console = _console()
     title = f"{result['run']}: {split} ({result['samples']} samples)"
+    if result["run_status"] != "finished":
+        title += f" — unfinished run ({result['run_status']})"
     if "random" in result["backbone"]:
         title += " — random-init backbone"
     rows = {"full model": result["metrics"]}
@@ -480,7 +482,7 @@ def eval_command(
 def predict_command(
     run: Annotated[Path, typer.Option("--run", help="A run directory written by dmpf train.")],
     input: Annotated[
-        Path, typer.Option("--input", "-i", help="A prepared directory, an MMSA .pkl, or a .jsonl of samples.")
+        Path, typer.Option("--input", "-i", help="A prepared directory, an MMSA .pkl, or a .jsonl of samples (or a .json array of them).")
     ],
     output: Annotated[
         Optional[Path], typer.Option("--output", "-o", help="FILE.csv or FILE.jsonl (default: CSV on stdout).")

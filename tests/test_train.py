@@ -182,6 +182,12 @@ def test_relative_data_path_is_stored_absolute_and_recorded(tmp_path, data_home)
     assert f"path: {tmp_path / 'syn'}" in config
     status = json.loads((tmp_path / "run" / "run.json").read_text())
     assert len(status["data_fingerprint"]) == 16
+    quiet = dmpf("eval", "--run", tmp_path / "run", cwd="/")  # found from anywhere, and unchanged: no warning
+    assert "warning" not in quiet.stderr
+    dmpf("prepare", "--dataset", "synthetic", "--size", "tiny", "--seed", "3", "--output", tmp_path / "syn",
+         "--overwrite")
+    changed = dmpf("eval", "--run", tmp_path / "run")
+    assert "was prepared again since" in changed.stderr
 
 
 def test_real_dataset_must_be_prepared_first(invoke, tmp_path):
