@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import DmpfError
 
@@ -27,6 +28,20 @@ PosInt = Annotated[int, Field(ge=1)]
 NonNegFloat = Annotated[float, Field(ge=0.0)]
 PosFloat = Annotated[float, Field(gt=0.0)]
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+_SLUG = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
+
+
+def _slug(value: str) -> str:
+    """A name that is safe as one path component (the run directory is ``runs/NAME-DATE-TIME``)."""
+    if not _SLUG.fullmatch(value):
+        raise ValueError(
+            "expected a non-empty name of at most 100 letters, digits, '.', '_' or '-', not starting with '.'"
+        )
+    return value
+
+
+Slug = Annotated[str, AfterValidator(_slug)]
 
 
 class Strict(BaseModel):
@@ -97,11 +112,12 @@ class MMConfig(Strict):
     # tokens only, so the text stream stays exactly the pretrained LM's, as SPEC §4 describes it)
     ffn: Literal["sequence", "tokens"] = "sequence"
 
-    @model_validator(mode="after")
-    def _sorted_unique(self) -> "MMConfig":
-        if len(set(self.layers)) != len(self.layers):
-            raise ValueError(f"layers must not repeat a block, got {self.layers}")
-        return self
+    @field_validator("layers")
+    @classmethod
+    def _unique(cls, layers: list[int]) -> list[int]:
+        if len(set(layers)) != len(layers):
+            raise ValueError("must not repeat a block")
+        return layers
 
 
 class HeadConfig(Strict):
@@ -169,7 +185,7 @@ class TrainingConfig(Strict):
 class ExperimentConfig(Strict):
     """A whole experiment. The field defaults are the embedded default (configs/default.yaml)."""
 
-    name: str = "default"
+    name: Slug = Field("default", description="names the run directory (runs/NAME-DATE-TIME)")
     description: str = "Generated synthetic dataset and a tiny random-init GPT-2 (demo and smoke test)"
     data: DataConfig = DataConfig()
     encoders: EncodersConfig = EncodersConfig()
@@ -334,10 +350,21 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _is_section(loc: tuple[Any, ...]) -> bool:
+    """Whether ``loc`` names a whole config section (a pydantic model), e.g. ``mm`` or ``encoders.audio``."""
+    return _model_at(loc + ("",)) is not None
+
+
 def _origin_of(loc: tuple[Any, ...], overrides: dict[tuple[str, ...], str], source: str) -> str:
-    for n in range(len(loc), 0, -1):
-        if tuple(str(p) for p in loc[:n]) in overrides:
-            return f"override '{overrides[tuple(str(p) for p in loc[:n])]}'"
+    """Who set the key at ``loc``: the override of it (or of a section above it), else the overrides of
+    keys inside it (a section whose check failed after an override changed one of its keys), else the file."""
+    path = tuple(str(p) for p in loc)
+    for n in range(len(path), 0, -1):
+        if path[:n] in overrides:
+            return f"override '{overrides[path[:n]]}'"
+    inside = [f"'{text}'" for keys, text in overrides.items() if path and keys[: len(path)] == path]
+    if inside:
+        return f"override{'s' if len(inside) > 1 else ''} {', '.join(inside)}"
     return source
 
 
@@ -370,7 +397,11 @@ def load_config(
         for err in exc.errors(include_url=False):
             loc = tuple(err["loc"])
             dotted = ".".join(str(p) for p in loc) or "(top level)"
-            got = "" if err["type"] in ("extra_forbidden", "missing") else f", got {_describe(err.get('input'))}"
+            # a section's own check (a model validator) names the values itself: no ", got {whole section}"
+            quiet = err["type"] in ("extra_forbidden", "missing") or (
+                isinstance(err.get("input"), dict) and _is_section(loc)
+            )
+            got = "" if quiet else f", got {_describe(err.get('input'))}"
             problems.append(f"{_origin_of(loc, origins, source)}: {dotted}: {_expected(err)}{got}")
         raise ConfigError(problems) from None
 
@@ -381,7 +412,7 @@ def load_config(
 
 
 def component_problems(cfg: ExperimentConfig) -> list[tuple[str, str]]:
-    """Checks that need the registry: component names exist, MM layers exist in the backbone."""
+    """Checks beyond the schema: component names exist, ``backbone.path`` names a model, MM layers exist in the backbone."""
     from . import registry
 
     problems: list[tuple[str, str]] = []
@@ -398,6 +429,10 @@ def component_problems(cfg: ExperimentConfig) -> list[tuple[str, str]]:
         check("encoder", getattr(cfg.encoders, stream).name, f"encoders.{stream}.name")
     check("head", cfg.head.name, "head.name")
     check("mask", cfg.fusion.mask, "fusion.mask")
+    if cfg.backbone.path:
+        problem = _backbone_path_problem(cfg.backbone.path)
+        if problem:
+            problems.append(("backbone.path", problem))
     if check("backbone", cfg.backbone.name, "backbone.name"):
         from .backbones import describe
 
@@ -419,6 +454,25 @@ def component_problems(cfg: ExperimentConfig) -> list[tuple[str, str]]:
                     f"text_len + fusion tokens = {needed} exceeds {cfg.backbone.name}'s {arch.n_positions} positions",
                 ))
     return problems
+
+
+def _backbone_path_problem(given: str) -> str | None:
+    """Why ``backbone.path`` names no model directory (None when it does): it must be an existing
+    directory, or a hub id that is in the local Hugging Face cache (the two forms load_backbone reads)."""
+    from .backbones import _HUB_ID, _cached_snapshot, hf_cache_dir
+
+    path = Path(given).expanduser()
+    shown = given if str(path) == given else f"{given} ({path})"
+    if path.is_dir():
+        return None
+    if path.exists():
+        return f"{shown} is a file, expected a model directory"
+    if _HUB_ID.fullmatch(given) and not given.startswith((".", "~")):
+        cache = hf_cache_dir()
+        if _cached_snapshot(given, cache) is not None:
+            return None
+        return f"{shown} is neither a directory nor a hub id in the Hugging Face cache ({cache})"
+    return f"{shown} does not exist, expected a model directory"
 
 
 def to_yaml(cfg: ExperimentConfig) -> str:

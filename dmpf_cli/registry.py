@@ -107,8 +107,11 @@ def load_plugins() -> None:
             obj = ep.load()
             if ep.attr and callable(obj):  # "pkg.mod:setup" style: call the setup hook
                 obj()
-        except Exception as exc:  # a broken plugin must never take the toolkit down
-            _warn(f"plugin '{ep.name}' ({dist}) failed to load: {type(exc).__name__}: {exc}")
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # a broken plugin (even one calling sys.exit) must never take the toolkit down
+            detail = " ".join(str(exc).split())  # one line, whatever the message holds
+            _warn(f"plugin '{ep.name}' ({dist}) failed to load: {type(exc).__name__}{': ' + detail if detail else ''}")
         finally:
             _origin_stack.pop()
 

@@ -7,6 +7,7 @@ import json
 import pytest
 import yaml
 
+from conftest import error_line
 from dmpf_cli.config import CONFIG_DIR, ConfigError, ExperimentConfig, load_config, preset_names, to_yaml
 
 
@@ -50,12 +51,12 @@ def test_sims_preset_matches_spec():
     assert (cfg.encoders.audio.d, cfg.encoders.audio.layers, cfg.encoders.vision.d) == (32, 8, 16)
 
 
-def test_overrides_are_parsed_as_yaml():
+def test_overrides_are_parsed_as_yaml(tmp_path):
     cfg = load_config("mosei", None, ["fusion.n_av=16", "mm.layers=[1, 2]", "mm.gate=tanh", "optimizer.lr_lm=3e-4",
-                                     "head.options.temperature=0.5", "backbone.path=/models/gpt2-large"])
+                                     "head.options.temperature=0.5", f"backbone.path={tmp_path}"])
     assert cfg.fusion.n_av == 16 and cfg.mm.layers == [1, 2] and cfg.mm.gate == "tanh"
     assert cfg.optimizer.lr_lm == 3e-4 and cfg.head.options == {"temperature": 0.5}
-    assert cfg.backbone.path == "/models/gpt2-large"
+    assert cfg.backbone.path == str(tmp_path)
 
 
 def one_error(**kwargs) -> str:
@@ -130,8 +131,114 @@ def test_unknown_component_names_suggest():
 
 
 def test_encoder_width_divisible_by_heads(tmp_path):
-    message = one_error(config=write(tmp_path, {"encoders": {"audio": {"d": 30, "heads": 4}}}))
-    assert "encoders.audio: d=30 must be divisible by heads=4" in message
+    path = write(tmp_path, {"encoders": {"audio": {"d": 30, "heads": 4}}})
+    assert one_error(config=path) == f"{path}: encoders.audio: d=30 must be divisible by heads=4"
+    # an override elsewhere does not take the blame for the file's section
+    assert one_error(config=path, overrides=["encoders.vision.d=64"]) == (
+        f"{path}: encoders.audio: d=30 must be divisible by heads=4"
+    )
+
+
+# -- errors name the override that caused them, whatever check fires -----------------------------
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["foo.bar=1"], "override 'foo.bar=1': foo: unknown key; expected one of: name, description, data, encoders, "
+                        "backbone, fusion, mm, head, loss, optimizer, schedule, training"),
+        (["mm.layers=[1,1]"], "override 'mm.layers=[1,1]': mm.layers: must not repeat a block, got [1, 1]"),
+        (["mm={layers: [2, 2]}"], "override 'mm={layers: [2, 2]}': mm.layers: must not repeat a block, got [2, 2]"),
+        (["encoders.audio.d=30"], "override 'encoders.audio.d=30': encoders.audio: d=30 must be divisible by heads=4"),
+        (["encoders.audio={d: 30}"], "override 'encoders.audio={d: 30}': encoders.audio: d=30 must be divisible by heads=4"),
+        (["mm.gate=tanh", "encoders.audio.heads=5", "encoders.audio.d=31"],
+         "overrides 'encoders.audio.heads=5', 'encoders.audio.d=31': encoders.audio: d=31 must be divisible by heads=5"),
+        (["fusion.n_a.x=1"], "override 'fusion.n_a.x=1': fusion.n_a: is a int value, it has no key 'x'"),
+    ],
+)
+def test_errors_blame_the_override(overrides, expected):
+    assert one_error(overrides=overrides) == expected
+
+
+def test_cli_errors_blame_the_override(invoke):
+    result = invoke("config", "show", "foo.bar=1")
+    line = error_line(result.exit_code, result.stderr, "override 'foo.bar=1': foo: unknown key")
+    assert "default.yaml" not in line
+    result = invoke("config", "show", "mm.layers=[1,1]")
+    assert error_line(result.exit_code, result.stderr) == (
+        "error: override 'mm.layers=[1,1]': mm.layers: must not repeat a block, got [1, 1]"
+    )
+    result = invoke("config", "validate", CONFIG_DIR / "mosei.yaml", "encoders.audio.d=32")
+    assert error_line(result.exit_code, result.stderr) == (
+        "error: override 'encoders.audio.d=32': encoders.audio: d=32 must be divisible by heads=6"
+    )
+
+
+# -- backbone.path must name something load_backbone can read --------------------------------------
+
+def test_backbone_path_must_exist(tmp_path, monkeypatch):
+    assert one_error(overrides=[f"backbone.path={tmp_path / 'nope'}"]) == (
+        f"override 'backbone.path={tmp_path / 'nope'}': backbone.path: {tmp_path / 'nope'} does not exist, "
+        "expected a model directory"
+    )
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert one_error(overrides=["backbone.path=~/models/gpt2"]) == (
+        f"override 'backbone.path=~/models/gpt2': backbone.path: ~/models/gpt2 ({tmp_path / 'models' / 'gpt2'}) "
+        "does not exist, expected a model directory"
+    )
+    (tmp_path / "models" / "gpt2").mkdir(parents=True)
+    assert load_config(overrides=["backbone.path=~/models/gpt2"]).backbone.path == "~/models/gpt2"
+    (tmp_path / "weights.bin").write_bytes(b"")
+    assert one_error(overrides=[f"backbone.path={tmp_path / 'weights.bin'}"]).endswith(
+        f"backbone.path: {tmp_path / 'weights.bin'} is a file, expected a model directory"
+    )
+    path = write(tmp_path, {"backbone": {"name": "gpt2-large", "path": "/models/missing"}})
+    assert one_error(config=path) == f"{path}: backbone.path: /models/missing does not exist, expected a model directory"
+
+
+def test_backbone_path_hub_id_must_be_in_the_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    message = one_error(dataset="mosei", overrides=["backbone.path=openai-community/gpt2-large"])
+    assert message == (
+        "override 'backbone.path=openai-community/gpt2-large': backbone.path: openai-community/gpt2-large "
+        f"is neither a directory nor a hub id in the Hugging Face cache ({cache})"
+    )
+    (cache / "models--openai-community--gpt2-large" / "snapshots" / "0123abc").mkdir(parents=True)
+    cfg = load_config(dataset="mosei", overrides=["backbone.path=openai-community/gpt2-large"])
+    assert cfg.backbone.path == "openai-community/gpt2-large"
+
+
+def test_cli_refuses_a_missing_backbone_path(invoke):
+    result = invoke("config", "validate", CONFIG_DIR / "mosei.yaml", "backbone.path=/nope")
+    error_line(result.exit_code, result.stderr, "override 'backbone.path=/nope': backbone.path: /nope does not exist")
+    assert "valid" not in result.stdout
+    result = invoke("inspect-model", "--dataset", "mosei", "backbone.path=/models/missing")
+    error_line(result.exit_code, result.stderr, "backbone.path: /models/missing does not exist")
+
+
+# -- name becomes a directory name: a safe slug only ------------------------------------------------
+
+NAME_RULE = "expected a non-empty name of at most 100 letters, digits, '.', '_' or '-', not starting with '.'"
+
+
+@pytest.mark.parametrize("name", ["../escaped", "", ".hidden", "a/b", "a b", "x" * 101, "..", "runs\\x"])
+def test_unsafe_names_are_refused(name, tmp_path):
+    got = repr(name) if len(name) <= 50 else repr(name)[:57] + "..."  # long values are shortened
+    assert one_error(overrides=[f"name={name}"]) == f"override 'name={name}': name: {NAME_RULE}, got {got}"
+    path = write(tmp_path, {"name": name})
+    assert one_error(config=path) == f"{path}: name: {NAME_RULE}, got {got}"
+
+
+@pytest.mark.parametrize("name", ["mosei", "mosei-v2.1_a", "2024", "_x", "-x", "x" * 100])
+def test_safe_names_are_accepted(name):
+    assert load_config(overrides=[f"name='{name}'"]).name == name
+
+
+def test_train_refuses_an_escaping_name_before_writing(invoke, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke("train", "name=../escaped")
+    error_line(result.exit_code, result.stderr, "override 'name=../escaped': name: expected a non-empty name")
+    assert list(tmp_path.iterdir()) == []  # no runs/, and no runs/../escaped-DATE-TIME beside it
 
 
 def test_several_problems_one_line_each(tmp_path):

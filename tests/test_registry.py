@@ -141,3 +141,72 @@ def test_plugin_cannot_replace_a_builtin(tmp_path):
     assert "plugin 'hijack' (hijack) failed to load: RegistryError: mask 'avseesall' from hijack clashes" in result.stderr
     rows = [r for r in json.loads(result.stdout) if r["name"] == "avseesall"]
     assert rows == [{"kind": "mask", "name": "avseesall", "origin": "built-in", "description": rows[0]["description"]}]
+
+
+def test_plugin_calling_sys_exit_or_failing_in_several_lines_only_warns(tmp_path):
+    _fake_distribution(tmp_path, "exits-plugin", "exits_plugin", "import sys\nsys.exit('no GPU here, giving up')\n")
+    _fake_distribution(tmp_path, "chatty-plugin", "chatty_plugin", "raise ValueError('first line\\n  second line\\n')\n")
+    _fake_distribution(tmp_path, "hook-exits", "hook_exits", """
+        import sys
+
+        def setup():
+            sys.exit(3)
+    """, entry="hook_exits:setup")
+    result = _dmpf(["plugins", "--format", "json"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sorted(line for line in result.stderr.splitlines() if line.strip()) == [
+        "warning: plugin 'chatty-plugin' (chatty-plugin) failed to load: ValueError: first line second line",
+        "warning: plugin 'exits-plugin' (exits-plugin) failed to load: SystemExit: no GPU here, giving up",
+        "warning: plugin 'hook-exits' (hook-exits) failed to load: SystemExit: 3",
+    ]
+    assert any(r["name"] == "avseesall" for r in json.loads(result.stdout))
+
+
+class _FailingEntryPoint:
+    """Stands in for an importlib.metadata.EntryPoint whose load() raises ``exc``."""
+
+    dist = None
+    attr = None
+
+    def __init__(self, name: str, exc: BaseException):
+        self.name, self.value, self.exc = name, name, exc
+
+    def load(self):
+        raise self.exc
+
+
+@pytest.fixture
+def fresh_plugins(monkeypatch):
+    """Rediscover plugins from the entry points that the test installs (the registry is restored afterwards)."""
+    registry.names("mask")  # built-ins loaded (and real plugins, if any) before the state is swapped
+    monkeypatch.setitem(registry._state, "plugins", False)
+    monkeypatch.setattr(registry, "_plugin_warnings", [])
+
+    def install(*entry_points):
+        found = {registry.ENTRY_POINT_GROUP: list(entry_points)}
+        monkeypatch.setattr(registry.metadata, "entry_points", lambda group: found.get(group, []))
+
+    return install
+
+
+def test_plugin_exit_and_multiline_errors_are_one_line_warnings(fresh_plugins, capsys):
+    fresh_plugins(
+        _FailingEntryPoint("quits", SystemExit("bye\nfor good")),
+        _FailingEntryPoint("silent", SystemExit()),
+        _FailingEntryPoint("messy", RuntimeError("a\n\n   b\tc\n")),
+    )
+    registry.load_plugins()
+    assert registry.plugin_warnings() == [
+        "plugin 'quits' (quits) failed to load: SystemExit: bye for good",
+        "plugin 'silent' (silent) failed to load: SystemExit",
+        "plugin 'messy' (messy) failed to load: RuntimeError: a b c",
+    ]
+    assert capsys.readouterr().err.count("\n") == 3
+    assert "avseesall" in registry.names("mask")
+
+
+def test_ctrl_c_while_loading_a_plugin_is_not_swallowed(fresh_plugins):
+    fresh_plugins(_FailingEntryPoint("slow", KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        registry.load_plugins()
+    assert registry._origin_stack == []
