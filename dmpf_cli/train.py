@@ -410,7 +410,19 @@ def prepare_run_dir(run: RunDir, cfg: ExperimentConfig, seed: int, *, resume: bo
     run.checkpoints.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run.config, to_yaml(cfg))
     run.metrics.write_text("", encoding="utf-8")
-    run.write_status(status="running", seed=seed, started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    run.write_status(status="running", seed=seed, started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), versions=_versions())
+
+
+def _versions() -> dict[str, str]:
+    """What produced a run: recorded in run.json so a result can be traced to its software."""
+    import platform
+
+    import transformers
+
+    from . import __version__
+
+    return {"dmpf": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "cuda": str(torch.version.cuda), "python": platform.python_version()}
 
 
 def train_one(cfg: ExperimentConfig, run: RunDir, seed: int, *, resume: bool, overwrite: bool, console: Console,
@@ -439,6 +451,8 @@ def train_one(cfg: ExperimentConfig, run: RunDir, seed: int, *, resume: bool, ov
         console.print(f"[bold]{cfg.name}[/bold] seed {seed}: {cfg.data.dataset} data from {trainer.data.path}; "
                       f"backbone {cfg.backbone.name} ({trainer.backbone_source}); {trainer.device}; "
                       f"{sum(p.numel() for p in trainer.model.parameters() if p.requires_grad):,} trainable parameters")
+        if cfg.training.precision == "bf16" and trainer.device != "cuda":
+            console.print("[yellow]note[/yellow]: training.precision bf16 applies on CUDA only; this run is fp32")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
     with Progress(*columns, console=console, transient=True, disable=not (world.main and console.is_terminal)) as bar:

@@ -182,6 +182,7 @@ def test_relative_data_path_is_stored_absolute_and_recorded(tmp_path, data_home)
     assert f"path: {tmp_path / 'syn'}" in config
     status = json.loads((tmp_path / "run" / "run.json").read_text())
     assert len(status["data_fingerprint"]) == 16
+    assert status["versions"]["torch"] == torch.__version__ and status["versions"]["dmpf"]
     quiet = dmpf("eval", "--run", tmp_path / "run", cwd="/")  # found from anywhere, and unchanged: no warning
     assert "warning" not in quiet.stderr
     dmpf("prepare", "--dataset", "synthetic", "--size", "tiny", "--seed", "3", "--output", tmp_path / "syn",
