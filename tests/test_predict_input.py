@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 
 import numpy as np
 import pytest
 
-from conftest import error_line
-from test_train import TINY, dmpf
+from conftest import dmpf, error_line
 
 AUDIO, VISION = 74, 35  # the tiny synthetic dataset's feature dims
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """One finished tiny run, shared by every test here (all read-only on it)."""
-    root = tmp_path_factory.mktemp("runs") / "tiny"
-    os.environ.setdefault("DMPF_DATA_DIR", str(tmp_path_factory.getbasetemp() / "dmpf-data"))
-    dmpf("train", "--output", root, *TINY)
-    return root
 
 
 def sample(sample_id="a", seed=0, **fields) -> dict:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -14,17 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, error_line
-
-TINY = [
-    "data.synthetic_size=tiny", "data.text_len=24",
-    "encoders.audio.d=16", "encoders.vision.d=16", "encoders.audio_visual.d=16",
-    "encoders.audio.layers=1", "encoders.vision.layers=1", "encoders.audio_visual.layers=1",
-    "encoders.audio.max_len=8", "encoders.vision.max_len=8", "encoders.audio_visual.max_len=8",
-    "head.d=16", "training.batch_size=16", "training.max_epochs=2", "training.patience=5",
-    "training.checkpoint_every=1", "optimizer.lr_lm=1e-3", "optimizer.lr_encoders=1e-3",
-]
-
+from conftest import ROOT, TINY, dmpf, env, error_line
 
 @pytest.fixture(autouse=True)
 def data_home(tmp_path_factory, monkeypatch):
@@ -32,27 +21,6 @@ def data_home(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.getbasetemp() / "dmpf-data"
     monkeypatch.setenv("DMPF_DATA_DIR", str(home))
     return home
-
-
-def env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-def dmpf(*args, check=True, **kw) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "dmpf_cli", *map(str, args)], capture_output=True, text=True,
-                            env=env(), timeout=600, **kw)
-    if check:
-        assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """One finished tiny run, shared by the read-only tests."""
-    root = tmp_path_factory.mktemp("runs") / "tiny"
-    os.environ.setdefault("DMPF_DATA_DIR", str(tmp_path_factory.getbasetemp() / "dmpf-data"))
-    dmpf("train", "--output", root, *TINY)
-    return root
 
 
 def test_run_directory_is_whole(trained):
