@@ -134,3 +134,22 @@ def test_a_dmpf_step_on_the_xformers_path_compiles_as_one_graph(monkeypatch):
     assert float(loss.detach()) == pytest.approx(float(ref.detach()), rel=1e-5)
     for name, grad in ref_grads.items():
         torch.testing.assert_close(dict(model.named_parameters())[name].grad, grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="xformers kernels need CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_real_kernels_match_the_shape_functions_and_eager_on_gpu(dtype):
+    """On a GPU the ops run xformers' own kernels: opcheck compares them with the fake functions."""
+    pytest.importorskip("xformers.ops")
+    q, k, v, allowed = (t.detach().to("cuda") for t in inputs(B=2, M=13, N=11, H=2, D=64))
+    q, k, v = (t.to(dtype).requires_grad_() for t in (q, k, v))
+    bias = padded_bias(allowed[:, None], dtype)
+    torch.library.opcheck(torch.ops.dmpf.xformers_attention.default, (q, k, v, bias, 0.125))
+    torch.library.opcheck(torch.ops.dmpf.xformers_attention_inference.default,
+                          (q.detach(), k.detach(), v.detach(), bias, 0.125))
+    out, lse = torch.ops.dmpf.xformers_attention(q, k, v, bias, 0.125)
+    torch.library.opcheck(torch.ops.dmpf.xformers_attention_backward.default,
+                          (torch.randn_like(out), out.detach(), lse, q.detach(), k.detach(), v.detach(), bias, 0.125))
+    ref = eager_attention(*(t.transpose(1, 2) for t in (q, k, v)), allowed[:, None], 0.125).transpose(1, 2)
+    tol = 2e-2 if dtype == torch.bfloat16 else 1e-4
+    torch.testing.assert_close(out, ref, rtol=tol, atol=tol)
