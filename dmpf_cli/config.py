@@ -405,10 +405,27 @@ def load_config(
             problems.append(f"{_origin_of(loc, origins, source)}: {dotted}: {_expected(err)}{got}")
         raise ConfigError(problems) from None
 
-    problems = [f"{_origin_of(tuple(loc.split('.')), origins, source)}: {loc}: {msg}" for loc, msg in component_problems(cfg)]
+    problems = [f"{_origin_of_any(loc, origins, source)}: {loc}: {msg}" for loc, msg in component_problems(cfg)]
     if problems:
         raise ConfigError(problems)
     return cfg
+
+
+# a check that involves several keys: whichever of them an override set is what the error blames
+RELATED_KEYS = {
+    "mm.layers": ("mm.layers", "backbone.name", "backbone.path"),
+    "data.text_len": ("data.text_len", "fusion.n_a", "fusion.n_v", "fusion.n_av", "backbone.name", "backbone.path"),
+}
+
+
+def _origin_of_any(loc: str, overrides: dict[tuple[str, ...], str], source: str) -> str:
+    """Who set ``loc`` or a key its check involves (:data:`RELATED_KEYS`): the overrides that did, else the file."""
+    found: list[str] = []
+    for key in RELATED_KEYS.get(loc, (loc,)):
+        origin = _origin_of(tuple(key.split(".")), overrides, source)
+        if origin != source and origin not in found:
+            found.append(origin)
+    return ", ".join(found) if found else source
 
 
 def component_problems(cfg: ExperimentConfig) -> list[tuple[str, str]]:

@@ -291,3 +291,18 @@ def test_empty_file_means_defaults(tmp_path):
 
 def test_config_dir_is_the_repository_configs():
     assert (CONFIG_DIR / "default.yaml").is_file()
+
+
+@pytest.mark.parametrize(
+    "overrides, blamed, key",
+    [
+        (["fusion.n_a=1000"], "override 'fusion.n_a=1000'", "data.text_len"),
+        (["--dataset", "mosei", "backbone.name=gpt2-tiny-random"], "override 'backbone.name=gpt2-tiny-random'",
+         "mm.layers"),
+        (["mm.layers=[9]"], "override 'mm.layers=[9]'", "mm.layers"),
+    ],
+)
+def test_a_check_across_keys_blames_the_override_that_broke_it(invoke, overrides, blamed, key):
+    result = invoke("config", "show", *overrides)
+    line = error_line(result.exit_code, result.stderr, f"{blamed}: {key}:")
+    assert "yaml" not in line  # not the preset file, which is fine on its own
