@@ -128,7 +128,7 @@ def test_a_dmpf_step_on_the_xformers_path_compiles_as_one_graph(monkeypatch):
     explained = torch._dynamo.explain(_step)(model, batch)
     assert explained.graph_break_count == 0 and explained.graph_count == 1, explained.break_reasons
     model.zero_grad(set_to_none=True)
-    loss = torch.compile(_step, backend="aot_eager", fullgraph=True)(model, batch)  # traces the backward too
+    loss = torch.compile(_step, fullgraph=True)(model, batch)  # inductor, backward included: it picks the layouts
     loss.backward()
     torch._dynamo.reset()
     assert float(loss.detach()) == pytest.approx(float(ref.detach()), rel=1e-5)
