@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .errors import DmpfError
+from .fileio import atomic_write_text, temporary_name
 
 BACKBONE_PREFIX = "lm.gpt2."
 
@@ -66,12 +67,6 @@ class RunDir:
             raise RunError(f"{option}: {self.root}: not a dmpf run directory (no config.yaml / run.json)")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """Everything of the model but the frozen backbone: trainable weights and buffers (BatchNorm statistics)."""
     return {k: v.detach().contiguous() for k, v in model.state_dict().items() if not k.startswith(BACKBONE_PREFIX)}
@@ -81,7 +76,7 @@ def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None =
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temporary_name(path)
     state = {k: v.cpu() for k, v in trainable_state(model).items()}
     save_file(state, str(tmp), metadata=metadata or {})
     os.replace(tmp, path)

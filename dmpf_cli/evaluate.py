@@ -20,6 +20,7 @@ from torch import nn
 from .checkpoints import RunDir, RunError, load_weights
 from .config import ExperimentConfig, load_config
 from .errors import DmpfError
+from .fileio import atomic_write_text, temporary_name
 
 STREAM_NAMES = {"audio": "audio", "visual": "visual", "audio_visual": "audio-visual"}
 F32_MAX = float(np.finfo(np.float32).max)
@@ -39,6 +40,7 @@ class LoadedRun:
     dims: tuple[int, int]
     backbone_source: str
     status: str  # run.json's status: "finished", or "running" for a run that was killed or is still training
+    record: dict[str, Any]  # the whole run.json: data, data_fingerprint, dims, ...
 
 
 def load_run(root: Path, warn=_warn_stderr) -> LoadedRun:
@@ -59,18 +61,18 @@ def load_run(root: Path, warn=_warn_stderr) -> LoadedRun:
     if not dims:
         raise RunError(f"--run: {run.root}: run.json does not record the feature dims; train the run again")
     try:
-        dims = [int(dims[0]), int(dims[1])]
+        dims = (int(dims[0]), int(dims[1]))
     except (TypeError, ValueError, IndexError, KeyError):
         raise RunError(f"{run.status}: dims: expected two integers (audio, vision), got {dims!r}") from None
     state = str(status.get("status") or "unknown")
     if state != "finished":
         warn(f"{run.root} is unfinished (status {state}): scoring its best checkpoint so far")
     device = resolve_device(cfg.training.device)
-    model, backbone = build_model(cfg, dims=(int(dims[0]), int(dims[1])), device=device)  # as trained
+    model, backbone = build_model(cfg, dims=dims, device=device)  # as trained
     load_weights(model, run.best)
     model.eval()
-    return LoadedRun(run, cfg, compiled(model, cfg.training.compile, device), backbone.tokenizer, device,
-                     (int(dims[0]), int(dims[1])), backbone.source, state)
+    return LoadedRun(run, cfg, compiled(model, cfg.training.compile, device), backbone.tokenizer, device, dims,
+                     backbone.source, state, status)
 
 
 def _drop(full: dict[str, float], ablated: dict[str, float]) -> dict[str, float]:
@@ -88,11 +90,11 @@ def eval_run(root: Path, split: str = "test", modality_ablation: bool = False, w
         raise DmpfError(f"--split: expected test or valid, got '{split}'")
     loaded = load_run(root, warn)
     cfg = loaded.cfg
-    data_dir = loaded.run.read_status().get("data")
+    data_dir = loaded.record.get("data")
     if data_dir:
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"path": data_dir})})
     prepared = open_data(cfg, prepare_missing=False)
-    recorded = loaded.run.read_status().get("data_fingerprint")
+    recorded = loaded.record.get("data_fingerprint")
     if recorded and recorded != prepared.fingerprint:
         warn(f"{prepared.path} was prepared again since {loaded.run.root} trained on it: the data may differ "
              "from what the run saw")
@@ -337,10 +339,6 @@ def _pickle_splits(path: Path, dataset: str):
                     {}, s["raw_text"], s["id"])
 
 
-def _temporary(output: Path) -> Path:
-    return output.with_name(f".{output.name}.tmp")
-
-
 def _check_output(output: Path) -> None:
     """A one-line error, before any work, unless ``output`` can be written: not a directory, and its folder
     (made if missing) takes a new file."""
@@ -351,7 +349,7 @@ def _check_output(output: Path) -> None:
     folder = next(p for p in (output.parent, *output.parent.parents) if p.exists())
     if not folder.is_dir():
         raise DmpfError(f"--output: {output}: {folder} is not a directory")
-    tmp = _temporary(output)
+    tmp = temporary_name(output)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "w", encoding="utf-8"):
@@ -363,17 +361,11 @@ def _check_output(output: Path) -> None:
 
 
 def _write(output: Path, text: str) -> None:
-    """Write ``text`` to a temporary name and rename it, so ``output`` is whole or untouched; an OSError is one line."""
-    tmp = _temporary(output)
+    """Write ``text`` atomically (``output`` whole or untouched, no temporary left); an OSError is one line."""
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(output)
+        atomic_write_text(output, text)
     except OSError as exc:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
         raise DmpfError(f"--output: {output}: cannot write ({exc.strerror or exc})") from None
 
 

@@ -27,6 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import __version__
+from .fileio import atomic_write_text
 from .mmsa import DATASETS, SPLITS, UNIMODAL, DataError, SplitReport, clean_features
 
 FORMAT_VERSION = 1
@@ -48,12 +49,6 @@ def default_dir(dataset: str, size: str | None = None, seed: int | None = None) 
 def _label_stats(labels: np.ndarray) -> dict[str, float]:
     return {"min": float(labels.min()), "max": float(labels.max()), "mean": float(labels.mean()),
             "std": float(labels.std())} if labels.size else {}
-
-
-def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def source_stamp(source: Path) -> dict[str, Any]:
@@ -177,7 +172,7 @@ def write_prepared(
             "splits": manifest_splits,
             **extra,
         }
-        _atomic_json(partial / MANIFEST, manifest)  # last: a directory with a manifest is complete
+        atomic_write_text(partial / MANIFEST, json.dumps(manifest, ensure_ascii=False, indent=1))  # last: a directory with a manifest is complete
         if output.exists():
             old = output.parent / f".{output.name}.old-{os.getpid()}"
             os.replace(output, old)
