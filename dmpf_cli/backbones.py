@@ -216,27 +216,49 @@ class _Located:
     source: str
 
 
+@dataclass(frozen=True)
+class PathKind:
+    """What a ``backbone.path`` value names, as :func:`classify_path` finds it (looking only, loading nothing)."""
+
+    kind: str  # "directory", "file", "cached" (a hub id in the cache), "uncached" (a hub id not in it), "missing"
+    path: Path  # the expanded path; for "cached", the snapshot directory in the cache
+    cache: Path | None = None  # the hub cache looked in, for hub ids
+
+
+def classify_path(given: str) -> PathKind:
+    """A local directory, else a hub id (``org/name``) looked up in the Hugging Face cache, else what is wrong."""
+    path = Path(given).expanduser()
+    if path.is_dir():
+        return PathKind("directory", path)
+    if path.exists():
+        return PathKind("file", path)
+    if _HUB_ID.fullmatch(given) and not given.startswith((".", "~")):
+        cache = hf_cache_dir()
+        snap = _cached_snapshot(given, cache)
+        return PathKind("cached", snap, cache) if snap is not None else PathKind("uncached", path, cache)
+    return PathKind("missing", path)
+
+
 def _locate(cfg: BackboneConfig, arch: BackboneArch) -> _Located:
     """The local directory that holds ``cfg``'s pretrained weights, or a one-line :class:`BackboneError`."""
     hub_id = arch.hub_id or cfg.name
     if cfg.path:
         given = cfg.path
-        path = Path(given).expanduser()
-        if path.is_dir():
-            return _Located(path, f"backbone.path: {given}", _download_hint(hub_id, given), f"pretrained from {path}")
-        if path.exists():
+        found = classify_path(given)
+        if found.kind == "directory":
+            return _Located(found.path, f"backbone.path: {given}", _download_hint(hub_id, given),
+                            f"pretrained from {found.path}")
+        if found.kind == "file":
             raise BackboneError(f"backbone.path: {given} is a file, not a model directory; {_download_hint(hub_id, given)}")
-        if _HUB_ID.fullmatch(given) and not given.startswith((".", "~")):
-            cache = hf_cache_dir()
-            snap = _cached_snapshot(given, cache)
-            if snap is None:
-                raise BackboneError(
-                    f"backbone.path: {given} is neither a directory nor in the Hugging Face cache ({cache}) "
-                    f"and dmpf never downloads at run time; {_download_hint(given, None)}"
-                )
+        if found.kind == "uncached":
+            raise BackboneError(
+                f"backbone.path: {given} is neither a directory nor in the Hugging Face cache ({found.cache}) "
+                f"and dmpf never downloads at run time; {_download_hint(given, None)}"
+            )
+        if found.kind == "cached":
             return _Located(
-                snap, f"{given} in the Hugging Face cache ({snap})", _download_hint(given, None),
-                f"pretrained from the Hugging Face cache: {snap}",
+                found.path, f"{given} in the Hugging Face cache ({found.path})", _download_hint(given, None),
+                f"pretrained from the Hugging Face cache: {found.path}",
             )
         raise BackboneError(f"backbone.path: {given} does not exist; {_download_hint(hub_id, given)}")
     if arch.hub_id is None:

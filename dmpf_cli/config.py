@@ -476,20 +476,17 @@ def component_problems(cfg: ExperimentConfig) -> list[tuple[str, str]]:
 def _backbone_path_problem(given: str) -> str | None:
     """Why ``backbone.path`` names no model directory (None when it does): it must be an existing
     directory, or a hub id that is in the local Hugging Face cache (the two forms load_backbone reads)."""
-    from .backbones import _HUB_ID, _cached_snapshot, hf_cache_dir
+    from .backbones import classify_path
 
-    path = Path(given).expanduser()
-    shown = given if str(path) == given else f"{given} ({path})"
-    if path.is_dir():
-        return None
-    if path.exists():
-        return f"{shown} is a file, expected a model directory"
-    if _HUB_ID.fullmatch(given) and not given.startswith((".", "~")):
-        cache = hf_cache_dir()
-        if _cached_snapshot(given, cache) is not None:
-            return None
-        return f"{shown} is neither a directory nor a hub id in the Hugging Face cache ({cache})"
-    return f"{shown} does not exist, expected a model directory"
+    found = classify_path(given)
+    shown = given if str(found.path) == given else f"{given} ({found.path})"
+    return {
+        "directory": None,
+        "cached": None,
+        "file": f"{shown} is a file, expected a model directory",
+        "uncached": f"{shown} is neither a directory nor a hub id in the Hugging Face cache ({found.cache})",
+        "missing": f"{shown} does not exist, expected a model directory",
+    }[found.kind]
 
 
 def to_yaml(cfg: ExperimentConfig) -> str:
