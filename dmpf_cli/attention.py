@@ -131,9 +131,13 @@ def xformers_bias(storage: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> to
     return storage[..., : k.shape[1]].expand(B, H, Lq, k.shape[1])
 
 
+def _lse_width(queries: int) -> int:
+    return -(-queries // LSE_ALIGN) * LSE_ALIGN
+
+
 def _lse_padded(lse: torch.Tensor, queries: int) -> torch.Tensor:
     """The log-sum-exp as (B, H, Lq rounded up to LSE_ALIGN), padded with +inf, whatever the kernel returned."""
-    width = -(-queries // LSE_ALIGN) * LSE_ALIGN
+    width = _lse_width(queries)
     lse = lse[..., :queries].float()
     return F.pad(lse, (0, width - queries), value=math.inf).contiguous()
 
@@ -153,8 +157,7 @@ def _xformers_attention(
 @_xformers_attention.register_fake
 def _(q, k, v, bias, scale):
     B, Lq, H, _ = q.shape
-    width = -(-Lq // LSE_ALIGN) * LSE_ALIGN
-    return q.new_empty(B, Lq, H, v.shape[-1]), q.new_empty(B, H, width, dtype=torch.float32)
+    return q.new_empty(B, Lq, H, v.shape[-1]), q.new_empty(B, H, _lse_width(Lq), dtype=torch.float32)
 
 
 @torch.library.custom_op("dmpf::xformers_attention_backward", mutates_args=())

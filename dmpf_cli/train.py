@@ -548,8 +548,11 @@ def train(
     """``dmpf train``: every seed, one run directory each (``DIR`` itself for one seed, ``DIR/seed-N`` for several)."""
     from .model import resolve_device
 
-    if resume is not None and (Path(resume) / SEEDS_FILE).is_file():
-        cfg = load_config(config=Path(resume) / "config.yaml")  # a multi-seed root: its config, for the checks below
+    multi_seed_root = resume is not None and (Path(resume) / SEEDS_FILE).is_file()
+    if resume is not None:  # a resumed run keeps its own config (a multi-seed root holds one beside its seeds)
+        if not multi_seed_root:
+            RunDir(resume).require("--resume")
+        cfg = load_config(config=Path(resume) / "config.yaml")
     device = resolve_device(cfg.training.device)
     check_compile(cfg.training.compile, device, cfg.training.grad_accum)  # before any directory or dataset is touched
     if cfg.data.path and not Path(cfg.data.path).expanduser().is_absolute():
@@ -557,14 +560,12 @@ def train(
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(
             update={"path": str(Path(cfg.data.path).expanduser().resolve())})})
     world = init_distributed(device)
-    if resume is not None and not (Path(resume) / SEEDS_FILE).is_file():
+    if resume is not None and not multi_seed_root:
         run = RunDir(resume)
-        run.require("--resume")
-        cfg = load_config(config=run.config)
         seed = int(run.read_status().get("seed", cfg.training.seeds[0]))
         results = train_one(cfg, run, seed, resume=True, overwrite=False, console=console, world=world)
         return {"runs": {str(run.root): results}}
-    if resume is not None:  # a multi-seed root: finished seeds are kept, the others resumed or started
+    if multi_seed_root:  # finished seeds are kept, the others resumed or started
         root = Path(resume)
         try:
             seeds = [int(s) for s in json.loads((root / SEEDS_FILE).read_text(encoding="utf-8"))["seeds"]]
