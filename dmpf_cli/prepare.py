@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .mmsa import DATASETS, SPLITS, DataError, load_pickle, validate
-from .prepared import (_remove_stale_partials, default_dir, is_up_to_date, open_prepared, read_manifest, source_stamp,
+from .prepared import (default_dir, is_up_to_date, open_prepared, read_manifest, remove_stale_leftovers, source_stamp,
                        write_prepared)
 
 # the config whose backbone tokenizer and text length `dmpf prepare` tokenises for, per dataset
@@ -140,7 +140,7 @@ def prepare_synthetic(
                 if existing.get("dataset") == "synthetic" else f"a prepared {existing.get('dataset')} dataset")
         raise DataError(f"--output: {output} holds {what}; pass --overwrite to replace it, or choose another --output")
     output.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_partials(output)
+    remove_stale_leftovers(output)
     pkl = output.parent / f".{output.name}.source-{os.getpid()}.pkl"
     try:
         with console.status(f"generating the synthetic '{size}' dataset (seed {seed})"):

@@ -74,7 +74,7 @@ def is_up_to_date(directory: Path, expect: dict[str, Any]) -> bool:
     return all(manifest.get(key) == value for key, value in expect.items())
 
 
-def _remove_stale_partials(output: Path) -> None:
+def remove_stale_leftovers(output: Path) -> None:
     """Remove what a killed prepare left beside ``output``: partial directories and generated sources."""
     for stale in [*output.parent.glob(f".{output.name}.partial-*"), *output.parent.glob(f".{output.name}.source-*.pkl")]:
         pid = stale.name.removesuffix(".pkl").rsplit("-", 1)[-1]
@@ -115,7 +115,7 @@ def write_prepared(
     if output.exists() and not overwrite:
         raise DataError(f"{output}: already exists and holds another dataset; pass --overwrite to replace it")
     output.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_partials(output)
+    remove_stale_leftovers(output)
     partial = output.parent / f".{output.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
