@@ -159,17 +159,21 @@ def run_setup(cfg: ExperimentConfig, setup: Setup, batch: dict, device: str, ste
             "loss": float(loss)}
 
 
-def loader_throughput(cfg: ExperimentConfig, batch_size: int, batches: int = 50) -> float | None:
-    """Samples/s of the training data loader over the prepared data, where it exists (None otherwise)."""
+def loader_throughput(cfg: ExperimentConfig, batch_size: int, batches: int = 50,
+                      console=None) -> tuple[float | None, str | None]:
+    """Samples/s of the training data loader over the prepared data, or None and why not.
+
+    The synthetic dataset is generated on first use, as ``dmpf train`` does; other datasets must have
+    been prepared."""
     from .backbones import load_tokenizer
     from .dataset import SplitDataset, make_loader
     from .errors import DmpfError
     from .train import open_data
 
     try:
-        prepared = open_data(cfg, prepare_missing=False)
-    except DmpfError:
-        return None
+        prepared = open_data(cfg, console, prepare_missing=True)
+    except DmpfError as exc:
+        return None, str(exc)
     dataset = SplitDataset(prepared.split("train"), load_tokenizer(cfg.backbone), cfg.data.text_len)
     loader = make_loader(dataset, batch_size, shuffle=True, num_workers=cfg.data.num_workers,
                          pin_memory=torch.cuda.is_available())
@@ -178,11 +182,11 @@ def loader_throughput(cfg: ExperimentConfig, batch_size: int, batches: int = 50)
         seen += len(batch["index"])
         if i + 1 >= batches:
             break
-    return seen / (time.perf_counter() - start)
+    return seen / (time.perf_counter() - start), None
 
 
 def bench(cfg: ExperimentConfig, *, batch_size: int | None, steps: int, warmup: int, backends: list[str] | None,
-          precisions: list[str] | None, compiles: list[str] | None, progress=None) -> dict[str, Any]:
+          precisions: list[str] | None, compiles: list[str] | None, progress=None, console=None) -> dict[str, Any]:
     from .backbones import describe
     from .model import FEATURE_DIMS, resolve_device
 
@@ -215,12 +219,13 @@ def bench(cfg: ExperimentConfig, *, batch_size: int | None, steps: int, warmup: 
     for row in results:
         if "ms_per_step" in row and reference:
             row["speedup"] = reference / row["ms_per_step"]
+    loader, loader_note = loader_throughput(cfg, batch_size, console=console)
     return {
         "config": cfg.name, "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         "backbone": f"{cfg.backbone.name} ({arch.label})", "batch_size": batch_size,
         "shapes": {"text_len": cfg.data.text_len, "fusion_tokens": cfg.fusion.n_a + cfg.fusion.n_v + cfg.fusion.n_av,
                    "audio": [La, dims[0]], "vision": [Lv, dims[1]]},
         "matmul_peak_tflops": peaks, "flops_per_step": flops, "rows": results, "notes": notes,
-        "loader_samples_per_s": loader_throughput(cfg, batch_size),
+        "loader_samples_per_s": loader, "loader_not_measured": loader_note,
         "torch": torch.__version__,
     }

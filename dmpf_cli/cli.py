@@ -8,6 +8,7 @@ them, never at import time, so ``dmpf --help`` answers at once. Every user mista
 from __future__ import annotations
 
 import json
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -93,10 +94,14 @@ def _root(
     """DMPF: modality-preserving deep fusion for multimodal sentiment analysis."""
 
 
-def _console(stderr: bool = False):
+def _console(stderr: bool = False, piped_width: int | None = None):
+    """A rich console; ``piped_width``: the width when the output is not a terminal (rich's default: 80)."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    console = Console(stderr=stderr, highlight=False)
+    if piped_width and not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = piped_width
+    return console
 
 
 # --------------------------------------------------------------------------------------------
@@ -547,13 +552,13 @@ def bench_command(
                        backends=_csv_option(backends, ("xformers", "sdpa", "eager"), "--backends"),
                        precisions=_csv_option(precisions, ("fp32", "bf16"), "--precisions"),
                        compiles=compiles,
-                       progress=lambda text: status.update(f"benchmarking: {text}"))
+                       progress=lambda text: status.update(f"benchmarking: {text}"), console=console)
     if format is OutputFormat.json:
         typer.echo(json.dumps(result, indent=2))
         return
     from rich.table import Table
 
-    out = _console()
+    out = _console(piped_width=110)  # a log or a pipe gets the table unwrapped
     shapes = result["shapes"]
     out.print(f"[bold]{result['config']}[/bold] on {result['device']}: {result['backbone']}, batch "
               f"{result['batch_size']}, text {shapes['text_len']} + {shapes['fusion_tokens']} fusion tokens, audio "
@@ -571,7 +576,7 @@ def bench_command(
     out.print(f"matmul peak measured here (TFLOP/s): {peaks}; FLOPs per step: {_opt(result['flops_per_step'], '{:.3e}')}")
     loader = result["loader_samples_per_s"]
     out.print(f"data loader: {loader:,.0f} samples/s over the prepared training split" if loader else
-              "data loader: not measured (no prepared data for this config)")
+              f"data loader: not measured: {result['loader_not_measured']}")
     for note in result["notes"]:
         out.print(f"[yellow]not run[/yellow]: {note}")
 

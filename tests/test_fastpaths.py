@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from conftest import error_line
-from dmpf_cli.bench import Setup, setups
-from dmpf_cli.config import LossConfig
+from dmpf_cli.bench import Setup, loader_throughput, setups
+from dmpf_cli.config import LossConfig, load_config
 from dmpf_cli.errors import DmpfError
 from dmpf_cli.losses import dmpf_loss
 from dmpf_cli.train import compiled
@@ -104,6 +104,14 @@ def test_bench_command_json(invoke):
     first = out["rows"][0]
     assert first["speedup"] == 1.0 and first["flops_per_step"] > 0 and first["ms_per_step"] > 0
     assert 0 < first["fraction_of_peak"] and out["shapes"]["audio"] == [20, 74] and out["batch_size"] == 4
+    # the synthetic data is generated on first use, as train does, so the loader is measured beside the step
+    assert out["loader_samples_per_s"] > 0 and out["loader_not_measured"] is None
+
+
+def test_bench_says_why_the_loader_was_not_measured(tmp_path):
+    cfg = load_config("mosei", None, [f"data.path={tmp_path / 'nowhere'}"])
+    rate, why = loader_throughput(cfg, 4)
+    assert rate is None and "data.path: no prepared mosei dataset" in why and "dmpf prepare --dataset mosei" in why
 
 
 def test_bench_bad_options(invoke):
