@@ -148,6 +148,7 @@ class LoadedBackbone:
     arch: BackboneArch  # the real shapes, read back from the built model's config
     source: str  # where the weights came from, for printing next to results
     pad_id: int
+    fingerprint: str | None = None  # weights_fingerprint of the fp32 weights as built; None for a meta build
 
 
 WEIGHT_FILES = (
@@ -350,6 +351,50 @@ def freeze(model: Any) -> Any:
     return model
 
 
+def init_gpt2_(model: Any, seed: int, std: float = 0.02) -> Any:
+    """GPT-2's initialisation, done by dmpf so that a random-init backbone is the same on every
+    transformers version (5.0-5.14 skip the scaled residual init and draw other weights from the same
+    seed). Weights N(0, std), the residual projections (``c_proj``) N(0, std/sqrt(2 n_layer)), LayerNorm
+    scales 1, biases 0; each tensor from its own generator, seeded from ``seed`` and its name, so the
+    weights depend on neither the parameter order nor what transformers drew. Returns ``model``."""
+    import math
+    import zlib
+
+    import torch
+
+    scaled = std / math.sqrt(2 * model.config.n_layer)
+    generator = torch.Generator()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            module, kind = name.rsplit(".", 2)[-2:]
+            if kind == "bias":
+                p.zero_()
+            elif module.startswith("ln_"):
+                p.fill_(1.0)
+            else:
+                generator.manual_seed((int(seed) * 1_000_003 + zlib.crc32(name.encode())) % 2**63)
+                p.normal_(0.0, scaled if module == "c_proj" else std, generator=generator)
+    return model
+
+
+def weights_fingerprint(model: Any, samples: int = 256) -> str:
+    """A short digest of a model's weights: every parameter's name, shape and ``samples`` evenly spaced
+    values. Cheap even for gpt2-large; any different initialisation or checkpoint changes it."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.blake2b(digest_size=8)
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters()):
+            flat = p.detach().reshape(-1)
+            n = min(samples, flat.numel())
+            picks = torch.arange(n) * (flat.numel() - 1) // max(n - 1, 1)  # integer steps: exact at any size
+            digest.update(f"{name}{tuple(p.shape)}".encode())
+            digest.update(flat[picks].float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _gpt2_config(arch: BackboneArch) -> Any:
     from transformers import GPT2Config
 
@@ -403,13 +448,18 @@ def load_backbone(cfg: BackboneConfig, *, seed: int = 0, meta: bool = False) -> 
         from transformers import GPT2Model
 
         config = _gpt2_config(arch)
-        with torch.random.fork_rng(devices=[]):  # CPU generator only; restored on exit
-            torch.random.default_generator.manual_seed(int(seed))
+        with torch.device("meta"):  # shapes only: transformers' own init (13 s for gpt2-large) is skipped
             model = GPT2Model(config)
+        if any(True for _ in model.buffers()):  # to_empty would leave a buffer uninitialised: build it for real
+            with torch.random.fork_rng(devices=[]):  # CPU generator only; restored on exit
+                model = GPT2Model(config)
+        else:
+            model = model.to_empty(device="cpu")
+        init_gpt2_(model, seed)  # dmpf's own draw: the same weights whatever transformers' init does
         tokenizer = load_tokenizer(cfg, arch)
         return LoadedBackbone(
             freeze(model), tokenizer, _arch_of(model, arch),
-            f"random weights ({cfg.name}, seed {seed})", tokenizer.pad_token_id,
+            f"random weights ({cfg.name}, seed {seed})", tokenizer.pad_token_id, weights_fingerprint(model),
         )
 
     loc = _locate(cfg, arch)
@@ -439,7 +489,8 @@ def load_backbone(cfg: BackboneConfig, *, seed: int = 0, meta: bool = False) -> 
         raise BackboneError(
             f"{loc.where}: the tokenizer has {len(tokenizer)} tokens but the model only {real_arch.vocab_size} embeddings"
         )
-    return LoadedBackbone(freeze(model), tokenizer, real_arch, loc.source, tokenizer.pad_token_id)
+    return LoadedBackbone(freeze(model), tokenizer, real_arch, loc.source, tokenizer.pad_token_id,
+                          weights_fingerprint(model))
 
 
 # -- the tokenizer -----------------------------------------------------------------------------

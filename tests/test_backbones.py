@@ -27,6 +27,7 @@ from dmpf_cli.backbones import (
     load_backbone,
     load_tokenizer,
     tokenize,
+    weights_fingerprint,
 )
 from dmpf_cli.config import BackboneConfig
 from dmpf_cli.errors import DmpfError
@@ -201,6 +202,57 @@ def test_random_build_is_deterministic_per_seed_and_leaves_the_global_rng_alone(
     assert not torch.equal(pa["wte.weight"], pc["wte.weight"])
     assert not torch.equal(pa["h.0.attn.c_attn.weight"], pc["h.0.attn.c_attn.weight"])
     assert c.source == "random weights (gpt2-tiny-random, seed 8)"
+
+
+def test_random_init_is_dmpfs_own_gpt2_init():
+    """GPT-2's init drawn by dmpf, not by transformers (whose 5.0-5.14 skip the residual scaling and so
+    draw other weights from the same seed): the same backbone, hence the same runs, on any version."""
+    m = load_backbone(BackboneConfig(name="gpt2-tiny-random")).model
+    p = params(m)
+    n_layer = m.config.n_layer
+    for name, w in p.items():
+        if name.endswith(".bias"):
+            assert not w.any(), name
+        elif ".ln_" in f".{name}":
+            assert torch.equal(w, torch.ones_like(w)), name
+        else:
+            expected = 0.02 / (2 * n_layer) ** 0.5 if ".c_proj." in name else 0.02
+            assert abs(w.std().item() - expected) < 0.1 * expected, (name, w.std().item(), expected)
+    # each tensor has its own stream: weights do not repeat from one tensor of a shape to the next
+    assert not torch.equal(p["h.0.attn.c_proj.weight"], p["h.1.attn.c_proj.weight"])
+
+
+def test_random_init_does_not_depend_on_transformers_init(monkeypatch):
+    from transformers import GPT2Model
+
+    before = load_backbone(BackboneConfig(name="gpt2-tiny-random"))
+
+    def scribble(self, module):  # a transformers whose own init draws something else entirely
+        for p in module.parameters(recurse=False):
+            torch.nn.init.uniform_(p, -9, 9)
+
+    monkeypatch.setattr(GPT2Model, "_init_weights", scribble)
+    monkeypatch.setattr(torch.nn.Module, "buffers", lambda self, recurse=True: iter([torch.zeros(1)]))  # the
+    after = load_backbone(BackboneConfig(name="gpt2-tiny-random"))  # fallback path: built for real, then drawn
+    assert after.fingerprint == before.fingerprint
+    assert all(torch.equal(a, b) for a, b in zip(params(before.model).values(), params(after.model).values()))
+
+
+def test_the_random_tiny_backbone_is_pinned():
+    """Its weights must never change by accident: finished runs rebuild it to be evaluated and resumed.
+    A deliberate change of the init changes this value and must say so in the CHANGELOG."""
+    assert load_backbone(BackboneConfig(name="gpt2-tiny-random")).fingerprint == "cb22dbd65577217d"
+
+
+def test_weights_fingerprint_sees_a_changed_weight():
+    m = load_backbone(BackboneConfig(name="gpt2-tiny-random")).model
+    first = weights_fingerprint(m)
+    assert first == weights_fingerprint(m) and len(first) == 16
+    with torch.no_grad():
+        m.h[2].mlp.c_fc.weight[0, 0] += 1e-3  # the first value of each tensor is always sampled
+    assert weights_fingerprint(m) != first
+    assert load_backbone(BackboneConfig(name="gpt2-tiny-random"), seed=1).fingerprint != first
+    assert load_backbone(BackboneConfig(name="gpt2-tiny-random"), meta=True).fingerprint is None
 
 
 def test_freeze_is_idempotent_and_undoes_train_mode():
