@@ -3,7 +3,7 @@
 A run directory holds everything one training run produced::
 
     DIR/config.yaml         the resolved config it ran with
-    DIR/run.json            status (running / finished), seed, data, backbone, versions
+    DIR/run.json            status (running / finished), seed, data, backbone (and its weights' fingerprint), versions
     DIR/metrics.jsonl       one record per optimizer step and per epoch
     DIR/checkpoints/last/weights.safetensors + state.pt   resumable: trainable weights; optimizer, scheduler, RNG, loop
     DIR/checkpoints/best.safetensors                     the best validation epoch's weights
@@ -58,6 +58,21 @@ class RunDir:
 
     def write_status(self, **fields: Any) -> None:
         atomic_write_text(self.status, json.dumps({**self.read_status(), **fields}, indent=1))
+
+    def backbone_mismatch(self, fingerprint: str | None) -> str | None:
+        """Why the frozen backbone built now is not the one this run trained with (None when it is, or
+        when either side has no fingerprint: a run from before fingerprints, a meta build)."""
+        record = self.read_status()
+        then = record.get("backbone_fingerprint")
+        if not then or not fingerprint or then == fingerprint:
+            return None
+        import transformers
+
+        trained_with = (record.get("versions") or {}).get("transformers")
+        versions = (f"; transformers {trained_with} then, {transformers.__version__} now"
+                    if trained_with and trained_with != transformers.__version__ else "")
+        return (f"the frozen backbone's weights differ from the ones {self.root} trained with (fingerprint "
+                f"{fingerprint} now, {then} then{versions})")
 
     def require(self, option: str = "--run") -> None:
         """A one-line error (naming ``option``) unless this is a dmpf run directory."""

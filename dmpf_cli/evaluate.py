@@ -69,6 +69,8 @@ def load_run(root: Path, warn=_warn_stderr) -> LoadedRun:
         warn(f"{run.root} is unfinished (status {state}): scoring its best checkpoint so far")
     device = resolve_device(cfg.training.device)
     model, backbone = build_model(cfg, dims=dims, device=device)  # as trained
+    if why := run.backbone_mismatch(backbone.fingerprint):
+        warn(f"{why}: the scores are not the trained model's")
     load_weights(model, run.best)
     model.eval()
     return LoadedRun(run, cfg, compiled(model, cfg.training.compile, device), backbone.tokenizer, device, dims,

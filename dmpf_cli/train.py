@@ -224,6 +224,7 @@ class Run:
         self.data = open_data(cfg, prepare_missing=False)  # train_one has prepared it (rank 0 only)
         model, backbone = build_model(cfg, dims=self.data.dims, seed=seed, device=self.device)
         self.backbone_source = backbone.source
+        self.backbone_fingerprint = backbone.fingerprint
         self.model = model
         self.ddp = nn.parallel.DistributedDataParallel(model) if world.world > 1 else None
         self.net = compiled(self.ddp or model, cfg.training.compile, self.device)  # what train and eval call
@@ -442,12 +443,15 @@ def train_one(cfg: ExperimentConfig, run: RunDir, seed: int, *, resume: bool, ov
         dist.barrier()
     trainer = Run(cfg, run, seed, console, world)
     if resume:
+        if why := run.backbone_mismatch(trainer.backbone_fingerprint):  # its checkpoints fit that backbone only
+            raise RunError(f"--resume: {why}; resuming would train on another backbone")
         trainer.restore()
         if world.main:
             console.print(f"resuming {run.root} at epoch {trainer.state.epoch + 1}, step {trainer.state.step}")
     if world.main:
         run.write_status(data=str(trainer.data.path), data_fingerprint=trainer.data.fingerprint,
-                         dims=list(trainer.data.dims), backbone=trainer.backbone_source, device=trainer.device)
+                         dims=list(trainer.data.dims), backbone=trainer.backbone_source,
+                         backbone_fingerprint=trainer.backbone_fingerprint, device=trainer.device)
         console.print(f"[bold]{cfg.name}[/bold] seed {seed}: {cfg.data.dataset} data from {trainer.data.path}; "
                       f"backbone {cfg.backbone.name} ({trainer.backbone_source}); {trainer.device}; "
                       f"{sum(p.numel() for p in trainer.model.parameters() if p.requires_grad):,} trainable parameters")

@@ -188,6 +188,24 @@ def test_predict_warns_about_an_unfinished_run(invoke, unfinished, tmp_path):
     assert [line.split(",")[0] for line in result.stdout.splitlines()] == ["id", "a"]
 
 
+def test_eval_and_predict_warn_when_the_backbone_is_not_the_trained_one(invoke, trained, tmp_path):
+    root = tmp_path / "run"
+    shutil.copytree(trained, root)
+    status = json.loads((root / "run.json").read_text())
+    status["backbone_fingerprint"] = "0123456789abcdef"
+    status["versions"]["transformers"] = "5.0.0"
+    (root / "run.json").write_text(json.dumps(status))
+    import transformers
+
+    expected = [f"warning: the frozen backbone's weights differ from the ones {root} trained with (fingerprint "
+                f"cb22dbd65577217d now, 0123456789abcdef then; transformers 5.0.0 then, {transformers.__version__} "
+                "now): the scores are not the trained model's"]
+    scored = invoke("eval", "--run", root, "--format", "json")
+    assert scored.exit_code == 0 and scored.stderr.splitlines() == expected
+    predicted = invoke("predict", "--run", root, "--input", jsonl(tmp_path / "in.jsonl", sample()))
+    assert predicted.exit_code == 0 and predicted.stderr.splitlines() == expected
+
+
 # -- 4: strict samples ---------------------------------------------------------------------------------
 
 def test_sample_values_are_checked_strictly(invoke, trained, tmp_path):

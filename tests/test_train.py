@@ -86,6 +86,22 @@ def test_killed_mid_epoch_and_resumed_ends_like_an_uninterrupted_run(trained, tm
     assert len(lines) == len((reference / "metrics.jsonl").read_text().splitlines())  # no duplicated records
 
 
+def test_resume_refuses_another_backbone(trained, invoke, tmp_path):
+    """Checkpoints hold the trainable weights only: resuming over other frozen weights (a transformers
+    whose init differs, another local copy of the pretrained model) would mix two models."""
+    status = json.loads((trained / "run.json").read_text())
+    assert status["backbone_fingerprint"] == "cb22dbd65577217d"  # the pinned gpt2-tiny-random
+    root = tmp_path / "other"
+    shutil.copytree(trained, root)
+    status.update(status="running", backbone_fingerprint="0123456789abcdef")
+    (root / "run.json").write_text(json.dumps(status))
+    before = {f: (root / f).read_bytes() for f in ("run.json", "metrics.jsonl")}
+    result = invoke("train", "--resume", root)
+    error_line(result.exit_code, result.stderr, f"--resume: the frozen backbone's weights differ from the ones {root} "
+               "trained with (fingerprint cb22dbd65577217d now, 0123456789abcdef then)", "another backbone")
+    assert before == {f: (root / f).read_bytes() for f in before}  # nothing touched
+
+
 def test_several_seeds_summarised(tmp_path):
     root = tmp_path / "seeds"
     result = dmpf("train", "--output", root, "--seeds", "1,2", *TINY, "training.max_epochs=1", "--format", "json")
