@@ -431,13 +431,7 @@ def train_one(cfg: ExperimentConfig, run: RunDir, seed: int, *, resume: bool, ov
     """Train one seed into ``run`` (or resume it) and test its best checkpoint; returns the results."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    if world.main:
-        # everything that can refuse the run is checked before the run directory is made (or, with
-        # --overwrite, emptied): the data, generated on first use once before any rank reads it, and the backbone
-        from .backbones import check_available
-
-        open_data(cfg, console)
-        check_available(cfg.backbone)
+    if world.main:  # train() has checked everything that can refuse the run: only now is the directory touched
         prepare_run_dir(run, cfg, seed, resume=resume, overwrite=overwrite)
     if world.world > 1:
         dist.barrier()
@@ -557,13 +551,22 @@ def train(
         if not multi_seed_root:
             RunDir(resume).require("--resume")
         cfg = load_config(config=Path(resume) / "config.yaml")
+    from .attention import resolve_backend
+    from .backbones import check_available
+
+    # everything that can refuse the run is checked before any run directory is made, written or (with
+    # --overwrite) emptied: the device, compile mode and attention backend here, the data and backbone below
     device = resolve_device(cfg.training.device)
-    check_compile(cfg.training.compile, device, cfg.training.grad_accum)  # before any directory or dataset is touched
+    check_compile(cfg.training.compile, device, cfg.training.grad_accum)
+    resolve_backend(cfg.training.attention, device)
     if cfg.data.path and not Path(cfg.data.path).expanduser().is_absolute():
         # stored absolute in the run's config, so eval and predict find the data from any directory
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(
             update={"path": str(Path(cfg.data.path).expanduser().resolve())})})
     world = init_distributed(device)
+    if world.main:  # the data is generated on first use here, once, before any rank reads it
+        open_data(cfg, console)
+        check_available(cfg.backbone)
     if resume is not None and not multi_seed_root:
         run = RunDir(resume)
         seed = int(run.read_status().get("seed", cfg.training.seeds[0]))
@@ -583,6 +586,15 @@ def train(
             raise RunError(f"--output: {root} is a file, not a directory; choose another --output")
     runs = {seed: RunDir(root if len(seeds) == 1 else root / f"seed-{seed}") for seed in seeds}
     if len(seeds) > 1 and resume is None and world.main:  # what --resume ROOT needs to finish every seed
+        if root.is_dir() and any(root.iterdir()):  # never write a seeds root over another run
+            if not ((root / "run.json").is_file() or (root / SEEDS_FILE).is_file()):
+                raise RunError(f"--output: {root} exists and is not a dmpf run directory; choose another --output")
+            if not overwrite:
+                raise RunError(f"--output: {root} holds a run; pass --overwrite to replace it, or --resume {root} "
+                               "to finish an interrupted one")
+            import shutil
+
+            shutil.rmtree(root)
         root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(root / "config.yaml", to_yaml(cfg))
         atomic_write_text(root / SEEDS_FILE, json.dumps({"seeds": seeds}))

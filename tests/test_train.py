@@ -157,6 +157,22 @@ def test_refusals_come_before_the_run_directory(invoke, trained, tmp_path, monke
     (tmp_path / "file").write_text("x")
     result = invoke("train", "--output", tmp_path / "file", *TINY)
     error_line(result.exit_code, result.stderr, "--output", "is a file, not a directory")
+    snapshot = {p.relative_to(old): p.read_bytes() for p in sorted(old.rglob("*")) if p.is_file()}
+    if not torch.cuda.is_available():  # the attention backend is resolved before the directory is emptied
+        result = invoke("train", "--output", old, "--overwrite", *TINY, "--attention", "xformers")
+        error_line(result.exit_code, result.stderr, "attention backend 'xformers' cannot run here")
+        result = invoke("train", "--output", tmp_path / "new", *TINY, "--attention", "xformers")
+        error_line(result.exit_code, result.stderr, "attention backend 'xformers' cannot run here")
+        assert not (tmp_path / "new").exists()
+    # several seeds: the root's config.yaml and seeds.json are written only once the run can start
+    result = invoke("train", "--output", old, "--seeds", "1,2", *TINY, f"data.path={tmp_path / 'no-data'}")
+    error_line(result.exit_code, result.stderr, "data.path: no prepared synthetic dataset")
+    result = invoke("train", "--output", tmp_path / "seeds", "--seeds", "1,2", *TINY, f"data.path={tmp_path / 'no-data'}")
+    error_line(result.exit_code, result.stderr, "data.path: no prepared synthetic dataset")
+    assert not (tmp_path / "seeds").exists()
+    result = invoke("train", "--output", old, "--seeds", "1,2", *TINY)  # a seeds root is not written into a run
+    error_line(result.exit_code, result.stderr, f"--output: {old} holds a run; pass --overwrite")
+    assert snapshot == {p.relative_to(old): p.read_bytes() for p in sorted(old.rglob("*")) if p.is_file()}
 
 
 def test_relative_data_path_is_stored_absolute_and_recorded(tmp_path, data_home):
