@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .mmsa import DATASETS, SPLITS, DataError, load_pickle, validate
-from .prepared import (default_dir, is_up_to_date, open_prepared, read_manifest, remove_stale_leftovers, source_stamp,
+from .prepared import (check_output, default_dir, is_up_to_date, open_prepared, read_manifest, remove_stale_leftovers, source_stamp,
                        write_prepared)
 
 # the config whose backbone tokenizer and text length `dmpf prepare` tokenises for, per dataset
@@ -99,6 +99,7 @@ def prepare_file(
     if not source.is_file():
         raise DataError(f"--source: {source}: no such file" if not source.exists() else f"--source: {source}: not a file")
     output = Path(output).expanduser() if output else default_dir(dataset)
+    check_output(output)  # before the (long) import
     stamp = source_stamp(source)
     manifest = read_manifest(output) if output.is_dir() else None
     if manifest and is_up_to_date(output, {"dataset": dataset}) and all(
@@ -125,6 +126,7 @@ def prepare_synthetic(
     if size not in SIZES:
         raise DataError(f"--size: expected one of {', '.join(SIZES)}, got '{size}'")
     output = Path(output).expanduser() if output else default_dir("synthetic", size, seed)
+    check_output(output)  # before the (long) generation
     existing = read_manifest(output) if output.is_dir() else None
     if existing and is_up_to_date(output, {"dataset": "synthetic"}):
         planted = existing.get("synthetic", {})

@@ -74,6 +74,15 @@ def is_up_to_date(directory: Path, expect: dict[str, Any]) -> bool:
     return all(manifest.get(key) == value for key, value in expect.items())
 
 
+def check_output(output: Path) -> None:
+    """Where a dataset is prepared must be new, empty, or a prepared dataset (only that may be replaced)."""
+    if output.exists() and not output.is_dir():
+        raise DataError(f"{output}: is a file, not a directory; choose another --output")
+    if output.is_dir() and not (output / MANIFEST).is_file() and any(output.iterdir()):
+        raise DataError(f"{output}: exists and is not a prepared dmpf dataset (no {MANIFEST}); nothing in it is "
+                        "replaced, even with --overwrite: choose another --output")
+
+
 def remove_stale_leftovers(output: Path) -> None:
     """Remove what a killed prepare left beside ``output``: partial directories and generated sources."""
     for stale in [*output.parent.glob(f".{output.name}.partial-*"), *output.parent.glob(f".{output.name}.source-*.pkl")]:
@@ -112,8 +121,9 @@ def write_prepared(
     total)`` is called while feature arrays are copied.
     """
     output = output.expanduser()
-    if output.exists() and not overwrite:
-        raise DataError(f"{output}: already exists and holds another dataset; pass --overwrite to replace it")
+    check_output(output)
+    if output.exists() and any(output.iterdir()) and not overwrite:
+        raise DataError(f"{output}: already holds a prepared dataset; pass --overwrite to replace it")
     output.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_leftovers(output)
     partial = output.parent / f".{output.name}.partial-{os.getpid()}"

@@ -260,9 +260,28 @@ def test_rerun_is_a_fast_noop_and_changes_are_picked_up(tmp_path, monkeypatch):
 def test_never_overwrites_another_dataset_without_permission(tmp_path):
     run_prepare(write_pickle(tmp_path, mmsa_layout(), "a.pkl"), tmp_path / "out")
     other = write_pickle(tmp_path, mmsa_layout(seed=1), "b.pkl")
-    with pytest.raises(DataError, match="already exists.*--overwrite"):
+    with pytest.raises(DataError, match="already holds a prepared dataset; pass --overwrite"):
         run_prepare(other, tmp_path / "out")
     assert run_prepare(other, tmp_path / "out", overwrite=True).manifest["source"]["path"] == str(other.resolve())
+
+
+def test_never_replaces_what_is_not_a_prepared_dataset(invoke, tmp_path):
+    """--overwrite replaces a prepared dataset only: a directory of other files, or a file, is refused
+    before any work, and nothing in it is touched."""
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "notes.txt").write_text("mine")
+    (tmp_path / "afile.txt").write_text("mine too")
+    source = write_pickle(tmp_path, mmsa_layout())
+    for output, fragment in [(tmp_path / "notes", "exists and is not a prepared dmpf dataset (no manifest.json)"),
+                             (tmp_path / "afile.txt", "is a file, not a directory")]:
+        for args in (["--dataset", "mosei", "--source", source], ["--dataset", "synthetic", "--size", "tiny"]):
+            result = invoke("prepare", *args, "--output", output, "--overwrite")
+            error_line(result.exit_code, result.stderr, f"{output}: {fragment}")
+    assert (tmp_path / "notes" / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in (tmp_path / "notes").iterdir()) == ["notes.txt"]
+    assert (tmp_path / "afile.txt").read_text() == "mine too"
+    (tmp_path / "empty").mkdir()  # an empty directory is as good as none
+    assert run_prepare(source, tmp_path / "empty").manifest["dataset"] == "mosei"
 
 
 def test_published_hash_check(tmp_path):
