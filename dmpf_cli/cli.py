@@ -94,13 +94,18 @@ def _root(
     """DMPF: modality-preserving deep fusion for multimodal sentiment analysis."""
 
 
-def _console(stderr: bool = False, piped_width: int | None = None):
-    """A rich console; ``piped_width``: the width when the output is not a terminal (rich's default: 80)."""
+PIPED_WIDTH = 160  # tables' width in a log or a pipe (rich would use 80)
+
+
+def _console(stderr: bool = False):
+    """A rich console. Into a log or a pipe (and no COLUMNS set), text lines are not wrapped — a path or
+    a command in a message stays whole, to be copied — and tables get PIPED_WIDTH columns."""
     from rich.console import Console
 
     console = Console(stderr=stderr, highlight=False)
-    if piped_width and not console.is_terminal and "COLUMNS" not in os.environ:
-        console.width = piped_width
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = PIPED_WIDTH
+        console.soft_wrap = True
     return console
 
 
@@ -447,6 +452,15 @@ def train_command(
         if ref:
             rows.update(ref)
         console.print(_metrics_table(title, rows))
+        if ref:
+            from .checkpoints import RunDir
+
+            data = RunDir(Path(root)).read_status().get("data")
+            console.print(f"{', '.join(ref)}: what predictors that know the generator's planted structure score on "
+                          f"this test split (`dmpf prepare --info {data}` explains each)")
+        if results["epochs"] > 1 and results["best_epoch"] + 1 == results["epochs"] == cfg.training.max_epochs:
+            console.print(f"[yellow]note[/yellow]: the best epoch is the last: validation was still improving when "
+                          f"training.max_epochs ({cfg.training.max_epochs}) stopped the run; more epochs may do better")
     if "summary" in summary:
         console.print(_metrics_table("test, mean ± std over seeds", {"test": summary["summary"]}))
 
@@ -558,7 +572,7 @@ def bench_command(
         return
     from rich.table import Table
 
-    out = _console(piped_width=110)  # a log or a pipe gets the table unwrapped
+    out = _console()
     shapes = result["shapes"]
     out.print(f"[bold]{result['config']}[/bold] on {result['device']}: {result['backbone']}, batch "
               f"{result['batch_size']}, text {shapes['text_len']} + {shapes['fusion_tokens']} fusion tokens, audio "

@@ -224,3 +224,18 @@ def test_inspect_model_attention_choice(invoke):
     info = json.loads(invoke("inspect-model", "--attention", "xformers", "--format", "json").stdout)
     assert "cannot run here" in info["attention"]["error"] and "resolved" not in info["attention"]
     assert_one_line_error(invoke("inspect-model", "--attention", "flash"), "training.attention", "'sdpa'")
+
+
+def test_piped_output_is_not_wrapped(monkeypatch):
+    """Into a log or a pipe, a long line (a path, a command to copy) stays one line; COLUMNS still rules."""
+    from dmpf_cli.cli import PIPED_WIDTH, _console
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    console = _console()
+    assert not console.is_terminal and console.width == PIPED_WIDTH
+    line = "run `dmpf prepare --dataset mosei --source FILE.pkl --output " + "/very/long" * 30 + "` first"
+    with console.capture() as captured:
+        console.print(line)
+    assert captured.get() == line + "\n"
+    monkeypatch.setenv("COLUMNS", "60")
+    assert _console().width == 60
