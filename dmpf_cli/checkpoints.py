@@ -76,6 +76,9 @@ class RunDir:
 
     def require(self, option: str = "--run") -> None:
         """A one-line error (naming ``option``) unless this is a dmpf run directory."""
+        if self.root.is_file():
+            raise RunError(f"{option}: {self.root} is a file; pass the run directory that holds it (with "
+                           "config.yaml and run.json)")
         if not self.root.is_dir():
             raise RunError(f"{option}: {self.root}: no such run directory")
         if not self.config.is_file() or not self.status.is_file():

@@ -529,8 +529,9 @@ def _csv_option(text: str | None, allowed: tuple[str, ...], option: str) -> list
         return None
     values = [v.strip() for v in text.split(",") if v.strip()]
     bad = [v for v in values if v not in allowed]
-    if bad or not values:
-        raise DmpfError(f"{option}: expected a comma-separated subset of {', '.join(allowed)}, got '{text}'")
+    if bad or not values or len(set(values)) != len(values):  # a repeated value would run its rows twice
+        raise DmpfError(f"{option}: expected a comma-separated subset of {', '.join(allowed)}, each at most once, "
+                        f"got '{text}'")
     return values
 
 

@@ -117,6 +117,8 @@ def test_bench_says_why_the_loader_was_not_measured(tmp_path):
 def test_bench_bad_options(invoke):
     error_line(invoke("bench", "--backends", "flash").exit_code, invoke("bench", "--backends", "flash").stderr,
                "--backends: expected a comma-separated subset of xformers, sdpa, eager")
+    twice = invoke("bench", "--backends", "sdpa,sdpa")
+    error_line(twice.exit_code, twice.stderr, "--backends: expected a comma-separated subset", "each at most once")
     timed_compiler = invoke("bench", "--compile", "off,default", "--warmup", "0")
     error_line(timed_compiler.exit_code, timed_compiler.stderr, "--warmup: compiled rows need at least 2")
 

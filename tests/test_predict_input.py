@@ -206,6 +206,13 @@ def test_eval_and_predict_warn_when_the_backbone_is_not_the_trained_one(invoke, 
     assert predicted.exit_code == 0 and predicted.stderr.splitlines() == expected
 
 
+def test_a_run_file_instead_of_its_directory_says_so(invoke, trained):
+    for command in (["eval"], ["predict", "--input", trained / "run.json"]):
+        result = invoke(*command, "--run", trained / "config.yaml")
+        error_line(result.exit_code, result.stderr, f"--run: {trained / 'config.yaml'} is a file; pass the run "
+                   "directory that holds it")
+
+
 # -- 4: strict samples ---------------------------------------------------------------------------------
 
 def test_sample_values_are_checked_strictly(invoke, trained, tmp_path):
