@@ -171,7 +171,7 @@ def loader_throughput(cfg: ExperimentConfig, batch_size: int, batches: int = 50,
     from .train import open_data
 
     try:
-        prepared = open_data(cfg, console, prepare_missing=True)
+        prepared = open_data(cfg, console)
     except DmpfError as exc:
         return None, str(exc)
     dataset = SplitDataset(prepared.split("train"), load_tokenizer(cfg.backbone), cfg.data.text_len)

@@ -71,7 +71,6 @@ class OutputFormat(str, Enum):
 DatasetOpt = Annotated[
     Optional[str], typer.Option("--dataset", "-d", help="Use the preset configs/NAME.yaml (mosei, sims, default).")
 ]
-MAX_MASK_POSITIONS = 4096
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="Use this YAML config file.")]
 OverridesArg = Annotated[
     Optional[list[str]], typer.Argument(help="Overrides as key.sub=value, e.g. fusion.n_a=8 mm.layers=[1,2].")
@@ -94,6 +93,7 @@ def _root(
     """DMPF: modality-preserving deep fusion for multimodal sentiment analysis."""
 
 
+MAX_MASK_POSITIONS = 4096  # inspect-mask renders an (L, L) mask: beyond this it is a memory hazard, not a picture
 PIPED_WIDTH = 160  # tables' width in a log or a pipe (rich would use 80)
 
 
@@ -439,6 +439,7 @@ def train_command(
     if format is OutputFormat.json:
         typer.echo(json.dumps(summary, indent=2))
         return
+    from .checkpoints import RunDir
     from .train import reference_scores
 
     for root, results in summary["runs"].items():
@@ -448,14 +449,12 @@ def train_command(
         title = f"{root}: seed {results['seed']}, best epoch {results['best_epoch'] + 1} of {results['epochs']}"
         if "random" in results["backbone"]:
             title += " — random-init backbone"
-        ref = reference_scores(root)
+        data = RunDir(Path(root)).read_status().get("data")
+        ref = reference_scores(data)
         if ref:
             rows.update(ref)
         console.print(_metrics_table(title, rows))
         if ref:
-            from .checkpoints import RunDir
-
-            data = RunDir(Path(root)).read_status().get("data")
             console.print(f"{', '.join(ref)}: what predictors that know the generator's planted structure score on "
                           f"this test split (`dmpf prepare --info {data}` explains each)")
         if results["epochs"] > 1 and results["best_epoch"] + 1 == results["epochs"] == cfg.training.max_epochs:

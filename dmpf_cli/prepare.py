@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .mmsa import DATASETS, SPLITS, DataError, load_pickle, validate
-from .prepared import (check_output, default_dir, is_up_to_date, open_prepared, read_manifest, remove_stale_leftovers, source_stamp,
-                       write_prepared)
+from .prepared import (check_output, default_dir, is_up_to_date, open_prepared, read_manifest, remove_stale_leftovers,
+                       source_stamp, write_prepared)
 
 # the config whose backbone tokenizer and text length `dmpf prepare` tokenises for, per dataset
 TOKENIZE_PRESET = {"synthetic": "default", "mosei": "mosei", "sims": "sims"}

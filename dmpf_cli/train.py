@@ -19,6 +19,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -389,6 +390,20 @@ class Run:
 
 # -- the command -----------------------------------------------------------------------------------
 
+def clear_output(root: Path, *, holds_run: bool, what: str, overwrite: bool, hint: str = "") -> None:
+    """Make ``root`` ready for a new run: missing or empty is fine; a run there (``what``) is removed with
+    ``overwrite`` only; anything else is refused. One-line errors name --output."""
+    if root.exists() and not root.is_dir():
+        raise RunError(f"--output: {root} is a file, not a directory; choose another --output")
+    if not (root.exists() and any(root.iterdir())):
+        return
+    if not holds_run:
+        raise RunError(f"--output: {root} exists and is not a dmpf run directory; choose another --output")
+    if not overwrite:
+        raise RunError(f"--output: {root} holds {what}; pass --overwrite to replace it{hint}")
+    shutil.rmtree(root)
+
+
 def prepare_run_dir(run: RunDir, cfg: ExperimentConfig, seed: int, *, resume: bool, overwrite: bool) -> None:
     """Create (or check, for --resume) the run directory; never clobbers a finished run without --overwrite."""
     status = run.read_status() if run.status.exists() else {}
@@ -397,17 +412,8 @@ def prepare_run_dir(run: RunDir, cfg: ExperimentConfig, seed: int, *, resume: bo
         if status.get("status") == "finished":
             raise RunError(f"--resume: {run.root} has already finished")
         return
-    if run.root.exists() and not run.root.is_dir():
-        raise RunError(f"--output: {run.root} is a file, not a directory; choose another --output")
-    if run.root.exists() and any(run.root.iterdir()):
-        if not status:
-            raise RunError(f"--output: {run.root} exists and is not a dmpf run directory; choose another --output")
-        if not overwrite:
-            what = "a finished run" if status.get("status") == "finished" else "an unfinished run (use --resume)"
-            raise RunError(f"--output: {run.root} holds {what}; pass --overwrite to replace it")
-        import shutil
-
-        shutil.rmtree(run.root)
+    what = "a finished run" if status.get("status") == "finished" else "an unfinished run (use --resume)"
+    clear_output(run.root, holds_run=bool(status), what=what, overwrite=overwrite)
     run.checkpoints.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run.config, to_yaml(cfg))
     run.metrics.write_text("", encoding="utf-8")
@@ -516,11 +522,11 @@ def plot_curves(run: RunDir) -> None:
     os.replace(tmp, run.curves)
 
 
-def reference_scores(run_root: str | Path) -> dict[str, dict[str, float]]:
-    """For a synthetic dataset: what the ideal and restricted predictors reach on test (MAE, Corr), to print beside a run."""
+def reference_scores(data: str | Path | None) -> dict[str, dict[str, float]]:
+    """For a synthetic dataset (its prepared directory, as a run's run.json records it): what the ideal and
+    restricted predictors reach on test (MAE, Corr), to print beside a run."""
     from .prepared import read_manifest
 
-    data = RunDir(Path(run_root)).read_status().get("data")
     manifest = read_manifest(Path(data)) if data and Path(data).is_dir() else None
     reference = (manifest or {}).get("synthetic", {}).get("reference", {})
     names = {"ideal": "noise floor", "no_interaction": "no A×V", "text_only": "text only"}
@@ -544,6 +550,8 @@ def train(
     overwrite: bool = False, console: Console,
 ) -> dict[str, Any]:
     """``dmpf train``: every seed, one run directory each (``DIR`` itself for one seed, ``DIR/seed-N`` for several)."""
+    from .attention import resolve_backend
+    from .backbones import check_available
     from .model import resolve_device
 
     multi_seed_root = resume is not None and (Path(resume) / SEEDS_FILE).is_file()
@@ -551,9 +559,6 @@ def train(
         if not multi_seed_root:
             RunDir(resume).require("--resume")
         cfg = load_config(config=Path(resume) / "config.yaml")
-    from .attention import resolve_backend
-    from .backbones import check_available
-
     # everything that can refuse the run is checked before any run directory is made, written or (with
     # --overwrite) emptied: the device, compile mode and attention backend here, the data and backbone below
     device = resolve_device(cfg.training.device)
@@ -586,15 +591,8 @@ def train(
             raise RunError(f"--output: {root} is a file, not a directory; choose another --output")
     runs = {seed: RunDir(root if len(seeds) == 1 else root / f"seed-{seed}") for seed in seeds}
     if len(seeds) > 1 and resume is None and world.main:  # what --resume ROOT needs to finish every seed
-        if root.is_dir() and any(root.iterdir()):  # never write a seeds root over another run
-            if not ((root / "run.json").is_file() or (root / SEEDS_FILE).is_file()):
-                raise RunError(f"--output: {root} exists and is not a dmpf run directory; choose another --output")
-            if not overwrite:
-                raise RunError(f"--output: {root} holds a run; pass --overwrite to replace it, or --resume {root} "
-                               "to finish an interrupted one")
-            import shutil
-
-            shutil.rmtree(root)
+        clear_output(root, holds_run=RunDir(root).status.is_file() or (root / SEEDS_FILE).is_file(), what="a run",
+                     overwrite=overwrite, hint=f", or --resume {root} to finish an interrupted one")
         root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(root / "config.yaml", to_yaml(cfg))
         atomic_write_text(root / SEEDS_FILE, json.dumps({"seeds": seeds}))
