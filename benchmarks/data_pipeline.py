@@ -20,9 +20,9 @@ from pathlib import Path
 
 LOADER_PASS = """
 import sys, time
-from dmpf_cli.backbones import offline_gpt2_tokenizer
-from dmpf_cli.dataset import SplitDataset, make_loader
-from dmpf_cli.prepared import open_prepared
+from dmpf_cli.model.backbones import offline_gpt2_tokenizer
+from dmpf_cli.data.batches import SplitDataset, make_loader
+from dmpf_cli.data.prepared import open_prepared
 split = open_prepared(sys.argv[1]).split("train")
 t0 = time.perf_counter()
 dataset = SplitDataset(split, offline_gpt2_tokenizer(), text_len=50)

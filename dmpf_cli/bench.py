@@ -17,9 +17,8 @@ from typing import Any
 
 import torch
 
-from .config import ExperimentConfig
-
-PADDED_LENGTHS = {"mosei": (500, 375), "mosi": (375, 500), "sims": (400, 55)}  # MMSA unaligned files
+from .config import ExperimentConfig, token_counts
+from .streams import DATASETS, MODALITIES
 
 
 @dataclass(frozen=True)
@@ -33,31 +32,30 @@ class Setup:
         return f"{self.precision} {self.backend} {self.compile}"
 
 
-def padded_lengths(cfg: ExperimentConfig) -> tuple[int, int]:
-    if cfg.data.dataset == "synthetic":
-        from .synthetic import SIZES
+def padded_lengths(cfg: ExperimentConfig) -> tuple[int, ...]:
+    """Each modality's padded length in the config's dataset (the synthetic sizes have their own)."""
+    if DATASETS[cfg.data.dataset].generated:
+        from .data.synthetic import SIZES
 
         spec = SIZES[cfg.data.synthetic_size]
         return spec.audio_len, spec.vision_len
-    return PADDED_LENGTHS[cfg.data.dataset]
+    return DATASETS[cfg.data.dataset].padded_lengths
 
 
-def make_batch(cfg: ExperimentConfig, batch_size: int, dims: tuple[int, int], vocab: int, device: str,
+def make_batch(cfg: ExperimentConfig, batch_size: int, dims: tuple[int, ...], vocab: int, device: str,
                seed: int = 0) -> dict[str, torch.Tensor]:
-    """A random batch in the config's shapes (text_len, padded audio/vision lengths), with varied lengths."""
+    """A random batch in the config's shapes (text_len, each modality's padded length), with varied lengths."""
     g = torch.Generator().manual_seed(seed)
     T = cfg.data.text_len
-    La, Lv = padded_lengths(cfg)
     batch = {
         "text_ids": torch.randint(0, vocab, (batch_size, T), generator=g),
         "text_real": torch.arange(T)[None, :] < torch.randint(T // 2, T + 1, (batch_size, 1), generator=g),
-        "audio": torch.randn(batch_size, La, dims[0], generator=g),
-        "audio_lengths": torch.randint(La // 3, La + 1, (batch_size,), generator=g),
-        "vision": torch.randn(batch_size, Lv, dims[1], generator=g),
-        "vision_lengths": torch.randint(Lv // 3, Lv + 1, (batch_size,), generator=g),
-        "labels": torch.rand(batch_size, generator=g) * 6 - 3,
-        "weight": torch.ones(batch_size),
     }
+    for m, length, dim in zip(MODALITIES, padded_lengths(cfg), dims):
+        batch[m.key] = torch.randn(batch_size, length, dim, generator=g)
+        batch[m.lengths] = torch.randint(length // 3, length + 1, (batch_size,), generator=g)
+    batch["labels"] = torch.rand(batch_size, generator=g) * 6 - 3
+    batch["weight"] = torch.ones(batch_size)
     return {k: v.to(device) for k, v in batch.items()}
 
 
@@ -84,7 +82,7 @@ def _sync(device: str) -> None:
 def setups(device: str, backends: list[str] | None, precisions: list[str] | None,
            compiles: list[str] | None) -> tuple[list[Setup], list[str]]:
     """The rows to run (reference first) and notes on what is unavailable here."""
-    from .attention import xformers_problem
+    from .model.attention import xformers_problem
 
     notes = []
     backends = backends or ["xformers", "sdpa", "eager"]
@@ -105,9 +103,10 @@ def setups(device: str, backends: list[str] | None, precisions: list[str] | None
 def run_setup(cfg: ExperimentConfig, setup: Setup, batch: dict, device: str, steps: int, warmup: int,
               dims: tuple[int, int], count_flops: bool = False) -> dict[str, Any]:
     """Build the model for one row and time ``steps`` full training steps after ``warmup``."""
-    from .losses import dmpf_loss
-    from .model import build_model
-    from .train import build_optimizer, compiled
+    from .model.dmpf import build_model
+    from .model.losses import dmpf_loss
+    from .runtime import compiled
+    from .train import build_optimizer
 
     # every row compiles the same DMPF.forward: without a reset, rows past dynamo's recompile limit (8)
     # would silently run uncompiled, and earlier rows' CUDA graphs would count in this row's peak memory
@@ -165,10 +164,10 @@ def loader_throughput(cfg: ExperimentConfig, batch_size: int, batches: int = 50,
 
     The synthetic dataset is generated on first use, as ``dmpf train`` does; other datasets must have
     been prepared."""
-    from .backbones import load_tokenizer
-    from .dataset import SplitDataset, make_loader
+    from .data.batches import SplitDataset, make_loader
+    from .datasets import open_data
     from .errors import DmpfError
-    from .train import open_data
+    from .model.backbones import load_tokenizer
 
     try:
         prepared = open_data(cfg, console)
@@ -187,15 +186,15 @@ def loader_throughput(cfg: ExperimentConfig, batch_size: int, batches: int = 50,
 
 def bench(cfg: ExperimentConfig, *, batch_size: int | None, steps: int, warmup: int, backends: list[str] | None,
           precisions: list[str] | None, compiles: list[str] | None, progress=None, console=None) -> dict[str, Any]:
-    from .backbones import describe
-    from .model import FEATURE_DIMS, resolve_device
+    from .model.backbones import describe
+    from .model.dmpf import resolve_device
 
     device = resolve_device(cfg.training.device)
     batch_size = batch_size or cfg.training.batch_size
-    dims = FEATURE_DIMS[cfg.data.dataset]
+    dims = DATASETS[cfg.data.dataset].feature_dims
     arch = describe(cfg.backbone)
     batch = make_batch(cfg, batch_size, dims, arch.vocab_size, device)
-    La, Lv = padded_lengths(cfg)
+    lengths = padded_lengths(cfg)
     rows, notes = setups(device, backends, precisions, compiles)
     peaks = {p: matmul_peak(device, torch.float32 if p == "fp32" else torch.bfloat16)
              for p in sorted({r.precision for r in rows})}
@@ -223,8 +222,8 @@ def bench(cfg: ExperimentConfig, *, batch_size: int | None, steps: int, warmup: 
     return {
         "config": cfg.name, "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         "backbone": f"{cfg.backbone.name} ({arch.label})", "batch_size": batch_size,
-        "shapes": {"text_len": cfg.data.text_len, "fusion_tokens": cfg.fusion.n_a + cfg.fusion.n_v + cfg.fusion.n_av,
-                   "audio": [La, dims[0]], "vision": [Lv, dims[1]]},
+        "shapes": {"text_len": cfg.data.text_len, "fusion_tokens": sum(token_counts(cfg).values()),
+                   **{m.key: [length, dim] for m, length, dim in zip(MODALITIES, lengths, dims)}},
         "matmul_peak_tflops": peaks, "flops_per_step": flops, "rows": results, "notes": notes,
         "loader_samples_per_s": loader, "loader_not_measured": loader_note,
         "torch": torch.__version__,

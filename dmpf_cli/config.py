@@ -19,9 +19,19 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from .errors import DmpfError
+from .streams import DATASETS, STREAMS, TEXT
 
 NonNegInt = Annotated[int, Field(ge=0)]
 PosInt = Annotated[int, Field(ge=1)]
@@ -51,7 +61,7 @@ class Strict(BaseModel):
 class DataConfig(Strict):
     """Which dataset, where its prepared files live, and how text is cut."""
 
-    dataset: Literal["mosei", "mosi", "sims", "synthetic"] = "synthetic"
+    dataset: Literal[tuple(DATASETS)] = "synthetic"  # type: ignore[valid-type]
     path: str | None = Field(None, description="prepared data directory (dmpf prepare); null: the default location")
     synthetic_size: Literal["tiny", "small", "mosei-like"] = "small"
     synthetic_seed: NonNegInt = 0
@@ -80,10 +90,13 @@ class EncoderConfig(Strict):
         return self
 
 
-class EncodersConfig(Strict):
-    audio: EncoderConfig = EncoderConfig()
-    vision: EncoderConfig = EncoderConfig()
-    audio_visual: EncoderConfig = EncoderConfig(modality_dropout=0.1)
+# One encoder per stream (streams.STREAMS): encoders.<encoder_key>; a bimodal encoder drops a whole
+# modality with p=0.1 in training by default (SPEC §2).
+EncodersConfig = create_model(
+    "EncodersConfig", __base__=Strict,
+    **{s.encoder_key: (EncoderConfig, EncoderConfig(modality_dropout=0.1 if len(s.inputs) > 1 else 0.0))
+       for s in STREAMS},
+)
 
 
 class BackboneConfig(Strict):
@@ -93,13 +106,13 @@ class BackboneConfig(Strict):
     path: str | None = None
 
 
-class FusionConfig(Strict):
-    """Learnable fusion tokens appended after the text, and the attention mask between them (SPEC §3-4)."""
-
-    n_a: NonNegInt = 4
-    n_v: NonNegInt = 4
-    n_av: NonNegInt = 4
-    mask: str = "avseesall"
+# Learnable fusion tokens appended after the text, per stream (fusion.<tokens_key>; 0 removes the
+# stream), and the attention mask between them (SPEC §3-4).
+FusionConfig = create_model(
+    "FusionConfig", __base__=Strict,
+    **{s.tokens_key: (NonNegInt, 4) for s in STREAMS},
+    mask=(str, "avseesall"),
+)
 
 
 class MMConfig(Strict):
@@ -130,18 +143,17 @@ class HeadConfig(Strict):
     options: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments for a plugin")
 
 
-class LossConfig(Strict):
-    """Weights of the L1 terms: task + λ_a·a + λ_v·v + λ_av·av + λ_t·text + λ_tok·tokens."""
-
-    task: NonNegFloat = 1.0
-    a: NonNegFloat = 1.0
-    v: NonNegFloat = 1.0
-    av: NonNegFloat = 1.0
-    text: NonNegFloat = 1.0
-    tokens: NonNegFloat = 1.0
-    # true: the text, audio and vision terms regress the dataset's unimodal labels (CH-SIMS T/A/V);
-    # false (SPEC §5 as written): every term regresses the sentiment label
-    unimodal_labels: bool = False
+# Weights of the L1 terms (SPEC §5): task + one per stream's encoder (loss.<prefix>) + text + fusion
+# tokens. unimodal_labels — true: the text and single-modality terms regress the dataset's unimodal
+# labels (CH-SIMS T/A/V); false (SPEC §5 as written): every term regresses the sentiment label.
+LossConfig = create_model(
+    "LossConfig", __base__=Strict,
+    task=(NonNegFloat, 1.0),
+    **{s.prefix: (NonNegFloat, 1.0) for s in STREAMS},
+    **{TEXT.loss_key: (NonNegFloat, 1.0)},
+    tokens=(NonNegFloat, 1.0),
+    unimodal_labels=(bool, False),
+)
 
 
 class OptimizerConfig(Strict):
@@ -220,19 +232,66 @@ def _config_dir() -> Path:
 CONFIG_DIR = _config_dir()
 
 
-def preset_path(name: str) -> Path:
-    """``configs/NAME.yaml``; an unknown name fails with the presets that exist."""
+def preset_path(name: str, option: str = "--dataset") -> Path:
+    """``configs/NAME.yaml``; an unknown name fails (naming ``option``) with the presets that exist."""
     path = CONFIG_DIR / f"{name}.yaml"
     if not path.is_file():
-        known = preset_names()
-        close = difflib.get_close_matches(name, known, n=2, cutoff=0.5)
-        hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
-        raise ConfigError([f"--dataset: no preset '{name}' in {CONFIG_DIR}: {hint}available: {', '.join(known)}"])
+        raise ConfigError([f"{option}: no preset '{name}' in {CONFIG_DIR}: {_close_presets(name)}"])
     return path
+
+
+def _close_presets(name: str) -> str:
+    known = preset_names()
+    close = difflib.get_close_matches(name, known, n=2, cutoff=0.5)
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    return f"{hint}available: {', '.join(known)}"
+
+
+_PRESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+def config_file(dataset: str | None = None, config: Path | str | None = None) -> Path:
+    """The YAML file a command reads: ``--dataset NAME`` (a preset), ``--config`` (a file, or a preset's name
+    where no such file exists, as ``tune run --config`` takes both), or the embedded default."""
+    if dataset and config:
+        raise ConfigError(["--dataset and --config: give one of them, not both"])
+    if config is None:
+        return preset_path(dataset or "default")
+    path = Path(config)
+    if path.is_file() or not _PRESET_NAME.fullmatch(str(config)):
+        return path  # read_yaml says what is wrong with a path that is not a file
+    if (CONFIG_DIR / f"{config}.yaml").is_file():
+        return CONFIG_DIR / f"{config}.yaml"
+    raise ConfigError([f"{path}: no such config file or preset: {_close_presets(str(config))}"])
 
 
 def preset_names() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def copy_preset(name: str, destination: Path) -> Path:
+    """Copy ``configs/NAME.yaml``, comments and all, to ``destination`` for editing (``dmpf config cp``).
+
+    A directory receives ``NAME.yaml``; a name without a suffix gets ``.yaml``. An existing file is never
+    replaced. Returns the file written.
+    """
+    source = preset_path(name, option="NAME")
+    destination = Path(destination).expanduser()
+    if destination.is_dir():
+        destination = destination / source.name
+    elif not destination.suffix:
+        destination = destination.with_suffix(".yaml")
+    if destination.suffix.lower() not in (".yaml", ".yml"):
+        raise ConfigError([f"FILE: {destination}: expected a .yaml file name"])
+    if destination.exists():
+        raise ConfigError([f"FILE: {destination} exists; dmpf config cp never replaces a file: choose another name"])
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        with open(destination, "x", encoding="utf-8") as f:
+            f.write(source.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError([f"FILE: {destination}: cannot write ({exc.strerror or exc})"]) from None
+    return destination
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -373,14 +432,12 @@ def load_config(
     config: Path | str | None = None,
     overrides: list[str] | tuple[str, ...] = (),
 ) -> ExperimentConfig:
-    """Resolve a config: a preset (``--dataset``) or a file (``--config``), then the overrides.
+    """Resolve a config: a preset (``--dataset``) or a file or preset (``--config``), then the overrides.
 
     With neither, the embedded default (``configs/default.yaml``). Beyond the schema, component names
     are checked against the registry and the MM layers against the backbone's depth.
     """
-    if dataset and config:
-        raise ConfigError(["--dataset and --config: give one of them, not both"])
-    path = Path(config) if config else preset_path(dataset or "default")
+    path = config_file(dataset, config)
     source = str(path)
     tree = read_yaml(path)
 
@@ -414,7 +471,7 @@ def load_config(
 # a check that involves several keys: whichever of them an override set is what the error blames
 RELATED_KEYS = {
     "mm.layers": ("mm.layers", "backbone.name", "backbone.path"),
-    "data.text_len": ("data.text_len", "fusion.n_a", "fusion.n_v", "fusion.n_av", "backbone.name", "backbone.path"),
+    "data.text_len": ("data.text_len", *(f"fusion.{s.tokens_key}" for s in STREAMS), "backbone.name", "backbone.path"),
 }
 
 
@@ -442,8 +499,8 @@ def component_problems(cfg: ExperimentConfig) -> list[tuple[str, str]]:
             problems.append((loc, str(exc)))
             return False
 
-    for stream in ("audio", "vision", "audio_visual"):
-        check("encoder", getattr(cfg.encoders, stream).name, f"encoders.{stream}.name")
+    for stream in STREAMS:
+        check("encoder", getattr(cfg.encoders, stream.encoder_key).name, f"encoders.{stream.encoder_key}.name")
     check("head", cfg.head.name, "head.name")
     check("mask", cfg.fusion.mask, "fusion.mask")
     if cfg.backbone.path:
@@ -451,7 +508,7 @@ def component_problems(cfg: ExperimentConfig) -> list[tuple[str, str]]:
         if problem:
             problems.append(("backbone.path", problem))
     if check("backbone", cfg.backbone.name, "backbone.name"):
-        from .backbones import describe
+        from .model.backbones import describe
 
         try:
             arch = describe(cfg.backbone)
@@ -464,7 +521,7 @@ def component_problems(cfg: ExperimentConfig) -> list[tuple[str, str]]:
                     "mm.layers",
                     f"expected block indices 0..{arch.n_layer - 1} ({cfg.backbone.name} has {arch.n_layer} blocks), got {bad}",
                 ))
-            needed = cfg.data.text_len + cfg.fusion.n_a + cfg.fusion.n_v + cfg.fusion.n_av
+            needed = cfg.data.text_len + sum(token_counts(cfg).values())
             if needed > arch.n_positions:
                 problems.append((
                     "data.text_len",
@@ -476,7 +533,7 @@ def component_problems(cfg: ExperimentConfig) -> list[tuple[str, str]]:
 def _backbone_path_problem(given: str) -> str | None:
     """Why ``backbone.path`` names no model directory (None when it does): it must be an existing
     directory, or a hub id that is in the local Hugging Face cache (the two forms load_backbone reads)."""
-    from .backbones import classify_path
+    from .model.backbones import classify_path
 
     found = classify_path(given)
     shown = given if str(found.path) == given else f"{given} ({found.path})"
@@ -487,6 +544,11 @@ def _backbone_path_problem(given: str) -> str | None:
         "uncached": f"{shown} is neither a directory nor a hub id in the Hugging Face cache ({found.cache})",
         "missing": f"{shown} does not exist, expected a model directory",
     }[found.kind]
+
+
+def token_counts(cfg: ExperimentConfig) -> dict[str, int]:
+    """Fusion tokens per stream (stream name -> fusion.<tokens_key>), in sequence order."""
+    return {s.name: getattr(cfg.fusion, s.tokens_key) for s in STREAMS}
 
 
 def to_yaml(cfg: ExperimentConfig) -> str:

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DmpfError
+from .streams import DATASETS as _DATASETS
 
 __all__ = [
     "BIN_CLASSES",
@@ -52,7 +53,7 @@ __all__ = [
     "label_bins",
 ]
 
-DATASETS: tuple[str, ...] = ("mosei", "mosi", "sims", "synthetic")
+DATASETS: tuple[str, ...] = tuple(_DATASETS)  # each with its metric family, "mosei" or "sims" (streams.DATASETS)
 
 _MOSEI_KEYS = (
     "Has0_acc_2",
@@ -67,12 +68,8 @@ _MOSEI_KEYS = (
 _SIMS_KEYS = ("Mult_acc_2", "Mult_acc_3", "Mult_acc_5", "F1_score", "MAE", "Corr")
 
 # The keys compute_metrics returns for each dataset, in a stable display order.
-METRIC_KEYS: dict[str, tuple[str, ...]] = {
-    "mosei": _MOSEI_KEYS,
-    "mosi": _MOSEI_KEYS,
-    "sims": _SIMS_KEYS,
-    "synthetic": _MOSEI_KEYS,
-}
+_FAMILY_KEYS = {"mosei": _MOSEI_KEYS, "sims": _SIMS_KEYS}
+METRIC_KEYS: dict[str, tuple[str, ...]] = {name: _FAMILY_KEYS[d.metrics] for name, d in _DATASETS.items()}
 
 # Metrics where a smaller value is better (all others: larger is better).
 LOWER_IS_BETTER: frozenset[str] = frozenset({"MAE"})
@@ -104,12 +101,8 @@ _SIMS_CLASSES = {
 }
 
 # dataset -> {label_bins key: class names, lowest score first}
-BIN_CLASSES: dict[str, dict[str, tuple[str, ...]]] = {
-    "mosei": _MOSEI_CLASSES,
-    "mosi": _MOSEI_CLASSES,
-    "sims": _SIMS_CLASSES,
-    "synthetic": _MOSEI_CLASSES,
-}
+_FAMILY_CLASSES = {"mosei": _MOSEI_CLASSES, "sims": _SIMS_CLASSES}
+BIN_CLASSES: dict[str, dict[str, tuple[str, ...]]] = {name: _FAMILY_CLASSES[d.metrics] for name, d in _DATASETS.items()}
 
 
 class MetricsError(DmpfError, ValueError):
@@ -254,7 +247,7 @@ def compute_metrics(preds: Any, labels: Any, dataset: str) -> dict[str, float]:
     """
     dataset = _check_dataset(dataset)
     p, t = _inputs(preds, labels)
-    result = _sims(p, t) if dataset == "sims" else _mosei(p, t)
+    result = _sims(p, t) if _DATASETS[dataset].metrics == "sims" else _mosei(p, t)
     return {key: float(result[key]) for key in METRIC_KEYS[dataset]}
 
 
@@ -276,7 +269,7 @@ def label_bins(preds: Any, dataset: str) -> dict[str, list[str]]:
     p = _as_float64(preds, "predictions")
     _check_finite(p, "predictions")
     classes = BIN_CLASSES[dataset]
-    if dataset == "sims":
+    if _DATASETS[dataset].metrics == "sims":
         p = np.clip(p, -1.0, 1.0)
         index = {f"bin{n}": _sims_bin(p, n) for n in _SIMS_EDGES}
     else:

@@ -28,7 +28,7 @@ KINDS = ("encoder", "backbone", "head", "mask")
 BUILTIN = "built-in"
 
 # Modules whose import registers the built-in components of each kind.
-_BUILTIN_MODULES = ("dmpf_cli.mask", "dmpf_cli.backbones", "dmpf_cli.encoders", "dmpf_cli.heads")
+_BUILTIN_MODULES = ("dmpf_cli.model.mask", "dmpf_cli.model.backbones", "dmpf_cli.model.encoders", "dmpf_cli.model.heads")
 
 
 class RegistryError(DmpfError, LookupError):

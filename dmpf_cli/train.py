@@ -11,6 +11,8 @@
   a killed run resumed with ``--resume`` ends exactly where an uninterrupted one would.
 * Distributed: under ``torchrun`` each rank trains on its share of every epoch's batches through DDP;
   rank 0 alone writes files.
+
+Where the run's directory comes from, several seeds and resuming them: :mod:`dmpf_cli.runs`.
 """
 
 from __future__ import annotations
@@ -19,10 +21,8 @@ import contextlib
 import json
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,11 +30,15 @@ import torch.distributed as dist
 from rich.console import Console
 from torch import nn
 
-from .checkpoints import RunDir, RunError, atomic_write_text, load_resumable, load_weights, save_resumable, save_weights
-from .config import ExperimentConfig, load_config, to_yaml
-from .errors import DmpfError
-
-SEEDS_FILE = "seeds.json"  # in the root of a multi-seed run: the seeds, so `--resume ROOT` can finish them all
+from .checkpoints import RunDir, RunError, load_resumable, load_weights, save_resumable, save_weights
+from .config import ExperimentConfig
+from .data.batches import EpochBatchSampler, SplitDataset, batch_loader, make_loader, unimodal_labels
+from .datasets import open_data
+from .fileio import atomic_write_text
+from .model.dmpf import build_model, resolve_device
+from .model.losses import dmpf_loss
+from .runtime import autocast, compiled, evaluate, to_device
+from .streams import SPLITS
 
 LM_SIDE = ("lm.", "head.", "aux.")  # parameter name prefixes of the LM-side learning-rate group
 NO_DECAY_NAMES = ("lm.tokens.", "type_emb")  # 2-D, but embeddings, not weight matrices
@@ -43,9 +47,11 @@ NO_DECAY_NAMES = ("lm.tokens.", "type_emb")  # 2-D, but embeddings, not weight m
 # -- distributed -----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Dist:
+class World:
+    """This process's place among the ranks (one process: rank 0 of 1)."""
+
     rank: int = 0
-    world: int = 1
+    size: int = 1
     local_rank: int = 0
 
     @property
@@ -53,61 +59,17 @@ class Dist:
         return self.rank == 0
 
 
-def init_distributed(device: str) -> Dist:
+def init_distributed(device: str) -> World:
     """Join the torchrun process group when launched by torchrun; a single process otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return World()
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device == "cuda" else "gloo")
-    info = Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    info = World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
     if device == "cuda":
         torch.cuda.set_device(info.local_rank)
     return info
-
-
-# -- data ------------------------------------------------------------------------------------------
-
-def open_data(cfg: ExperimentConfig, console: Console | None = None, *, prepare_missing: bool = True):
-    """The prepared dataset ``cfg`` names; the synthetic one is generated on first use."""
-    from .prepared import default_dir, open_prepared
-
-    data = cfg.data
-    if data.path:
-        path = Path(data.path).expanduser()
-    elif data.dataset == "synthetic":
-        path = default_dir("synthetic", data.synthetic_size, data.synthetic_seed)
-    else:
-        path = default_dir(data.dataset)
-    if data.dataset == "synthetic" and prepare_missing and not data.path:
-        from .prepare import prepare_synthetic
-
-        if console and not (path / "manifest.json").is_file():
-            console.print(f"preparing the synthetic '{data.synthetic_size}' dataset in {path} (first use)")
-        # a no-op when it is there and current; regenerated when the generator has changed since
-        prepare_synthetic(data.synthetic_size, data.synthetic_seed, path, overwrite=False,
-                          console=console or Console(quiet=True))
-    elif not path.is_dir():
-        how = (f"--size {data.synthetic_size} --seed {data.synthetic_seed}" if data.dataset == "synthetic"
-               else "--source FILE.pkl")
-        raise DmpfError(f"data.path: no prepared {data.dataset} dataset at {path}; run "
-                        f"`dmpf prepare --dataset {data.dataset} {how} --output {path}` first")
-    prepared = open_prepared(path)
-    if prepared.dataset != data.dataset:
-        raise DmpfError(f"data.path: {path} holds the {prepared.dataset} dataset, the config says {data.dataset}")
-    if cfg.loss.unimodal_labels and not prepared.manifest.get("unimodal_labels"):
-        raise DmpfError(f"loss.unimodal_labels: the {prepared.dataset} data in {path} has no unimodal labels "
-                        "(CH-SIMS has T/A/V); set it to false")
-    return prepared
-
-
-def to_device(batch: dict[str, torch.Tensor], device: str) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
-def unimodal_labels(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
-    labels = {k[-1]: batch[k] for k in ("labels_T", "labels_A", "labels_V") if k in batch}
-    return labels or None
 
 
 # -- optimizer and schedule ------------------------------------------------------------------------
@@ -140,57 +102,6 @@ def lr_factor(step: int, warmup: int, total: int, kind: str, min_ratio: float) -
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-# -- evaluation ------------------------------------------------------------------------------------
-
-def check_compile(mode: str, device: str, grad_accum: int = 1) -> None:
-    if mode == "reduce-overhead" and device != "cuda":
-        raise DmpfError("training.compile: reduce-overhead captures CUDA graphs and needs a CUDA device; "
-                        "use default or off here")
-    if mode == "reduce-overhead" and grad_accum > 1:
-        # each graph replay overwrites the gradient buffers the previous micro-batch left (pytorch#169545)
-        raise DmpfError(f"training.compile: reduce-overhead cannot accumulate gradients (training.grad_accum is "
-                        f"{grad_accum}); use compile=default, or grad_accum=1 with a larger training.batch_size")
-
-
-def compiled(model: nn.Module, mode: str, device: str) -> nn.Module:
-    """``training.compile``: the model itself, or torch.compile'd (reduce-overhead = CUDA graphs, CUDA only)."""
-    check_compile(mode, device)
-    return model if mode == "off" else torch.compile(model, mode=mode)
-
-
-def autocast(cfg: ExperimentConfig, device: str):
-    if device == "cuda" and cfg.training.precision == "bf16":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-@torch.no_grad()
-def predict(model: nn.Module, loader, cfg: ExperimentConfig, device: str,
-            drop_streams: tuple[str, ...] = ()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(scores, labels, sample indices) over a loader, in the training precision."""
-    model.eval()
-    scores, labels, indices, weights = [], [], [], []
-    for batch in loader:  # results stay on the device: one copy back at the end, no sync per batch
-        batch = to_device(batch, device)
-        with autocast(cfg, device):
-            out = model(batch, drop_streams=drop_streams)
-        scores.append(out.score.float())
-        labels.append(batch["labels"].float())
-        indices.append(batch["index"])
-        weights.append(batch["weight"])
-    if not scores:
-        return torch.empty(0), torch.empty(0), torch.empty(0, dtype=torch.long)
-    real = torch.cat(weights).cpu() > 0  # drop the fillers of a last batch
-    return torch.cat(scores).cpu()[real], torch.cat(labels).cpu()[real], torch.cat(indices).cpu()[real]
-
-
-def evaluate(model, loader, cfg: ExperimentConfig, device: str, drop_streams: tuple[str, ...] = ()) -> dict[str, float]:
-    from .metrics import compute_metrics
-
-    scores, labels, _ = predict(model, loader, cfg, device, drop_streams)
-    return compute_metrics(scores, labels, cfg.data.dataset)
-
-
 # -- one run ---------------------------------------------------------------------------------------
 
 @dataclass
@@ -207,19 +118,20 @@ class LoopState:
     done: bool = False
 
 
-def shard(batches: list[list[int]], world: Dist) -> list[list[int]]:
+def shard(batches: list[list[int]], world: World) -> list[list[int]]:
     """This rank's share of an epoch's batches; every rank gets the same count (wrapping around)."""
-    per_rank = math.ceil(len(batches) / world.world)
-    return [batches[(i * world.world + world.rank) % len(batches)] for i in range(per_rank)]
+    per_rank = math.ceil(len(batches) / world.size)
+    return [batches[(i * world.size + world.rank) % len(batches)] for i in range(per_rank)]
 
 
-class Run:
-    """One training run of one seed in one directory."""
+class Trainer:
+    """The recipe for one seed: data, model, optimizer and schedule, the loop, early stopping, the test.
 
-    def __init__(self, cfg: ExperimentConfig, run: RunDir, seed: int, console: Console, world: Dist):
-        from .dataset import EpochBatchSampler, SplitDataset, make_loader
-        from .model import build_model, resolve_device
+    Its files go to ``run`` (a :class:`~dmpf_cli.checkpoints.RunDir`): metrics.jsonl, the resumable and
+    the best checkpoint. Making and finishing the directory is :mod:`dmpf_cli.runs`'s job.
+    """
 
+    def __init__(self, cfg: ExperimentConfig, run: RunDir, seed: int, console: Console, world: World):
         self.cfg, self.run, self.seed, self.console, self.world = cfg, run, seed, console, world
         self.device = resolve_device(cfg.training.device)
         self.data = open_data(cfg, prepare_missing=False)  # train_one has prepared it (rank 0 only)
@@ -227,17 +139,17 @@ class Run:
         self.backbone_source = backbone.source
         self.backbone_fingerprint = backbone.fingerprint
         self.model = model
-        self.ddp = nn.parallel.DistributedDataParallel(model) if world.world > 1 else None
+        self.ddp = nn.parallel.DistributedDataParallel(model) if world.size > 1 else None
         self.net = compiled(self.ddp or model, cfg.training.compile, self.device)  # what train and eval call
         pin = self.device == "cuda"
         t = cfg.data.text_len
-        self.splits = {name: SplitDataset(self.data.split(name), backbone.tokenizer, t) for name in ("train", "valid", "test")}
+        self.splits = {name: SplitDataset(self.data.split(name), backbone.tokenizer, t) for name in SPLITS}
         self.sampler = EpochBatchSampler(len(self.splits["train"]), cfg.training.batch_size, shuffle=True, seed=seed)
         self.eval_loaders = {name: make_loader(self.splits[name], cfg.training.batch_size, shuffle=False,
                                                num_workers=cfg.data.num_workers, pin_memory=pin)
                              for name in ("valid", "test")}
         self.optimizer = build_optimizer(model, cfg)
-        self.steps_per_epoch = math.ceil(math.ceil(len(self.sampler) / world.world) / cfg.training.grad_accum)
+        self.steps_per_epoch = math.ceil(math.ceil(len(self.sampler) / world.size) / cfg.training.grad_accum)
         s = cfg.schedule
         warmup = round(s.warmup_epochs * self.steps_per_epoch)
         total = cfg.training.max_epochs * self.steps_per_epoch
@@ -283,8 +195,6 @@ class Run:
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Forward and backward of one micro-batch; the loss parts stay on the device (no host sync)."""
-        from .losses import dmpf_loss
-
         batch = to_device(batch, self.device)
         with autocast(self.cfg, self.device):
             out = self.net(batch)
@@ -314,8 +224,6 @@ class Run:
         return shard(list(self.sampler), self.world)
 
     def fit(self, progress=None) -> None:
-        from .dataset import batch_loader
-
         cfg, st = self.cfg, self.state
         accum = cfg.training.grad_accum
         while not st.done and st.epoch < cfg.training.max_epochs:
@@ -340,7 +248,7 @@ class Run:
                     st.batch_in_epoch = i + 1
                     if st.step % cfg.training.log_every == 0 or last_of_epoch:  # the only host sync of a step
                         mean = {k: float(torch.stack([g[k] for g in group]).mean()) for k in group[0]}
-                        rate = seen * self.world.world / max(time.perf_counter() - t0, 1e-9)
+                        rate = seen * self.world.size / max(time.perf_counter() - t0, 1e-9)
                         lrs = {f"lr_{g['name'].split('/')[0]}": g["lr"] for g in self.optimizer.param_groups}
                         self.log({"kind": "step", "epoch": st.epoch, "step": st.step, "loss": mean["total"],
                                   "parts": mean, "grad_norm": float(norm), **lrs, "samples_per_s": rate})
@@ -386,230 +294,3 @@ class Run:
 
     def parameter_checksum(self) -> float:
         return float(sum(p.detach().double().sum() for p in self.model.parameters() if p.requires_grad))
-
-
-# -- the command -----------------------------------------------------------------------------------
-
-def clear_output(root: Path, *, holds_run: bool, what: str, overwrite: bool, hint: str = "") -> None:
-    """Make ``root`` ready for a new run: missing or empty is fine; a run there (``what``) is removed with
-    ``overwrite`` only; anything else is refused. One-line errors name --output."""
-    if root.exists() and not root.is_dir():
-        raise RunError(f"--output: {root} is a file, not a directory; choose another --output")
-    if not (root.exists() and any(root.iterdir())):
-        return
-    if not holds_run:
-        raise RunError(f"--output: {root} exists and is not a dmpf run directory; choose another --output")
-    if not overwrite:
-        raise RunError(f"--output: {root} holds {what}; pass --overwrite to replace it{hint}")
-    shutil.rmtree(root)
-
-
-def prepare_run_dir(run: RunDir, cfg: ExperimentConfig, seed: int, *, resume: bool, overwrite: bool) -> None:
-    """Create (or check, for --resume) the run directory; never clobbers a finished run without --overwrite."""
-    status = run.read_status() if run.status.exists() else {}
-    if resume:
-        run.require("--resume")
-        if status.get("status") == "finished":
-            raise RunError(f"--resume: {run.root} has already finished")
-        return
-    what = "a finished run" if status.get("status") == "finished" else "an unfinished run (use --resume)"
-    clear_output(run.root, holds_run=bool(status), what=what, overwrite=overwrite)
-    run.checkpoints.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run.config, to_yaml(cfg))
-    run.metrics.write_text("", encoding="utf-8")
-    run.write_status(status="running", seed=seed, started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), versions=_versions())
-
-
-def _versions() -> dict[str, str]:
-    """What produced a run: recorded in run.json so a result can be traced to its software."""
-    import platform
-
-    import transformers
-
-    from . import __version__
-
-    return {"dmpf": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "cuda": str(torch.version.cuda), "python": platform.python_version()}
-
-
-def train_one(cfg: ExperimentConfig, run: RunDir, seed: int, *, resume: bool, overwrite: bool, console: Console,
-              world: Dist) -> dict[str, Any]:
-    """Train one seed into ``run`` (or resume it) and test its best checkpoint; returns the results."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    if world.main:  # train() has checked everything that can refuse the run: only now is the directory touched
-        prepare_run_dir(run, cfg, seed, resume=resume, overwrite=overwrite)
-    if world.world > 1:
-        dist.barrier()
-    trainer = Run(cfg, run, seed, console, world)
-    if resume:
-        if why := run.backbone_mismatch(trainer.backbone_fingerprint):  # its checkpoints fit that backbone only
-            raise RunError(f"--resume: {why}; resuming would train on another backbone")
-        trainer.restore()
-        if world.main:
-            console.print(f"resuming {run.root} at epoch {trainer.state.epoch + 1}, step {trainer.state.step}")
-    if world.main:
-        run.write_status(data=str(trainer.data.path), data_fingerprint=trainer.data.fingerprint,
-                         dims=list(trainer.data.dims), backbone=trainer.backbone_source,
-                         backbone_fingerprint=trainer.backbone_fingerprint, device=trainer.device)
-        console.print(f"[bold]{cfg.name}[/bold] seed {seed}: {cfg.data.dataset} data from {trainer.data.path}; "
-                      f"backbone {cfg.backbone.name} ({trainer.backbone_source}); {trainer.device}; "
-                      f"{sum(p.numel() for p in trainer.model.parameters() if p.requires_grad):,} trainable parameters")
-        if cfg.training.precision == "bf16" and trainer.device != "cuda":
-            console.print("[yellow]note[/yellow]: training.precision bf16 applies on CUDA only; this run is fp32")
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
-    with Progress(*columns, console=console, transient=True, disable=not (world.main and console.is_terminal)) as bar:
-        trainer.fit(progress=_ProgressAdapter(bar))
-    ddp = None
-    if world.world > 1:  # the ranks must end with the same weights; then rank 0 alone tests and writes
-        sums = [None] * world.world
-        dist.all_gather_object(sums, trainer.parameter_checksum())
-        ddp = {"world_size": world.world, "parameter_checksums": sums,
-               "ranks_agree": all(abs(s - sums[0]) <= 1e-9 * max(1.0, abs(sums[0])) for s in sums)}
-        dist.barrier()
-        if not world.main:
-            return {}
-    results = trainer.test()
-    results["backbone"] = trainer.backbone_source
-    results["dataset"] = cfg.data.dataset
-    if ddp:
-        results["ddp"] = ddp
-    if world.main:
-        atomic_write_text(run.results, json.dumps(results, indent=1))
-        plot_curves(run)
-        run.write_status(status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    return results
-
-
-class _ProgressAdapter:
-    """rich Progress with an ``info`` field on every task."""
-
-    def __init__(self, bar):
-        self.bar = bar
-
-    def add_task(self, description: str, **kw):
-        return self.bar.add_task(description, info="", **kw)
-
-    def update(self, task, **kw):
-        self.bar.update(task, **kw)
-
-    def remove_task(self, task):
-        self.bar.remove_task(task)
-
-
-def plot_curves(run: RunDir) -> None:
-    """Training loss per step and validation MAE per epoch, to ``curves.png``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    records = [json.loads(line) for line in run.metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
-    steps = [r for r in records if r["kind"] == "step"]
-    epochs = [r for r in records if r["kind"] == "epoch"]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=100)
-    a.plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=0.8, label="total")
-    a.plot([r["step"] for r in steps], [r["parts"]["task"] for r in steps], lw=0.8, label="task (L1)")
-    a.set_xlabel("optimizer step"), a.set_ylabel("training loss"), a.legend(frameon=False)
-    b.plot([r["epoch"] + 1 for r in epochs], [r["valid"]["MAE"] for r in epochs], marker="o")
-    b.set_xlabel("epoch"), b.set_ylabel("validation MAE")
-    fig.suptitle(run.root.name)
-    fig.tight_layout()
-    tmp = run.curves.with_name(f".{run.curves.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, run.curves)
-
-
-def reference_scores(data: str | Path | None) -> dict[str, dict[str, float]]:
-    """For a synthetic dataset (its prepared directory, as a run's run.json records it): what the ideal and
-    restricted predictors reach on test (MAE, Corr), to print beside a run."""
-    from .prepared import read_manifest
-
-    manifest = read_manifest(Path(data)) if data and Path(data).is_dir() else None
-    reference = (manifest or {}).get("synthetic", {}).get("reference", {})
-    names = {"ideal": "noise floor", "no_interaction": "no A×V", "text_only": "text only"}
-    return {label: {"MAE": reference[key]["mae"], "Corr": reference[key]["corr"]}
-            for key, label in names.items() if key in reference}
-
-
-def summarize_seeds(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """mean ± std (sample std; 0 for one seed) of every test metric over the seeds."""
-    keys = results[0]["test"].keys()
-    out = {}
-    for key in keys:
-        values = torch.tensor([r["test"][key] for r in results], dtype=torch.float64)
-        out[key] = {"mean": float(values.mean()), "std": float(values.std()) if len(values) > 1 else 0.0,
-                    "values": values.tolist()}
-    return out
-
-
-def train(
-    cfg: ExperimentConfig, output: Path | None, seeds: list[int] | None, *, resume: Path | None = None,
-    overwrite: bool = False, console: Console,
-) -> dict[str, Any]:
-    """``dmpf train``: every seed, one run directory each (``DIR`` itself for one seed, ``DIR/seed-N`` for several)."""
-    from .attention import resolve_backend
-    from .backbones import check_available
-    from .model import resolve_device
-
-    multi_seed_root = resume is not None and (Path(resume) / SEEDS_FILE).is_file()
-    if resume is not None:  # a resumed run keeps its own config (a multi-seed root holds one beside its seeds)
-        if not multi_seed_root:
-            RunDir(resume).require("--resume")
-        cfg = load_config(config=Path(resume) / "config.yaml")
-    # everything that can refuse the run is checked before any run directory is made, written or (with
-    # --overwrite) emptied: the device, compile mode and attention backend here, the data and backbone below
-    device = resolve_device(cfg.training.device)
-    check_compile(cfg.training.compile, device, cfg.training.grad_accum)
-    resolve_backend(cfg.training.attention, device)
-    if cfg.data.path and not Path(cfg.data.path).expanduser().is_absolute():
-        # stored absolute in the run's config, so eval and predict find the data from any directory
-        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(
-            update={"path": str(Path(cfg.data.path).expanduser().resolve())})})
-    world = init_distributed(device)
-    if world.main:  # the data is generated on first use here, once, before any rank reads it
-        open_data(cfg, console)
-        check_available(cfg.backbone)
-    if resume is not None and not multi_seed_root:
-        run = RunDir(resume)
-        seed = int(run.read_status().get("seed", cfg.training.seeds[0]))
-        results = train_one(cfg, run, seed, resume=True, overwrite=False, console=console, world=world)
-        return {"runs": {str(run.root): results}}
-    if multi_seed_root:  # finished seeds are kept, the others resumed or started
-        root = Path(resume)
-        try:
-            seeds = [int(s) for s in json.loads((root / SEEDS_FILE).read_text(encoding="utf-8"))["seeds"]]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise RunError(f"--resume: {root / SEEDS_FILE}: unreadable ({exc})") from None
-    else:
-        seeds = seeds or cfg.training.seeds
-        # the default directory is new for every run, so a finished run is never in the way (nor overwritten)
-        root = Path(output) if output else Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if root.exists() and not root.is_dir():
-            raise RunError(f"--output: {root} is a file, not a directory; choose another --output")
-    runs = {seed: RunDir(root if len(seeds) == 1 else root / f"seed-{seed}") for seed in seeds}
-    if len(seeds) > 1 and resume is None and world.main:  # what --resume ROOT needs to finish every seed
-        clear_output(root, holds_run=RunDir(root).status.is_file() or (root / SEEDS_FILE).is_file(), what="a run",
-                     overwrite=overwrite, hint=f", or --resume {root} to finish an interrupted one")
-        root.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(root / "config.yaml", to_yaml(cfg))
-        atomic_write_text(root / SEEDS_FILE, json.dumps({"seeds": seeds}))
-    all_results = {}
-    for seed, run in runs.items():
-        status = run.read_status().get("status") if resume is not None and run.status.is_file() else None
-        if status == "finished" and run.results.is_file():
-            if world.main:
-                console.print(f"seed {seed}: finished already in {run.root}")
-            all_results[str(run.root)] = json.loads(run.results.read_text(encoding="utf-8")) if world.main else {}
-            continue
-        all_results[str(run.root)] = train_one(cfg, run, seed, resume=status is not None, overwrite=overwrite,
-                                               console=console, world=world)
-    summary = {"runs": all_results}
-    if len(seeds) > 1 and world.main:
-        summary["summary"] = summarize_seeds(list(all_results.values()))
-        atomic_write_text(root / "summary.json", json.dumps(summary, indent=1))
-    if world.world > 1:
-        dist.destroy_process_group()
-    return summary

@@ -1,4 +1,8 @@
-"""Shared fixtures: a CLI runner, the repository root, and one tiny trained run for the tests that read one."""
+"""Shared fixtures: a CLI runner, the repository root, and one tiny trained run for the tests that read one.
+
+Tests marked ``slow`` run subprocesses, train end to end, compile or pip-install; ``pytest -m "not slow"`` is
+the fast tier (every module, in well under a minute). A test that uses the ``trained`` fixture is slow.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,12 @@ TINY = [
     "head.d=16", "training.batch_size=16", "training.max_epochs=2", "training.patience=5",
     "training.checkpoint_every=1", "optimizer.lr_lm=1e-3", "optimizer.lr_encoders=1e-3",
 ]
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "trained" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)  # it reads a run that a subprocess trains
 
 
 @pytest.fixture(autouse=True)
@@ -56,16 +66,80 @@ def error_line(exit_code: int, stderr: str, *fragments: str) -> str:
     return lines[0]
 
 
-def env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1"}
+def one_line(exc_info: pytest.ExceptionInfo) -> str:
+    """A raised user error's message, asserted to be one line of a DmpfError."""
+    from dmpf_cli.errors import DmpfError
+
+    message = str(exc_info.value)
+    assert isinstance(exc_info.value, DmpfError)
+    assert message and "\n" not in message and "Traceback" not in message
+    return message
 
 
-def dmpf(*args, check=True, **kw) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "dmpf_cli", *map(str, args)], capture_output=True, text=True,
-                            env=env(), timeout=600, **kw)
+def env(pythonpath=()) -> dict[str, str]:
+    """The environment of a subprocess: one OpenMP thread, ``pythonpath`` entries first on PYTHONPATH."""
+    paths = [*map(str, pythonpath), *([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])]
+    return {**os.environ, "OMP_NUM_THREADS": "1", **({"PYTHONPATH": os.pathsep.join(paths)} if paths else {})}
+
+
+def run_module(module: str, *args, check=True, pythonpath=(), timeout=600, **kw) -> subprocess.CompletedProcess:
+    """``python -m MODULE ARGS`` in a subprocess; with ``check``, it must succeed."""
+    result = subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
+                            env=env(pythonpath), timeout=timeout, **kw)
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result
+
+
+def dmpf(*args, check=True, **kw) -> subprocess.CompletedProcess:
+    """``dmpf ARGS`` in a subprocess (``python -m dmpf_cli``)."""
+    return run_module("dmpf_cli", *args, check=check, **kw)
+
+
+# -- a tiny DMPF on a tiny random GPT-2, for the model, fast-path and xformers-op tests -------------
+
+B, T = 3, 12
+LENGTHS = [12, 7, 1]  # text lengths: full, right-padded, a single real token
+
+
+def tiny_gpt2(seed: int = 0):
+    import torch
+    from transformers import GPT2Config, GPT2Model
+
+    torch.manual_seed(seed)
+    config = GPT2Config(n_layer=4, n_embd=32, n_head=4, n_positions=64, vocab_size=100,
+                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    return GPT2Model(config).requires_grad_(False).eval()
+
+
+def make_model(*overrides: str, seed: int = 0):
+    import torch
+
+    from dmpf_cli.config import load_config
+    from dmpf_cli.model.dmpf import DMPF
+
+    cfg = load_config(overrides=[
+        "encoders.audio.d=16", "encoders.vision.d=16", "encoders.audio_visual.d=16",
+        "encoders.audio.max_len=6", "encoders.vision.max_len=6", "encoders.audio_visual.max_len=6",
+        "fusion.n_a=3", "fusion.n_v=2", "fusion.n_av=4", "mm.layers=[1, 3]", "head.d=16",
+        "training.attention=sdpa", *overrides,
+    ])
+    torch.manual_seed(seed)
+    return DMPF(cfg, tiny_gpt2(seed), dims=(10, 7))
+
+
+def make_batch(seed: int = 1) -> dict:
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "text_ids": torch.randint(0, 100, (B, T), generator=g),
+        "text_real": torch.arange(T)[None, :] < torch.tensor(LENGTHS)[:, None],
+        "audio": torch.randn(B, 15, 10, generator=g),
+        "audio_lengths": torch.tensor([15, 4, 0]),
+        "vision": torch.randn(B, 9, 7, generator=g),
+        "vision_lengths": torch.tensor([9, 9, 2]),
+    }
 
 
 @pytest.fixture(scope="module")

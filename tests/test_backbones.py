@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from dmpf_cli.backbones import (
+from dmpf_cli.config import BackboneConfig
+from dmpf_cli.data.batches import tokenize
+from dmpf_cli.model.backbones import (
     BackboneError,
     LoadedBackbone,
     describe,
@@ -26,13 +28,10 @@ from dmpf_cli.backbones import (
     hf_cache_dir,
     load_backbone,
     load_tokenizer,
-    tokenize,
     weights_fingerprint,
 )
-from dmpf_cli.config import BackboneConfig
-from dmpf_cli.errors import DmpfError
 
-from conftest import ROOT
+from conftest import ROOT, one_line
 
 EOT = 50256  # <|endoftext|>
 CHINESE_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "，", "。", "！"]
@@ -69,13 +68,6 @@ def empty_cache(tmp_path, monkeypatch) -> Path:
 @pytest.fixture(scope="module")
 def bpe():
     return load_tokenizer(BackboneConfig(name="gpt2-tiny-random"))
-
-
-def one_line(exc: pytest.ExceptionInfo) -> str:
-    msg = str(exc.value)
-    assert isinstance(exc.value, DmpfError)
-    assert msg and "\n" not in msg and "Traceback" not in msg
-    return msg
 
 
 def params(model) -> dict[str, torch.Tensor]:
@@ -536,9 +528,10 @@ def test_no_network_is_attempted_on_any_failure(empty_cache):
             load_tokenizer(cfg)
 
 
+@pytest.mark.slow
 def test_importing_the_module_loads_neither_torch_nor_transformers():
     code = (
-        "import sys, dmpf_cli.backbones, dmpf_cli.config;"
+        "import sys, dmpf_cli.model.backbones, dmpf_cli.config;"
         "bad = [m for m in ('torch', 'transformers', 'huggingface_hub') if m in sys.modules];"
         "assert not bad, bad"
     )

@@ -9,8 +9,9 @@ import sys
 import pytest
 import yaml
 
+from dmpf_cli.model.mask import FusionMask
+
 from conftest import error_line
-from dmpf_cli.mask import FusionMask
 
 
 def assert_one_line_error(result, *fragments: str) -> str:
@@ -37,6 +38,7 @@ def test_version(invoke):
     assert result.exit_code == 0 and result.stdout.strip() == f"dmpf {__version__}"
 
 
+@pytest.mark.slow
 def test_startup_imports_no_heavy_modules():
     """`dmpf --help` must not import torch, transformers or xformers (nor print xformers' CUDA warning)."""
     code = (
@@ -83,6 +85,60 @@ def test_config_list(invoke):
     assert result.exit_code == 0
     for name in ("default", "mosei", "sims"):
         assert name in result.stdout
+
+
+def test_config_takes_a_preset_by_name_as_well_as_a_path(invoke):
+    from dmpf_cli.config import CONFIG_DIR
+
+    by_dataset = invoke("config", "show", "--dataset", "mosei", "--format", "json")
+    by_name = invoke("config", "show", "--config", "mosei", "--format", "json")
+    by_path = invoke("config", "show", "--config", CONFIG_DIR / "mosei.yaml", "--format", "json")
+    assert by_name.exit_code == 0, by_name.stderr
+    assert json.loads(by_name.stdout) == json.loads(by_dataset.stdout) == json.loads(by_path.stdout)
+    assert_one_line_error(invoke("config", "show", "--config", "moseii"), "moseii: no such config file or preset",
+                          "did you mean 'mosei'")
+    assert_one_line_error(invoke("config", "show", "--config", "my/missing.yaml"), "my/missing.yaml: no such config file")
+
+
+def test_a_local_file_wins_over_a_preset_of_the_same_name(invoke, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mosei").write_text("name: local\n")
+    result = invoke("config", "show", "--config", "mosei", "--format", "json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["name"] == "local"
+
+
+def test_config_cp_copies_a_preset_with_its_comments(invoke, tmp_path):
+    from dmpf_cli.config import CONFIG_DIR
+
+    result = invoke("config", "cp", "mosei", tmp_path / "mine")
+    assert result.exit_code == 0, result.stderr
+    copied = tmp_path / "mine.yaml"
+    assert copied.read_text() == (CONFIG_DIR / "mosei.yaml").read_text() and "#" in copied.read_text()
+    assert f"dmpf train --config {copied}" in " ".join(result.stdout.split())
+    assert invoke("config", "validate", copied).exit_code == 0
+    (tmp_path / "dir").mkdir()
+    assert invoke("config", "cp", "sims", tmp_path / "dir").exit_code == 0
+    assert (tmp_path / "dir" / "sims.yaml").is_file()
+    assert_one_line_error(invoke("config", "cp", "mosei", copied), "FILE:", "exists", "never replaces")
+    assert copied.read_text() == (CONFIG_DIR / "mosei.yaml").read_text()
+    assert_one_line_error(invoke("config", "cp", "mosie", tmp_path / "x.yaml"), "NAME: no preset 'mosie'",
+                          "did you mean 'mosei'")
+    assert_one_line_error(invoke("config", "cp", "mosei", tmp_path / "x.txt"), "expected a .yaml file name")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["eval", "--run", "r", "--split", "train"], "--split: expected test or valid, got 'train'"),
+    (["predict", "--run", "r", "--input", "x.jsonl", "--on-error", "ignore"], "--on-error: expected skip or fail"),
+    (["prepare", "--dataset", "mosie"], "--dataset: expected mosei, mosi, sims or synthetic, got 'mosie'"),
+    (["prepare", "--dataset", "synthetic", "--size", "huge"], "--size: expected tiny, small or mosei-like"),
+    (["config", "show", "--format", "yaml"], "--format: expected text or json, got 'yaml'"),
+])
+def test_choice_options_are_enums_listed_in_help_and_refused_in_one_line(invoke, args, fragment):
+    assert_one_line_error(invoke(*args), fragment)
+    option = fragment.split(":")[0]
+    shown = " ".join(invoke(*args[:1 + (args[0] == "config")], "--help").stdout.split())
+    choices = fragment.split("expected ")[1].split(", got")[0].replace(" or ", ", ").split(", ")
+    assert option in shown and "|".join(choices) in shown.replace("│ ", "").replace(" │", "")
 
 
 def test_plugins_lists_every_kind(invoke):
@@ -190,7 +246,7 @@ def test_inspect_model_default_json(invoke):
 
 def test_inspect_model_counts_match_a_real_build():
     from dmpf_cli.config import load_config
-    from dmpf_cli.model import build_model, summarize
+    from dmpf_cli.model.dmpf import build_model, summarize
 
     cfg = load_config()
     model, _ = build_model(cfg)
@@ -228,7 +284,8 @@ def test_inspect_model_attention_choice(invoke):
 
 def test_piped_output_is_not_wrapped(monkeypatch):
     """Into a log or a pipe, a long line (a path, a command to copy) stays one line; COLUMNS still rules."""
-    from dmpf_cli.cli import PIPED_WIDTH, _console
+    from dmpf_cli.cli.common import PIPED_WIDTH
+    from dmpf_cli.cli.common import make_console as _console
 
     monkeypatch.delenv("COLUMNS", raising=False)
     console = _console()

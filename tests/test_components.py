@@ -14,8 +14,8 @@ from torch import Tensor, nn
 
 from dmpf_cli import registry
 from dmpf_cli.config import EncoderConfig, HeadConfig
-from dmpf_cli.encoders import downsample, sinusoidal_positions
-from dmpf_cli.heads import REPRESENTATIONS
+from dmpf_cli.model.encoders import downsample, sinusoidal_positions
+from dmpf_cli.streams import REPRESENTATIONS
 
 ENCODERS = list(registry.components("encoder"))
 HEADS = list(registry.components("head"))

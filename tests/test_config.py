@@ -7,8 +7,9 @@ import json
 import pytest
 import yaml
 
-from conftest import error_line
 from dmpf_cli.config import CONFIG_DIR, ConfigError, ExperimentConfig, load_config, preset_names, to_yaml
+
+from conftest import error_line
 
 
 def test_default_yaml_equals_the_builtin_defaults():

@@ -12,12 +12,14 @@ import pytest
 import torch
 from rich.console import Console
 
-from conftest import error_line
+from dmpf_cli import datasets as prep
+from dmpf_cli.data import mmsa
+from dmpf_cli.data import prepared as prepared_format
+from dmpf_cli.data.batches import SplitDataset, make_loader
+from dmpf_cli.data.mmsa import DataError, UnsafePickleError
+from dmpf_cli.data.prepared import open_prepared
 
-from dmpf_cli import mmsa, prepare as prep
-from dmpf_cli.dataset import SplitDataset, make_loader
-from dmpf_cli.mmsa import DataError, UnsafePickleError
-from dmpf_cli.prepared import open_prepared
+from conftest import error_line, one_line
 
 DIMS = {"mosei": (74, 35), "sims": (33, 709)}
 SIZES = {"train": 7, "valid": 3, "test": 4}
@@ -62,12 +64,6 @@ def run_prepare(source, output, dataset="mosei", **kw):
     kw.setdefault("overwrite", False)
     kw.setdefault("check_sha256", False)
     return prep.prepare_file(dataset, source, output, console=Console(quiet=True), **kw)
-
-
-def one_line(exc_info) -> str:
-    message = str(exc_info.value)
-    assert "\n" not in message
-    return message
 
 
 # -- round trips ---------------------------------------------------------------------------------
@@ -218,7 +214,7 @@ def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path, payload):
 def test_interrupted_prepare_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
     source = write_pickle(tmp_path, mmsa_layout())
     calls = {"n": 0}
-    real = mmsa.clean_features
+    real = prepared_format.clean_features
 
     def interrupt(block):
         calls["n"] += 1
@@ -226,7 +222,7 @@ def test_interrupted_prepare_leaves_nothing_that_looks_complete(tmp_path, monkey
             raise KeyboardInterrupt
         return real(block)
 
-    monkeypatch.setattr("dmpf_cli.prepared.clean_features", interrupt)
+    monkeypatch.setattr("dmpf_cli.data.prepared.clean_features", interrupt)
     with pytest.raises(KeyboardInterrupt):
         run_prepare(source, tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -236,7 +232,7 @@ def test_interrupted_prepare_leaves_nothing_that_looks_complete(tmp_path, monkey
     stale.mkdir()
     with pytest.raises(DataError, match="no manifest|not a prepared dataset"):
         open_prepared(stale)
-    monkeypatch.setattr("dmpf_cli.prepared.clean_features", real)
+    monkeypatch.setattr("dmpf_cli.data.prepared.clean_features", real)
     run_prepare(source, tmp_path / "out")
     assert open_prepared(tmp_path / "out").split("train").audio.shape[0] == 7
     assert not stale.exists()
@@ -350,7 +346,7 @@ def prepared_split(tmp_path):
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from dmpf_cli.backbones import offline_gpt2_tokenizer
+    from dmpf_cli.model.backbones import offline_gpt2_tokenizer
 
     return offline_gpt2_tokenizer()
 
@@ -381,7 +377,8 @@ def test_batches_are_deterministic_per_seed_and_epoch(prepared_split, tokenizer)
         return [b["index"].tolist() for b in loader]
 
     assert order(1, 0) == order(1, 0)
-    assert order(1, 0) != order(1, 1) or order(1, 0) != order(2, 0)
+    assert order(1, 0) != order(1, 1)  # another epoch, another order
+    assert order(1, 0) != order(2, 0)  # another seed, another order
     assert order(3, 2) == order(3, 2, workers=2)
     plain = make_loader(dataset, batch_size=2, shuffle=False)
     assert [b["index"].tolist() for b in plain] == [[0, 1], [2, 3], [4, 5], [0, 6]]
@@ -395,7 +392,7 @@ def test_tokens_are_cached_beside_the_prepared_split(prepared_split, tokenizer, 
     first = SplitDataset(prepared_split, tokenizer, text_len=8)
     cache = list((prepared_split.folder.parent / "tokens").glob("*-T8/train.npz"))
     assert len(cache) == 1
-    monkeypatch.setattr("dmpf_cli.backbones.tokenize", lambda *a, **k: pytest.fail("tokenised again"))
+    monkeypatch.setattr("dmpf_cli.data.batches.tokenize", lambda *a, **k: pytest.fail("tokenised again"))
     second = SplitDataset(prepared_split, tokenizer, text_len=8)
     assert torch.equal(first.text_ids, second.text_ids) and torch.equal(first.text_real, second.text_real)
     monkeypatch.undo()
@@ -405,8 +402,8 @@ def test_tokens_are_cached_beside_the_prepared_split(prepared_split, tokenizer, 
 
 
 def test_prepare_stores_the_presets_tokens_and_runs_reuse_them(invoke, tmp_path, monkeypatch):
-    from dmpf_cli.backbones import load_tokenizer
     from dmpf_cli.config import load_config
+    from dmpf_cli.model.backbones import load_tokenizer
 
     out = tmp_path / "synthetic"
     result = invoke("prepare", "--dataset", "synthetic", "--size", "tiny", "--output", out, "--format", "json")
@@ -415,7 +412,7 @@ def test_prepare_stores_the_presets_tokens_and_runs_reuse_them(invoke, tmp_path,
     assert tokens["stored"] and tokens["config"] == "preset default" and tokens["text_len"] == 32
     assert sorted(p.name for p in Path(tokens["directory"]).iterdir()) == ["test.npz", "train.npz", "valid.npz"]
     # a training run with the default config reads them: tokenising again would fail here
-    monkeypatch.setattr("dmpf_cli.backbones.tokenize", lambda *a, **k: pytest.fail("tokenised again"))
+    monkeypatch.setattr("dmpf_cli.data.batches.tokenize", lambda *a, **k: pytest.fail("tokenised again"))
     dataset = SplitDataset(open_prepared(out).split("valid"), load_tokenizer(load_config().backbone), 32)
     assert dataset.text_ids.shape == (len(dataset), 32) and bool(dataset.text_real[:, 0].all())
 

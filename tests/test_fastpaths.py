@@ -12,18 +12,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import error_line
 from dmpf_cli.bench import Setup, loader_throughput, setups
 from dmpf_cli.config import LossConfig, load_config
 from dmpf_cli.errors import DmpfError
-from dmpf_cli.losses import dmpf_loss
-from dmpf_cli.train import compiled
-from test_model import make_batch, make_model
+from dmpf_cli.model.losses import dmpf_loss
+from dmpf_cli.runtime import compiled
+
+from conftest import error_line, make_batch, make_model
 
 
-def loss_and_grads(model, net, batch, autocast=contextlib.nullcontext()):
+def loss_and_grads(model, net, batch, autocast=None):
     model.zero_grad(set_to_none=True)
-    with autocast:
+    with autocast or contextlib.nullcontext():
         out = net(batch)
     loss, _ = dmpf_loss(out.score.float(), {k: v.float() for k, v in out.aux.items()}, torch.linspace(-1, 1, 3, device=out.score.device),
                         LossConfig())
@@ -56,6 +56,7 @@ def test_bf16_stored_backbone_matches_fp32_within_bf16_tolerance():
     assert loss == pytest.approx(ref_loss, rel=3e-2)
 
 
+@pytest.mark.slow
 def test_compiled_step_matches_eager():
     """torch.compile (inductor on CPU) against the fp32 eager reference: loss and every gradient."""
     model, (ref_loss, ref_grads) = reference()
@@ -76,7 +77,7 @@ def test_cuda_graphs_need_cuda(invoke, tmp_path):
 
 
 def test_cuda_graphs_refuse_gradient_accumulation():
-    from dmpf_cli.train import check_compile
+    from dmpf_cli.runtime import check_compile
 
     with pytest.raises(DmpfError, match=r"reduce-overhead cannot accumulate gradients \(training.grad_accum is 8\)"):
         check_compile("reduce-overhead", "cuda", 8)

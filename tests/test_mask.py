@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from dmpf_cli import registry
-from dmpf_cli.mask import FusionMask, MaskPreset
+from dmpf_cli.model.mask import FusionMask, MaskPreset
 
 # SPEC §4, written out independently of dmpf_cli.mask: query segment -> key segment -> relation.
 _AVSEESALL = {

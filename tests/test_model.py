@@ -7,48 +7,15 @@ import copy
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2Model
 
-from dmpf_cli.attention import BackendError, resolve_backend
-from dmpf_cli.config import LossConfig, load_config
-from dmpf_cli.losses import dmpf_loss
-from dmpf_cli.model import DMPF
+from dmpf_cli.config import LossConfig
+from dmpf_cli.model.attention import BackendError, resolve_backend
+from dmpf_cli.model.dmpf import DMPF
+from dmpf_cli.model.losses import dmpf_loss
+
+from conftest import LENGTHS, B, T, make_batch, make_model
 
 PRESETS = ["avseesall", "original", "allcausal", "av_attends_only_av_a_v"]
-B, T = 3, 12
-LENGTHS = [12, 7, 1]  # text lengths: full, right-padded, a single real token
-
-
-def tiny_gpt2(seed: int = 0) -> GPT2Model:
-    torch.manual_seed(seed)
-    config = GPT2Config(n_layer=4, n_embd=32, n_head=4, n_positions=64, vocab_size=100,
-                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-    return GPT2Model(config).requires_grad_(False).eval()
-
-
-def make_model(*overrides: str, seed: int = 0) -> DMPF:
-    cfg = load_config(overrides=[
-        "encoders.audio.d=16", "encoders.vision.d=16", "encoders.audio_visual.d=16",
-        "encoders.audio.max_len=6", "encoders.vision.max_len=6", "encoders.audio_visual.max_len=6",
-        "fusion.n_a=3", "fusion.n_v=2", "fusion.n_av=4", "mm.layers=[1, 3]", "head.d=16",
-        "training.attention=sdpa", *overrides,
-    ])
-    torch.manual_seed(seed)
-    return DMPF(cfg, tiny_gpt2(seed), audio_dim=10, vision_dim=7)
-
-
-def make_batch(seed: int = 1) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return {
-        "text_ids": torch.randint(0, 100, (B, T), generator=g),
-        "text_real": torch.arange(T)[None, :] < torch.tensor(LENGTHS)[:, None],
-        "audio": torch.randn(B, 15, 10, generator=g),
-        "audio_lengths": torch.tensor([15, 4, 0]),
-        "vision": torch.randn(B, 9, 7, generator=g),
-        "vision_lengths": torch.tensor([9, 9, 2]),
-    }
-
-
 def spans(model: DMPF) -> dict[str, slice]:
     return model.lm.spans(T)
 
@@ -90,6 +57,40 @@ def test_sdpa_and_eager_agree_forward_and_backward(preset):
     assert g_s.keys() == g_e.keys() and g_s
     for name in g_s:
         torch.testing.assert_close(g_s[name], g_e[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "eager"])
+def test_the_model_runs_the_fusion_masks_own_rendering(backend, monkeypatch):
+    """The fused model asks FusionMask, with the batch's padding, for its backend's rendering: the object and the
+    code path tests/test_mask.py checks against SPEC §4, not a parallel one."""
+    from dmpf_cli.model.mask import FusionMask
+
+    rendered = []
+    real_render = FusionMask.render
+
+    def spy(mask, *args, **kwargs):
+        rendered.append((mask, real_render(mask, *args, **kwargs)))
+        return rendered[-1][1]
+
+    monkeypatch.setattr(FusionMask, "render", spy)
+    model = make_model("fusion.mask=original", f"training.attention={backend}").eval()
+    batch = make_batch()
+    with torch.no_grad():
+        model(batch)
+    assert len(rendered) == 1  # once per forward, the same prepared mask in every block
+    mask, prepared = rendered[0]
+    assert mask.preset == "original" and torch.equal(mask.text_padding, batch["text_real"])
+    assert prepared.backend == backend and torch.equal(prepared.value, mask.sdpa_mask())
+
+    # and it is what attention sees: hiding the AV tokens' view of A and V changes only what AV attends to
+    monkeypatch.setattr(FusionMask, "render", real_render)
+    with torch.no_grad():
+        original = model(batch).reps
+        model.lm.mask_preset = "avseesall"
+        model.lm.__dict__.pop("_layout_cache")
+        avseesall = model(batch).reps
+    assert torch.equal(original["a_tok"], avseesall["a_tok"]) and torch.equal(original["h_text"], avseesall["h_text"])
+    assert not torch.allclose(original["av_tok"], avseesall["av_tok"])
 
 
 def test_backend_resolution_on_cpu():

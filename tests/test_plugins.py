@@ -15,7 +15,9 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, run_module
+
+pytestmark = pytest.mark.slow  # pip installs the plugin and runs dmpf in subprocesses
 
 PLUGIN = ROOT / "plugins" / "dmpf-head-gated"
 
@@ -49,11 +51,8 @@ def plugin_site(tmp_path_factory):
 
 
 def run(args: list[str], site=None, module: str = "dmpf_cli") -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    if site is not None:
-        env["PYTHONPATH"] = os.pathsep.join([str(site), str(ROOT / "tests"), env.get("PYTHONPATH", "")])
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=300)
+    return run_module(module, *args, check=False, pythonpath=[site, ROOT / "tests"] if site else (), cwd=ROOT,
+                      timeout=300)
 
 
 @without_the_plugin

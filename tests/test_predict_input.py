@@ -52,7 +52,7 @@ def test_unwritable_output_is_refused_before_the_run_is_loaded(invoke, trained, 
     def never(*args, **kwargs):
         raise AssertionError("the run was loaded although --output cannot be written")
 
-    monkeypatch.setattr(evaluate, "load_run", never)
+    monkeypatch.setattr(evaluate, "load_trained", never)
     result = invoke("predict", "--run", trained, "--input", source, "--output", where(tmp_path))
     error_line(result.exit_code, result.stderr, *fragments)
     assert leftovers(tmp_path) == []

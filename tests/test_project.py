@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import re
+import tokenize
 
 import pytest
 
@@ -31,3 +33,105 @@ def test_setup_never_pins_torch_in_the_package():
     torch_reqs = [r for r in project["dependencies"] if re.match(r"torch\b", r)]
     assert torch_reqs == ["torch>=2.10"]
     assert 'torch==2.13.0' in (ROOT / "scripts" / "setup.sh").read_text(encoding="utf-8")
+
+
+# -- the layout: dependencies point one way, each fact is spelled once ------------------------------
+
+PACKAGE = ROOT / "dmpf_cli"
+APPLICATION = {"checkpoints", "datasets", "runtime", "train", "runs", "evaluate", "bench", "metrics"}
+
+
+def _layer(module: str) -> tuple[int, str]:
+    """(layer, group) of a dmpf_cli module: base 0, library 1 (model, data), application 2, CLI 3."""
+    top = module.split(".")[0]
+    if top in ("model", "data"):
+        return 1, top
+    if top in APPLICATION:
+        return 2, "application"
+    if top == "cli" or top == "__main__":
+        return 3, "cli"
+    return 0, "base"  # streams, config, registry, errors, fileio, the package's __version__
+
+
+def _imports(path) -> set[str]:
+    """Every dmpf_cli module ``path`` imports, at the top or inside a function, relative to the package."""
+    import ast
+
+    here = list(path.relative_to(PACKAGE).parent.parts)
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = here[: len(here) - node.level + 1]
+            if node.module:
+                found.add(".".join(base + node.module.split(".")))
+            else:
+                found.update(".".join(base + [alias.name]) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dmpf_cli."):
+            found.add(node.module.removeprefix("dmpf_cli."))
+    return {name for name in found if name}
+
+
+def test_dependencies_point_one_way():
+    """cli → application → model, data → streams, config, registry; model and data never import each other.
+    The one edge upward: config checks component names and MM layers against the backbone catalogue."""
+    allowed_upward = {("config", "model.backbones")}
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = ".".join(path.relative_to(PACKAGE).with_suffix("").parts).removesuffix(".__init__")
+        layer, group = _layer(module)
+        for target in _imports(path):
+            target_layer, target_group = _layer(target)
+            if (module, target) in allowed_upward:
+                continue
+            if target_layer > layer or (target_layer == layer == 1 and target_group != group):
+                wrong.append(f"{module} imports {target}")
+    assert wrong == []
+
+
+def _code_tokens(path):
+    """The tokens of a module's code: no comments, and no docstrings (strings that are whole statements)."""
+    tokens = list(tokenize.generate_tokens(io.StringIO(path.read_text(encoding="utf-8")).readline))
+    previous = tokenize.NEWLINE
+    for tok in tokens:
+        if tok.type in (tokenize.COMMENT, tokenize.NL):
+            continue
+        if not (tok.type == tokenize.STRING and previous in (tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT)):
+            yield tok  # not a docstring
+        previous = tok.type
+
+
+def test_stream_and_dataset_facts_are_spelled_out_in_streams_only():
+    from dmpf_cli.streams import DATASETS, MODALITIES, REPRESENTATIONS, STREAMS
+
+    modality_keys = {m.key for m in MODALITIES}  # also the MMSA format's keys, which the data layer reads by name
+    names = {value for s in STREAMS for value in (s.name, s.display, s.tokens_key, s.encoder_key)} - modality_keys
+    names |= set(REPRESENTATIONS) | {d.published_sha256 for d in DATASETS.values() if d.published_sha256}
+    numbers = [tuple(str(n) for n in values) for d in DATASETS.values()
+               for values in (d.feature_dims, d.padded_lengths) if values]
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "streams.py":
+            continue
+        tokens = list(_code_tokens(path))
+        strings = {t.string.strip("\"'") for t in tokens if t.type == tokenize.STRING}
+        found += [f"{path.name}: {name!r}" for name in sorted(strings & names)]
+        plain = [t.string for t in tokens if t.type in (tokenize.NUMBER, tokenize.OP)]  # "74", ",", "35"
+        for values in numbers:
+            pattern = [part for value in values for part in (value, ",")][:-1]
+            if any(plain[i:i + len(pattern)] == pattern for i in range(len(plain))):
+                found.append(f"{path.name}: {', '.join(values)}")
+    assert found == []
+
+
+def test_every_subpackage_is_in_the_wheel():
+    tomllib = pytest.importorskip("tomllib")
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"])
+    packages = {".".join(p.parent.relative_to(ROOT).parts) for p in PACKAGE.rglob("__init__.py")}
+    assert packages <= listed
+
+
+def test_the_readme_layout_names_every_module():
+    layout = (ROOT / "README.md").read_text(encoding="utf-8").split("## Layout", 1)[1]
+    named = set(re.findall(r"^\| `(dmpf_cli/[\w/]+\.py)` \|", layout, re.M))
+    modules = {str(p.relative_to(ROOT)) for p in PACKAGE.rglob("*.py")}
+    assert named == modules

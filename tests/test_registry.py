@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
 from dmpf_cli import registry
-from dmpf_cli.backbones import BackboneArch, describe
 from dmpf_cli.config import BackboneConfig
-from dmpf_cli.mask import SEGMENTS, MaskPreset
+from dmpf_cli.model.backbones import BackboneArch, describe
+from dmpf_cli.model.mask import SEGMENTS, MaskPreset
+
+from conftest import dmpf
 
 
 def test_every_kind_has_builtins():
@@ -76,13 +75,13 @@ def _fake_distribution(root, dist: str, module: str, source: str, entry: str | N
 
 
 def _dmpf(args, pythonpath):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(pythonpath), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "dmpf_cli", *args], capture_output=True, text=True, env=env, timeout=120)
+    return dmpf(*args, check=False, pythonpath=[pythonpath], timeout=120)
 
 
+@pytest.mark.slow
 def test_entry_point_plugin_is_discovered_with_its_origin(tmp_path):
     _fake_distribution(tmp_path, "acme-masks", "acme_masks", """
-        from dmpf_cli.mask import MaskPreset
+        from dmpf_cli.model.mask import MaskPreset
         from dmpf_cli.registry import register
 
         @register("mask", "everyone-sees-text")
@@ -104,10 +103,11 @@ def test_entry_point_plugin_is_discovered_with_its_origin(tmp_path):
     assert json.loads(shown.stdout)["preset"] == "everyone-sees-text"
 
 
+@pytest.mark.slow
 def test_setup_hook_entry_point_is_called(tmp_path):
     _fake_distribution(tmp_path, "hooked", "hooked_mod", """
         from dmpf_cli.registry import register
-        from dmpf_cli.mask import avseesall
+        from dmpf_cli.model.mask import avseesall
 
         def setup():
             register("mask", "hooked-copy")(lambda: avseesall())
@@ -117,6 +117,7 @@ def test_setup_hook_entry_point_is_called(tmp_path):
     assert any(r["name"] == "hooked-copy" and r["origin"] == "hooked" for r in json.loads(result.stdout))
 
 
+@pytest.mark.slow
 def test_broken_plugin_warns_in_one_line_and_the_rest_works(tmp_path):
     _fake_distribution(tmp_path, "broken-plugin", "broken_plugin", "raise RuntimeError('boom at import')\n")
     result = _dmpf(["plugins", "--format", "json"], tmp_path)
@@ -128,6 +129,7 @@ def test_broken_plugin_warns_in_one_line_and_the_rest_works(tmp_path):
     assert shown.returncode == 0 and json.loads(shown.stdout)["name"] == "default"
 
 
+@pytest.mark.slow
 def test_plugin_cannot_replace_a_builtin(tmp_path):
     _fake_distribution(tmp_path, "hijack", "hijack", """
         from dmpf_cli.registry import register
@@ -143,6 +145,7 @@ def test_plugin_cannot_replace_a_builtin(tmp_path):
     assert rows == [{"kind": "mask", "name": "avseesall", "origin": "built-in", "description": rows[0]["description"]}]
 
 
+@pytest.mark.slow
 def test_plugin_calling_sys_exit_or_failing_in_several_lines_only_warns(tmp_path):
     _fake_distribution(tmp_path, "exits-plugin", "exits_plugin", "import sys\nsys.exit('no GPU here, giving up')\n")
     _fake_distribution(tmp_path, "chatty-plugin", "chatty_plugin", "raise ValueError('first line\\n  second line\\n')\n")

@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from dmpf_cli import synthetic as S
+from dmpf_cli.data import synthetic as S
 
 KEYS = {"raw_text", "audio", "vision", "audio_lengths", "vision_lengths", "regression_labels",
         "classification_labels", "id"}
@@ -97,7 +97,7 @@ def _only_plain_types(obj) -> bool:
 
 @pytest.mark.parametrize("protocol", [4, 5])
 def test_pickles_with_plain_types_only(tiny, tmp_path, protocol):
-    from dmpf_cli.mmsa import load_pickle, validate  # the importer's restricted unpickler and checks
+    from dmpf_cli.data.mmsa import load_pickle, validate  # the importer's restricted unpickler and checks
 
     data, _ = tiny
     assert type(data) is dict and _only_plain_types(data)

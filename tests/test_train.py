@@ -15,6 +15,9 @@ import torch
 
 from conftest import ROOT, TINY, dmpf, env, error_line
 
+pytestmark = pytest.mark.slow  # every test here trains end to end, most in a subprocess
+
+
 @pytest.fixture(autouse=True)
 def data_home(tmp_path_factory, monkeypatch):
     """Every test shares one generated tiny dataset (made on first use) outside the user's cache."""
@@ -299,7 +302,7 @@ def test_ddp_two_cpu_processes(tmp_path):
 def test_predict_on_an_mmsa_pickle(trained, tmp_path):
     import pickle
 
-    from dmpf_cli.synthetic import generate
+    from dmpf_cli.data.synthetic import generate
 
     data, _ = generate("tiny", seed=3)
     data["test"]["audio"][0, 0, 0] = -np.inf  # COVAREP-style: zeroed by the importer, not a NaN score

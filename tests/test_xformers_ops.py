@@ -13,12 +13,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dmpf_cli import attention
-from dmpf_cli.attention import eager_attention, xformers_bias
 from dmpf_cli.config import LossConfig
-from dmpf_cli.losses import dmpf_loss
-from dmpf_cli.mask import padded_bias
-from test_model import make_batch, make_model
+from dmpf_cli.model import attention, xformers_ops
+from dmpf_cli.model.attention import eager_attention, padded_bias
+from dmpf_cli.model.losses import dmpf_loss
+from dmpf_cli.model.xformers_ops import xformers_bias
+
+from conftest import make_batch, make_model
 
 
 def _scores(q, k, bias, scale):
@@ -28,7 +29,7 @@ def _scores(q, k, bias, scale):
 def _forward(q, k, v, bias, scale):
     s = _scores(q, k, bias, scale)
     out = torch.einsum("bhmn,bnhd->bmhd", s.softmax(-1), v.float()).to(q.dtype)
-    return out.contiguous(), attention._lse_padded(s.logsumexp(-1), q.shape[1])
+    return out.contiguous(), xformers_ops.lse_padded(s.logsumexp(-1), q.shape[1])
 
 
 def _inference(q, k, v, bias, scale):
@@ -114,8 +115,9 @@ def _step(model, batch):
     return loss
 
 
+@pytest.mark.slow
 def test_a_dmpf_step_on_the_xformers_path_compiles_as_one_graph(monkeypatch):
-    monkeypatch.setattr("dmpf_cli.model.resolve_backend", lambda requested, device: requested)
+    monkeypatch.setattr("dmpf_cli.model.dmpf.resolve_backend", lambda requested, device: requested)
     model = make_model().eval()
     batch = make_batch()
     model.attention = "sdpa"

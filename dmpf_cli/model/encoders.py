@@ -20,8 +20,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .config import EncoderConfig
-from .registry import register
+from ..config import EncoderConfig
+from ..registry import register
 
 
 def downsample(x: Tensor, lengths: Tensor, max_len: int) -> tuple[Tensor, Tensor]:

@@ -16,41 +16,17 @@ import hashlib
 import io
 import math
 import pickle
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
-from .errors import DmpfError
+from ..streams import DATASETS, MODALITIES, SPLITS, UNIMODAL_LABELS
+from .prepared import DataError, SplitReport
 
-SPLITS = ("train", "valid", "test")
-REQUIRED = ("raw_text", "audio", "vision", "audio_lengths", "vision_lengths", "regression_labels", "id")
-UNIMODAL = ("regression_labels_T", "regression_labels_A", "regression_labels_V")  # CH-SIMS only
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    audio_dim: int | None  # None: whatever the file has (synthetic)
-    vision_dim: int | None
-    label_range: tuple[float, float]
-    unimodal_labels: bool
-    published_sha256: str | None  # of MMSA's processed file, as listed in the MMSA README
-
-
-DATASETS = {
-    "mosei": DatasetSpec(74, 35, (-3.0, 3.0), False,
-                         "ad8b23d50557045e7d47959ce6c5b955d8d983f2979c7d9b7b9226f6dd6fec1f"),  # unaligned_50.pkl
-    "mosi": DatasetSpec(5, 20, (-3.0, 3.0), False,
-                        "78e0f8b5ef8ff71558e7307848fc1fa929ecb078203f565ab22b9daab2e02524"),  # unaligned_50.pkl
-    "sims": DatasetSpec(33, 709, (-1.0, 1.0), True,
-                        "c9e20c13ec0454d98bb9c1e520e490c75146bfa2dfeeea78d84de047dbdd442f"),  # unaligned_39.pkl
-    "synthetic": DatasetSpec(None, None, (-3.0, 3.0), False, None),
-}
-
-
-class DataError(DmpfError):
-    """A data file that cannot be used; one line naming the file and what is wrong."""
+# the keys of an MMSA split (SPEC §7), and CH-SIMS's unimodal labels
+REQUIRED = ("raw_text", *(m.key for m in MODALITIES), *(m.lengths for m in MODALITIES), "regression_labels", "id")
+UNIMODAL = tuple(f"regression_labels_{label}" for label in UNIMODAL_LABELS)
 
 
 class UnsafePickleError(DataError):
@@ -138,14 +114,6 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
 
 # -- validation ------------------------------------------------------------------------------------
 
-@dataclass
-class SplitReport:
-    samples: int = 0
-    replaced: dict[str, int] = field(default_factory=dict)  # key -> non-finite values set to 0
-    text_undecodable: int = 0
-    text_empty: int = 0
-
-
 def _as_text(value: Any) -> tuple[str, bool, bool]:
     """(text, was_undecodable, is_empty) for one raw_text entry."""
     undecodable = False
@@ -203,7 +171,8 @@ def validate(data: Any, dataset: str, source: Path) -> tuple[dict[str, dict[str,
                 raise fail(f"{name}.{key}", f"has {found} samples, expected {n} (as regression_labels)")
 
         out: dict[str, Any] = {}
-        for key, expected_dim in (("audio", spec.audio_dim), ("vision", spec.vision_dim)):
+        for modality, width in zip(MODALITIES, spec.feature_dims):
+            key, expected_dim = modality.key, None if spec.generated else width
             arr = split[key]
             if not isinstance(arr, np.ndarray) or arr.ndim != 3 or not np.issubdtype(arr.dtype, np.number):
                 raise fail(f"{name}.{key}", f"expected a numeric array (N, length, features), got "
@@ -213,17 +182,17 @@ def validate(data: Any, dataset: str, source: Path) -> tuple[dict[str, dict[str,
                 raise fail(f"{name}.{key}", f"feature width {arr.shape[2]}, expected {want} for {dataset}")
             dims[key] = want
             out[key] = arr
-            lengths = np.asarray(split[f"{key}_lengths"])
+            lengths = np.asarray(split[modality.lengths])
             if lengths.ndim != 1 or not (np.issubdtype(lengths.dtype, np.integer) or np.issubdtype(lengths.dtype, np.floating)):
-                raise fail(f"{name}.{key}_lengths", f"expected integers, got {lengths.dtype} {lengths.shape}")
+                raise fail(f"{name}.{modality.lengths}", f"expected integers, got {lengths.dtype} {lengths.shape}")
             if np.issubdtype(lengths.dtype, np.floating) and not np.all(np.isfinite(lengths) & (lengths == np.round(lengths))):
-                raise fail(f"{name}.{key}_lengths", "expected whole numbers")
+                raise fail(f"{name}.{modality.lengths}", "expected whole numbers")
             lengths = lengths.astype(np.int64)
             bad = np.flatnonzero((lengths < 0) | (lengths > arr.shape[1]))
             if bad.size:
-                raise fail(f"{name}.{key}_lengths", f"{bad.size} length(s) outside 0..{arr.shape[1]} (the padded "
+                raise fail(f"{name}.{modality.lengths}", f"{bad.size} length(s) outside 0..{arr.shape[1]} (the padded "
                                                     f"length), first at index {bad[0]}: {lengths[bad[0]]}")
-            out[f"{key}_lengths"] = lengths
+            out[modality.lengths] = lengths
 
         lo, hi = spec.label_range
         for key in ("regression_labels",) + (UNIMODAL if spec.unimodal_labels else ()):
@@ -259,13 +228,3 @@ def _length(value: Any, error: DataError) -> int:
         return len(value)
     except TypeError:
         raise error from None
-
-
-def clean_features(block: np.ndarray) -> tuple[np.ndarray, int]:
-    """A float32 copy of ``block`` with −inf/+inf/NaN set to 0, and how many were replaced."""
-    out = np.array(block, dtype=np.float32, copy=True)
-    bad = ~np.isfinite(out)
-    count = int(bad.sum())
-    if count:
-        out[bad] = 0.0
-    return out, count

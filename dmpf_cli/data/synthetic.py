@@ -83,6 +83,8 @@ from typing import Iterator
 
 import numpy as np
 
+from ..streams import DATASETS, SPLITS
+
 __all__ = [
     "GENERATOR", "SIZES", "SizeSpec", "LEXICON", "W_TEXT", "W_AUDIO", "W_VISION", "W_AV", "NOISE_SIGMA",
     "FRAME_SIGMA", "LABEL_RANGE", "generate", "iter_generate", "make_info", "planted_terms", "text_polarity",
@@ -90,7 +92,7 @@ __all__ = [
 ]
 
 GENERATOR = "dmpf.synthetic/2"  # bump when the generated data changes for a given (size, seed)
-SPLITS = ("train", "valid", "test")
+_DATASET = DATASETS["synthetic"]  # MOSEI's feature widths and label range
 
 # -- planted weights -------------------------------------------------------------------------------
 W_TEXT = 1.2
@@ -98,7 +100,7 @@ W_AUDIO = 0.55
 W_VISION = 0.55
 W_AV = 0.65
 NOISE_SIGMA = 0.25
-LABEL_RANGE = (-3.0, 3.0)
+LABEL_RANGE = _DATASET.label_range
 
 FRAME_SIGMA = 1.0  # per-frame feature noise (orthogonal to the signal directions)
 NUISANCE_SIGMA = 1.0  # per-sample nuisance offset, per nuisance direction
@@ -121,8 +123,8 @@ class SizeSpec:
     n_test: int
     audio_len: int  # La
     vision_len: int  # Lv
-    audio_dim: int = 74  # Da (COVAREP, as in MOSEI)
-    vision_dim: int = 35  # Dv (Facet, as in MOSEI)
+    audio_dim: int = _DATASET.feature_dims[0]  # Da (COVAREP, as in MOSEI)
+    vision_dim: int = _DATASET.feature_dims[1]  # Dv (Facet, as in MOSEI)
 
     @property
     def splits(self) -> dict[str, int]:
@@ -248,7 +250,7 @@ def _unit(w: np.ndarray) -> list[float]:
     return [float(x) / norm for x in w]
 
 
-def structure(seed: int, audio_dim: int = 74, vision_dim: int = 35) -> dict:
+def structure(seed: int, audio_dim: int = _DATASET.feature_dims[0], vision_dim: int = _DATASET.feature_dims[1]) -> dict:
     """The fixed feature-space structure of a seed: per modality, the coordinates and weights of the
     ``z`` and ``u`` signal directions (unit vectors on disjoint coordinate sets) and the nuisance
     directions (on the remaining coordinates). Plain lists, JSON-serialisable."""

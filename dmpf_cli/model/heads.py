@@ -12,12 +12,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .config import HeadConfig
-from .registry import register
-
-# The seven representations of SPEC §5, in their canonical order: the mean of each fusion-token span
-# of the LM's final hidden state, the text state at the last real token, the time-means of the encoders.
-REPRESENTATIONS = ("a_tok", "v_tok", "av_tok", "h_text", "a_enc", "v_enc", "av_enc")
+from ..config import HeadConfig
+from ..registry import register
+from ..streams import REPRESENTATIONS  # the seven of SPEC §5, in their canonical order
 
 
 def _reject_options(name: str, options: dict[str, Any]) -> None:

@@ -1,9 +1,13 @@
 """The DMPF model (SPEC §1): encoders → fused frozen GPT-2 → task head over seven representations.
 
-A stream is switched off by giving it zero fusion tokens: ``fusion.n_a = 0`` removes the A token
-group, its cross-attention, the audio encoder and the ``a_tok``/``a_enc`` representations (audio
-still reaches the AV encoder when n_av > 0). So n_a = n_v = n_av = 0 is a text-only model, and the
-16-token single-group setting of the paper's capacity ablation is ``n_a = n_v = 0, n_av = 16``.
+The streams are :data:`dmpf_cli.streams.STREAMS`. A stream is switched off by giving it zero fusion
+tokens: ``fusion.n_a = 0`` removes the A token group, its cross-attention, the audio encoder and the
+``a_tok``/``a_enc`` representations (audio still reaches the AV encoder when n_av > 0). So
+n_a = n_v = n_av = 0 is a text-only model, and the 16-token single-group setting of the paper's capacity
+ablation is ``n_a = n_v = 0, n_av = 16``.
+
+:func:`build_model` is the front door: the model a config describes, as training, evaluation and the
+benchmark build it.
 """
 
 from __future__ import annotations
@@ -14,22 +18,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from . import registry
+from .. import registry
+from ..config import ExperimentConfig, token_counts
+from ..errors import DmpfError
+from ..streams import DATASETS, MODALITIES, REPRESENTATIONS, STREAMS, TEXT
 from .attention import resolve_backend
-from .config import ExperimentConfig
-from .errors import DmpfError
-from .fused import GROUPS, FusedGPT2
-from .heads import REPRESENTATIONS, AuxHeads
-
-# token group -> (encoder config key, the streams it reads, representation prefix)
-STREAMS: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "audio": ("audio", ("audio",), "a"),
-    "visual": ("vision", ("vision",), "v"),
-    "audio_visual": ("audio_visual", ("audio", "vision"), "av"),
-}
-
-# Feature widths per dataset (SPEC §7); the synthetic data mimics MOSEI.
-FEATURE_DIMS = {"mosei": (74, 35), "mosi": (5, 20), "sims": (33, 709), "synthetic": (74, 35)}
+from .backbones import LoadedBackbone, load_backbone
+from .fused import FusedGPT2
+from .heads import AuxHeads
 
 
 @dataclass
@@ -48,29 +44,31 @@ def masked_time_mean(seq: Tensor, lengths: Tensor) -> Tensor:
 
 
 class DMPF(nn.Module):
-    def __init__(self, cfg: ExperimentConfig, gpt2: nn.Module, audio_dim: int, vision_dim: int):
+    """``dims``: the width of each modality's features (``MODALITIES`` order), e.g. (74, 35) for MOSEI."""
+
+    def __init__(self, cfg: ExperimentConfig, gpt2: nn.Module, dims: tuple[int, ...]):
         super().__init__()
         self.attention = cfg.training.attention
-        counts = {"audio": cfg.fusion.n_a, "visual": cfg.fusion.n_v, "audio_visual": cfg.fusion.n_av}
-        self.groups = [g for g in GROUPS if counts[g] > 0]
-        feature_dims = {"audio": audio_dim, "vision": vision_dim}
+        counts = token_counts(cfg)
+        self.streams = [s for s in STREAMS if counts[s.name] > 0]
+        self.groups = [s.name for s in self.streams]
+        feature_dims = {m.key: d for m, d in zip(MODALITIES, dims)}
 
         self.encoders = nn.ModuleDict()
-        for g in self.groups:
-            key, streams, _ = STREAMS[g]
-            enc_cfg = getattr(cfg.encoders, key)
-            self.encoders[g] = registry.create("encoder", enc_cfg.name, enc_cfg, tuple(feature_dims[s] for s in streams))
+        for s in self.streams:
+            enc_cfg = getattr(cfg.encoders, s.encoder_key)
+            self.encoders[s.name] = registry.create("encoder", enc_cfg.name, enc_cfg,
+                                                    tuple(feature_dims[m.key] for m in s.inputs))
         encoder_dims = {g: self.encoders[g].out_dim for g in self.groups}
 
         self.lm = FusedGPT2(gpt2, counts, encoder_dims, cfg.mm.layers, cfg.fusion.mask, cfg.mm.gate, cfg.mm.dropout,
                              cfg.mm.ffn)
 
         D = gpt2.config.n_embd
-        widths = {"h_text": D}
-        for g in self.groups:
-            prefix = STREAMS[g][2]
-            widths[f"{prefix}_tok"] = D
-            widths[f"{prefix}_enc"] = encoder_dims[g]
+        widths = {TEXT.representation: D}
+        for s in self.streams:
+            widths[s.tok] = D
+            widths[s.enc] = encoder_dims[s.name]
         self.rep_dims = {n: widths[n] for n in REPRESENTATIONS if n in widths}
         self.head = registry.create("head", cfg.head.name, cfg.head, dict(self.rep_dims))
         self.aux = AuxHeads(self.rep_dims)
@@ -86,19 +84,19 @@ class DMPF(nn.Module):
 
     def forward(self, batch: dict[str, Tensor], *, return_hidden: bool = False,
                 drop_streams: tuple[str, ...] = ()) -> DMPFOutput:
-        """batch: text_ids, text_real (B, T); audio (B, La, Da), audio_lengths; vision (B, Lv, Dv), vision_lengths.
+        """batch: text_ids, text_real (B, T); per modality its frames (B, L, D) and lengths (B,) (``audio``,
+        ``audio_lengths``, ``vision``, ``vision_lengths``).
 
-        ``drop_streams``: token groups ("audio", "visual", "audio_visual") whose encoder output is replaced by
-        nothing (zeros, length 0) — the modality ablation of ``dmpf eval``.
+        ``drop_streams``: streams (by name) whose encoder output is replaced by nothing (zeros, length 0) —
+        the modality ablation of ``dmpf eval``.
         """
-        inputs = {"audio": (batch["audio"], batch["audio_lengths"]), "vision": (batch["vision"], batch["vision_lengths"])}
         contexts = {}
-        for g in self.groups:
-            _, streams, _ = STREAMS[g]
-            contexts[g] = self.encoders[g](*(inputs[s] for s in streams))  # (seq (B, Lm, d), lengths (B,))
-            if g in drop_streams:
-                seq, lengths = contexts[g]
-                contexts[g] = (torch.zeros_like(seq), torch.zeros_like(lengths))
+        for s in self.streams:
+            inputs = ((batch[m.key], batch[m.lengths]) for m in s.inputs)
+            contexts[s.name] = self.encoders[s.name](*inputs)  # (seq (B, Lm, d), lengths (B,))
+            if s.name in drop_streams:
+                seq, lengths = contexts[s.name]
+                contexts[s.name] = (torch.zeros_like(seq), torch.zeros_like(lengths))
 
         ids, real = batch["text_ids"], batch["text_real"]
         backend = resolve_backend(self.attention, ids.device)
@@ -106,34 +104,43 @@ class DMPF(nn.Module):
 
         spans = self.lm.spans(ids.shape[1])
         last = (real.long().sum(dim=1) - 1).clamp(min=0)  # (B,) the last real text token
-        reps = {"h_text": H[torch.arange(ids.shape[0], device=ids.device), last].float()}
-        for g in self.groups:
-            prefix = STREAMS[g][2]
-            reps[f"{prefix}_tok"] = H[:, spans[g]].mean(dim=1).float()  # (B, D)
-            seq, lengths = contexts[g]
-            reps[f"{prefix}_enc"] = masked_time_mean(seq, lengths).float()  # (B, d)
+        reps = {TEXT.representation: H[torch.arange(ids.shape[0], device=ids.device), last].float()}
+        for s in self.streams:
+            reps[s.tok] = H[:, spans[s.name]].mean(dim=1).float()  # (B, D)
+            seq, lengths = contexts[s.name]
+            reps[s.enc] = masked_time_mean(seq, lengths).float()  # (B, d)
         reps = {n: reps[n] for n in REPRESENTATIONS if n in reps}
         return DMPFOutput(self.head(reps), self.aux(reps), reps, hidden)
 
 
 def build_model(
-    cfg: ExperimentConfig, *, dims: tuple[int, int] | None = None, seed: int = 0, device: str = "cpu",
+    cfg: ExperimentConfig, *, dims: tuple[int, ...] | None = None, seed: int = 0, device: str = "cpu",
     precision: str | None = None, meta: bool = False,
-) -> tuple[DMPF, "LoadedBackbone"]:  # noqa: F821
+) -> tuple[DMPF, LoadedBackbone]:
     """The model for ``cfg``, as training, evaluation and benchmarks all build it.
 
-    The frozen backbone is the same for every seed (a random one is drawn from seed 0); the trainable
-    parts are initialised from ``seed``. On ``device``, with ``precision`` (default: the config's) bf16
-    on CUDA, the frozen backbone is stored in bf16 rather than cast every step. ``meta``: shapes only,
-    no weights, no memory. ``dims``: the audio and vision feature widths (default: the dataset's).
-    """
-    from .backbones import load_backbone
+    Args:
+        cfg: the experiment config (encoders, backbone, fusion, MM blocks, head).
+        dims: the feature width of each modality (default: the dataset's, ``streams.DATASETS``).
+        seed: initialises the trainable parts. The frozen backbone is the same for every seed (a random
+            one is drawn from seed 0).
+        device: where the model goes; with ``precision`` (default: the config's) bf16 on CUDA, the frozen
+            backbone is stored in bf16 rather than cast every step.
+        meta: shapes only, on the meta device: no weights, no memory (``dmpf inspect-model``).
 
+    Returns:
+        The model and the loaded backbone (its tokenizer, source and weights' fingerprint).
+
+    Raises:
+        BackboneError: the backbone's weights or tokenizer are not on this machine.
+
+    Example:
+        >>> model, backbone = build_model(load_config("default"))  # doctest: +SKIP
+    """
     backbone = load_backbone(cfg.backbone, seed=0, meta=meta)
-    audio_dim, vision_dim = dims or FEATURE_DIMS[cfg.data.dataset]
     torch.manual_seed(seed)
     with torch.device("meta") if meta else contextlib.nullcontext():
-        model = DMPF(cfg, backbone.model, audio_dim, vision_dim)
+        model = DMPF(cfg, backbone.model, dims or DATASETS[cfg.data.dataset].feature_dims)
     if not meta:
         model.to(device)
         if device == "cuda" and (precision or cfg.training.precision) == "bf16":

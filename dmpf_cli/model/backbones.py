@@ -6,8 +6,8 @@ weights come from. :func:`describe` reads nothing but a local ``config.json`` an
 imports neither torch nor transformers at import time, so configs validate in a blink.
 
 :func:`load_backbone` builds the frozen model (random-init names from a seed, pretrained ones from a
-local directory or the local Hugging Face cache, never the network) and :func:`tokenize` turns raw
-text into right-padded ids plus a mask of the real tokens.
+local directory or the local Hugging Face cache, never the network) and :func:`load_tokenizer` its
+tokenizer (:func:`dmpf_cli.data.batches.tokenize` turns raw text into ids with it).
 
 Names ending in ``-random`` are random-initialised models in the stated shapes; they serve tests,
 the embedded default and benchmarks, and are labelled as random wherever results are printed.
@@ -25,12 +25,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from .config import BackboneConfig
-from .errors import DmpfError
-from .registry import get, register
+from ..config import BackboneConfig
+from ..errors import DmpfError
+from ..registry import get, register
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only; torch/transformers load lazily
-    import torch
     from transformers import GPT2Model, PreTrainedTokenizerBase
 
 
@@ -131,7 +130,7 @@ def gpt2_large_random(cfg: BackboneConfig) -> BackboneArch:
 #
 # Weights are only ever read from disk. A pretrained backbone comes from ``backbone.path`` (a local
 # directory) or from the local Hugging Face cache (``backbone.path`` unset, or set to a hub id),
-# looked up by hand in the cache layout (``models--org--name/refs/main`` -> ``snapshots/<commit>``).
+# found with huggingface_hub's offline cache scanner (``scan_cache_dir``).
 # transformers then only ever sees a local directory and ``local_files_only=True``, and the hub
 # client is held in offline mode while it loads: no code path here can open a connection.
 # ---------------------------------------------------------------------------------------------
@@ -172,7 +171,8 @@ def _one_line(text: str) -> str:
 
 
 def hf_cache_dir() -> Path:
-    """The Hugging Face hub cache, from the environment as it is *now* (same precedence as huggingface_hub)."""
+    """The Hugging Face hub cache, from the environment as it is *now* (same precedence as huggingface_hub,
+    whose ``constants.HF_HUB_CACHE`` is fixed when it is first imported)."""
     env = os.environ
     explicit = env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE")
     if explicit:
@@ -182,21 +182,22 @@ def hf_cache_dir() -> Path:
 
 
 def _cached_snapshot(repo_id: str, cache: Path) -> Path | None:
-    """The snapshot folder of ``repo_id`` in the hub cache (``refs/main``, else a lone snapshot); no network."""
+    """The snapshot folder of ``repo_id`` in the hub cache (the one ``refs/main`` names, else a lone one, as in a
+    cache copied without its refs/), read with huggingface_hub's offline cache scanner; no network."""
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    try:
+        repos = {r.repo_id: r for r in scan_cache_dir(cache).repos if r.repo_type == "model"}
+    except CacheNotFound:
+        return None
     for rid in (repo_id, _HUB_ALIASES.get(repo_id)):
-        if not rid:
+        repo = repos.get(rid) if rid else None
+        if repo is None:
             continue
-        repo_dir = cache / ("models--" + rid.replace("/", "--"))
-        snapshots = repo_dir / "snapshots"
-        ref = repo_dir / "refs" / "main"
-        if ref.is_file():
-            snap = snapshots / ref.read_text(encoding="utf-8").strip()
-            if snap.is_dir():
-                return snap
-        if snapshots.is_dir():
-            found = [p for p in snapshots.iterdir() if p.is_dir()]
-            if len(found) == 1:  # e.g. a cache copied without its refs/
-                return found[0]
+        main = [rev for rev in repo.revisions if "main" in rev.refs]
+        if main or len(repo.revisions) == 1:
+            return Path((main or list(repo.revisions))[0].snapshot_path)
     return None
 
 
@@ -604,36 +605,3 @@ def load_tokenizer(cfg: BackboneConfig, arch: BackboneArch | None = None) -> "Pr
             )
         return offline_gpt2_tokenizer(arch.n_positions)
     return _pretrained_tokenizer(_locate(cfg, arch), arch)
-
-
-def tokenize(tokenizer: Any, texts: list[str], text_len: int) -> "tuple[torch.Tensor, torch.Tensor]":
-    """``ids`` (B, text_len) long and ``real`` (B, text_len) bool, right-padded and truncated to ``text_len``.
-
-    The tokenizer's own special tokens are kept (GPT-2 adds none; the Chinese GPT-2's BERT tokenizer
-    wraps the text in ``[CLS] ... [SEP]``). A text that yields no token at all (GPT-2 and an empty
-    string) is encoded as one real end-of-text token (eos, else [SEP], else the pad token), so every
-    row has at least one real token and ``real.sum(1) - 1`` is always the index of the last one.
-    """
-    import torch
-
-    if text_len < 1:
-        raise ValueError(f"text_len must be at least 1, got {text_len}")
-    texts = list(texts)
-    for text in texts:
-        if not isinstance(text, str):
-            raise TypeError(f"texts must be strings, got {type(text).__name__}")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    if pad_id is None:
-        raise ValueError("the tokenizer has neither a pad nor an eos token")
-    end_id = next(i for i in (tokenizer.eos_token_id, tokenizer.sep_token_id, pad_id) if i is not None)
-
-    ids = torch.full((len(texts), text_len), int(pad_id), dtype=torch.long)
-    real = torch.zeros((len(texts), text_len), dtype=torch.bool)
-    if not texts:
-        return ids, real
-    encoded = tokenizer(texts, add_special_tokens=True, truncation=True, max_length=text_len)["input_ids"]
-    for row, seq in enumerate(encoded):
-        seq = list(seq)[:text_len] or [end_id]
-        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        real[row, : len(seq)] = True
-    return ids, real

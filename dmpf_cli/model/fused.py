@@ -4,9 +4,11 @@ Sequence: ``[text embeddings (T) | A tokens (n_a) | V tokens (n_v) | AV tokens (
 tokens are learnable and take the GPT-2 positions after the text. Each frozen block runs its own
 weights (ln_1, c_attn, c_proj, ln_2, mlp) with our attention backend and the fusion mask — the same
 prepared mask in every block — and after the configured blocks an :class:`~dmpf_cli.mm.MMBlock` lets
-each token group read its encoder. Driving the blocks here (rather than through ``GPT2Model.forward``)
-is what makes MM blocks between layers and a per-backend mask possible; a test proves that with closed
-gates the text states equal Hugging Face's ``GPT2Model`` on the same weights.
+each token group read its encoder. The mask is a :class:`~dmpf_cli.model.mask.FusionMask` of this model's
+sizes, given each batch's text padding and rendered for the attention backend. Driving the blocks here
+(rather than through ``GPT2Model.forward``) is what makes MM blocks between layers and a per-backend mask
+possible; a test proves that with closed gates the text states equal Hugging Face's ``GPT2Model`` on the
+same weights.
 """
 
 from __future__ import annotations
@@ -16,11 +18,10 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..streams import STREAM
 from .attention import PreparedMask, attend, prepare_mask
-from .mask import FusionMask, with_text_padding
+from .mask import FusionMask
 from .mm import MMBlock
-
-GROUPS = ("audio", "visual", "audio_visual")  # the fusion-token groups, in sequence order (mask segments)
 
 
 def block_forward(block: nn.Module, h: Tensor, mask: PreparedMask) -> Tensor:
@@ -42,8 +43,8 @@ def block_forward(block: nn.Module, h: Tensor, mask: PreparedMask) -> Tensor:
 class FusedGPT2(nn.Module):
     """Frozen GPT-2 + fusion tokens + MM blocks.
 
-    ``gpt2``: a transformers ``GPT2Model`` (frozen by the caller). ``tokens``: n per group.
-    ``encoder_dims``: the width of the encoder each present group reads.
+    ``gpt2``: a transformers ``GPT2Model`` (frozen by the caller). ``tokens``: n per stream (token group),
+    absent = 0. ``encoder_dims``: the width of the encoder each present group reads.
     """
 
     def __init__(
@@ -61,9 +62,9 @@ class FusedGPT2(nn.Module):
         self.gpt2 = gpt2
         D = gpt2.config.n_embd
         self.n_head = gpt2.config.n_head
-        self.counts = {g: tokens.get(g, 0) for g in GROUPS}
+        self.counts = {g: tokens.get(g, 0) for g in STREAM}  # in sequence order
         self.mask_preset = mask_preset
-        present = {g: encoder_dims[g] for g in GROUPS if self.counts[g] > 0}
+        present = {g: encoder_dims[g] for g in STREAM if self.counts[g] > 0}
         self.tokens = nn.ParameterDict({g: nn.Parameter(torch.randn(self.counts[g], D) * 0.02) for g in present})
         bad = [layer for layer in mm_layers if not 0 <= layer < len(gpt2.h)]
         if bad:
@@ -72,17 +73,12 @@ class FusedGPT2(nn.Module):
             str(layer): MMBlock(gpt2.h[layer], D, self.n_head, present, gate, dropout, ffn_over) for layer in sorted(mm_layers)
         }) if present else nn.ModuleDict()
 
-    def structural_mask(self, text_len: int, device: torch.device) -> Tensor:
-        """The preset's (L, L) mask for this text length, built once per (length, device) and cached."""
-        key = (text_len, str(device))
-        cache = self.__dict__.setdefault("_mask_cache", {})
-        if key not in cache:
-            cache[key] = self.layout(text_len).block_allowed(device)
-        return cache[key]
-
     def layout(self, text_len: int) -> FusionMask:
-        return FusionMask(text_len, self.counts["audio"], self.counts["visual"], self.counts["audio_visual"],
-                          self.mask_preset)
+        """The fusion mask at this text length, without padding (one per length: it keeps its structure)."""
+        cache = self.__dict__.setdefault("_layout_cache", {})
+        if text_len not in cache:
+            cache[text_len] = FusionMask(text_len, *self.counts.values(), preset=self.mask_preset)
+        return cache[text_len]
 
     def spans(self, text_len: int) -> dict[str, slice]:
         """Where each segment sits for this text length (cached: the model asks on every forward)."""
@@ -107,8 +103,8 @@ class FusedGPT2(nn.Module):
         """
         B, T = ids.shape
         gpt2 = self.gpt2
-        allowed = with_text_padding(self.structural_mask(T, ids.device), real)  # (B, L, L)
-        L = allowed.shape[-1]
+        mask = self.layout(T).with_padding(real)
+        L = mask.seq_len
         dtype = gpt2.wte.weight.dtype
         # the dtype attention actually runs in: the xformers bias must match it, or every layer would
         # cast (and so materialise) a (B, H, L, L) copy of it
@@ -117,11 +113,11 @@ class FusedGPT2(nn.Module):
 
         pos = torch.arange(L, device=ids.device)
         text = gpt2.wte(ids)  # (B, T, D)
-        groups = [self.tokens[g].to(dtype)[None].expand(B, -1, -1) for g in GROUPS if g in self.tokens]
+        groups = [self.tokens[g].to(dtype)[None].expand(B, -1, -1) for g in STREAM if g in self.tokens]
         h = torch.cat([text, *groups], dim=1) + gpt2.wpe(pos)[None]  # (B, L, D)
         h = gpt2.drop(h)
 
-        fusion = prepare_mask(allowed, backend, batch=B, heads=self.n_head, dtype=attn_dtype)
+        fusion = mask.render(backend, attn_dtype, ids.device)  # once per forward, the same in every block
         spans = self.spans(T)
         cross = {}
         for g, (seq, lengths) in contexts.items():
@@ -130,7 +126,7 @@ class FusedGPT2(nn.Module):
             # a length-0 sample still attends to its (zero) first step: never an empty softmax row
             keys = torch.arange(seq.shape[1], device=seq.device)[None, :] < lengths.clamp(min=1)[:, None]  # (B, Lm)
             keys = keys[:, None, :].expand(B, self.counts[g], -1)  # (B, n_g, Lm)
-            cross[g] = (seq.to(dtype), prepare_mask(keys, backend, batch=B, heads=self.n_head, dtype=attn_dtype))
+            cross[g] = (seq.to(dtype), prepare_mask(keys, backend, attn_dtype))
 
         hidden = []
         for i, block in enumerate(gpt2.h):

@@ -1,7 +1,9 @@
-"""``dmpf prepare``: an MMSA pickle (yours, or a generated synthetic one) → the prepared format.
+"""The data a run reads: ``dmpf prepare`` (an MMSA pickle, yours or a generated synthetic one → the prepared
+format, its text tokenised for the dataset's preset), and :func:`open_data`, the prepared dataset a config
+names (the synthetic one generated on first use).
 
-Both paths go through the same importer: the restricted unpickler, the validation of SPEC §7, and
-the atomic writer of :mod:`dmpf_cli.prepared`.
+Both import paths go through the same importer: the restricted unpickler and the validation of SPEC §7
+(:mod:`dmpf_cli.data.mmsa`), and the atomic writer of :mod:`dmpf_cli.data.prepared`.
 """
 
 from __future__ import annotations
@@ -15,12 +17,23 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-from .mmsa import DATASETS, SPLITS, DataError, load_pickle, validate
-from .prepared import (check_output, default_dir, is_up_to_date, open_prepared, read_manifest, remove_stale_leftovers,
-                       source_stamp, write_prepared)
-
-# the config whose backbone tokenizer and text length `dmpf prepare` tokenises for, per dataset
-TOKENIZE_PRESET = {"synthetic": "default", "mosei": "mosei", "sims": "sims"}
+from .config import ExperimentConfig
+from .data.mmsa import load_pickle, validate
+from .data.prepared import (
+    MANIFEST,
+    DataError,
+    Prepared,
+    check_output,
+    default_dir,
+    is_up_to_date,
+    open_prepared,
+    read_manifest,
+    remove_stale_leftovers,
+    source_stamp,
+    write_prepared,
+)
+from .errors import DmpfError
+from .streams import DATASETS, SPLITS
 
 
 @dataclass
@@ -35,12 +48,12 @@ class PrepareResult:
 def pretokenize(output: Path, cfg: Any, origin: str) -> dict[str, Any]:
     """Tokenise every split's text for ``cfg``'s backbone and ``data.text_len``, stored beside the data.
 
-    Training, evaluation and the benchmark then read the stored ids (:func:`dmpf_cli.dataset.cached_tokens`)
+    Training, evaluation and the benchmark then read the stored ids (:func:`dmpf_cli.data.batches.cached_tokens`)
     instead of tokenising. A tokenizer that is not on this machine yet (a pretrained backbone not yet
     downloaded) is not an error: the result says so, and the first run tokenises and stores instead.
     """
-    from .backbones import BackboneError, load_tokenizer
-    from .dataset import cached_tokens, token_cache_dir
+    from .data.batches import cached_tokens, token_cache_dir
+    from .model.backbones import BackboneError, load_tokenizer
 
     prepared = open_prepared(output)
     info: dict[str, Any] = {"config": origin, "backbone": cfg.backbone.name, "text_len": cfg.data.text_len}
@@ -93,8 +106,9 @@ def prepare_file(
     dataset: str, source: Path, output: Path | None, *, overwrite: bool, check_sha256: bool, console: Console,
 ) -> PrepareResult:
     """``dmpf prepare --dataset mosei|mosi|sims --source FILE.pkl``."""
-    if dataset not in DATASETS or dataset == "synthetic":
-        raise DataError(f"--dataset: expected one of mosei, mosi, sims with --source, got '{dataset}'")
+    if dataset not in DATASETS or DATASETS[dataset].generated:
+        files = ", ".join(d.name for d in DATASETS.values() if not d.generated)
+        raise DataError(f"--dataset: expected one of {files} with --source, got '{dataset}'")
     source = Path(source).expanduser()
     if not source.is_file():
         raise DataError(f"--source: {source}: no such file" if not source.exists() else f"--source: {source}: not a file")
@@ -121,7 +135,7 @@ def prepare_synthetic(
     size: str, seed: int, output: Path | None, *, overwrite: bool, console: Console,
 ) -> PrepareResult:
     """``dmpf prepare --dataset synthetic``: generate an MMSA pickle with planted structure, then import it."""
-    from .synthetic import GENERATOR, SIZES, generate
+    from .data.synthetic import GENERATOR, SIZES, generate
 
     if size not in SIZES:
         raise DataError(f"--size: expected one of {', '.join(SIZES)}, got '{size}'")
@@ -155,3 +169,47 @@ def prepare_synthetic(
     finally:
         pkl.unlink(missing_ok=True)
     return PrepareResult(output, manifest, skipped=False)
+
+
+def tokenize_preset(dataset: str) -> str | None:
+    """The preset whose tokenizer and text length ``dmpf prepare`` tokenises ``dataset``'s text for."""
+    return DATASETS[dataset].preset if dataset in DATASETS else None
+
+
+def open_data(cfg: ExperimentConfig, console: Console | None = None, *, prepare_missing: bool = True) -> Prepared:
+    """The prepared dataset ``cfg`` names; the synthetic one is generated on first use."""
+    data = cfg.data
+    if data.path:
+        path = Path(data.path).expanduser()
+    elif data.dataset == "synthetic":
+        path = default_dir("synthetic", data.synthetic_size, data.synthetic_seed)
+    else:
+        path = default_dir(data.dataset)
+    if data.dataset == "synthetic" and prepare_missing and not data.path:
+        if console and not (path / MANIFEST).is_file():
+            console.print(f"preparing the synthetic '{data.synthetic_size}' dataset in {path} (first use)")
+        # a no-op when it is there and current; regenerated when the generator has changed since
+        prepare_synthetic(data.synthetic_size, data.synthetic_seed, path, overwrite=False,
+                          console=console or Console(quiet=True))
+    elif not path.is_dir():
+        how = (f"--size {data.synthetic_size} --seed {data.synthetic_seed}" if data.dataset == "synthetic"
+               else "--source FILE.pkl")
+        raise DmpfError(f"data.path: no prepared {data.dataset} dataset at {path}; run "
+                        f"`dmpf prepare --dataset {data.dataset} {how} --output {path}` first")
+    prepared = open_prepared(path)
+    if prepared.dataset != data.dataset:
+        raise DmpfError(f"data.path: {path} holds the {prepared.dataset} dataset, the config says {data.dataset}")
+    if cfg.loss.unimodal_labels and not prepared.manifest.get("unimodal_labels"):
+        raise DmpfError(f"loss.unimodal_labels: the {prepared.dataset} data in {path} has no unimodal labels "
+                        "(CH-SIMS has T/A/V); set it to false")
+    return prepared
+
+
+def reference_scores(data: str | Path | None) -> dict[str, dict[str, float]]:
+    """For a synthetic dataset (its prepared directory, as a run's run.json records it): what the ideal and
+    restricted predictors reach on test (MAE, Corr), to print beside a run."""
+    manifest = read_manifest(Path(data)) if data and Path(data).is_dir() else None
+    reference = (manifest or {}).get("synthetic", {}).get("reference", {})
+    names = {"ideal": "noise floor", "no_interaction": "no A×V", "text_only": "text only"}
+    return {label: {"MAE": reference[key]["mae"], "Corr": reference[key]["corr"]}
+            for key, label in names.items() if key in reference}

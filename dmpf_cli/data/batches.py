@@ -1,8 +1,8 @@
 """Batches for training and evaluation, read from a prepared split (memory-mapped).
 
-Text is tokenised once per tokenizer and text length, and stored beside the prepared split, with the
-backbone's tokenizer (right padding to ``text_len``, a mask of real tokens). A batch gathers its samples' rows from the memory maps in index
-order (sequential reads), so a MOSEI-sized split is never loaded whole. Shuffling is a function of
+Text is tokenised once per tokenizer and text length (:func:`tokenize`: right padding to ``text_len``,
+a mask of real tokens), and stored beside the prepared split. A batch gathers its samples' rows from
+the memory maps in index order (sequential reads), so a MOSEI-sized split is never loaded whole. Shuffling is a function of
 (seed, epoch) only: the same seed gives the same batches whatever the number of workers.
 
 Every batch has the same shape: the last, partial batch of an epoch is filled up with repeated
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..streams import MODALITIES
 from .prepared import Split
 
 
@@ -48,15 +49,51 @@ class SplitDataset(Dataset):
             "weight": torch.from_numpy(real.astype(np.float32)),  # 0 for the fillers of a last batch
             "text_ids": self.text_ids[idx],
             "text_real": self.text_real[idx],
-            "audio": torch.from_numpy(np.ascontiguousarray(s.audio[idx])),  # (B, La, Da) float32
-            "audio_lengths": torch.from_numpy(s.audio_lengths[idx]),
-            "vision": torch.from_numpy(np.ascontiguousarray(s.vision[idx])),  # (B, Lv, Dv) float32
-            "vision_lengths": torch.from_numpy(s.vision_lengths[idx]),
-            "labels": torch.from_numpy(s.labels[idx]),
         }
+        for m in MODALITIES:
+            batch[m.key] = torch.from_numpy(np.ascontiguousarray(s.arrays[m.key][idx]))  # (B, L, D) float32
+            batch[m.lengths] = torch.from_numpy(s.arrays[m.lengths][idx])  # (B,)
+        batch["labels"] = torch.from_numpy(s.labels[idx])
         for key, labels in s.unimodal.items():
             batch[f"labels_{key}"] = torch.from_numpy(labels[idx])
         return batch
+
+
+def unimodal_labels(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    """A batch's unimodal labels ("T"/"A"/"V" -> (B,)), where its dataset has them."""
+    labels = {k.removeprefix("labels_"): v for k, v in batch.items() if k.startswith("labels_")}
+    return labels or None
+
+
+def tokenize(tokenizer: Any, texts: list[str], text_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ids`` (B, text_len) long and ``real`` (B, text_len) bool, right-padded and truncated to ``text_len``.
+
+    The tokenizer's own special tokens are kept (GPT-2 adds none; the Chinese GPT-2's BERT tokenizer
+    wraps the text in ``[CLS] ... [SEP]``). A text that yields no token at all (GPT-2 and an empty
+    string) is encoded as one real end-of-text token (eos, else [SEP], else the pad token), so every
+    row has at least one real token and ``real.sum(1) - 1`` is always the index of the last one.
+    """
+    if text_len < 1:
+        raise ValueError(f"text_len must be at least 1, got {text_len}")
+    texts = list(texts)
+    for text in texts:
+        if not isinstance(text, str):
+            raise TypeError(f"texts must be strings, got {type(text).__name__}")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad_id is None:
+        raise ValueError("the tokenizer has neither a pad nor an eos token")
+    end_id = next(i for i in (tokenizer.eos_token_id, tokenizer.sep_token_id, pad_id) if i is not None)
+
+    ids = torch.full((len(texts), text_len), int(pad_id), dtype=torch.long)
+    real = torch.zeros((len(texts), text_len), dtype=torch.bool)
+    if not texts:
+        return ids, real
+    encoded = tokenizer(texts, add_special_tokens=True, truncation=True, max_length=text_len)["input_ids"]
+    for row, seq in enumerate(encoded):
+        seq = list(seq)[:text_len] or [end_id]
+        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        real[row, : len(seq)] = True
+    return ids, real
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
@@ -78,8 +115,6 @@ def cached_tokens(split: Split, tokenizer: Any, text_len: int) -> tuple[torch.Te
     For a prepared split they are stored beside it (``DIR/tokens/<tokenizer>-T<len>/<split>.npz``, written
     atomically); later runs read them instead of tokenising again.
     """
-    from .backbones import tokenize
-
     path = None
     if split.folder is not None:
         path = token_cache_dir(split.folder.parent, tokenizer, text_len) / f"{split.name}.npz"

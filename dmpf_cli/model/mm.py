@@ -73,7 +73,7 @@ class MMBlock(nn.Module):
     ):
         super().__init__()
         self.ffn_over = ffn_over
-        self.groups = list(encoder_dims)  # token groups present, e.g. ["audio", "audio_visual"]
+        self.groups = list(encoder_dims)  # the token groups (streams) present, in sequence order
         self.norm = nn.LayerNorm(d_model)  # shared by the token spans
         self.xattn = nn.ModuleDict({g: CrossAttention(d_model, d, n_head, dropout) for g, d in encoder_dims.items()})
         self.xgate = nn.ModuleDict({g: Gate(gate) for g in encoder_dims})

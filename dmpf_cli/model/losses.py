@@ -1,10 +1,11 @@
 """The DMPF training loss (SPEC §5), returned with its named parts for logging.
 
 Loss = L1(task) + λ_a·L1(a) + λ_v·L1(v) + λ_av·L1(av) + λ_t·L1(text) + λ_tok·L1(fusion tokens), where
-the auxiliary predictions come from Linear heads on a_enc, v_enc, av_enc, h_text and the fusion-token
-spans (the token term averages the groups present). A term whose stream is ablated is absent. With
-``loss.unimodal_labels`` and a dataset that has them (CH-SIMS: T, A, V), the text, audio and vision
-terms regress those instead of the sentiment label.
+the auxiliary predictions come from Linear heads on each stream's encoder (a_enc, v_enc, av_enc), on
+h_text and on the fusion-token spans (the token term averages the groups present); the terms follow
+:data:`dmpf_cli.streams.STREAMS`. A term whose stream is ablated is absent. With ``loss.unimodal_labels``
+and a dataset that has them (CH-SIMS: T, A, V), the text and single-modality terms regress those
+instead of the sentiment label.
 """
 
 from __future__ import annotations
@@ -12,15 +13,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .config import LossConfig
+from ..config import LossConfig
+from ..streams import STREAMS, TEXT
 
-# loss term -> the auxiliary predictions it averages over, and the unimodal label it prefers
+# loss term (its weight is loss.<term>) -> the auxiliary predictions it averages over, and the unimodal
+# label it prefers
 TERMS: dict[str, tuple[tuple[str, ...], str | None]] = {
-    "a": (("a_enc",), "A"),
-    "v": (("v_enc",), "V"),
-    "av": (("av_enc",), None),
-    "text": (("h_text",), "T"),
-    "tokens": (("a_tok", "v_tok", "av_tok"), None),
+    **{s.prefix: ((s.enc,), s.label) for s in STREAMS},
+    TEXT.loss_key: ((TEXT.representation,), TEXT.label),
+    "tokens": (tuple(s.tok for s in STREAMS), None),
 }
 
 

@@ -20,19 +20,44 @@ import datetime as _dt
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from . import __version__
-from .fileio import atomic_write_text
-from .mmsa import DATASETS, SPLITS, UNIMODAL, DataError, SplitReport, clean_features
+from .. import __version__
+from ..errors import DmpfError
+from ..fileio import atomic_write_text
+from ..streams import DATASETS, MODALITIES, SPLITS, UNIMODAL_LABELS
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 CHUNK = 512  # samples per block when copying feature arrays: bounds the extra memory
+
+
+class DataError(DmpfError):
+    """A data file that cannot be used; one line naming the file and what is wrong."""
+
+
+@dataclass
+class SplitReport:
+    """What the importer repaired in one split; recorded in the manifest."""
+
+    samples: int = 0
+    replaced: dict[str, int] = field(default_factory=dict)  # modality -> non-finite values set to 0
+    text_undecodable: int = 0
+    text_empty: int = 0
+
+
+def clean_features(block: np.ndarray) -> tuple[np.ndarray, int]:
+    """A float32 copy of ``block`` with −inf/+inf/NaN set to 0, and how many were replaced."""
+    out = np.array(block, dtype=np.float32, copy=True)
+    bad = ~np.isfinite(out)
+    count = int(bad.sum())
+    if count:
+        out[bad] = 0.0
+    return out, count
 
 
 def data_home() -> Path:
@@ -138,7 +163,7 @@ def write_prepared(
             folder.mkdir()
             files: dict[str, Any] = {}
             n = report.samples
-            for key in ("audio", "vision"):
+            for key in (m.key for m in MODALITIES):
                 src = split[key]
                 out = np.lib.format.open_memmap(folder / f"{key}.npy", mode="w+", dtype=np.float32, shape=src.shape)
                 replaced = 0
@@ -152,10 +177,9 @@ def write_prepared(
                 del out
                 report.replaced[key] = replaced
                 files[key] = {"shape": list(src.shape), "dtype": "float32"}
-            arrays = {"audio_lengths": split["audio_lengths"], "vision_lengths": split["vision_lengths"],
-                      "labels": split["regression_labels"]}
+            arrays = {**{m.lengths: split[m.lengths] for m in MODALITIES}, "labels": split["regression_labels"]}
             if spec.unimodal_labels:
-                arrays.update({f"labels_{k[-1]}": split[k] for k in UNIMODAL})
+                arrays.update({f"labels_{k}": split[f"regression_labels_{k}"] for k in UNIMODAL_LABELS})
             for key, arr in arrays.items():
                 np.save(folder / f"{key}.npy", arr)
                 files[key] = {"shape": list(arr.shape), "dtype": str(arr.dtype)}
@@ -175,8 +199,8 @@ def write_prepared(
             "dataset": dataset,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "dmpf_version": __version__,
-            "dims": {"audio": int(first["audio"].shape[2]), "vision": int(first["vision"].shape[2])},
-            "padded_length": {"audio": int(first["audio"].shape[1]), "vision": int(first["vision"].shape[1])},
+            "dims": {m.key: int(first[m.key].shape[2]) for m in MODALITIES},
+            "padded_length": {m.key: int(first[m.key].shape[1]) for m in MODALITIES},
             "label_range": list(spec.label_range),
             "unimodal_labels": spec.unimodal_labels,
             "splits": manifest_splits,
@@ -200,18 +224,25 @@ def write_prepared(
 
 @dataclass
 class Split:
-    """One split of a prepared dataset; feature arrays are read-only memory maps."""
+    """One split of a prepared dataset; feature arrays are read-only memory maps.
+
+    ``arrays`` holds each modality's frames (N, L, D) float32 and lengths (N,) int64 under their MMSA keys,
+    also readable as attributes: ``split.audio``, ``split.audio_lengths``.
+    """
 
     name: str
-    audio: np.ndarray  # (N, La, Da) float32
-    vision: np.ndarray  # (N, Lv, Dv) float32
-    audio_lengths: np.ndarray  # (N,) int64
-    vision_lengths: np.ndarray  # (N,) int64
+    arrays: dict[str, np.ndarray]
     labels: np.ndarray  # (N,) float32
     unimodal: dict[str, np.ndarray]  # "T"/"A"/"V" -> (N,) float32 where the dataset has them
     raw_text: list[str]
     ids: list[str]
     folder: Path | None = None  # where a prepared split lives (token caches go beside it)
+
+    def __getattr__(self, key: str) -> np.ndarray:
+        arrays = self.__dict__.get("arrays", {})
+        if key in arrays:
+            return arrays[key]
+        raise AttributeError(f"{type(self).__name__} has no attribute {key!r}")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -237,8 +268,9 @@ class Prepared:
         return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     @property
-    def dims(self) -> tuple[int, int]:
-        return self.manifest["dims"]["audio"], self.manifest["dims"]["vision"]
+    def dims(self) -> tuple[int, ...]:
+        """The feature width of each modality (``streams.MODALITIES`` order)."""
+        return tuple(self.manifest["dims"][m.key] for m in MODALITIES)
 
     def split(self, name: str) -> Split:
         if name not in SPLITS:
@@ -258,11 +290,12 @@ class Prepared:
             except (OSError, ValueError) as exc:
                 raise DataError(f"{folder / (key + '.json')}: unreadable ({exc}); prepare the dataset again") from None
 
-        unimodal = {k: array(f"labels_{k}") for k in "TAV"} if self.manifest.get("unimodal_labels") else {}
-        split = Split(name, array("audio", True), array("vision", True), array("audio_lengths"),
-                      array("vision_lengths"), array("labels"), unimodal, listing("raw_text"), listing("id"), folder)
+        unimodal = {k: array(f"labels_{k}") for k in UNIMODAL_LABELS} if self.manifest.get("unimodal_labels") else {}
+        arrays = {**{m.key: array(m.key, True) for m in MODALITIES}, **{m.lengths: array(m.lengths) for m in MODALITIES}}
+        split = Split(name, arrays, array("labels"), unimodal, listing("raw_text"), listing("id"), folder)
         expected = self.manifest["splits"][name]["samples"]
-        if any(len(x) != expected for x in (split.audio, split.vision, split.labels, split.raw_text, split.ids)):
+        features = [arrays[m.key] for m in MODALITIES]
+        if any(len(x) != expected for x in (*features, split.labels, split.raw_text, split.ids)):
             raise DataError(f"{folder}: arrays disagree with the manifest's {expected} samples; prepare again")
         return split
 

@@ -1,0 +1,89 @@
+"""What the verb modules share: the option types, the choice enums ``--help`` lists, the console, the metric tables.
+
+Nothing here imports torch, transformers or pydantic: ``dmpf --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..streams import DATASETS
+
+
+class OutputFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+class Split(str, Enum):
+    """The splits a run is evaluated on (train is what it learned from)."""
+
+    test = "test"
+    valid = "valid"
+
+
+class OnError(str, Enum):
+    skip = "skip"
+    fail = "fail"
+
+
+# dmpf prepare --dataset: every dataset of streams.DATASETS
+DatasetName = Enum("DatasetName", {name: name for name in DATASETS}, type=str)
+
+# Options shared by every command that resolves a config.
+DatasetOpt = Annotated[
+    Optional[str], typer.Option("--dataset", "-d", help="Use the preset configs/NAME.yaml (mosei, sims, default).")
+]
+ConfigOpt = Annotated[
+    Optional[Path], typer.Option("--config", "-c", help="Use this YAML config file, or a preset by name (mosei).")
+]
+OverridesArg = Annotated[
+    Optional[list[str]], typer.Argument(help="Overrides as key.sub=value, e.g. fusion.n_a=8 mm.layers=[1,2].")
+]
+FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="text for people, json for machines.")]
+# the override training.attention=…: the config checks it (and its error names that key)
+AttentionOpt = Annotated[
+    Optional[str], typer.Option("--attention", help="auto, xformers, sdpa or eager (default: the config's).")
+]
+
+PIPED_WIDTH = 160  # tables' width in a log or a pipe (rich would use 80)
+
+
+def make_console(stderr: bool = False):
+    """A rich console. Into a log or a pipe (and no COLUMNS set), text lines are not wrapped — a path or
+    a command in a message stays whole, to be copied — and tables get PIPED_WIDTH columns."""
+    from rich.console import Console
+
+    out = Console(stderr=stderr, highlight=False)
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out.width = PIPED_WIDTH
+        out.soft_wrap = True
+    return out
+
+
+def warn_stderr(message: str) -> None:
+    typer.echo(f"warning: {message}", err=True)
+
+
+def metrics_table(title: str, rows: dict[str, dict[str, float]]):
+    """Metrics as a table: one column per row name (e.g. seeds, or test/valid), one row per metric."""
+    from rich.table import Table
+
+    table = Table("metric", *rows, title=title, title_justify="left")
+    keys = list(next(iter(rows.values())))
+    for key in keys:
+        table.add_row(key, *(_fmt(r.get(key)) for r in rows.values()))
+    return table
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, dict):  # mean ± std
+        return f"{value['mean']:.4f} ± {value['std']:.4f}"
+    return f"{value:.4f}"

@@ -1,0 +1,133 @@
+"""``dmpf prepare``: import an MMSA pickle or generate a synthetic dataset; ``--info`` shows a prepared one."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import DmpfError
+from ..streams import MODALITIES
+from .common import DatasetName, FormatOpt, OutputFormat, make_console
+
+
+def manifest_tables(manifest: dict, console) -> None:
+    """The closing summary of a prepared dataset: splits, samples, dims, labels, what was repaired."""
+    from rich.table import Table
+
+    dims, padded = manifest["dims"], manifest["padded_length"]
+    keys = [m.key for m in MODALITIES]
+    shorts = "/".join(m.label.lower() for m in MODALITIES)
+    table = Table("split", "samples", *keys, "labels min..max (mean)", f"inf/NaN→0 {shorts}",
+                  "text bad/empty", title=f"{manifest['dataset']} (format v{manifest['format_version']})",
+                  title_justify="left")
+    for name, split in manifest["splits"].items():
+        lab = split["labels"]
+        replaced = split["replaced_nonfinite"]
+        table.add_row(
+            name, f"{split['samples']:,}", *(f"{padded[k]}×{dims[k]}" for k in keys),
+            f"{lab['min']:.2f}..{lab['max']:.2f} ({lab['mean']:+.2f})" if lab else "–",
+            " / ".join(f"{replaced.get(k, 0):,}" for k in keys),
+            f"{split['text_undecodable']} / {split['text_empty']}",
+        )
+    console.print(table)
+    source = manifest.get("source", {})
+    console.print(f"source {source.get('path')} ({source.get('size', 0):,} bytes), sha256 {source.get('sha256', '?')}")
+    planted = manifest.get("synthetic")
+    if planted:
+        ref = Table("predictor (test split)", "MAE", "Corr", "what it is", title="what the planted structure allows",
+                    title_justify="left")
+        for name, row in planted.get("reference", {}).items():
+            ref.add_row(name, f"{row['mae']:.3f}", f"{row['corr']:.3f}", str(row.get("note", row.get("explanation", ""))))
+        console.print(ref)
+
+
+class SyntheticSize(str, Enum):
+    tiny = "tiny"
+    small = "small"
+    mosei_like = "mosei-like"
+
+
+def prepare(
+    dataset: Annotated[
+        Optional[DatasetName], typer.Option("--dataset", "-d", help="With --source: an MMSA file; synthetic: generated.")
+    ] = None,
+    source: Annotated[Optional[Path], typer.Option("--source", "-s", help="The MMSA processed pickle (.pkl).")] = None,
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="Prepared directory (default: under $DMPF_DATA_DIR).")
+    ] = None,
+    size: Annotated[SyntheticSize, typer.Option("--size", help="Synthetic dataset size.")] = SyntheticSize.small,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Synthetic dataset seed.")] = 0,
+    sha256: Annotated[
+        bool, typer.Option("--sha256", help="Compare the source with the hash MMSA publishes for its file.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing prepared directory.")] = False,
+    config: Annotated[
+        Optional[Path],
+        typer.Option("--config", "-c", help="Store the text tokenised for this config's backbone and text_len "
+                     "(default: the dataset's preset)."),
+    ] = None,
+    info: Annotated[
+        Optional[Path], typer.Option("--info", help="Print the manifest of a prepared directory and exit.")
+    ] = None,
+    format: FormatOpt = OutputFormat.text,
+) -> None:
+    """Import an MMSA pickle safely (or generate a synthetic one) into the memory-mapped prepared format."""
+    from ..data.prepared import open_prepared
+    from ..datasets import prepare_file, prepare_synthetic, pretokenize, tokenize_preset
+
+    console = make_console()
+    if info is not None:
+        manifest = open_prepared(info).manifest
+        if format is OutputFormat.json:
+            typer.echo(json.dumps(manifest, indent=2))
+        else:
+            manifest_tables(manifest, console)
+        return
+    if dataset is None:
+        raise DmpfError("--dataset: required (mosei, mosi, sims with --source; or synthetic), or --info DIR")
+    dataset = dataset.value
+    preset = tokenize_preset(dataset)
+    tok_cfg = None  # checked before the data: a bad --config must not cost a long import first
+    if config is not None or preset:
+        from ..config import load_config
+
+        tok_cfg = load_config(None if config else preset, config)
+    if dataset == "synthetic":
+        if source is not None:
+            raise DmpfError("--source: not used with --dataset synthetic (the data is generated)")
+        result = prepare_synthetic(size.value, seed, output, overwrite=overwrite, console=console)
+    else:
+        if source is None:
+            raise DmpfError(f"--source: required with --dataset {dataset} (the MMSA .pkl file you downloaded)")
+        result = prepare_file(dataset, source, output, overwrite=overwrite, check_sha256=sha256, console=console)
+    if tok_cfg is not None:
+        with console.status("tokenising the text"):
+            result.tokens = pretokenize(result.output, tok_cfg, str(config) if config else f"preset {preset}")
+    if format is OutputFormat.json:
+        typer.echo(json.dumps({"output": str(result.output), "skipped": result.skipped,
+                               "published_sha256_match": result.published_match, "tokens": result.tokens,
+                               "manifest": result.manifest}))
+        return
+    if result.skipped:
+        console.print(f"[green]up to date[/green]: {result.output} was prepared from the same source; nothing to do")
+    else:
+        manifest_tables(result.manifest, console)
+        console.print(f"[green]prepared[/green] {result.output}")
+    tokens = result.tokens
+    if tokens is None:
+        console.print(f"text not tokenised yet (no preset for {dataset}): the first run does it, or pass --config")
+    elif tokens["stored"]:
+        console.print(f"text tokenised for {tokens['backbone']} at text_len {tokens['text_len']} ({tokens['config']}); "
+                      f"{tokens['rows_at_text_len']} texts fill all {tokens['text_len']} positions (longer ones are cut)")
+    else:
+        console.print(f"[yellow]note[/yellow]: text not tokenised for {tokens['backbone']} ({tokens['config']}): "
+                      f"{tokens['reason']} — the first run tokenises it instead")
+    if result.published_match is False:
+        console.print("[yellow]warning[/yellow]: the source's sha256 differs from the hash MMSA publishes for its "
+                      f"{dataset} file: a different version or a damaged download")
+    elif result.published_match:
+        console.print("sha256 matches the hash MMSA publishes")

@@ -1,0 +1,64 @@
+"""``dmpf eval`` (a run's metrics on a split, with the modality ablation) and ``dmpf predict`` (new samples)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .common import FormatOpt, OnError, OutputFormat, Split, make_console, metrics_table, warn_stderr
+
+
+def eval_command(
+    run: Annotated[Path, typer.Option("--run", help="A run directory written by dmpf train.")],
+    split: Annotated[Split, typer.Option("--split", help="The split to score.")] = Split.test,
+    modality_ablation: Annotated[
+        bool, typer.Option("--modality-ablation", help="Also remove each stream in turn and report each metric's drop.")
+    ] = False,
+    format: FormatOpt = OutputFormat.text,
+) -> None:
+    """Evaluate a run's best checkpoint on a split (MMSA metrics)."""
+    from ..evaluate import eval_run
+
+    result = eval_run(run, split.value, modality_ablation, warn=warn_stderr)
+    if format is OutputFormat.json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    console = make_console()
+    title = f"{result['run']}: {split.value} ({result['samples']} samples)"
+    if result["run_status"] != "finished":
+        title += f" — unfinished run ({result['run_status']})"
+    if "random" in result["backbone"]:
+        title += " — random-init backbone"
+    rows = {"full model": result["metrics"]}
+    ablation = result.get("ablation", {})
+    rows.update({f"w/o {stream}": entry["metrics"] for stream, entry in ablation.items()})
+    console.print(metrics_table(title, rows))
+    if ablation:
+        drops = {f"w/o {stream}": entry["drop"] for stream, entry in ablation.items()}
+        console.print(metrics_table("drop: how much worse each metric gets without the stream "
+                                     "(positive = worse)", drops))
+
+
+def predict_command(
+    run: Annotated[Path, typer.Option("--run", help="A run directory written by dmpf train.")],
+    input: Annotated[
+        Path, typer.Option("--input", "-i", help="A prepared directory, an MMSA .pkl, or a .jsonl of samples (or a .json array of them).")
+    ],
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="FILE.csv or FILE.jsonl (default: CSV on stdout).")
+    ] = None,
+    on_error: Annotated[
+        OnError, typer.Option("--on-error", help="A malformed JSONL sample: skip it (with a warning) or fail.")
+    ] = OnError.skip,
+) -> None:
+    """Score samples with a run's best checkpoint: id, score and the dataset's label bins."""
+    from ..evaluate import predict_run
+
+    count, text = predict_run(run, input, output, on_error.value, warn=warn_stderr)
+    if text is not None:
+        typer.echo(text, nl=False)
+    else:
+        make_console(stderr=True).print(f"wrote {count} predictions to {output}")

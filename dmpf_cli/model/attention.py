@@ -1,0 +1,129 @@
+"""Attention backends: ``xformers`` (CUDA), ``sdpa`` (torch, any device), ``eager`` (the readable reference).
+
+Every backend computes ``softmax(q·kᵀ·scale + mask)·v`` from a boolean mask (True = may attend).
+:func:`prepare_mask` renders that mask once per forward pass in the form the backend takes — the bool
+mask itself for SDPA and eager, a dense additive bias whose key dimension is allocated padded to a
+multiple of 8 (:func:`padded_bias`) for xformers — and :func:`attend` runs the backend. The fusion
+mask renders itself through :func:`prepare_mask` (:meth:`~dmpf_cli.model.mask.FusionMask.render`), and
+so do the MM blocks' key-padding masks. q, k, v are laid out (B, L, H, D), the layout xformers takes
+directly; SDPA and eager transpose to (B, H, L, D).
+
+``auto`` picks xformers where CUDA and a working xformers are present, else SDPA. xformers is
+imported only when a CUDA device asks for it: on a CPU machine it is never imported (its import logs
+a CUDA warning there, and it has no CPU kernels). It runs through the torch custom ops of
+:mod:`dmpf_cli.model.xformers_ops`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import DmpfError
+from . import xformers_ops
+
+BACKENDS = ("auto", "xformers", "sdpa", "eager")
+
+
+class BackendError(DmpfError):
+    """An attention backend that cannot run here; the message says why."""
+
+
+@functools.lru_cache(maxsize=None)
+def _xformers_import_problem() -> str | None:
+    try:
+        import xformers.ops  # noqa: F401
+    except Exception as exc:  # ImportError, or a broken build raising anything at import
+        return f"importing xformers failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+    return None
+
+
+def xformers_problem(device: torch.device | str) -> str | None:
+    """Why xformers cannot run on ``device`` (None when it can)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return f"xformers has no kernels for the {device.type} device"
+    if not torch.cuda.is_available():
+        return "CUDA is not available"
+    return _xformers_import_problem()
+
+
+def resolve_backend(requested: str, device: torch.device | str) -> str:
+    """The backend that runs: ``auto`` → xformers if usable on ``device``, else sdpa."""
+    if requested not in BACKENDS:
+        raise BackendError(f"attention backend '{requested}': expected one of {', '.join(BACKENDS)}")
+    if requested == "auto":
+        return "xformers" if xformers_problem(device) is None else "sdpa"
+    if requested == "xformers":
+        problem = xformers_problem(device)
+        if problem:
+            raise BackendError(f"attention backend 'xformers' cannot run here: {problem}; use sdpa (or auto)")
+    return requested
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def padded_bias(allowed: torch.Tensor, dtype: torch.dtype = torch.float32, *,
+                masked_value: float | None = None) -> torch.Tensor:
+    """A (b, 1, Lq, Lk) bool mask (True = attend) as xformers' additive bias storage: (b, 1, Lq, Lk rounded
+    up to 8), contiguous, 0 where allowed and ``masked_value`` (default −inf) elsewhere.
+
+    Columns past Lk are masked padding that a consumer slices off (``[..., :Lk]``); the allocation is what
+    gives the sliced bias a row stride that is a multiple of 8, as xformers requires of a dense bias.
+    """
+    if not dtype.is_floating_point:
+        raise ValueError(f"dtype: expected a floating-point dtype for an additive bias, got {dtype}")
+    b, _, Lq, Lk = allowed.shape
+    neg = float("-inf") if masked_value is None else masked_value
+    storage = torch.full((b, 1, Lq, _round_up(Lk, 8)), neg, dtype=dtype, device=allowed.device)
+    storage[..., :Lk].masked_fill_(allowed, 0.0)
+    return storage
+
+
+@dataclass(frozen=True)
+class PreparedMask:
+    """A mask rendered for one backend; build it once per forward and reuse it in every layer."""
+
+    backend: str
+    value: torch.Tensor  # sdpa/eager: bool (b, 1, Lq, Lk); xformers: float bias storage (b, 1, Lq, Lk padded to 8)
+
+
+def prepare_mask(allowed: torch.Tensor, backend: str, dtype: torch.dtype = torch.float32, *,
+                 masked_value: float | None = None) -> PreparedMask:
+    """Render ``allowed`` — bool (b, Lq, Lk), True = attend — for ``backend``; ``dtype`` and ``masked_value``
+    are the xformers bias's (the dtype attention runs in, and −inf by default)."""
+    allowed = allowed[:, None]  # (b, 1, Lq, Lk)
+    if backend == "xformers":
+        return PreparedMask(backend, padded_bias(allowed, dtype, masked_value=masked_value))
+    if backend in ("sdpa", "eager"):
+        return PreparedMask(backend, allowed)
+    raise BackendError(f"attention backend '{backend}': resolve it first (expected xformers, sdpa or eager)")
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: PreparedMask, scale: float) -> torch.Tensor:
+    """Masked attention. q (B, Lq, H, D), k and v (B, Lk, H, D) → (B, Lq, H, D)."""
+    if mask.backend == "xformers":
+        return xformers_ops.attention(q, k, v, mask.value, scale)
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, D)
+    if mask.backend == "sdpa":
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.value, scale=scale)
+    else:
+        out = eager_attention(q, k, v, mask.value, scale)
+    return out.transpose(1, 2)  # (B, Lq, H, D)
+
+
+def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor, scale: float) -> torch.Tensor:
+    """The reference: explicit masked softmax in fp32. q (B, H, Lq, D) → (B, H, Lq, D)."""
+    scores = (q.float() @ k.float().transpose(-2, -1)) * scale  # (B, H, Lq, Lk)
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    return (scores.softmax(dim=-1) @ v.float()).to(q.dtype)
+
+
+def default_scale(head_dim: int) -> float:
+    return 1.0 / math.sqrt(head_dim)

@@ -1,0 +1,236 @@
+"""Runs on disk: a run directory made (never over a finished run), trained and finished; several seeds under
+one root with their mean ± std; an interrupted run or root resumed. The recipe itself is :mod:`dmpf_cli.train`;
+the files of a run directory are :mod:`dmpf_cli.checkpoints`'.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from . import __version__
+from .checkpoints import RunDir, RunError
+from .config import ExperimentConfig, load_config, to_yaml
+from .datasets import open_data
+from .fileio import atomic_write_text
+from .model.attention import resolve_backend
+from .model.backbones import check_available
+from .model.dmpf import resolve_device
+from .runtime import check_compile
+from .train import Trainer, World, init_distributed
+
+SEEDS_FILE = "seeds.json"  # in the root of a multi-seed run: the seeds, so `--resume ROOT` can finish them all
+
+
+def clear_output(root: Path, *, holds_run: bool, what: str, overwrite: bool, hint: str = "") -> None:
+    """Make ``root`` ready for a new run: missing or empty is fine; a run there (``what``) is removed with
+    ``overwrite`` only; anything else is refused. One-line errors name --output."""
+    if root.exists() and not root.is_dir():
+        raise RunError(f"--output: {root} is a file, not a directory; choose another --output")
+    if not (root.exists() and any(root.iterdir())):
+        return
+    if not holds_run:
+        raise RunError(f"--output: {root} exists and is not a dmpf run directory; choose another --output")
+    if not overwrite:
+        raise RunError(f"--output: {root} holds {what}; pass --overwrite to replace it{hint}")
+    shutil.rmtree(root)
+
+
+def prepare_run_dir(run: RunDir, cfg: ExperimentConfig, seed: int, *, resume: bool, overwrite: bool) -> None:
+    """Create (or check, for --resume) the run directory; never clobbers a finished run without --overwrite."""
+    status = run.read_status() if run.status.exists() else {}
+    if resume:
+        run.require("--resume")
+        if status.get("status") == "finished":
+            raise RunError(f"--resume: {run.root} has already finished")
+        return
+    what = "a finished run" if status.get("status") == "finished" else "an unfinished run (use --resume)"
+    clear_output(run.root, holds_run=bool(status), what=what, overwrite=overwrite)
+    run.checkpoints.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run.config, to_yaml(cfg))
+    run.metrics.write_text("", encoding="utf-8")
+    run.write_status(status="running", seed=seed, started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), versions=_versions())
+
+
+def _versions() -> dict[str, str]:
+    """What produced a run: recorded in run.json so a result can be traced to its software."""
+    import platform
+
+    import transformers
+
+    return {"dmpf": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "cuda": str(torch.version.cuda), "python": platform.python_version()}
+
+
+def train_one(cfg: ExperimentConfig, run: RunDir, seed: int, *, resume: bool, overwrite: bool, console: Console,
+              world: World) -> dict[str, Any]:
+    """Train one seed into ``run`` (or resume it) and test its best checkpoint; returns the results."""
+    if world.main:  # train() has checked everything that can refuse the run: only now is the directory touched
+        prepare_run_dir(run, cfg, seed, resume=resume, overwrite=overwrite)
+    if world.size > 1:
+        dist.barrier()
+    trainer = Trainer(cfg, run, seed, console, world)
+    if resume:
+        if why := run.backbone_mismatch(trainer.backbone_fingerprint):  # its checkpoints fit that backbone only
+            raise RunError(f"--resume: {why}; resuming would train on another backbone")
+        trainer.restore()
+        if world.main:
+            console.print(f"resuming {run.root} at epoch {trainer.state.epoch + 1}, step {trainer.state.step}")
+    if world.main:
+        run.write_status(data=str(trainer.data.path), data_fingerprint=trainer.data.fingerprint,
+                         dims=list(trainer.data.dims), backbone=trainer.backbone_source,
+                         backbone_fingerprint=trainer.backbone_fingerprint, device=trainer.device)
+        console.print(f"[bold]{cfg.name}[/bold] seed {seed}: {cfg.data.dataset} data from {trainer.data.path}; "
+                      f"backbone {cfg.backbone.name} ({trainer.backbone_source}); {trainer.device}; "
+                      f"{sum(p.numel() for p in trainer.model.parameters() if p.requires_grad):,} trainable parameters")
+        if cfg.training.precision == "bf16" and trainer.device != "cuda":
+            console.print("[yellow]note[/yellow]: training.precision bf16 applies on CUDA only; this run is fp32")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+    with Progress(*columns, console=console, transient=True, disable=not (world.main and console.is_terminal)) as bar:
+        trainer.fit(progress=_ProgressAdapter(bar))
+    ddp = None
+    if world.size > 1:  # the ranks must end with the same weights; then rank 0 alone tests and writes
+        sums = [None] * world.size
+        dist.all_gather_object(sums, trainer.parameter_checksum())
+        ddp = {"world_size": world.size, "parameter_checksums": sums,
+               "ranks_agree": all(abs(s - sums[0]) <= 1e-9 * max(1.0, abs(sums[0])) for s in sums)}
+        dist.barrier()
+        if not world.main:
+            return {}
+    results = trainer.test()
+    results["backbone"] = trainer.backbone_source
+    results["dataset"] = cfg.data.dataset
+    if ddp:
+        results["ddp"] = ddp
+    if world.main:
+        atomic_write_text(run.results, json.dumps(results, indent=1))
+        plot_curves(run)
+        run.write_status(status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    return results
+
+
+class _ProgressAdapter:
+    """rich Progress with an ``info`` field on every task."""
+
+    def __init__(self, bar):
+        self.bar = bar
+
+    def add_task(self, description: str, **kw):
+        return self.bar.add_task(description, info="", **kw)
+
+    def update(self, task, **kw):
+        self.bar.update(task, **kw)
+
+    def remove_task(self, task):
+        self.bar.remove_task(task)
+
+
+def plot_curves(run: RunDir) -> None:
+    """Training loss per step and validation MAE per epoch, to ``curves.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in run.metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+    steps = [r for r in records if r["kind"] == "step"]
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=100)
+    a.plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=0.8, label="total")
+    a.plot([r["step"] for r in steps], [r["parts"]["task"] for r in steps], lw=0.8, label="task (L1)")
+    a.set_xlabel("optimizer step"), a.set_ylabel("training loss"), a.legend(frameon=False)
+    b.plot([r["epoch"] + 1 for r in epochs], [r["valid"]["MAE"] for r in epochs], marker="o")
+    b.set_xlabel("epoch"), b.set_ylabel("validation MAE")
+    fig.suptitle(run.root.name)
+    fig.tight_layout()
+    tmp = run.curves.with_name(f".{run.curves.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, run.curves)
+
+
+def summarize_seeds(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """mean ± std (sample std; 0 for one seed) of every test metric over the seeds."""
+    keys = results[0]["test"].keys()
+    out = {}
+    for key in keys:
+        values = torch.tensor([r["test"][key] for r in results], dtype=torch.float64)
+        out[key] = {"mean": float(values.mean()), "std": float(values.std()) if len(values) > 1 else 0.0,
+                    "values": values.tolist()}
+    return out
+
+
+def train(
+    cfg: ExperimentConfig, output: Path | None, seeds: list[int] | None, *, resume: Path | None = None,
+    overwrite: bool = False, console: Console,
+) -> dict[str, Any]:
+    """``dmpf train``: every seed, one run directory each (``DIR`` itself for one seed, ``DIR/seed-N`` for several)."""
+    multi_seed_root = resume is not None and (Path(resume) / SEEDS_FILE).is_file()
+    if resume is not None:  # a resumed run keeps its own config (a multi-seed root holds one beside its seeds)
+        if not multi_seed_root:
+            RunDir(resume).require("--resume")
+        cfg = load_config(config=Path(resume) / "config.yaml")
+    # everything that can refuse the run is checked before any run directory is made, written or (with
+    # --overwrite) emptied: the device, compile mode and attention backend here, the data and backbone below
+    device = resolve_device(cfg.training.device)
+    check_compile(cfg.training.compile, device, cfg.training.grad_accum)
+    resolve_backend(cfg.training.attention, device)
+    if cfg.data.path and not Path(cfg.data.path).expanduser().is_absolute():
+        # stored absolute in the run's config, so eval and predict find the data from any directory
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(
+            update={"path": str(Path(cfg.data.path).expanduser().resolve())})})
+    world = init_distributed(device)
+    if world.main:  # the data is generated on first use here, once, before any rank reads it
+        open_data(cfg, console)
+        check_available(cfg.backbone)
+    if resume is not None and not multi_seed_root:
+        run = RunDir(resume)
+        seed = int(run.read_status().get("seed", cfg.training.seeds[0]))
+        results = train_one(cfg, run, seed, resume=True, overwrite=False, console=console, world=world)
+        return {"runs": {str(run.root): results}}
+    if multi_seed_root:  # finished seeds are kept, the others resumed or started
+        root = Path(resume)
+        try:
+            seeds = [int(s) for s in json.loads((root / SEEDS_FILE).read_text(encoding="utf-8"))["seeds"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise RunError(f"--resume: {root / SEEDS_FILE}: unreadable ({exc})") from None
+    else:
+        seeds = seeds or cfg.training.seeds
+        # the default directory is new for every run, so a finished run is never in the way (nor overwritten)
+        root = Path(output) if output else Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if root.exists() and not root.is_dir():
+            raise RunError(f"--output: {root} is a file, not a directory; choose another --output")
+    runs = {seed: RunDir(root if len(seeds) == 1 else root / f"seed-{seed}") for seed in seeds}
+    if len(seeds) > 1 and resume is None and world.main:  # what --resume ROOT needs to finish every seed
+        clear_output(root, holds_run=RunDir(root).status.is_file() or (root / SEEDS_FILE).is_file(), what="a run",
+                     overwrite=overwrite, hint=f", or --resume {root} to finish an interrupted one")
+        root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(root / "config.yaml", to_yaml(cfg))
+        atomic_write_text(root / SEEDS_FILE, json.dumps({"seeds": seeds}))
+    all_results = {}
+    for seed, run in runs.items():
+        status = run.read_status().get("status") if resume is not None and run.status.is_file() else None
+        if status == "finished" and run.results.is_file():
+            if world.main:
+                console.print(f"seed {seed}: finished already in {run.root}")
+            all_results[str(run.root)] = json.loads(run.results.read_text(encoding="utf-8")) if world.main else {}
+            continue
+        all_results[str(run.root)] = train_one(cfg, run, seed, resume=status is not None, overwrite=overwrite,
+                                               console=console, world=world)
+    summary = {"runs": all_results}
+    if len(seeds) > 1 and world.main:
+        summary["summary"] = summarize_seeds(list(all_results.values()))
+        atomic_write_text(root / "summary.json", json.dumps(summary, indent=1))
+    if world.size > 1:
+        dist.destroy_process_group()
+    return summary

@@ -1,0 +1,214 @@
+"""Run directories, checkpoints, the recipe's pieces and scoring a run, in process and fast.
+
+End-to-end training (and what a finished run then reads back through the CLI) is tests/test_train.py; here
+each piece is checked on its own: a run directory made by the library, one optimizer step of the recipe, a
+checkpoint round trip, the schedule, and eval/predict on a run whose best checkpoint is the initial weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+import torch
+from rich.console import Console
+
+from dmpf_cli.checkpoints import RunDir, RunError, load_resumable, load_weights, save_resumable, save_weights
+from dmpf_cli.config import load_config
+from dmpf_cli.datasets import open_data
+from dmpf_cli.evaluate import eval_run, load_trained, predict_run
+from dmpf_cli.model.dmpf import build_model
+from dmpf_cli.runs import clear_output, plot_curves, prepare_run_dir, summarize_seeds
+from dmpf_cli.streams import STREAMS
+from dmpf_cli.train import Trainer, World, build_optimizer, lr_factor, shard
+
+from conftest import TINY, error_line
+
+
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory):
+    os.environ.setdefault("DMPF_DATA_DIR", str(tmp_path_factory.getbasetemp() / "dmpf-data"))
+    return load_config(overrides=[*TINY, "training.device=cpu"])
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory, cfg):
+    """A run directory as `dmpf train` leaves it, but made by the library with the initial weights as best."""
+    run = RunDir(tmp_path_factory.mktemp("runs") / "untrained")
+    prepare_run_dir(run, cfg, 1111, resume=False, overwrite=False)
+    data = open_data(cfg)  # the tiny synthetic set, generated on first use
+    model, backbone = build_model(cfg, dims=data.dims, seed=1111)
+    save_weights(model, run.best)
+    run.write_status(status="finished", data=str(data.path), data_fingerprint=data.fingerprint, dims=list(data.dims),
+                     backbone=backbone.source, backbone_fingerprint=backbone.fingerprint, device="cpu")
+    return run.root
+
+
+# -- the run directory -----------------------------------------------------------------------------
+
+def test_a_new_run_directory_holds_its_config_and_status(untrained, cfg):
+    run = RunDir(untrained)
+    run.require()
+    assert load_config(config=run.config) == cfg
+    status = run.read_status()
+    assert status["seed"] == 1111 and status["status"] == "finished" and status["versions"]["torch"] == torch.__version__
+    assert run.metrics.read_text() == ""
+
+
+def test_require_and_clear_output_refuse_what_is_not_a_run(tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("keep me")
+    with pytest.raises(RunError, match="not a dmpf run directory"):
+        RunDir(tmp_path / "notes").require("--resume")
+    with pytest.raises(RunError, match="exists and is not a dmpf run directory"):
+        clear_output(tmp_path / "notes", holds_run=False, what="a run", overwrite=True)
+    assert (tmp_path / "notes" / "a.txt").read_text() == "keep me"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RunError, match="is a file"):
+        RunDir(tmp_path / "file").require()
+
+
+def test_a_finished_run_is_replaced_only_with_overwrite(untrained, tmp_path, cfg):
+    copy = RunDir(tmp_path / "copy")
+    prepare_run_dir(copy, cfg, 1, resume=False, overwrite=False)
+    copy.write_status(status="finished")
+    with pytest.raises(RunError, match="holds a finished run; pass --overwrite"):
+        prepare_run_dir(copy, cfg, 1, resume=False, overwrite=False)
+    with pytest.raises(RunError, match="has already finished"):
+        prepare_run_dir(copy, cfg, 1, resume=True, overwrite=False)
+    prepare_run_dir(copy, cfg, 2, resume=False, overwrite=True)
+    assert copy.read_status()["status"] == "running" and copy.read_status()["seed"] == 2
+
+
+def test_summary_is_mean_and_sample_std_over_seeds():
+    summary = summarize_seeds([{"test": {"MAE": 1.0, "Corr": 0.5}}, {"test": {"MAE": 3.0, "Corr": 0.7}}])
+    assert summary["MAE"]["mean"] == 2.0 and summary["MAE"]["std"] == pytest.approx(math.sqrt(2))
+    assert summary["Corr"]["values"] == [0.5, 0.7]
+    assert summarize_seeds([{"test": {"MAE": 1.0}}])["MAE"]["std"] == 0.0
+
+
+def test_curves_are_drawn_from_the_metrics_file(tmp_path):
+    run = RunDir(tmp_path)
+    records = [{"kind": "step", "step": i, "loss": 1.0 / (i + 1), "parts": {"task": 0.5 / (i + 1)}} for i in range(3)]
+    records.append({"kind": "epoch", "epoch": 0, "valid": {"MAE": 0.9}})
+    run.metrics.write_text("".join(json.dumps(r) + "\n" for r in records))
+    plot_curves(run)
+    assert run.curves.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- checkpoints -----------------------------------------------------------------------------------
+
+def test_weights_round_trip_without_the_frozen_backbone(cfg, tmp_path):
+    model, _ = build_model(cfg, seed=1)
+    other, _ = build_model(cfg, seed=2)
+    save_weights(model, tmp_path / "w.safetensors", {"epoch": "3"})
+    load_weights(other, tmp_path / "w.safetensors")
+    for (name, a), b in zip(model.state_dict().items(), other.state_dict().values()):
+        assert torch.equal(a, b), name
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "w.safetensors"), "pt") as f:
+        assert not any(k.startswith("lm.gpt2.") for k in f.keys()) and f.metadata() == {"epoch": "3"}
+
+
+def test_a_checkpoint_of_another_config_is_one_line(cfg, tmp_path):
+    model, _ = build_model(cfg)
+    save_weights(model, tmp_path / "w.safetensors")
+    smaller, _ = build_model(load_config(overrides=[*TINY, "fusion.n_av=0"]))
+    with pytest.raises(RunError, match="checkpoint from another config: unexpected"):
+        load_weights(smaller, tmp_path / "w.safetensors")
+    (tmp_path / "bad.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(RunError, match="damaged checkpoint"):
+        load_weights(model, tmp_path / "bad.safetensors")
+
+
+def test_resumable_state_is_published_whole(cfg, tmp_path):
+    model, _ = build_model(cfg)
+    save_resumable(model, {"loop": {"step": 7}}, tmp_path / "last")
+    save_resumable(model, {"loop": {"step": 8}}, tmp_path / "last")  # replaces the first, leaves no .old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]
+    assert load_resumable(model, tmp_path / "last")["loop"]["step"] == 8
+
+
+# -- the recipe's pieces ---------------------------------------------------------------------------
+
+def test_schedule_warms_up_linearly_then_decays_by_cosine():
+    factors = [lr_factor(step, 4, 12, "cosine", 0.1) for step in range(13)]
+    assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert factors[4] == 1.0 and factors[8] == pytest.approx(0.55) and factors[12] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(factors[4:], factors[5:]))
+    assert lr_factor(9, 2, 12, "constant", 0.0) == 1.0
+
+
+def test_two_learning_rate_groups_and_decay_on_weight_matrices_only(cfg):
+    model, _ = build_model(cfg)
+    groups = {g["name"]: g for g in build_optimizer(model, cfg).param_groups}
+    assert sorted(groups) == ["encoders/decay", "encoders/no_decay", "lm/decay", "lm/no_decay"]
+    names = {id(p): n for n, p in model.named_parameters()}
+    no_decay = [names[id(p)] for key in ("lm/no_decay", "encoders/no_decay") for p in groups[key]["params"]]
+    assert all(groups[k]["weight_decay"] == 0.0 for k in ("lm/no_decay", "encoders/no_decay"))
+    assert any(n.startswith("lm.tokens.") for n in no_decay) and any(n.endswith(".bias") for n in no_decay)
+    assert any("gate" in n for n in no_decay)
+    assert all(names[id(p)].startswith("encoders.") for p in groups["encoders/decay"]["params"])
+    frozen = {id(p) for p in model.backbone.parameters()}
+    assert not any(id(p) in frozen for g in groups.values() for p in g["params"])
+
+
+def test_each_rank_gets_an_equal_share_of_the_batches():
+    batches = [[i] for i in range(5)]
+    shares = [shard(batches, World(rank, 2)) for rank in range(2)]
+    assert shares == [[[0], [2], [4]], [[1], [3], [0]]]
+    assert shard(batches, World()) == batches
+
+
+def test_one_optimizer_step_moves_the_trainable_weights_only(cfg, untrained, tmp_path):
+    run = RunDir(tmp_path / "run")
+    prepare_run_dir(run, cfg, 5, resume=False, overwrite=False)
+    trainer = Trainer(cfg, run, 5, Console(quiet=True), World())
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.model.train()
+    parts = trainer.train_step(next(iter(trainer.eval_loaders["valid"])))
+    assert set(parts) == {"task", *(s.prefix for s in STREAMS), "text", "tokens", "total"}
+    assert math.isfinite(float(parts["total"])) and trainer.optimizer_step(1) > 0 and trainer.state.step == 1
+    after = dict(trainer.model.named_parameters())
+    moved = {n for n, p in before.items() if not torch.equal(p, after[n])}
+    assert moved and not any(n.startswith("lm.gpt2.") for n in moved)
+    trainer.checkpoint()
+    restored = Trainer(cfg, run, 5, Console(quiet=True), World())
+    restored.restore()
+    assert restored.state.step == 1
+    for name, p in restored.model.named_parameters():
+        assert torch.equal(p, after[name]), name
+
+
+# -- scoring a run ---------------------------------------------------------------------------------
+
+def test_eval_scores_the_best_checkpoint_and_removes_each_stream(untrained):
+    result = eval_run(untrained, "valid", modality_ablation=True, warn=pytest.fail)
+    assert result["split"] == "valid" and result["samples"] == 32 and result["run_status"] == "finished"
+    assert list(result["ablation"]) == [s.display for s in STREAMS]
+    for entry in result["ablation"].values():
+        assert entry["drop"]["MAE"] == pytest.approx(entry["metrics"]["MAE"] - result["metrics"]["MAE"])
+        assert entry["drop"]["Corr"] == pytest.approx(result["metrics"]["Corr"] - entry["metrics"]["Corr"])
+
+
+def test_predict_scores_jsonl_samples_into_csv_rows(untrained, tmp_path):
+    rng = torch.Generator().manual_seed(0)
+    lines = [json.dumps({"id": f"s{i}", "raw_text": "the film was great",
+                         "audio": torch.randn(3, 74, generator=rng).tolist(),
+                         "vision": torch.randn(2, 35, generator=rng).tolist()}) for i in range(3)]
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
+    count, text = predict_run(untrained, tmp_path / "in.jsonl", None, "fail", warn=pytest.fail)
+    rows = text.splitlines()
+    assert count == 3 and rows[0] == "id,score,bin2,bin7" and [r.split(",")[0] for r in rows[1:]] == ["s0", "s1", "s2"]
+
+
+def test_a_run_without_a_best_checkpoint_is_one_line(invoke, tmp_path, cfg):
+    run = RunDir(tmp_path / "fresh")
+    prepare_run_dir(run, cfg, 1, resume=False, overwrite=False)
+    with pytest.raises(RunError, match="no best checkpoint yet"):
+        load_trained(run.root)
+    result = invoke("eval", "--run", run.root)
+    error_line(result.exit_code, result.stderr, "--run:", "no best checkpoint yet")
