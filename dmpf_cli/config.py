@@ -16,7 +16,7 @@ import json
 import re
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
 from pydantic import (
@@ -31,7 +31,7 @@ from pydantic import (
 )
 
 from .errors import DmpfError
-from .streams import DATASETS, STREAMS, TEXT
+from .streams import DATASETS, MODALITIES, STREAMS, TEXT
 
 NonNegInt = Annotated[int, Field(ge=0)]
 PosInt = Annotated[int, Field(ge=1)]
@@ -81,6 +81,8 @@ class EncoderConfig(Strict):
     p_mask: Probability = 0.0
     input_norm: bool = True
     modality_dropout: Probability = 0.0
+    fuse_norm: bool = Field(True, description="a LayerNorm after the fuse layer of an encoder with several inputs "
+                            "(the reference's AV encoder has one)")
     options: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments for a plugin")
 
     @model_validator(mode="after")
@@ -91,11 +93,13 @@ class EncoderConfig(Strict):
 
 
 # One encoder per stream (streams.STREAMS): encoders.<encoder_key>; a bimodal encoder drops a whole
-# modality with p=0.1 in training by default (SPEC §2).
+# modality with p=0.1 in training by default (SPEC §2). init_from: the encoders of an encoder pre-training
+# run (the reference's fusion curriculum) to start from; null: random init.
 EncodersConfig = create_model(
     "EncodersConfig", __base__=Strict,
     **{s.encoder_key: (EncoderConfig, EncoderConfig(modality_dropout=0.1 if len(s.inputs) > 1 else 0.0))
        for s in STREAMS},
+    init_from=(Optional[str], None),
 )
 
 
@@ -104,6 +108,9 @@ class BackboneConfig(Strict):
 
     name: str = "gpt2-tiny-random"
     path: str | None = None
+    # GPT-2's own dropout (after the embeddings, on the attention weights, on each residual branch) while
+    # training; the reference trains with 0.1. The weights stay frozen either way.
+    dropout: Probability = 0.1
 
 
 # Learnable fusion tokens appended after the text, per stream (fusion.<tokens_key>; 0 removes the
@@ -156,6 +163,18 @@ LossConfig = create_model(
 )
 
 
+class AugmentConfig(Strict):
+    """SoftPerm, the reference's embedding augmentation (training only): per sample, a fraction of the feature
+    dimensions of each listed input — ``softperm`` + |N(0, softperm_std)|, at most 1 — takes its values from
+    another real time step of the same sample, the same shuffle for every such dimension. 0: off."""
+
+    softperm: Probability = 0.1
+    softperm_std: NonNegFloat = 0.05
+    softperm_inputs: list[Literal[(TEXT.name, *(m.key for m in MODALITIES))]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: [TEXT.name, *(m.key for m in MODALITIES)],
+        description="text (its token embeddings, before the frozen LM) and the modalities' frames")
+
+
 class OptimizerConfig(Strict):
     """AdamW with two learning-rate groups; weight decay on weight matrices only."""
 
@@ -206,6 +225,7 @@ class ExperimentConfig(Strict):
     mm: MMConfig = MMConfig()
     head: HeadConfig = HeadConfig()
     loss: LossConfig = LossConfig()
+    augment: AugmentConfig = AugmentConfig()
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     training: TrainingConfig = TrainingConfig()

@@ -146,7 +146,7 @@ def test_encoder_width_divisible_by_heads(tmp_path):
     "overrides, expected",
     [
         (["foo.bar=1"], "override 'foo.bar=1': foo: unknown key; expected one of: name, description, data, encoders, "
-                        "backbone, fusion, mm, head, loss, optimizer, schedule, training"),
+                        "backbone, fusion, mm, head, loss, augment, optimizer, schedule, training"),
         (["mm.layers=[1,1]"], "override 'mm.layers=[1,1]': mm.layers: must not repeat a block, got [1, 1]"),
         (["mm={layers: [2, 2]}"], "override 'mm={layers: [2, 2]}': mm.layers: must not repeat a block, got [2, 2]"),
         (["encoders.audio.d=30"], "override 'encoders.audio.d=30': encoders.audio: d=30 must be divisible by heads=4"),
