@@ -1,8 +1,20 @@
 """Evaluation metrics with the MMSA key names and definitions (SPEC §8), so results compare with papers.
 
-``p`` = predictions, ``t`` = labels (regression scores). Everything is computed in float64, whatever
-the input dtype; every value returned is a python ``float``; accuracies and F1 scores are fractions in
-[0, 1] (as MMSA reports them, not percentages) and are not rounded here.
+``p`` = predictions, ``t`` = labels (regression scores). Every value returned is a python ``float``;
+accuracies and F1 scores are fractions in [0, 1] (as MMSA reports them, not percentages) and are not
+rounded here.
+
+Precision: ``MAE``, ``Corr`` and all MOSEI-family metrics are computed in float64, whatever the input
+dtype. The SIMS bins (``Mult_acc_2/3/5``, ``F1_score`` and the SIMS classes of :func:`label_bins`) are
+instead clipped and compared in the precision each input came in — float32 for float32, float16 and
+bfloat16 numpy arrays / torch tensors, float64 for float64 ones and for python lists — because that is
+what MMSA does: it bins float32 numpy predictions against python-float edges, which numpy compares in
+float32 (NEP 50 weak scalars; numpy 1.x value-based casting agrees), so the edge is rounded to float32
+as well. A float32 value at an edge then *equals* it and stays in the lower, right-closed bin: e.g.
+``np.float32(0.1)`` = 0.100000001490… is in (−0.1, 0.1] and ``np.float32(-0.7)`` in [−1, −0.7], where
+float64 comparisons would put both one bin up. Predictions and labels each keep their own precision.
+The MOSEI family needs no such care: comparing with 0, clipping to ±2 / ±3 and rounding to an integer
+give the same answers for a float32 value and its (exact) float64 widening.
 
 MOSEI / MOSI / synthetic (labels in [-3, 3]):
 
@@ -117,17 +129,21 @@ def _check_dataset(dataset: str) -> str:
     return dataset
 
 
-def _as_float64(values: Any, name: str) -> np.ndarray:
-    """A 1-D float64 numpy copy of a list, numpy array or torch tensor (any device / dtype).
+def _as_array(values: Any, name: str) -> np.ndarray:
+    """A 1-D numpy copy of a list, numpy array or torch tensor (any device / dtype), in the precision SIMS
+    bins it in: float32 for a floating array / tensor of at most 32 bits, float64 for anything else.
 
-    A column of shape (N, 1) — the usual shape of a regression head's output — is accepted as (N,).
+    Narrower floats widen to float32 exactly, as MMSA would see them after ``.float()``. A column of
+    shape (N, 1) — the usual shape of a regression head's output — is accepted as (N,).
     """
     if hasattr(values, "detach") and hasattr(values, "cpu"):  # a torch tensor, without importing torch
         import torch
 
-        values = values.detach().to(device="cpu", dtype=torch.float64).numpy()
+        narrow = values.is_floating_point() and values.dtype != torch.float64
+        values = values.detach().to(device="cpu", dtype=torch.float32 if narrow else torch.float64).numpy()
+    narrow = isinstance(values, np.ndarray) and values.dtype.kind == "f" and values.dtype.itemsize <= 4
     try:
-        arr = np.asarray(values, dtype=np.float64)
+        arr = np.asarray(values, dtype=np.float32 if narrow else np.float64)
     except (TypeError, ValueError) as exc:
         raise MetricsError(f"{name} must be numbers: {exc}") from None
     if arr.ndim == 2 and arr.shape[1] == 1:
@@ -147,8 +163,8 @@ def _check_finite(arr: np.ndarray, name: str) -> None:
 
 
 def _inputs(preds: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
-    p = _as_float64(preds, "predictions")
-    t = _as_float64(labels, "labels")
+    p = _as_array(preds, "predictions")
+    t = _as_array(labels, "labels")
     if p.shape[0] != t.shape[0]:
         raise MetricsError(f"predictions and labels differ in length: {p.shape[0]} vs {t.shape[0]}")
     if p.shape[0] == 0:
@@ -216,22 +232,32 @@ def _mosei(p: np.ndarray, t: np.ndarray) -> dict[str, float]:
     }
 
 
+def _sims_clip(x: np.ndarray) -> np.ndarray:
+    """``x`` clipped to [-1, 1], keeping its dtype (the bounds are exact in any float precision)."""
+    return np.clip(x, x.dtype.type(-1.0), x.dtype.type(1.0))
+
+
 def _sims_bin(x: np.ndarray, n: int) -> np.ndarray:
-    """Bin index of each (already clipped) value: bins are right-closed, the first holds -1."""
+    """Bin index of each (already clipped) value: bins are right-closed, the first holds -1.
+
+    The edges are rounded to ``x``'s own dtype and compared in it, as MMSA's float32 comparisons with
+    python-float edges do (see the module docstring).
+    """
     # side="left" counts the edges strictly below x, so a value equal to an edge lands in the lower bin
-    return np.searchsorted(np.asarray(_SIMS_EDGES[n]), x, side="left")
+    return np.searchsorted(np.asarray(_SIMS_EDGES[n], dtype=x.dtype), x, side="left")
 
 
 def _sims(p: np.ndarray, t: np.ndarray) -> dict[str, float]:
-    p, t = np.clip(p, -1.0, 1.0), np.clip(t, -1.0, 1.0)
+    p, t = _sims_clip(p), _sims_clip(t)
     bins = {n: (_sims_bin(p, n), _sims_bin(t, n)) for n in _SIMS_EDGES}
+    p64, t64 = p.astype(np.float64), t.astype(np.float64)  # exact widening; MAE and Corr stay float64
     return {
         "Mult_acc_2": _accuracy(*bins[2]),
         "Mult_acc_3": _accuracy(*bins[3]),
         "Mult_acc_5": _accuracy(*bins[5]),
         "F1_score": _weighted_f1(*bins[2]),
-        "MAE": _mae(p, t),
-        "Corr": _corr(p, t),
+        "MAE": _mae(p64, t64),
+        "Corr": _corr(p64, t64),
     }
 
 
@@ -247,7 +273,10 @@ def compute_metrics(preds: Any, labels: Any, dataset: str) -> dict[str, float]:
     """
     dataset = _check_dataset(dataset)
     p, t = _inputs(preds, labels)
-    result = _sims(p, t) if _DATASETS[dataset].metrics == "sims" else _mosei(p, t)
+    if _DATASETS[dataset].metrics == "sims":
+        result = _sims(p, t)  # bins in each input's own precision, like MMSA
+    else:
+        result = _mosei(p.astype(np.float64), t.astype(np.float64))
     return {key: float(result[key]) for key in METRIC_KEYS[dataset]}
 
 
@@ -263,16 +292,18 @@ def label_bins(preds: Any, dataset: str) -> dict[str, list[str]]:
     MOSEI / MOSI / synthetic: ``bin2`` = "positive" if p ≥ 0 else "negative" (the Has0 convention);
     ``bin7`` = the name of round(clip(p, ±3)) (half to even) from −3 "highly negative" … 0 "neutral" …
     3 "highly positive". SIMS: p clipped to [−1, 1], then the 2-, 3- and 5-class bins of the metrics,
-    named as in ``BIN_CLASSES["sims"]``. An empty input gives empty lists.
+    named as in ``BIN_CLASSES["sims"]``, clipped and compared in p's own precision (float32 for a
+    float32 array or tensor) as the metrics are. An empty input gives empty lists.
     """
     dataset = _check_dataset(dataset)
-    p = _as_float64(preds, "predictions")
+    p = _as_array(preds, "predictions")
     _check_finite(p, "predictions")
     classes = BIN_CLASSES[dataset]
     if _DATASETS[dataset].metrics == "sims":
-        p = np.clip(p, -1.0, 1.0)
+        p = _sims_clip(p)
         index = {f"bin{n}": _sims_bin(p, n) for n in _SIMS_EDGES}
     else:
+        p = p.astype(np.float64)
         index = {
             "bin2": (p >= 0).astype(np.int64),
             "bin7": (np.round(np.clip(p, -3.0, 3.0)) + 3).astype(np.int64),

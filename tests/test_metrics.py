@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from dmpf_cli.metrics import (
+    BIN_CLASSES,
     LOWER_IS_BETTER,
     METRIC_KEYS,
     binned_label_names,
@@ -248,3 +249,135 @@ def test_label_bins_sims():
     ]
     with pytest.raises(ValueError, match="non-finite"):
         label_bins([float("nan")], "sims")
+
+
+# -- SIMS binning precision (MMSA bins float32 predictions in float32) -----------------------------
+#
+# MMSA compares its float32 numpy predictions with python-float edges (`x > -0.1`, `x <= 0.1`), which
+# numpy evaluates in float32: the edge is rounded to float32 too. np.float32(0.1) = 0.100000001490…
+# therefore *equals* the 0.1 edge there and stays in (-0.1, 0.1]; widened to float64 first it would
+# exceed 0.1 and go up a bin. Of the SIMS edges, float32 rounds +0.1 up and -0.7 up (to -0.69999998…),
+# so those two are where the precision moves a bin; float32(-0.1) and float32(0.7) round down, below
+# their edges in float64 too, and land in the lower bin either way; 0 and ±1 are exact.
+
+SIMS_EDGE_VALUES = (-1.0, -0.7, -0.1, 0.0, 0.1, 0.7, 1.0)
+# where MMSA puts each float32 edge value: every value sits in the bin the edge closes (right-closed)
+SIMS_EDGE_BINS_F32 = {
+    "bin2": ["negative"] * 4 + ["positive"] * 3,
+    "bin3": ["negative"] * 3 + ["neutral"] * 2 + ["positive"] * 2,
+    "bin5": ["negative", "negative", "weakly negative", "neutral", "neutral", "weakly positive", "positive"],
+}
+# the same float32 values widened to float64: float64(float32(-0.7)) > -0.7 and float64(float32(0.1)) > 0.1,
+# so those two go up a bin (-0.7: negative -> weakly negative; 0.1: neutral -> positive / weakly positive)
+SIMS_EDGE_BINS_F64 = {
+    "bin2": ["negative"] * 4 + ["positive"] * 3,
+    "bin3": ["negative"] * 3 + ["neutral"] + ["positive"] * 3,
+    "bin5": [
+        "negative", "weakly negative", "weakly negative", "neutral", "weakly positive", "weakly positive", "positive",
+    ],
+}
+# labels well inside the bins MMSA gives the float32 edge values (bin5: 0, 0, 1, 2, 2, 3, 4)
+SIMS_EDGE_LABELS = [-0.9, -0.8, -0.4, 0.0, 0.05, 0.4, 0.9]
+
+
+def _mmsa_style_bins(x: np.ndarray, edges: list[float]) -> np.ndarray:
+    """Bins as MMSA assigns them: a mask (lo < x <= hi) per bin against python-float edges, so numpy
+    compares in x's own dtype. ``edges`` are the outer edges too (MMSA uses ±1.01 around [-1, 1])."""
+    out = np.full(x.shape, -1)
+    for i in range(len(edges) - 1):
+        out[(x > edges[i]) & (x <= edges[i + 1])] = i
+    return out
+
+
+def test_sims_float32_edges_land_in_mmsa_bins():
+    p = np.array(SIMS_EDGE_VALUES, dtype=np.float32)
+    assert label_bins(p, "sims") == SIMS_EDGE_BINS_F32
+    out = compute_metrics(p, SIMS_EDGE_LABELS, "sims")
+    # MMSA: p bin3 [0,0,0,1,1,2,2] = t bin3; p bin5 [0,0,1,2,2,3,4] = t bin5 -> 7/7 each
+    # (float64 binning of p would give bin3 [0,0,0,1,2,2,2] -> 6/7, bin5 [0,1,1,2,3,3,4] -> 5/7)
+    assert out["Mult_acc_3"] == 1.0
+    assert out["Mult_acc_5"] == 1.0
+    assert out["Mult_acc_2"] == 1.0  # 0 is exact: [0,0,0,0,1,1,1] both sides
+
+
+def test_sims_float32_matches_mmsa_masks_around_every_edge():
+    # each edge's float32 value and its two float32 neighbours on either side
+    values = []
+    for e in SIMS_EDGE_VALUES:
+        x = np.float32(e)
+        for _ in range(2):
+            x = np.nextafter(x, np.float32(-2))
+        for _ in range(5):
+            values.append(x)
+            x = np.nextafter(x, np.float32(2))
+    p = np.array(values, dtype=np.float32)
+    clipped = np.clip(p, -1.0, 1.0)  # float32 stays float32 (python-float bounds)
+    assert clipped.dtype == np.float32
+    expected = {
+        "bin2": _mmsa_style_bins(clipped, [-1.01, 0.0, 1.01]),
+        "bin3": _mmsa_style_bins(clipped, [-1.01, -0.1, 0.1, 1.01]),
+        "bin5": _mmsa_style_bins(clipped, [-1.01, -0.7, -0.1, 0.1, 0.7, 1.01]),
+    }
+    names = label_bins(p, "sims")
+    for key, index in expected.items():
+        assert names[key] == [BIN_CLASSES["sims"][key][i] for i in index], key
+
+
+def test_sims_float64_inputs_keep_float64_comparisons():
+    # np.float64(np.float32(0.1)) = 0.10000000149… > 0.1 in float64: it is *above* the edge and goes
+    # up a bin; likewise float64(float32(-0.7)) = -0.69999998… > -0.7. A float64 input (or a list of
+    # python floats) is compared in float64, so these values bin differently from the float32 array.
+    p64 = np.array(SIMS_EDGE_VALUES, dtype=np.float32).astype(np.float64)
+    assert p64[4] > 0.1 and p64[1] > -0.7
+    assert label_bins(p64, "sims") == SIMS_EDGE_BINS_F64
+    assert label_bins(p64.tolist(), "sims") == SIMS_EDGE_BINS_F64
+    assert label_bins(torch.tensor(p64, dtype=torch.float64), "sims") == SIMS_EDGE_BINS_F64
+    # the same numbers as float32 bin differently: the precision is what decides
+    assert label_bins(p64.astype(np.float32), "sims") == SIMS_EDGE_BINS_F32 != SIMS_EDGE_BINS_F64
+    out = compute_metrics(p64, SIMS_EDGE_LABELS, "sims")
+    # p bin3 [0,0,0,1,2,2,2] vs t [0,0,0,1,1,2,2] -> 6/7; p bin5 [0,1,1,2,3,3,4] vs t [0,0,1,2,2,3,4] -> 5/7
+    assert out["Mult_acc_3"] == approx(6 / 7)
+    assert out["Mult_acc_5"] == approx(5 / 7)
+    # exact decimal edges as python floats are still right-closed in float64
+    assert label_bins([0.1, -0.7], "sims")["bin5"] == ["neutral", "negative"]
+
+
+def test_sims_torch_float32_like_numpy_float32():
+    p32 = np.array(SIMS_EDGE_VALUES, dtype=np.float32)
+    tensor = torch.tensor(p32)
+    assert tensor.dtype == torch.float32
+    assert label_bins(tensor, "sims") == SIMS_EDGE_BINS_F32
+    # an (N, 1) head output with grad, as evaluation hands it over
+    column = torch.tensor(p32).reshape(-1, 1).requires_grad_()
+    assert label_bins(column, "sims") == SIMS_EDGE_BINS_F32
+    labels = torch.tensor(SIMS_EDGE_LABELS, dtype=torch.float32)
+    assert compute_metrics(tensor, labels, "sims") == compute_metrics(p32, labels.numpy(), "sims")
+    assert compute_metrics(column, labels, "sims")["Mult_acc_5"] == 1.0
+    # float16 / bfloat16 are binned as float32, as MMSA sees them after .float(); here their values
+    # round away from the edges (fp16(0.1) = 0.09997…, bf16(0.1) = 0.10009…) so no bin moves
+    for dtype in (torch.float16, torch.bfloat16):
+        narrow = torch.tensor(SIMS_EDGE_VALUES, dtype=dtype)
+        assert label_bins(narrow, "sims") == label_bins(narrow.float(), "sims"), dtype
+
+
+def test_sims_worked_example_where_float64_binning_disagrees_with_mmsa():
+    # a float32 batch as a model and the SIMS loader produce it
+    p = np.array([0.1, -0.7, 0.35, -0.2], dtype=np.float32)
+    t = np.array([0.0, -0.8, 0.5, 0.1], dtype=np.float32)
+    out = compute_metrics(p, t, "sims")
+    # MMSA (float32 comparisons, float32(0.1) == edge 0.1, float32(-0.7) == edge -0.7):
+    #   bin3: p [1, 0, 2, 0] vs t [1, 0, 2, 1] -> 3/4      bin5: p [2, 0, 3, 1] vs t [2, 0, 3, 2] -> 3/4
+    # float64 binning (the old behaviour) moved p 0.1 and t 0.1 up a bin and p -0.7 up a bin:
+    #   bin3: p [2, 0, 2, 0] vs t [1, 0, 2, 2] -> 2/4      bin5: p [3, 1, 3, 1] vs t [2, 0, 3, 3] -> 1/4
+    assert out["Mult_acc_3"] == approx(3 / 4)
+    assert out["Mult_acc_5"] == approx(3 / 4)
+    # 2 bins (edge 0, exact either way): p [1, 0, 1, 0] vs t [0, 0, 1, 1] -> 2/4
+    assert out["Mult_acc_2"] == approx(2 / 4)
+    # class 0: tp=1 fp=1 fn=1 -> 1/2, support 2; class 1: tp=1 fp=1 fn=1 -> 1/2, support 2 -> 1/2
+    assert out["F1_score"] == approx(1 / 2)
+    # MAE and Corr stay in float64, on the float32 values widened exactly:
+    # (|0.1-0| + |-0.7+0.8| + |0.35-0.5| + |-0.2-0.1|) / 4 = 0.65/4 = 0.1625 up to float32 rounding
+    p64, t64 = p.astype(np.float64), t.astype(np.float64)
+    assert out["MAE"] == float(np.mean(np.abs(p64 - t64)))
+    assert out["MAE"] == pytest.approx(0.1625, abs=1e-6)
+    assert out["Corr"] == approx(float(np.corrcoef(p64, t64)[0, 1]))
