@@ -303,7 +303,8 @@ def test_encoder_output_lengths() -> None:
     uni = transformer_encoder(1).eval()
     assert uni(audio)[1].tolist() == [8, 8, 5, 0]  # min(n, max_len)
     bi = transformer_encoder(2).eval()
-    assert bi(audio, vision)[1].tolist() == [8, 8, 8, 3]  # max over the two branches
+    # max over the two branches, each stretched to max_len when non-empty (the 3-frame vision of the last sample)
+    assert bi(audio, vision)[1].tolist() == [8, 8, 8, 8]
 
 
 @pytest.mark.parametrize("n_streams", [1, 2], ids=["unimodal", "bimodal"])
@@ -365,6 +366,194 @@ def test_encoder_rejects_wrong_stream_count_and_options() -> None:
         transformer_encoder(1)(audio, vision)
     with pytest.raises(ValueError, match="unknown_knob"):
         registry.create("encoder", "transformer", enc_cfg(options={"unknown_knob": 1}), DIMS[1])
+
+
+# ------------------------------------------------------------------------------------------------
+# several inputs: one time grid (downsample's stretch), and the LayerNorm after the fuse layer
+
+
+def stretched_source(n: int, max_len: int) -> list[int]:
+    """The frame each step of a stretched sample reads: the one covering relative time j/max_len."""
+    return [j * n // max_len for j in range(max_len)]
+
+
+def test_downsample_stretch_pairs_relative_times() -> None:
+    """Audio of 12 frames and vision of 3 on a 6-step grid: step j of both covers the same part of the clip."""
+    audio, n_a = downsample(frames(12), torch.tensor([12]), 6, stretch=True)
+    vision, n_v = downsample(frames(3), torch.tensor([3]), 6, stretch=True)
+    torch.testing.assert_close(audio[0, :, 0], torch.tensor([0.5, 2.5, 4.5, 6.5, 8.5, 10.5]))  # [0,1], [2,3], …
+    torch.testing.assert_close(vision[0, :, 0], torch.tensor([0.0, 0, 1, 1, 2, 2]))
+    assert n_a.tolist() == n_v.tolist() == [6]
+
+
+@pytest.mark.parametrize(("n", "max_len"), [(3, 7), (1, 5), (5, 8), (7, 8), (2, 39), (38, 39)])
+def test_downsample_stretch_reads_the_frame_under_each_step(n: int, max_len: int) -> None:
+    out, lengths = downsample(frames(n + 2), torch.tensor([n]), max_len, stretch=True)
+    source = out[0, :, 0].long().tolist()
+    assert source == stretched_source(n, max_len)
+    for j, i in enumerate(source):  # frame i covers relative times [i/n, (i+1)/n)
+        assert i * max_len <= j * n < (i + 1) * max_len
+    assert source == sorted(source) and set(source) == set(range(n))  # every frame, in order
+    assert lengths.tolist() == [max_len]
+
+
+def test_downsample_stretch_keeps_long_samples() -> None:
+    """n >= max_len: stretching changes nothing (contiguous chunk means, as without it)."""
+    x = torch.randn(4, 11, 3)
+    lengths = torch.tensor([11, 7, 9, 8])
+    for max_len in (6, 7):
+        plain = downsample(x, lengths, max_len)
+        torch.testing.assert_close(downsample(x, lengths, max_len, stretch=True), plain, rtol=0, atol=0)
+
+
+def test_downsample_stretch_lengths() -> None:
+    x = torch.randn(6, 9, 3)
+    out, n = downsample(x, torch.tensor([0, 1, 3, 6, 9, 99]), 6, stretch=True)
+    assert n.tolist() == [0, 6, 6, 6, 6, 6] and n.dtype == torch.long
+    assert (out[0] == 0).all()  # an empty sample stays empty
+    torch.testing.assert_close(out[1], x[1, :1].expand(6, 3))  # one frame fills the grid
+
+
+@pytest.mark.parametrize("pad", [1e6, float("inf"), float("-inf"), float("nan")])
+def test_downsample_stretch_padding_never_leaks(pad: float) -> None:
+    x = torch.randn(4, 9, 4)
+    lengths = torch.tensor([9, 5, 2, 0])
+    clean, _ = downsample(x, lengths, 6, stretch=True)
+    dirty = x.clone()
+    dirty[torch.arange(9)[None, :] >= lengths[:, None]] = pad
+    dirty.requires_grad_(True)
+    out, _ = downsample(dirty, lengths, 6, stretch=True)
+    torch.testing.assert_close(out, clean)
+    out.sum().backward()
+    assert torch.isfinite(dirty.grad).all()
+    assert (dirty.grad[torch.arange(9)[None, :] >= lengths[:, None]] == 0).all()
+
+
+def test_bimodal_encoder_pairs_the_same_moments() -> None:
+    """Through the encoder, each frame moves exactly the fused steps of its time window, and nothing else."""
+    max_len, L_a, L_v = 6, 14, 5
+    enc = transformer_encoder(2, max_len=max_len, layers=0, dropout=0.0, p_mask=0.0, input_norm=False).eval()
+    audio = make_stream([12, 9], L_a, AUDIO_DIM)
+    vision = make_stream([3, 4], L_v, VISION_DIM)
+    seen: list[Tensor] = []
+    enc.branches[1].proj.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    with torch.no_grad():
+        base, lengths = enc(audio, vision)
+    assert lengths.tolist() == [max_len, max_len]
+    torch.testing.assert_close(seen[0][0], vision[0][0, [0, 0, 1, 1, 2, 2]])  # vision after the downsample step
+    torch.testing.assert_close(seen[0][1], vision[0][1, stretched_source(4, max_len)])
+
+    def moved_steps(stream: int, sample: int, frame: int) -> tuple[set[int], bool]:
+        streams = [(audio[0].clone(), audio[1]), (vision[0].clone(), vision[1])]
+        streams[stream][0][sample, frame] += 1.0
+        with torch.no_grad():
+            out, _ = enc(*streams)
+        moved = (out - base).abs().amax(-1) > 1e-6  # (B, T)
+        return set(moved[sample].nonzero().flatten().tolist()), bool(moved[1 - sample].any())
+
+    for sample in (0, 1):
+        n_v = int(vision[1][sample])
+        for k in range(n_v):  # frame k covers [k/n_v, (k+1)/n_v): the steps j with floor(j·n_v/max_len) = k
+            steps, other = moved_steps(1, sample, k)
+            assert steps == {j for j in range(max_len) if j * n_v // max_len == k}, (sample, k)
+            assert not other
+        n_a = int(audio[1][sample])
+        for i in range(n_a):  # frame i is averaged into chunk floor(i·max_len/n_a)
+            steps, other = moved_steps(0, sample, i)
+            assert steps == {i * max_len // n_a}, (sample, i)
+            assert not other
+    assert moved_steps(1, 0, 3) == (set(), False)  # a padded frame moves nothing
+    assert moved_steps(0, 1, 9) == (set(), False)
+
+
+def test_bimodal_encoder_lengths_with_empty_streams() -> None:
+    audio = make_stream([20, 0, 0, 2], 20, AUDIO_DIM)
+    vision = make_stream([0, 5, 0, 1], 12, VISION_DIM)
+    enc = transformer_encoder(2).eval()
+    seq, lengths = enc(audio, vision)
+    assert lengths.tolist() == [MAX_LEN, MAX_LEN, 0, MAX_LEN]
+    assert (seq[2] == 0).all() and torch.isfinite(seq).all()
+
+
+def reference_stream_encoder(branch: nn.Module, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+    """StreamEncoder's eval forward written out with the plain (unstretched) downsample."""
+    lengths = lengths.clamp(0, x.shape[1])
+    padded = torch.arange(x.shape[1])[None, :] >= lengths[:, None]  # (B, L)
+    x = branch.input_norm(torch.where(padded[..., None], 0.0, x))
+    x, lengths = downsample(x, lengths, branch.max_len)  # (B, T, D_in)
+    h = branch.proj(x) * branch.scale + branch.pos  # (B, T, d)
+    if branch.transformer is not None:
+        h = branch.transformer(h, src_key_padding_mask=torch.arange(h.shape[1])[None, :] >= lengths.clamp(min=1)[:, None])
+    return h.masked_fill((torch.arange(h.shape[1])[None, :] >= lengths[:, None])[..., None], 0.0), lengths
+
+
+@pytest.mark.parametrize("fuse_norm", [True, False])
+@pytest.mark.parametrize("kw", [{}, dict(layers=0), dict(max_len=30)], ids=["default", "no-transformer", "long-grid"])
+def test_unimodal_encoder_is_not_stretched(fuse_norm: bool, kw: dict) -> None:
+    """One input pairs nothing: short samples keep their frames and lengths, exactly as before; no fuse_norm."""
+    audio, _ = encoder_inputs(2, pad=float("inf"))
+    enc = transformer_encoder(1, fuse_norm=fuse_norm, **kw).eval()
+    assert enc.fuse is None and enc.fuse_norm is None and not enc.branches[0].stretch
+    with torch.no_grad():
+        seq, lengths = enc(audio)
+        ref_seq, ref_lengths = reference_stream_encoder(enc.branches[0], *audio)
+    max_len = kw.get("max_len", MAX_LEN)
+    assert lengths.tolist() == ref_lengths.tolist() == [min(n, max_len) for n in (20, 13, 5, 0)]
+    torch.testing.assert_close(seq, ref_seq, rtol=0, atol=0)
+    assert (seq[2, 5:] == 0).all()  # the 5-frame sample is not spread over the grid
+
+
+def test_unimodal_encoder_ignores_fuse_norm() -> None:
+    audio, _ = encoder_inputs(2)
+    on, off = transformer_encoder(1, fuse_norm=True).eval(), transformer_encoder(1, fuse_norm=False).eval()
+    assert on.state_dict().keys() == off.state_dict().keys()
+    with torch.no_grad():
+        torch.testing.assert_close(on(audio), off(audio), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("fuse_norm", [True, False])
+@pytest.mark.parametrize("n_streams", [1, 2])
+def test_fuse_norm_exists_only_with_several_inputs(n_streams: int, fuse_norm: bool) -> None:
+    enc = transformer_encoder(n_streams, fuse_norm=fuse_norm)
+    expected = fuse_norm and n_streams > 1
+    assert isinstance(enc.fuse_norm, nn.LayerNorm) == expected
+    assert any(key.startswith("fuse_norm.") for key in enc.state_dict()) == expected
+
+
+def test_fuse_norm_normalises_each_real_step() -> None:
+    """Right after fuse: each real step has zero mean and unit variance over features; padded steps stay 0."""
+    audio = make_stream([20, 13, 0, 3], 20, AUDIO_DIM, pad=float("inf"))
+    vision = make_stream([12, 0, 0, 7], 12, VISION_DIM, pad=1e6)
+    enc = transformer_encoder(2, fuse_norm=True, seed=3)
+    plain = transformer_encoder(2, fuse_norm=False, seed=3)  # the same weights, no LayerNorm
+    assert (enc.fuse_norm.weight == 1).all() and (enc.fuse_norm.bias == 0).all()
+    for mode in ("train", "eval"):
+        getattr(enc, mode)(), getattr(plain, mode)()
+        torch.manual_seed(1)  # the same dropout and modality dropout draws for both
+        seq, lengths = enc(audio, vision)
+        torch.manual_seed(1)
+        raw, _ = plain(audio, vision)
+        assert lengths.tolist() == [MAX_LEN, MAX_LEN, 0, MAX_LEN]
+        real = torch.arange(MAX_LEN)[None, :] < lengths[:, None]  # (B, T)
+        steps = seq[real]  # (n_real, d)
+        torch.testing.assert_close(steps.mean(-1), torch.zeros(len(steps)), rtol=0, atol=1e-5)
+        torch.testing.assert_close(steps.var(-1, unbiased=False), torch.ones(len(steps)), rtol=0, atol=1e-3)
+        torch.testing.assert_close(steps, nn.functional.layer_norm(raw[real], (16,)))  # normalises fuse's output
+        assert (seq[~real] == 0).all(), "padded steps must stay exactly zero"
+    with torch.no_grad():  # a trained affine: padded steps are zeroed after the LayerNorm, not before it
+        enc.fuse_norm.weight.fill_(2.0), enc.fuse_norm.bias.fill_(0.5)
+        seq, _ = enc.eval()(audio, vision)
+    torch.testing.assert_close(seq[real].mean(-1), torch.full((int(real.sum()),), 0.5))
+    assert (seq[~real] == 0).all()
+
+
+class TestEncoderContractWithoutFuseNorm(TestEncoderContract):
+    """The whole registry contract again, with ``fuse_norm: false`` (the class above runs the default, true)."""
+
+    @pytest.fixture(autouse=True)
+    def _no_fuse_norm(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        default = enc_cfg
+        monkeypatch.setitem(globals(), "enc_cfg", lambda name="transformer", **kw: default(name, **({"fuse_norm": False} | kw)))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -10,7 +10,9 @@ Unimodal recipe, per stream::
     -> dropout -> time-step masking (training) -> pre-LN TransformerEncoder (key padding from the lengths)
 
 The bimodal encoder runs one such branch per stream, concatenates them per time step and projects
-back to ``d``; in training it drops a whole stream per sample with probability ``modality_dropout``.
+back to ``d`` (then LayerNorm, with ``fuse_norm``); in training it drops a whole stream per sample with
+probability ``modality_dropout``. Its branches stretch short streams onto the full ``max_len`` grid
+(``downsample(..., stretch=True)``), so that the steps it pairs come from the same moment of the clip.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from ..config import EncoderConfig
 from ..registry import register
 
 
-def downsample(x: Tensor, lengths: Tensor, max_len: int) -> tuple[Tensor, Tensor]:
+def downsample(x: Tensor, lengths: Tensor, max_len: int, *, stretch: bool = False) -> tuple[Tensor, Tensor]:
     """Contiguous, length-aware mean pooling in time (a SPEC §2 decision).
 
     A sample with ``n > max_len`` real frames sends frame ``i < n`` to output step
@@ -33,8 +35,16 @@ def downsample(x: Tensor, lengths: Tensor, max_len: int) -> tuple[Tensor, Tensor
     Padded frames never contribute, whatever they hold. (The reference implementation took an
     interleaved, strided mean over the padded array instead.)
 
-    Returns ``x_out`` (B, max_len, D), zero at and after the new lengths, and
-    ``lengths_out = min(n, max_len)`` (B,) long, where ``n`` is ``lengths`` clamped to ``[0, L]``.
+    ``stretch``: a sample with ``1 <= n < max_len`` is instead stretched over all ``max_len`` steps,
+    step ``j`` taking the frame that covers relative time ``j / max_len``, i.e. frame
+    ``floor(j * n / max_len)`` (each frame repeated about ``max_len / n`` times, in order). Then step ``j``
+    of every non-empty sample covers the same fraction of its clip, so streams of different lengths can
+    be paired step by step (the bimodal encoder); without it, a short stream's step ``j`` would sit at
+    relative time ``j / n`` while a long one's sits at ``j / max_len``.
+
+    Returns ``x_out`` (B, max_len, D), zero at and after the new lengths, and ``lengths_out`` (B,) long:
+    ``min(n, max_len)``, or with ``stretch`` ``max_len`` for ``n >= 1`` and 0 for ``n = 0``; ``n`` is
+    ``lengths`` clamped to ``[0, L]``.
     """
     B, L, D = x.shape
     n = lengths.to(device=x.device, dtype=torch.long).clamp(0, L)  # (B,)
@@ -46,12 +56,20 @@ def downsample(x: Tensor, lengths: Tensor, max_len: int) -> tuple[Tensor, Tensor
         t[None, :],  # short sample: frame i stays at step i
     )  # (B, L)
     steps = torch.arange(max_len, device=x.device)
-    member = (bucket[:, None, :] == steps[None, :, None]) & valid[:, None, :]  # (B, max_len, L)
+    member = bucket[:, None, :] == steps[None, :, None]  # (B, max_len, L): frame i lands on step j
+    if stretch:
+        # short sample: step j reads the one frame under relative time j/max_len (n = 0 reads nothing:
+        # frame 0 is not valid there)
+        source = steps[None, :] * n[:, None] // max_len  # (B, max_len), in [0, n) when n >= 1
+        picks = t[None, None, :] == source[:, :, None]  # (B, max_len, L)
+        member = torch.where((n < max_len)[:, None, None], picks, member)
+    member = member & valid[:, None, :]  # padded frames never count
     weights = member.to(x.dtype)
     weights = weights / weights.sum(-1, keepdim=True).clamp(min=1)  # each row averages its chunk
     # torch.where, not a multiplication: 0 * inf would be NaN
     x = torch.where(valid[..., None], x, x.new_zeros(()))  # (B, L, D)
-    return weights @ x, n.clamp(max=max_len)  # (B, max_len, D), (B,)
+    lengths_out = torch.where(n > 0, max_len, 0) if stretch else n.clamp(max=max_len)  # (B,)
+    return weights @ x, lengths_out  # (B, max_len, D), (B,)
 
 
 def sinusoidal_positions(n: int, d: int) -> Tensor:
@@ -70,11 +88,15 @@ def _padding(lengths: Tensor, T: int) -> Tensor:
 
 
 class StreamEncoder(nn.Module):
-    """The unimodal recipe for one stream: frames (B, L, D_in) -> sequence (B, max_len, d)."""
+    """The unimodal recipe for one stream: frames (B, L, D_in) -> sequence (B, max_len, d).
 
-    def __init__(self, cfg: EncoderConfig, d_in: int):
+    ``stretch``: passed to :func:`downsample`; set by an encoder that pairs this stream with others.
+    """
+
+    def __init__(self, cfg: EncoderConfig, d_in: int, stretch: bool = False):
         super().__init__()
         self.max_len = cfg.max_len
+        self.stretch = stretch
         self.p_mask = cfg.p_mask
         self.scale = math.sqrt(cfg.d)
         self.input_norm = nn.LayerNorm(d_in) if cfg.input_norm else nn.Identity()
@@ -98,7 +120,7 @@ class StreamEncoder(nn.Module):
         # and NaN leaks into the LayerNorm's weight gradient even though the frames are dropped later
         x = torch.where(_padding(lengths, x.shape[1])[..., None], x.new_zeros(()), x)  # (B, L, D_in)
         x = self.input_norm(x)
-        x, lengths = downsample(x, lengths, self.max_len)  # (B, T, D_in), T = max_len
+        x, lengths = downsample(x, lengths, self.max_len, stretch=self.stretch)  # (B, T, D_in), T = max_len
         h = self.drop(self.proj(x) * self.scale + self.pos)  # (B, T, d)
         if self.training and self.p_mask > 0:
             keep = torch.rand(h.shape[0], h.shape[1], 1, device=h.device) >= self.p_mask  # (B, T, 1)
@@ -117,6 +139,13 @@ class ModalityEncoder(nn.Module):
     ``forward(*streams)`` takes one ``(x (B, L, D_in), lengths (B,))`` per input dimension and returns
     ``(seq (B, max_len, d), lengths (B,))``; padded positions are zero. With several streams the output
     length is the elementwise maximum of the branch lengths.
+
+    With several streams every branch stretches a short stream onto the ``max_len`` grid
+    (``downsample(..., stretch=True)``): step ``j`` of each branch then covers relative time
+    ``j / max_len`` of its clip, so the fuse layer pairs audio and vision from the same moment. A
+    non-empty sample thus has length ``max_len``; an empty one (all streams empty) length 0. With
+    ``cfg.fuse_norm`` a LayerNorm follows the fuse layer (the reference's AV encoder has one). With one
+    stream nothing is paired: no stretching, no fuse layer, and ``fuse_norm`` is ignored.
     """
 
     def __init__(self, cfg: EncoderConfig, input_dims: tuple[int, ...]):
@@ -125,9 +154,10 @@ class ModalityEncoder(nn.Module):
             raise ValueError("an encoder needs at least one input stream")
         self.out_dim: int = cfg.d
         self.modality_dropout = cfg.modality_dropout
-        self.branches = nn.ModuleList(StreamEncoder(cfg, d_in) for d_in in input_dims)
         k = len(input_dims)
+        self.branches = nn.ModuleList(StreamEncoder(cfg, d_in, stretch=k > 1) for d_in in input_dims)
         self.fuse = nn.Linear(k * cfg.d, cfg.d) if k > 1 else None
+        self.fuse_norm = nn.LayerNorm(cfg.d) if k > 1 and cfg.fuse_norm else None
 
     def forward(self, *streams: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         if len(streams) != len(self.branches):
@@ -140,6 +170,8 @@ class ModalityEncoder(nn.Module):
         if self.training and self.modality_dropout > 0:
             seqs = self._drop_modalities(seqs)
         h = self.fuse(torch.cat(seqs, dim=-1))  # (B, T, k·d) -> (B, T, d)
+        if self.fuse_norm is not None:
+            h = self.fuse_norm(h)  # normalises each step on its own: padded steps cannot reach real ones
         h = h.masked_fill(_padding(lengths, h.shape[1])[..., None], 0.0)
         return h, lengths
 
