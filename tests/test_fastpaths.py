@@ -97,7 +97,8 @@ def test_bench_rows_on_cpu_start_with_the_reference():
 
 def test_bench_command_json(invoke):
     result = invoke("bench", "--steps", "1", "--warmup", "0", "--precisions", "fp32", "--backends", "sdpa",
-                    "--format", "json", "data.synthetic_size=tiny", "training.batch_size=4")
+                    "--format", "json", "data.synthetic_size=tiny", "training.batch_size=4",
+                    "backbone.name=gpt2-tiny-random", "data.text_len=24")
     assert result.exit_code == 0, result.stderr
     out = json.loads(result.stdout)
     labels = [r["label"] for r in out["rows"]]
@@ -139,3 +140,48 @@ def test_gpu_fast_paths_match_fp32_eager(mode):
     for _ in range(3):  # CUDA graphs record on a later call than the first
         loss, _ = loss_and_grads(model, net, batch, torch.autocast("cuda", dtype=torch.bfloat16))
     assert loss == pytest.approx(ref_loss, rel=3e-2)
+
+
+# -- precision: fp32 where bf16 would round away what matters ------------------------------------
+
+def bf16_forward(model, batch):
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        return model(batch, return_hidden=True)
+
+
+def test_heads_run_in_fp32_under_bf16_autocast():
+    """A bf16 score sits on a grid of 1/64 near ±3: the validation MAE (early stopping) and Acc7 would too."""
+    model = make_model().eval()
+    out = bf16_forward(model, make_batch())
+    assert out.score.dtype == torch.float32
+    assert all(a.dtype == torch.float32 for a in out.aux.values())
+    # not bf16 values in fp32 clothing: rounding them to bf16 changes them
+    assert not torch.equal(out.score, out.score.bfloat16().float())
+    for name, a in out.aux.items():
+        assert not torch.equal(a, a.bfloat16().float()), name
+    loss, _ = dmpf_loss(out.score, out.aux, torch.linspace(-1, 1, 3), LossConfig())
+    assert loss.dtype == torch.float32
+
+
+def test_residual_stream_stays_fp32_with_a_bf16_backbone():
+    """The backbone stored in bf16 (as build_model does for bf16 on CUDA), under autocast: the matmuls run in
+    bf16, the stream they add to stays fp32, so a gate just opening is not rounded away."""
+    model = make_model("mm.gate=tanh").eval()  # tanh gates at 0: every MM contribution is exactly zero
+    model.backbone.to(torch.bfloat16)
+    batch = make_batch()
+    matmul_dtypes = []
+    model.backbone.h[0].attn.c_attn.register_forward_hook(lambda m, i, o: matmul_dtypes.append(o.dtype))
+    closed = bf16_forward(model, batch)
+    assert matmul_dtypes == [torch.bfloat16]
+    assert [h.dtype for h in closed.hidden] == [torch.float32] * len(model.backbone.h)
+
+    model.lm.mm["3"].ffn_gate.alpha.data.fill_(1e-4)  # the last MM block's FFN, gated by tanh(1e-4)
+    ajar = bf16_forward(model, batch)
+    for before, after in zip(closed.hidden[:-1], ajar.hidden[:-1]):
+        assert torch.equal(before, after)  # nothing moves before that block
+    h, delta = closed.hidden[-1], ajar.hidden[-1] - closed.hidden[-1]  # (B, L, D)
+    assert (delta != 0).float().mean() > 0.95  # the fp32 stream keeps the contribution nearly everywhere ...
+    assert not torch.equal(closed.reps["h_text"], ajar.reps["h_text"]) and not torch.equal(closed.score, ajar.score)
+    # ... which is far below bf16's resolution at the stream's magnitude: a bf16 stream would round it away
+    rounded_away = (h.bfloat16() + delta.bfloat16()) == h.bfloat16()
+    assert rounded_away.float().mean() > 0.95

@@ -230,7 +230,8 @@ ABLATIONS = [(3, 2, 4), (3, 0, 0), (0, 2, 0), (0, 0, 4), (3, 2, 0), (3, 0, 4), (
 @pytest.mark.parametrize("counts", ABLATIONS, ids=lambda c: "a{}v{}av{}".format(*c))
 def test_ablations_forward_backward_and_only_intended_parameters_learn(counts, head):
     n_a, n_v, n_av = counts
-    model = make_model(f"fusion.n_a={n_a}", f"fusion.n_v={n_v}", f"fusion.n_av={n_av}", f"head.name={head}").train()
+    model = make_model(f"fusion.n_a={n_a}", f"fusion.n_v={n_v}", f"fusion.n_av={n_av}", f"head.name={head}",
+                       "backbone.dropout=0")  # with GPT-2's dropout on, the LM follows train mode (tested below).train()
     expected_groups = [g for g, n in zip(("audio", "visual", "audio_visual"), counts) if n]
     assert list(model.encoders) == expected_groups
     assert set(model.lm.tokens) == set(expected_groups)
@@ -258,6 +259,125 @@ def test_text_only_model_is_the_lm_plus_head():
     model = make_model("fusion.n_a=0", "fusion.n_v=0", "fusion.n_av=0")
     assert len(model.lm.mm) == 0 and len(model.encoders) == 0
     assert set(model.rep_dims) == {"h_text"}
+
+
+# -- training-time regularisers: GPT-2's own dropout, SoftPerm -------------------------------------
+
+# every other source of randomness in training off, so that a difference comes from what a test turns on
+QUIET = [*(f"encoders.{e}.{k}=0" for e in ("audio", "vision", "audio_visual")
+           for k in ("dropout", "p_mask", "modality_dropout")),
+         "mm.dropout=0", "head.dropout=0", "backbone.dropout=0", "augment.softperm=0"]
+
+
+def quiet_model(*overrides: str) -> DMPF:
+    return make_model(*QUIET, *overrides)
+
+
+def two_forwards(model: DMPF, batch) -> tuple:
+    # with autograd on, as in training: eval-mode torch encoder layers would otherwise take their fused fast path
+    return model(batch, return_hidden=True), model(batch, return_hidden=True)
+
+
+def gpt2_dropouts(model: DMPF) -> list[torch.nn.Dropout]:
+    gpt2 = model.backbone
+    return [gpt2.drop, *(d for b in gpt2.h for d in (b.attn.attn_dropout, b.attn.resid_dropout, b.mlp.dropout))]
+
+
+def test_backbone_dropout_acts_in_training_only_and_the_weights_stay_frozen():
+    model = quiet_model("backbone.dropout=0.5")
+    batch = make_batch()
+    assert [d.p for d in gpt2_dropouts(model)] == [0.5] * (1 + 3 * len(model.backbone.h))  # tiny_gpt2 says 0.0
+    model.train()
+    assert model.backbone.training and all(m.training for m in model.backbone.modules())
+    a, b = two_forwards(model, batch)
+    assert not torch.allclose(a.score, b.score)
+    for x, y in zip(real_text(a.hidden[0]), real_text(b.hidden[0])):  # the text stream itself is perturbed
+        assert not torch.allclose(x, y)
+    run_backward(model, batch)
+    for name, p in model.backbone.named_parameters():
+        assert not p.requires_grad and p.grad is None, name
+
+    model.eval()
+    assert not model.backbone.training and not any(m.training for m in model.backbone.modules())
+    a, b = two_forwards(model, batch)
+    assert torch.equal(a.score, b.score)
+    reference = quiet_model().eval()(batch)  # the same weights without dropout: evaluation is unaffected
+    assert torch.equal(a.score, reference.score)
+    model.train()
+    assert model.backbone.training
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "eager"])
+def test_attention_probability_dropout_reaches_the_frozen_blocks(backend):
+    model = quiet_model("backbone.dropout=0.5", f"training.attention={backend}").train()
+    for d in gpt2_dropouts(model):  # only attn_dropout left on
+        if d not in [b.attn.attn_dropout for b in model.backbone.h]:
+            d.p = 0.0
+    a, b = two_forwards(model, make_batch())
+    assert not torch.allclose(a.hidden[0], b.hidden[0])
+    for block in model.backbone.h:
+        block.attn.attn_dropout.p = 0.0
+    a, b = two_forwards(model, make_batch())
+    assert torch.equal(a.hidden[0], b.hidden[0])
+
+
+def test_zero_backbone_dropout_trains_like_eval():
+    model = quiet_model()
+    batch = make_batch()
+    trained = model.train()(batch, return_hidden=True)
+    assert not model.backbone.training  # nothing in it would act: it stays in eval mode
+    evaluated = model.eval()(batch, return_hidden=True)
+    torch.testing.assert_close(trained.score, evaluated.score, rtol=0, atol=1e-6)
+    for x, y in zip(trained.hidden, evaluated.hidden):
+        torch.testing.assert_close(x, y, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "inputs, moved, kept",
+    [("[text]", ["h_text"], ["a_enc", "v_enc", "av_enc"]),
+     ("[audio]", ["a_enc", "av_enc"], ["h_text", "v_enc"]),
+     ("[vision]", ["v_enc", "av_enc"], ["h_text", "a_enc"])],
+)
+def test_softperm_acts_in_training_only_on_the_inputs_listed(inputs, moved, kept):
+    model = quiet_model("augment.softperm=0.5", "augment.softperm_std=0.1", f"augment.softperm_inputs={inputs}")
+    batch = make_batch()
+    unaugmented = quiet_model().eval()(batch)  # the same weights, no SoftPerm
+    assert torch.equal(model.eval()(batch).score, unaugmented.score)  # eval: unaffected
+    reference = unaugmented.reps
+    model.train()
+    a, b = two_forwards(model, batch)
+    assert not torch.allclose(a.score, b.score)
+    for name in moved:
+        assert not torch.allclose(a.reps[name], reference[name]), name
+    for name in kept:  # text never sees the modalities, nor the encoders the text
+        torch.testing.assert_close(a.reps[name], reference[name], rtol=0, atol=1e-6, msg=name)
+
+
+def test_softperm_gets_each_input_with_its_real_lengths(monkeypatch):
+    """Frames before the encoders (once per modality: the AV encoder reads the same), text embeddings before
+    the positions, each with its own real lengths and the config's fraction and spread."""
+    from dmpf_cli.model import dmpf as dmpf_module
+    from dmpf_cli.model import fused as fused_module
+
+    calls = []
+
+    def spy(x, lengths, fraction, std=0.0):
+        calls.append((x, lengths, fraction, std))
+        return x
+
+    monkeypatch.setattr(dmpf_module, "softperm", spy)
+    monkeypatch.setattr(fused_module, "softperm", spy)
+    model = quiet_model("augment.softperm=0.3", "augment.softperm_std=0.2")
+    batch = make_batch()
+    with torch.no_grad():
+        model.eval()(batch)
+        assert calls == []
+        model.train()(batch)
+    assert [c[2:] for c in calls] == [(0.3, 0.2)] * 3
+    (audio, n_a, *_), (vision, n_v, *_), (text, n_t, *_) = calls
+    assert audio is batch["audio"] and n_a is batch["audio_lengths"]
+    assert vision is batch["vision"] and n_v is batch["vision_lengths"]
+    assert torch.equal(text, model.backbone.wte(batch["text_ids"])) and n_t.tolist() == LENGTHS
 
 
 # -- the loss ------------------------------------------------------------------------------------

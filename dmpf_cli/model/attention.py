@@ -8,6 +8,11 @@ mask renders itself through :func:`prepare_mask` (:meth:`~dmpf_cli.model.mask.Fu
 so do the MM blocks' key-padding masks. q, k, v are laid out (B, L, H, D), the layout xformers takes
 directly; SDPA and eager transpose to (B, H, L, D).
 
+``attend(..., dropout=p)`` drops attention probabilities (GPT-2's ``attn_pdrop``, training only) on the SDPA
+and eager backends. The xformers path does not: the custom ops of :mod:`dmpf_cli.model.xformers_ops` have
+no dropout, so there the probability is ignored (the embedding and residual dropouts still apply); closing
+that gap needs xformers' seeded dropout, on a GPU.
+
 ``auto`` picks xformers where CUDA and a working xformers are present, else SDPA. xformers is
 imported only when a CUDA device asks for it: on a CPU machine it is never imported (its import logs
 a CUDA warning there, and it has no CPU kernels). It runs through the torch custom ops of
@@ -106,23 +111,32 @@ def prepare_mask(allowed: torch.Tensor, backend: str, dtype: torch.dtype = torch
     raise BackendError(f"attention backend '{backend}': resolve it first (expected xformers, sdpa or eager)")
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: PreparedMask, scale: float) -> torch.Tensor:
-    """Masked attention. q (B, Lq, H, D), k and v (B, Lk, H, D) → (B, Lq, H, D)."""
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: PreparedMask, scale: float,
+           dropout: float = 0.0) -> torch.Tensor:
+    """Masked attention. q (B, Lq, H, D), k and v (B, Lk, H, D) → (B, Lq, H, D).
+
+    ``dropout``: the probability of dropping an attention weight (pass 0 outside training). Ignored by
+    xformers, whose custom ops have no dropout (see the module docstring).
+    """
     if mask.backend == "xformers":
         return xformers_ops.attention(q, k, v, mask.value, scale)
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, D)
     if mask.backend == "sdpa":
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.value, scale=scale)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.value, dropout_p=dropout, scale=scale)
     else:
-        out = eager_attention(q, k, v, mask.value, scale)
+        out = eager_attention(q, k, v, mask.value, scale, dropout)
     return out.transpose(1, 2)  # (B, Lq, H, D)
 
 
-def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor, scale: float) -> torch.Tensor:
-    """The reference: explicit masked softmax in fp32. q (B, H, Lq, D) → (B, H, Lq, D)."""
+def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor, scale: float,
+                    dropout: float = 0.0) -> torch.Tensor:
+    """The reference: explicit masked softmax in fp32 (``dropout`` on its probabilities). q (B, H, Lq, D) → same."""
     scores = (q.float() @ k.float().transpose(-2, -1)) * scale  # (B, H, Lq, Lk)
     scores = scores.masked_fill(~allowed, float("-inf"))
-    return (scores.softmax(dim=-1) @ v.float()).to(q.dtype)
+    probs = scores.softmax(dim=-1)
+    if dropout > 0:
+        probs = F.dropout(probs, dropout)
+    return (probs @ v.float()).to(q.dtype)
 
 
 def default_scale(head_dim: int) -> float:

@@ -6,6 +6,11 @@ tokens: ``fusion.n_a = 0`` removes the A token group, its cross-attention, the a
 n_a = n_v = n_av = 0 is a text-only model, and the 16-token single-group setting of the paper's capacity
 ablation is ``n_a = n_v = 0, n_av = 16``.
 
+In training, the reference's regularisers run: GPT-2's own dropouts at ``backbone.dropout`` (its weights
+stay frozen) and SoftPerm (:mod:`~dmpf_cli.model.augment`) on the inputs ``augment.softperm_inputs``
+lists. The task and auxiliary heads always run in fp32, outside autocast: a bf16 score would sit on a
+grid of 1/64 near ±3, and early stopping reads the validation MAE of those scores.
+
 :func:`build_model` is the front door: the model a config describes, as training, evaluation and the
 benchmark build it.
 """
@@ -23,6 +28,7 @@ from ..config import ExperimentConfig, token_counts
 from ..errors import DmpfError
 from ..streams import DATASETS, MODALITIES, REPRESENTATIONS, STREAMS, TEXT
 from .attention import resolve_backend
+from .augment import softperm
 from .backbones import LoadedBackbone, load_backbone
 from .fused import FusedGPT2
 from .heads import AuxHeads
@@ -43,6 +49,20 @@ def masked_time_mean(seq: Tensor, lengths: Tensor) -> Tensor:
     return total / lengths.clamp(min=1)[:, None].to(seq.dtype)
 
 
+def build_encoders(cfg: ExperimentConfig, dims: tuple[int, ...]) -> nn.ModuleDict:
+    """One encoder per present stream (fusion tokens > 0), keyed by stream name, in stream order: DMPF's
+    encoders, and the encoder pre-training stage's (:mod:`dmpf_cli.curriculum`), built the same way."""
+    counts = token_counts(cfg)
+    feature_dims = {m.key: d for m, d in zip(MODALITIES, dims)}
+    encoders = nn.ModuleDict()
+    for s in STREAMS:
+        if counts[s.name] > 0:
+            enc_cfg = getattr(cfg.encoders, s.encoder_key)
+            encoders[s.name] = registry.create("encoder", enc_cfg.name, enc_cfg,
+                                               tuple(feature_dims[m.key] for m in s.inputs))
+    return encoders
+
+
 class DMPF(nn.Module):
     """``dims``: the width of each modality's features (``MODALITIES`` order), e.g. (74, 35) for MOSEI."""
 
@@ -52,17 +72,18 @@ class DMPF(nn.Module):
         counts = token_counts(cfg)
         self.streams = [s for s in STREAMS if counts[s.name] > 0]
         self.groups = [s.name for s in self.streams]
-        feature_dims = {m.key: d for m, d in zip(MODALITIES, dims)}
 
-        self.encoders = nn.ModuleDict()
-        for s in self.streams:
-            enc_cfg = getattr(cfg.encoders, s.encoder_key)
-            self.encoders[s.name] = registry.create("encoder", enc_cfg.name, enc_cfg,
-                                                    tuple(feature_dims[m.key] for m in s.inputs))
+        self.encoders = build_encoders(cfg, dims)
         encoder_dims = {g: self.encoders[g].out_dim for g in self.groups}
+        # the modalities some present stream reads, and SoftPerm's (fraction, std) for those it augments
+        self.modalities = [m for m in MODALITIES if any(m in s.inputs for s in self.streams)]
+        aug = cfg.augment
+        perm = (aug.softperm, aug.softperm_std) if aug.softperm > 0 else None
+        self.frame_softperm = {m.key: perm for m in self.modalities if perm and m.key in aug.softperm_inputs}
 
         self.lm = FusedGPT2(gpt2, counts, encoder_dims, cfg.mm.layers, cfg.fusion.mask, cfg.mm.gate, cfg.mm.dropout,
-                             cfg.mm.ffn)
+                            cfg.mm.ffn, lm_dropout=cfg.backbone.dropout,
+                            text_softperm=perm if TEXT.name in aug.softperm_inputs else None)
 
         D = gpt2.config.n_embd
         widths = {TEXT.representation: D}
@@ -78,9 +99,22 @@ class DMPF(nn.Module):
         return self.lm.gpt2
 
     def train(self, mode: bool = True) -> "DMPF":
+        """The frozen LM follows ``mode`` only where its dropouts act (``backbone.dropout`` > 0); its weights
+        never train either way, and in eval mode it is deterministic."""
         super().train(mode)
-        self.backbone.eval()  # frozen: no dropout inside the pretrained LM, ever
+        self.backbone.train(mode and self.lm.lm_dropout > 0)
         return self
+
+    def frames(self, batch: dict[str, Tensor]) -> dict[str, tuple[Tensor, Tensor]]:
+        """Each modality's (frames (B, L, D), lengths (B,)) as the encoders read them: in training,
+        SoftPerm'd where ``augment.softperm_inputs`` lists it (once, so the AV encoder reads the same)."""
+        out = {}
+        for m in self.modalities:
+            x, lengths = batch[m.key], batch[m.lengths]
+            if self.training and m.key in self.frame_softperm:
+                x = softperm(x, lengths, *self.frame_softperm[m.key])
+            out[m.key] = (x, lengths)
+        return out
 
     def forward(self, batch: dict[str, Tensor], *, return_hidden: bool = False,
                 drop_streams: tuple[str, ...] = ()) -> DMPFOutput:
@@ -90,9 +124,10 @@ class DMPF(nn.Module):
         ``drop_streams``: streams (by name) whose encoder output is replaced by nothing (zeros, length 0) —
         the modality ablation of ``dmpf eval``.
         """
+        frames = self.frames(batch)
         contexts = {}
         for s in self.streams:
-            inputs = ((batch[m.key], batch[m.lengths]) for m in s.inputs)
+            inputs = (frames[m.key] for m in s.inputs)
             contexts[s.name] = self.encoders[s.name](*inputs)  # (seq (B, Lm, d), lengths (B,))
             if s.name in drop_streams:
                 seq, lengths = contexts[s.name]
@@ -108,9 +143,13 @@ class DMPF(nn.Module):
         for s in self.streams:
             reps[s.tok] = H[:, spans[s.name]].mean(dim=1).float()  # (B, D)
             seq, lengths = contexts[s.name]
-            reps[s.enc] = masked_time_mean(seq, lengths).float()  # (B, d)
+            reps[s.enc] = masked_time_mean(seq.float(), lengths)  # (B, d)
         reps = {n: reps[n] for n in REPRESENTATIONS if n in reps}
-        return DMPFOutput(self.head(reps), self.aux(reps), reps, hidden)
+        # fp32 heads on fp32 representations, whatever autocast says: the score, the auxiliary predictions
+        # and so the loss and the validation MAE are not rounded to bf16
+        with torch.autocast(ids.device.type, enabled=False):
+            score, aux = self.head(reps), self.aux(reps)
+        return DMPFOutput(score, aux, reps, hidden)
 
 
 def build_model(

@@ -9,6 +9,16 @@ sizes, given each batch's text padding and rendered for the attention backend. D
 (rather than through ``GPT2Model.forward``) is what makes MM blocks between layers and a per-backend mask
 possible; a test proves that with closed gates the text states equal Hugging Face's ``GPT2Model`` on the
 same weights.
+
+Precision: the residual stream ``h`` is fp32 from the embeddings to ln_f, whatever the backbone is stored
+in. Under bf16 autocast the matrix products still run in bf16; each branch's bf16 output is added to the
+fp32 stream, so a small gated MM contribution (a gate just opening) is not rounded away, as it would be in
+a bf16 stream. The LayerNorms run on the fp32 stream (:func:`layer_norm`).
+
+Training (the reference's recipe): GPT-2's own dropouts, at ``backbone.dropout`` — after the embeddings,
+on the attention probabilities (not on the xformers backend, see :mod:`~dmpf_cli.model.attention`) and on
+each residual branch — with the weights frozen; and SoftPerm on the text embeddings
+(:mod:`~dmpf_cli.model.augment`).
 """
 
 from __future__ import annotations
@@ -16,35 +26,66 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..streams import STREAM
 from .attention import PreparedMask, attend, prepare_mask
+from .augment import softperm
 from .mask import FusionMask
 from .mm import MMBlock
 
 
+def layer_norm(ln: nn.LayerNorm, h: Tensor) -> Tensor:
+    """``ln`` in the stream's dtype (fp32), its weights cast to it where the backbone is stored in bf16.
+
+    CUDA autocast upcasts a layer norm by itself; CPU autocast does not, and there a bf16 weight on an fp32
+    input is an error. The cast is of 2·D values, not of the activations.
+    """
+    return F.layer_norm(h, ln.normalized_shape, ln.weight.to(h.dtype), ln.bias.to(h.dtype), ln.eps)
+
+
 def block_forward(block: nn.Module, h: Tensor, mask: PreparedMask) -> Tensor:
-    """One GPT-2 block (pre-LN) with our attention: h (B, L, D) → (B, L, D)."""
+    """One GPT-2 block (pre-LN) with our attention: h (B, L, D) → (B, L, D), in h's dtype (the fp32 stream).
+
+    The branches run in what autocast says (bf16 matmuls); adding their outputs to ``h`` promotes them to
+    the stream's dtype in the addition itself, without a separate copy. GPT-2's dropouts run where the
+    block is in training mode: ``resid_dropout`` and the MLP's own dropout on the residual branches, and
+    ``attn_dropout``'s probability on the attention weights.
+    """
     attn = block.attn
     B, L, D = h.shape
     H = attn.num_heads
     hd = D // H
-    qkv = attn.c_attn(block.ln_1(h)).view(B, L, 3, H, hd)  # (B, L, 3, H, hd)
+    qkv = attn.c_attn(layer_norm(block.ln_1, h)).view(B, L, 3, H, hd)  # (B, L, 3, H, hd)
     q, k, v = qkv.unbind(2)  # 3 × (B, L, H, hd)
     scale = 1.0 / math.sqrt(hd) if attn.scale_attn_weights else 1.0
     if attn.scale_attn_by_inverse_layer_idx:
         scale /= float(attn.layer_idx + 1)
-    y = attend(q, k, v, mask, scale)  # (B, L, H, hd)
+    p_attn = attn.attn_dropout.p if attn.training else 0.0
+    y = attend(q, k, v, mask, scale, p_attn)  # (B, L, H, hd)
     h = h + attn.resid_dropout(attn.c_proj(y.reshape(B, L, D)))
-    return h + block.mlp(block.ln_2(h))
+    return h + block.mlp(layer_norm(block.ln_2, h))  # GPT2MLP ends in its own (residual) dropout
+
+
+def set_dropout(gpt2: nn.Module, p: float) -> None:
+    """GPT-2's three dropouts at probability ``p``, whatever the checkpoint's config.json says: after the
+    embeddings (``drop``), on the attention probabilities (``attn_dropout``) and on each residual branch
+    (``resid_dropout``, the MLP's ``dropout``). They act only while the backbone is in training mode."""
+    gpt2.config.embd_pdrop = gpt2.config.attn_pdrop = gpt2.config.resid_pdrop = p
+    gpt2.drop.p = p
+    for block in gpt2.h:
+        block.attn.attn_dropout.p = block.attn.resid_dropout.p = block.mlp.dropout.p = p
 
 
 class FusedGPT2(nn.Module):
     """Frozen GPT-2 + fusion tokens + MM blocks.
 
     ``gpt2``: a transformers ``GPT2Model`` (frozen by the caller). ``tokens``: n per stream (token group),
-    absent = 0. ``encoder_dims``: the width of the encoder each present group reads.
+    absent = 0. ``encoder_dims``: the width of the encoder each present group reads. ``dropout``: the MM
+    blocks'. ``lm_dropout``: GPT-2's own dropouts in training (:func:`set_dropout`; the caller puts the
+    backbone in training mode). ``text_softperm``: (fraction, std) of SoftPerm on the text embeddings in
+    training, or None.
     """
 
     def __init__(
@@ -57,9 +98,15 @@ class FusedGPT2(nn.Module):
         gate: str,
         dropout: float,
         ffn_over: str = "sequence",
+        *,
+        lm_dropout: float = 0.0,
+        text_softperm: tuple[float, float] | None = None,
     ):
         super().__init__()
         self.gpt2 = gpt2
+        self.lm_dropout = lm_dropout
+        set_dropout(gpt2, lm_dropout)
+        self.text_softperm = text_softperm
         D = gpt2.config.n_embd
         self.n_head = gpt2.config.n_head
         self.counts = {g: tokens.get(g, 0) for g in STREAM}  # in sequence order
@@ -87,6 +134,22 @@ class FusedGPT2(nn.Module):
             cache[text_len] = {s.name: slice(s.start, s.stop) for s in self.layout(text_len).segments}
         return cache[text_len]
 
+    def embed(self, ids: Tensor, real: Tensor) -> Tensor:
+        """The LM's input: [text embeddings | fusion tokens] + positions, then GPT-2's embedding dropout.
+
+        ids, real (B, T) → (B, L, D) in fp32, the residual stream's dtype. In training the text embeddings
+        get SoftPerm over their real tokens, before the positions are added.
+        """
+        B, T = ids.shape
+        gpt2 = self.gpt2
+        text = gpt2.wte(ids).float()  # (B, T, D)
+        if self.training and self.text_softperm is not None:
+            text = softperm(text, real.sum(dim=1), *self.text_softperm)
+        groups = [self.tokens[g].float()[None].expand(B, -1, -1) for g in STREAM if g in self.tokens]  # (B, n_g, D)
+        h = torch.cat([text, *groups], dim=1)  # (B, L, D)
+        pos = torch.arange(h.shape[1], device=ids.device)
+        return gpt2.drop(h + gpt2.wpe(pos).float()[None])
+
     def forward(
         self,
         ids: Tensor,
@@ -99,24 +162,19 @@ class FusedGPT2(nn.Module):
         """ids, real (B, T); ``contexts[g] = (seq (B, Lm, d), lengths (B,))`` for each present group.
 
         Returns the final hidden states after ln_f (B, L, D), and — with ``return_hidden`` — the states
-        after every block (after its MM block, where there is one).
+        after every block (after its MM block, where there is one); all fp32.
         """
         B, T = ids.shape
         gpt2 = self.gpt2
         mask = self.layout(T).with_padding(real)
-        L = mask.seq_len
-        dtype = gpt2.wte.weight.dtype
-        # the dtype attention actually runs in: the xformers bias must match it, or every layer would
-        # cast (and so materialise) a (B, H, L, L) copy of it
+        # the dtype attention actually runs in (q, k, v come out of autocast's matmuls, not from the fp32
+        # stream): the xformers bias must match it, or every layer would cast (and so materialise) a
+        # (B, H, L, L) copy of it
         device_type = ids.device.type
-        attn_dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else dtype
+        attn_dtype = (torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type)
+                      else gpt2.wte.weight.dtype)
 
-        pos = torch.arange(L, device=ids.device)
-        text = gpt2.wte(ids)  # (B, T, D)
-        groups = [self.tokens[g].to(dtype)[None].expand(B, -1, -1) for g in STREAM if g in self.tokens]
-        h = torch.cat([text, *groups], dim=1) + gpt2.wpe(pos)[None]  # (B, L, D)
-        h = gpt2.drop(h)
-
+        h = self.embed(ids, real)  # (B, L, D) fp32
         fusion = mask.render(backend, attn_dtype, ids.device)  # once per forward, the same in every block
         spans = self.spans(T)
         cross = {}
@@ -126,7 +184,7 @@ class FusedGPT2(nn.Module):
             # a length-0 sample still attends to its (zero) first step: never an empty softmax row
             keys = torch.arange(seq.shape[1], device=seq.device)[None, :] < lengths.clamp(min=1)[:, None]  # (B, Lm)
             keys = keys[:, None, :].expand(B, self.counts[g], -1)  # (B, n_g, Lm)
-            cross[g] = (seq.to(dtype), prepare_mask(keys, backend, attn_dtype))
+            cross[g] = (seq, prepare_mask(keys, backend, attn_dtype))
 
         hidden = []
         for i, block in enumerate(gpt2.h):
@@ -135,4 +193,4 @@ class FusedGPT2(nn.Module):
                 h = self.mm[str(i)](h, spans, cross)
             if return_hidden:
                 hidden.append(h)
-        return gpt2.ln_f(h), hidden
+        return layer_norm(gpt2.ln_f, h), hidden
