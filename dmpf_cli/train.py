@@ -11,6 +11,8 @@
   a killed run resumed with ``--resume`` ends exactly where an uninterrupted one would.
 * Distributed: under ``torchrun`` each rank trains on its share of every epoch's batches through DDP;
   rank 0 alone writes files.
+* ``encoders.init_from``: the encoders start from an encoder pre-training run's (``dmpf pretrain-encoders``,
+  :mod:`dmpf_cli.curriculum`) instead of a random init; checked by :func:`pretrained_encoders`.
 
 Where the run's directory comes from, several seeds and resuming them: :mod:`dmpf_cli.runs`.
 """
@@ -23,25 +25,29 @@ import math
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from pydantic import ValidationError
 from rich.console import Console
 from torch import nn
 
 from .checkpoints import RunDir, RunError, load_resumable, load_weights, save_resumable, save_weights
-from .config import ExperimentConfig
+from .config import ConfigError, ExperimentConfig, read_yaml
 from .data.batches import EpochBatchSampler, SplitDataset, batch_loader, make_loader, unimodal_labels
 from .datasets import open_data
 from .fileio import atomic_write_text
-from .model.dmpf import build_model, resolve_device
+from .model.dmpf import build_encoders, build_model, resolve_device
 from .model.losses import dmpf_loss
 from .runtime import autocast, compiled, evaluate, to_device
-from .streams import SPLITS
+from .streams import SPLITS, STREAM, STREAMS
 
 LM_SIDE = ("lm.", "head.", "aux.")  # parameter name prefixes of the LM-side learning-rate group
 NO_DECAY_NAMES = ("lm.tokens.", "type_emb")  # 2-D, but embeddings, not weight matrices
+ENCODER_STAGE = "pretrain-encoders"  # run.json "kind" of an encoder pre-training run (dmpf_cli.curriculum)
+REGULARISATION = ("dropout", "p_mask", "modality_dropout")  # encoder keys that may differ from the stage's
 
 
 # -- distributed -----------------------------------------------------------------------------------
@@ -102,6 +108,68 @@ def lr_factor(step: int, warmup: int, total: int, kind: str, min_ratio: float) -
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+# -- starting from pre-trained encoders --------------------------------------------------------------
+
+def pretrained_encoders(cfg: ExperimentConfig, dims: tuple[int, ...]) -> tuple[Path, dict[str, torch.Tensor]] | None:
+    """The encoder weights ``encoders.init_from`` names, keyed as in ``model.encoders``, and the run's absolute
+    path; None when it is unset. ``dmpf train`` calls it before any run directory is made, the Trainer to load.
+
+    The run must be a finished encoder pre-training run whose encoders fit this config and data: the same
+    streams, the same encoder sections (regularisation aside: dropout, p_mask, modality_dropout may change)
+    and the same tensor shapes.
+
+    Raises:
+        RunError: one line naming ``encoders.init_from`` and what does not fit.
+    """
+    if not cfg.encoders.init_from:
+        return None
+    key = "encoders.init_from"
+    run = RunDir(Path(cfg.encoders.init_from).expanduser().resolve())
+    run.require(key)
+    status = run.read_status()
+    if status.get("kind") != ENCODER_STAGE:
+        raise RunError(f"{key}: {run.root} is not an encoder pre-training run; make one with `dmpf pretrain-encoders`")
+    if status.get("status") != "finished" or not run.best.is_file():
+        raise RunError(f"{key}: {run.root} is unfinished (status {status.get('status')!r}); run "
+                       "`dmpf pretrain-encoders` to the end first")
+    try:
+        then = ExperimentConfig.model_validate(read_yaml(run.config))
+    except (ConfigError, ValidationError):
+        raise RunError(f"{key}: {run.config}: not a config this dmpf reads") from None
+    from safetensors.torch import load_file
+
+    try:
+        state = {k.removeprefix("encoders."): v for k, v in load_file(str(run.best)).items() if k.startswith("encoders.")}
+    except Exception as exc:  # safetensors raises its own error types for damaged files
+        raise RunError(f"{key}: {run.best}: damaged checkpoint ({type(exc).__name__})") from None
+
+    with torch.device("meta"):  # shapes only
+        expected = build_encoders(cfg, dims)
+    here, there = list(expected), [s.name for s in STREAMS if any(k.startswith(f"{s.name}.") for k in state)]
+    if here != there:
+        here, there = (", ".join(STREAM[n].display for n in names) or "no" for names in (here, there))
+        raise RunError(f"{key}: {run.root} pre-trained the {there} encoders; this config has the {here} encoders "
+                       "(the streams with fusion tokens)")
+    for name in here:
+        section = STREAM[name].encoder_key
+        now, before = (getattr(c.encoders, section).model_dump(exclude=set(REGULARISATION)) for c in (cfg, then))
+        for field, value in now.items():
+            if before.get(field) != value:
+                raise RunError(f"{key}: {run.root} trained encoders.{section}.{field}={before.get(field)!r}; this "
+                               f"config has {value!r}")
+    shapes = {k: tuple(v.shape) for k, v in expected.state_dict().items()}
+    dims_then = (f" (data dims {tuple(status['dims'])} there, {tuple(dims)} here)"
+                 if status.get("dims") and list(status["dims"]) != list(dims) else "")
+    for k in sorted(set(shapes) | set(state)):
+        if k not in state or k not in shapes:
+            raise RunError(f"{key}: {run.best} {'lacks' if k not in state else 'has an unexpected'} encoders.{k}: "
+                           "an encoder of another kind or version")
+        if tuple(state[k].shape) != shapes[k]:
+            raise RunError(f"{key}: {run.best}: encoders.{k} has shape {tuple(state[k].shape)}, this config "
+                           f"needs {shapes[k]}{dims_then}")
+    return run.root, state
+
+
 # -- one run ---------------------------------------------------------------------------------------
 
 @dataclass
@@ -128,16 +196,23 @@ class Trainer:
     """The recipe for one seed: data, model, optimizer and schedule, the loop, early stopping, the test.
 
     Its files go to ``run`` (a :class:`~dmpf_cli.checkpoints.RunDir`): metrics.jsonl, the resumable and
-    the best checkpoint. Making and finishing the directory is :mod:`dmpf_cli.runs`'s job.
+    the best checkpoint. Making and finishing the directory is :mod:`dmpf_cli.runs`'s job. ``resume``: the
+    run will be restored (:meth:`restore`), so ``encoders.init_from`` is not loaded: its checkpoint already
+    holds the encoders it trained.
     """
 
-    def __init__(self, cfg: ExperimentConfig, run: RunDir, seed: int, console: Console, world: World):
+    def __init__(self, cfg: ExperimentConfig, run: RunDir, seed: int, console: Console, world: World, *,
+                 resume: bool = False):
         self.cfg, self.run, self.seed, self.console, self.world = cfg, run, seed, console, world
         self.device = resolve_device(cfg.training.device)
         self.data = open_data(cfg, prepare_missing=False)  # train_one has prepared it (rank 0 only)
         model, backbone = build_model(cfg, dims=self.data.dims, seed=seed, device=self.device)
         self.backbone_source = backbone.source
         self.backbone_fingerprint = backbone.fingerprint
+        self.encoders_from: Path | None = None  # encoders.init_from, resolved, where it was loaded
+        if not resume and (found := pretrained_encoders(cfg, self.data.dims)):
+            self.encoders_from, state = found
+            model.encoders.load_state_dict(state)
         self.model = model
         self.ddp = nn.parallel.DistributedDataParallel(model) if world.size > 1 else None
         self.net = compiled(self.ddp or model, cfg.training.compile, self.device)  # what train and eval call
