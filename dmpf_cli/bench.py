@@ -188,8 +188,10 @@ def bench(cfg: ExperimentConfig, *, batch_size: int | None, steps: int, warmup: 
           precisions: list[str] | None, compiles: list[str] | None, progress=None, console=None) -> dict[str, Any]:
     from .model.backbones import describe
     from .model.dmpf import resolve_device
+    from .pretrain import ensure_backbone
 
     device = resolve_device(cfg.training.device)
+    ensure_backbone(cfg.backbone, console)  # the demo LM is pretrained on first use, as train does
     batch_size = batch_size or cfg.training.batch_size
     dims = DATASETS[cfg.data.dataset].feature_dims
     arch = describe(cfg.backbone)

@@ -25,7 +25,9 @@ from .datasets import open_data
 from .errors import DmpfError
 from .fileio import atomic_write_text, temporary_name
 from .metrics import LOWER_IS_BETTER, label_bins
+from .model.backbones import demo_lm_dir, describe
 from .model.dmpf import build_model, resolve_device
+from .pretrain import ensure_backbone
 from .runtime import autocast, compiled, evaluate
 from .streams import MODALITIES, SPLITS, STREAM
 
@@ -74,6 +76,9 @@ def load_trained(root: Path, warn=_warn_stderr) -> TrainedModel:
     if state != "finished":
         warn(f"{run.root} is unfinished (status {state}): scoring its best checkpoint so far")
     device = resolve_device(cfg.training.device)
+    if not cfg.backbone.path and describe(cfg.backbone).built_by_dmpf and not demo_lm_dir().is_dir():
+        warn(f"the demo language model {run.root} trained on is not in {demo_lm_dir()}: pretraining it again first")
+    ensure_backbone(cfg.backbone)
     model, backbone = build_model(cfg, dims=dims, device=device)  # as trained
     if why := run.backbone_mismatch(backbone.fingerprint):
         warn(f"{why}: the scores are not the trained model's")
@@ -111,10 +116,51 @@ def eval_run(root: Path, split: str = "test", modality_ablation: bool = False, w
         groups = getattr(loaded.model, "_orig_mod", loaded.model).groups  # a compiled model wraps the DMPF
         if not groups:
             warn(f"{loaded.run.root} is a text-only run: it has no audio or visual stream to remove")
+        planted = planted_drops(prepared.manifest, groups) if split == "test" else {}
         for group in groups:
             ablated = evaluate(loaded.model, loader, cfg, loaded.device, drop_streams=(group,))
-            result["ablation"][STREAM[group].display] = {"metrics": ablated, "drop": _drop(full, ablated)}
+            entry = {"metrics": ablated, "drop": _drop(full, ablated)}
+            if group in planted:
+                entry["planted"] = planted[group]
+            result["ablation"][STREAM[group].display] = entry
     return result
+
+
+def planted_drops(manifest: dict[str, Any], streams: list[str]) -> dict[str, dict[str, Any]]:
+    """On synthetic data: per stream of ``streams`` (the model's), the planted terms its inputs carry, what the
+    ideal predictor of those terms alone reaches, and how much the ideal predictor's test MAE grows when the
+    model loses that stream and keeps the others — the drop no model can avoid, since the other streams may carry
+    the same terms (the AV stream carries audio and vision too; only it carries their interaction). Empty for
+    other data, whose manifest has no planted structure."""
+    from .data.synthetic import reference_for
+
+    reference = (manifest.get("synthetic") or {}).get("reference") or {}
+    if not reference:
+        return {}
+
+    def terms(names) -> frozenset[str]:  # the planted terms the text and these streams' inputs can reach
+        keys = [{m.key for m in STREAM[name].inputs} for name in names]
+        reached = {"text", *(key for inputs in keys for key in inputs)}
+        if any(len(inputs) > 1 for inputs in keys):
+            reached.add("interaction")  # only a stream that reads both modalities together reaches it
+        return frozenset(reached)
+
+    def ideal_mae(names) -> float | None:
+        name = reference_for(terms(names))
+        return reference[name]["mae"] if name in reference else None
+
+    full = ideal_mae(streams)
+    out = {}
+    for stream in streams:
+        without = ideal_mae([s for s in streams if s != stream])
+        alone = reference_for(terms([stream]) - {"text"})  # what the stream's own inputs carry, without text
+        if full is None or without is None:
+            continue
+        carried = terms([stream]) - {"text"}
+        out[stream] = {"carries": [t for t in ("audio", "vision", "interaction") if t in carried], "reference_alone": alone,
+                       "mae_alone": reference[alone]["mae"] if alone in reference else None,
+                       "mae_drop_ideal": round(without - full, 6)}
+    return out
 
 
 def _batches_from_samples(samples: list[Sample], tokenizer, text_len: int, size: int) -> Iterator[tuple[list[str], dict]]:

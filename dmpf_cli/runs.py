@@ -25,8 +25,9 @@ from .fileio import atomic_write_text
 from .model.attention import resolve_backend
 from .model.backbones import check_available
 from .model.dmpf import resolve_device
+from .pretrain import ensure_backbone
 from .runtime import check_compile
-from .train import Trainer, World, init_distributed
+from .train import Trainer, World, init_distributed, pretrained_encoders
 
 SEEDS_FILE = "seeds.json"  # in the root of a multi-seed run: the seeds, so `--resume ROOT` can finish them all
 
@@ -78,7 +79,7 @@ def train_one(cfg: ExperimentConfig, run: RunDir, seed: int, *, resume: bool, ov
         prepare_run_dir(run, cfg, seed, resume=resume, overwrite=overwrite)
     if world.size > 1:
         dist.barrier()
-    trainer = Trainer(cfg, run, seed, console, world)
+    trainer = Trainer(cfg, run, seed, console, world, resume=resume)
     if resume:
         if why := run.backbone_mismatch(trainer.backbone_fingerprint):  # its checkpoints fit that backbone only
             raise RunError(f"--resume: {why}; resuming would train on another backbone")
@@ -88,10 +89,13 @@ def train_one(cfg: ExperimentConfig, run: RunDir, seed: int, *, resume: bool, ov
     if world.main:
         run.write_status(data=str(trainer.data.path), data_fingerprint=trainer.data.fingerprint,
                          dims=list(trainer.data.dims), backbone=trainer.backbone_source,
-                         backbone_fingerprint=trainer.backbone_fingerprint, device=trainer.device)
+                         backbone_fingerprint=trainer.backbone_fingerprint, device=trainer.device,
+                         **({"encoders_from": str(trainer.encoders_from)} if trainer.encoders_from else {}))
         console.print(f"[bold]{cfg.name}[/bold] seed {seed}: {cfg.data.dataset} data from {trainer.data.path}; "
                       f"backbone {cfg.backbone.name} ({trainer.backbone_source}); {trainer.device}; "
                       f"{sum(p.numel() for p in trainer.model.parameters() if p.requires_grad):,} trainable parameters")
+        if trainer.encoders_from:
+            console.print(f"encoders start from the encoder pre-training run {trainer.encoders_from}")
         if cfg.training.precision == "bf16" and trainer.device != "cuda":
             console.print("[yellow]note[/yellow]: training.precision bf16 applies on CUDA only; this run is fp32")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -181,7 +185,8 @@ def train(
             RunDir(resume).require("--resume")
         cfg = load_config(config=Path(resume) / "config.yaml")
     # everything that can refuse the run is checked before any run directory is made, written or (with
-    # --overwrite) emptied: the device, compile mode and attention backend here, the data and backbone below
+    # --overwrite) emptied: the device, compile mode and attention backend here, the data, backbone and
+    # pre-trained encoders below
     device = resolve_device(cfg.training.device)
     check_compile(cfg.training.compile, device, cfg.training.grad_accum)
     resolve_backend(cfg.training.attention, device)
@@ -189,10 +194,17 @@ def train(
         # stored absolute in the run's config, so eval and predict find the data from any directory
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(
             update={"path": str(Path(cfg.data.path).expanduser().resolve())})})
+    if cfg.encoders.init_from and not Path(cfg.encoders.init_from).expanduser().is_absolute():
+        # likewise, so the seeds a resumed multi-seed root starts later find it from any directory
+        cfg = cfg.model_copy(update={"encoders": cfg.encoders.model_copy(
+            update={"init_from": str(Path(cfg.encoders.init_from).expanduser().resolve())})})
     world = init_distributed(device)
-    if world.main:  # the data is generated on first use here, once, before any rank reads it
-        open_data(cfg, console)
+    if world.main:  # the data and the demo LM are made on first use here, once, before any rank reads them
+        data = open_data(cfg, console)
+        ensure_backbone(cfg.backbone, console)
         check_available(cfg.backbone)
+        if resume is None or multi_seed_root:  # a resumed run has its encoders in its checkpoint already
+            pretrained_encoders(cfg, data.dims)
     if resume is not None and not multi_seed_root:
         run = RunDir(resume)
         seed = int(run.read_status().get("seed", cfg.training.seeds[0]))

@@ -24,6 +24,7 @@ TINY = [
     "encoders.audio.max_len=8", "encoders.vision.max_len=8", "encoders.audio_visual.max_len=8",
     "head.d=16", "training.batch_size=16", "training.max_epochs=2", "training.patience=5",
     "training.checkpoint_every=1", "optimizer.lr_lm=1e-3", "optimizer.lr_encoders=1e-3",
+    "backbone.name=gpt2-tiny-random",  # the demo LM takes minutes to pretrain: tests/test_pretrain.py builds a tiny one
 ]
 
 
@@ -35,8 +36,29 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(autouse=True)
 def _isolated_data_home(tmp_path_factory, monkeypatch):
-    """No test reads or writes the user's prepared datasets (~/.cache/dmpf/data)."""
+    """No test reads or writes the user's prepared datasets (~/.cache/dmpf/data) or models (~/.cache/dmpf/models)."""
     monkeypatch.setenv("DMPF_DATA_DIR", str(tmp_path_factory.getbasetemp() / "dmpf-data"))
+    monkeypatch.setenv("DMPF_MODEL_DIR", str(tmp_path_factory.getbasetemp() / "dmpf-models"))
+
+
+LONGEST_TEST_PRETRAINING = 500  # optimizer steps; the demo LM's recipe takes 2000 (minutes)
+
+
+@pytest.fixture(autouse=True)
+def _no_demo_lm_pretraining(monkeypatch):
+    """An in-process test that reaches the demo LM's full pretraining (a command on the default backbone) fails at
+    once, instead of spending minutes: it should pass TINY's backbone or build a tiny LM itself."""
+    import dmpf_cli.pretrain as pretrain
+
+    real = pretrain.pretrain
+
+    def guarded(texts, recipe, *args, **kwargs):
+        if recipe.steps > LONGEST_TEST_PRETRAINING:
+            pytest.fail(f"this test pretrains a language model for {recipe.steps} steps (the demo LM, minutes): "
+                        "give it backbone.name=gpt2-tiny-random (conftest.TINY) or a tiny recipe")
+        return real(texts, recipe, *args, **kwargs)
+
+    monkeypatch.setattr(pretrain, "pretrain", guarded)
 
 
 @pytest.fixture

@@ -66,7 +66,7 @@ def test_config_show_resolves_preset_and_overrides(invoke):
 def test_config_show_json(invoke):
     result = invoke("config", "show", "--format", "json")
     assert result.exit_code == 0
-    assert json.loads(result.stdout)["backbone"]["name"] == "gpt2-tiny-random"
+    assert json.loads(result.stdout)["backbone"]["name"] == "gpt2-demo"  # the embedded default: the LM dmpf pretrains (issue 13)
 
 
 def test_config_validate(invoke, tmp_path):
@@ -239,7 +239,7 @@ def test_inspect_model_default_json(invoke):
     assert params["total"] == params["trainable"] + params["frozen"] and params["trainable"] > 0
     assert params["frozen"] == params["by_component"]["backbone (frozen)"]
     assert sum(params["by_component"].values()) == params["total"]
-    assert info["backbone"]["weights"] == "random weights"
+    assert info["backbone"]["weights"] == "pretrained by dmpf"  # the demo LM; its shapes need no weights
     assert info["attention"] == {"requested": "auto", "device": "cpu", "resolved": "sdpa"}
     assert [s["length"] for s in info["layout"]] == [32, 4, 4, 4] and info["mm_layers"] == [1, 3]
 
@@ -248,7 +248,7 @@ def test_inspect_model_counts_match_a_real_build():
     from dmpf_cli.config import load_config
     from dmpf_cli.model.dmpf import build_model, summarize
 
-    cfg = load_config()
+    cfg = load_config(overrides=["backbone.name=gpt2-tiny-random"])  # built for real: no LM to pretrain first
     model, _ = build_model(cfg)
     info = summarize(cfg)["parameters"]
     assert info["total"] == sum(p.numel() for p in model.parameters())
@@ -269,7 +269,7 @@ def test_inspect_model_text(invoke):
     result = invoke("inspect-model", "fusion.n_v=0")
     assert result.exit_code == 0, result.stderr
     text = " ".join(result.stdout.split())  # rich wraps at the runner's 80 columns
-    for fragment in ("random weights", "trainable", "attention: auto → sdpa on cpu", "MM blocks after"):
+    for fragment in ("pretrained by dmpf", "trainable", "attention: auto → sdpa on cpu", "MM blocks after"):
         assert fragment in text
     assert "encoder visual" not in text and "encoder audio_visual" in text
 

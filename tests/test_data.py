@@ -403,8 +403,12 @@ def test_tokens_are_cached_beside_the_prepared_split(prepared_split, tokenizer, 
 
 def test_prepare_stores_the_presets_tokens_and_runs_reuse_them(invoke, tmp_path, monkeypatch):
     from dmpf_cli.config import load_config
-    from dmpf_cli.model.backbones import load_tokenizer
+    from dmpf_cli.model.backbones import demo_lm_dir, load_tokenizer
+    from dmpf_cli.pretrain import make_lm
 
+    monkeypatch.setenv("DMPF_MODEL_DIR", str(tmp_path / "models"))  # this test's own demo LM
+    # the preset's backbone, gpt2-demo, in seconds instead of minutes (4 blocks, as the default's MM layers need)
+    make_lm(size="tiny", output=demo_lm_dir(), changes={"n_layer": 4})
     out = tmp_path / "synthetic"
     result = invoke("prepare", "--dataset", "synthetic", "--size", "tiny", "--output", out, "--format", "json")
     assert result.exit_code == 0, result.stderr

@@ -38,7 +38,8 @@ def test_setup_never_pins_torch_in_the_package():
 # -- the layout: dependencies point one way, each fact is spelled once ------------------------------
 
 PACKAGE = ROOT / "dmpf_cli"
-APPLICATION = {"checkpoints", "datasets", "runtime", "train", "runs", "evaluate", "bench", "metrics"}
+APPLICATION = {"checkpoints", "datasets", "runtime", "train", "runs", "evaluate", "bench", "metrics", "curriculum",
+               "pretrain"}
 
 
 def _layer(module: str) -> tuple[int, str]:

@@ -59,8 +59,9 @@ def test_backbone_contract(name):
     assert isinstance(arch, BackboneArch)
     assert arch.n_layer > 0 and arch.n_embd % arch.n_head == 0 and arch.n_positions > 0 and arch.vocab_size > 0
     assert arch.random_init == name.endswith("-random")
-    assert (arch.hub_id is None) == arch.random_init
-    assert arch.label == ("random weights" if arch.random_init else "pretrained")
+    assert (arch.hub_id is None) == (arch.random_init or arch.built_by_dmpf)  # dmpf pretrains the demo itself
+    assert arch.label == ("random weights" if arch.random_init else
+                          "pretrained by dmpf" if arch.built_by_dmpf else "pretrained")
 
 
 # -- entry points, in a subprocess so discovery starts from scratch --------------------------------

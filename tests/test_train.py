@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -217,8 +218,36 @@ def test_eval_modality_ablation(trained):
         assert entry["drop"]["MAE"] == pytest.approx(entry["metrics"]["MAE"] - out["metrics"]["MAE"])
         assert entry["drop"]["Corr"] == pytest.approx(out["metrics"]["Corr"] - entry["metrics"]["Corr"])
         assert entry["metrics"] != out["metrics"], f"removing {stream} changed nothing"
-    text = dmpf("eval", "--run", trained, "--modality-ablation").stdout
-    assert "w/o audio-visual" in text and "drop: how much worse" in " ".join(text.split())
+    # synthetic data: beside each drop, what the planted structure says the stream carries
+    data = Path(json.loads((trained / "run.json").read_text())["data"])
+    reference = json.loads((data / "manifest.json").read_text())["synthetic"]["reference"]
+    planted = {stream: entry["planted"] for stream, entry in out["ablation"].items()}
+    assert planted["audio-visual"]["carries"] == ["audio", "vision", "interaction"]
+    assert planted["audio"]["carries"] == ["audio"] and planted["visual"]["carries"] == ["vision"]
+    # only the AV stream carries the interaction; the A and V terms survive in it without their own streams
+    assert planted["audio-visual"]["mae_drop_ideal"] == pytest.approx(
+        reference["no_interaction"]["mae"] - reference["ideal"]["mae"], abs=1e-6)
+    assert planted["audio"]["mae_drop_ideal"] == 0 and planted["visual"]["mae_drop_ideal"] == 0
+    assert planted["audio-visual"]["mae_alone"] == reference["audio_vision"]["mae"]
+    text = " ".join(dmpf("eval", "--run", trained, "--modality-ablation").stdout.split())
+    assert "w/o audio-visual" in text and "drop: how much worse" in text
+    assert "what each stream carries, by the planted structure" in text and "audio, vision, interaction" in text
+
+
+def test_planted_drops_follow_what_the_remaining_streams_still_reach():
+    from dmpf_cli.data.synthetic import make_info
+    from dmpf_cli.evaluate import planted_drops
+
+    info = make_info("tiny", 0)
+    reference = info["reference"]
+    # audio and vision without the AV stream: nothing reaches the interaction, each stream is alone with its term
+    drops = planted_drops({"synthetic": info}, ["audio", "visual"])
+    assert drops["audio"]["mae_drop_ideal"] == pytest.approx(
+        reference["text_vision"]["mae"] - reference["no_interaction"]["mae"], abs=1e-6)
+    assert drops["visual"]["mae_drop_ideal"] == pytest.approx(
+        reference["text_audio"]["mae"] - reference["no_interaction"]["mae"], abs=1e-6)
+    assert drops["audio"]["reference_alone"] == "audio_only" and drops["audio"]["mae_alone"] == reference["audio_only"]["mae"]
+    assert planted_drops({"source": "mosei"}, ["audio", "visual"]) == {}  # real data plants nothing
 
 
 def test_eval_bad_input(trained, tmp_path):

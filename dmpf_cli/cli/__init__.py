@@ -8,6 +8,8 @@
 ``cli/bench.py``          ``dmpf bench``
 ``cli/inspect.py``        ``dmpf inspect-mask``, ``dmpf inspect-model``
 ``cli/plugins.py``        ``dmpf plugins``
+``cli/pretrain.py``       ``dmpf pretrain-lm``
+``cli/curriculum.py``     ``dmpf pretrain-encoders``
 ========================  =============================================
 
 Each verb parses its options, calls the library and renders the result. Start-up stays light: torch,
@@ -27,7 +29,7 @@ from typer.core import TyperGroup
 
 from .. import __version__
 from ..errors import DmpfError
-from . import bench, config, data, evaluate, inspect, plugins, train
+from . import bench, config, curriculum, data, evaluate, inspect, plugins, pretrain, train
 
 
 class OneLineErrors(TyperGroup):
@@ -104,6 +106,8 @@ app.command("plugins")(plugins.plugins)
 app.command("inspect-mask")(inspect.inspect_mask)
 app.command("prepare")(data.prepare)
 app.command("train")(train.train_command)
+app.command("pretrain-encoders")(curriculum.pretrain_encoders_command)
+app.command("pretrain-lm")(pretrain.pretrain_lm_command)
 app.command("eval")(evaluate.eval_command)
 app.command("predict")(evaluate.predict_command)
 app.command("bench")(bench.bench_command)

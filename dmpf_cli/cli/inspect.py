@@ -268,7 +268,8 @@ def inspect_model(
     bb = info["backbone"]
     console.print(f"[bold]{info['config']}[/bold]: backbone [bold]{bb['name']}[/bold] "
                   f"({bb['layers']} blocks, width {bb['width']}, {bb['heads']} heads) — "
-                  + ("[yellow]random weights[/yellow]" if bb["weights"] == "random weights" else bb["source"]))
+                  + ("[yellow]random weights[/yellow]" if bb["weights"] == "random weights"
+                     else f"{bb['weights']}; {bb['source']}"))
     table = Table("component", "parameters", title="parameters (shapes only: no weights were loaded)",
                   title_justify="left")
     for name, n in info["parameters"]["by_component"].items():

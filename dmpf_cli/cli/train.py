@@ -53,10 +53,13 @@ def train_command(
     extra = [f"training.attention={attention}"] if attention else []
     cfg = load_config(dataset, config, [*(overrides or []), *extra])
     console = make_console(stderr=format is OutputFormat.json)
-    if (resume is None and dataset is None and config is None and cfg.data.dataset == "synthetic"
-            and cfg.backbone.name.endswith("-random")):
-        console.print("[yellow]embedded default[/yellow]: a generated synthetic dataset and a tiny RANDOM-INIT GPT-2 "
-                      "— a demonstration of the pipeline, not the paper's numbers")
+    if resume is None and dataset is None and config is None and cfg.data.dataset == "synthetic":
+        from ..model.backbones import describe
+
+        lm = ("a small GPT-2 that dmpf pretrains itself on generated reviews (language modelling only)"
+              if describe(cfg.backbone).built_by_dmpf else f"the {cfg.backbone.name} backbone")
+        console.print(f"[yellow]embedded default[/yellow]: a generated synthetic dataset and {lm} — a "
+                      "demonstration of the method, not the paper's numbers")
     summary = train(cfg, output, _parse_seeds(seeds), resume=resume, overwrite=overwrite, console=console)
     if format is OutputFormat.json:
         typer.echo(json.dumps(summary, indent=2))

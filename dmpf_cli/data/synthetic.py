@@ -86,8 +86,8 @@ import numpy as np
 from ..streams import DATASETS, SPLITS
 
 __all__ = [
-    "GENERATOR", "SIZES", "SizeSpec", "LEXICON", "W_TEXT", "W_AUDIO", "W_VISION", "W_AV", "NOISE_SIGMA",
-    "FRAME_SIGMA", "LABEL_RANGE", "generate", "iter_generate", "make_info", "planted_terms", "text_polarity",
+    "GENERATOR", "SIZES", "SizeSpec", "LEXICON", "PHRASES", "W_TEXT", "W_AUDIO", "W_VISION", "W_AV", "NOISE_SIGMA",
+    "FRAME_SIGMA", "LABEL_RANGE", "REFERENCE_TERMS", "reference_for", "generate", "iter_generate", "make_info", "planted_terms", "text_polarity",
     "structure",
 ]
 
@@ -173,6 +173,13 @@ _NEUTRAL_CLAUSES = ("i watched it last weekend", "we saw it with friends", "it r
                     "my sister recommended it", "i saw the trailer first")
 NEUTRAL_PHRASES = (_SUBJECTS + _VERBS + _ADVERBS + _ARTICLE_ADVERBS + _NOUNS + _OPENERS + _CLOSERS
                    + _CONNECTORS + _NEUTRAL_CLAUSES + ("i found", "it was", "a", "an"))
+# The phrases the sentences are built from, by role: the demo language model's pretraining corpus speaks the
+# same language (dmpf_cli/data/corpus.py), so the frozen LM knows every word the dataset's texts use.
+PHRASES: dict[str, tuple[str, ...]] = {
+    "subjects": _SUBJECTS, "verbs": _VERBS, "adverbs": _ADVERBS, "article_adverbs": _ARTICLE_ADVERBS,
+    "nouns": _NOUNS, "openers": _OPENERS, "closers": _CLOSERS, "connectors": _CONNECTORS,
+    "neutral_clauses": _NEUTRAL_CLAUSES,
+}
 
 _MAX_PARTS = 4  # up to three opinion clauses and one neutral clause
 _U_HEADER = 8
@@ -417,6 +424,26 @@ def _metrics(pred: np.ndarray, label: np.ndarray) -> dict[str, float]:
     else:
         corr = float(np.corrcoef(pred, label)[0, 1])
     return {"mae": round(mae, 6), "corr": round(corr, 6)}
+
+
+# The planted terms each reference predictor of make_info() knows; "audio" and "vision" are the terms a modality's
+# frames carry on their own, "interaction" needs both modalities together.
+REFERENCE_TERMS: dict[str, frozenset[str]] = {
+    "ideal": frozenset({"text", "audio", "vision", "interaction"}),
+    "no_interaction": frozenset({"text", "audio", "vision"}),
+    "text_only": frozenset({"text"}),
+    "audio_only": frozenset({"audio"}),
+    "vision_only": frozenset({"vision"}),
+    "text_audio": frozenset({"text", "audio"}),
+    "text_vision": frozenset({"text", "vision"}),
+    "audio_vision": frozenset({"audio", "vision", "interaction"}),
+    "constant": frozenset(),
+}
+
+
+def reference_for(terms: frozenset[str]) -> str | None:
+    """The reference predictor that knows exactly ``terms`` (None where make_info() has none)."""
+    return next((name for name, known in REFERENCE_TERMS.items() if known == terms), None)
 
 
 def make_info(size: str | SizeSpec = "small", seed: int = 0, terms: dict | None = None) -> dict:

@@ -40,20 +40,35 @@ class BackboneArch:
     n_head: int
     n_positions: int
     vocab_size: int
-    tokenizer: str  # "gpt2-bpe" (byte-level BPE) or "bert-wordpiece" (the Chinese GPT-2)
+    tokenizer: str  # "gpt2-bpe" (GPT-2's byte-level BPE), "bert-wordpiece" (the Chinese GPT-2) or "own-bpe"
     hub_id: str | None  # where the pretrained weights live on the hub; None for random-init configs
     random_init: bool
+    built_by_dmpf: bool = False  # pretrained by `dmpf pretrain-lm` into the model cache (the demo backbone)
 
     @property
     def label(self) -> str:
-        return "random weights" if self.random_init else "pretrained"
+        if self.random_init:
+            return "random weights"
+        return "pretrained by dmpf" if self.built_by_dmpf else "pretrained"
+
+
+def models_home() -> Path:
+    """Where dmpf keeps the language models it pretrains: ``$DMPF_MODEL_DIR``, else ``~/.cache/dmpf/models``."""
+    return Path(os.environ.get("DMPF_MODEL_DIR") or Path.home() / ".cache" / "dmpf" / "models").expanduser()
+
+
+def demo_lm_dir(size: str = "small") -> Path:
+    """The directory of the demo backbone ``gpt2-demo`` (size ``small``) or of another size of it."""
+    return models_home() / ("gpt2-demo" if size == "small" else f"gpt2-demo-{size}")
 
 
 def describe(cfg: BackboneConfig) -> BackboneArch:
-    """The architecture ``cfg`` selects; a local ``path`` with a ``config.json`` overrides the catalogue shapes."""
+    """The architecture ``cfg`` selects; a local ``path`` (or a built demo LM) with a ``config.json`` overrides
+    the catalogue shapes."""
     arch: BackboneArch = get("backbone", cfg.name).factory(cfg)
-    if cfg.path and not arch.random_init:
-        config_file = Path(cfg.path).expanduser() / "config.json"
+    directory = Path(cfg.path).expanduser() if cfg.path else demo_lm_dir() if arch.built_by_dmpf else None
+    if directory is not None and not arch.random_init:
+        config_file = directory / "config.json"
         if config_file.is_file():
             try:
                 raw = json.loads(config_file.read_text(encoding="utf-8"))
@@ -104,9 +119,15 @@ def gpt2_chinese(cfg: BackboneConfig) -> BackboneArch:
     return BackboneArch(12, 768, 12, 1024, 21128, "bert-wordpiece", "uer/gpt2-chinese-cluecorpussmall", False)
 
 
+@register("backbone", "gpt2-demo")
+def gpt2_demo(cfg: BackboneConfig) -> BackboneArch:
+    """Small GPT-2 (4 layers, width 64) that dmpf pretrains on generated reviews: the embedded default."""
+    return BackboneArch(4, 64, 4, 64, 1024, "own-bpe", None, False, built_by_dmpf=True)
+
+
 @register("backbone", "gpt2-tiny-random")
 def gpt2_tiny_random(cfg: BackboneConfig) -> BackboneArch:
-    """Tiny random-init GPT-2 (4 layers, width 64): tests and the embedded default."""
+    """Tiny random-init GPT-2 (4 layers, width 64): tests."""
     return _gpt2(4, 64, 4, None, n_positions=256)
 
 
@@ -156,7 +177,7 @@ WEIGHT_FILES = (
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
 )
-_DEFAULT_PAD = {"gpt2-bpe": 50256, "bert-wordpiece": 0}  # <|endoftext|> / [PAD]
+_DEFAULT_PAD = {"gpt2-bpe": 50256, "bert-wordpiece": 0, "own-bpe": 0}  # <|endoftext|> / [PAD] / <|endoftext|>
 # The OpenAI checkpoints moved under openai-community/ on the hub; the old ids still redirect there,
 # and the cache folder is named after the id that was asked for, so look under both.
 _HUB_ALIASES = {name: f"openai-community/{name}" for name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")}
@@ -263,6 +284,13 @@ def _locate(cfg: BackboneConfig, arch: BackboneArch) -> _Located:
                 f"pretrained from the Hugging Face cache: {found.path}",
             )
         raise BackboneError(f"backbone.path: {given} does not exist; {_download_hint(hub_id, given)}")
+    if arch.built_by_dmpf:
+        directory = demo_lm_dir()
+        hint = "`dmpf pretrain-lm` builds it (`dmpf train` does so on first use)"
+        if not (directory / "dmpf.json").is_file():
+            raise BackboneError(f"{cfg.name}: the demo language model is not built yet ({directory}); {hint}")
+        return _Located(directory, f"{cfg.name} ({directory})", hint,
+                        f"pretrained by dmpf on generated reviews: {directory}")
     if arch.hub_id is None:
         raise BackboneError(f"backbone '{cfg.name}' names no hub id; set backbone.path to a local model directory")
     cache = hf_cache_dir()
@@ -323,7 +351,7 @@ def _describe(cfg: BackboneConfig) -> BackboneArch:
 
 
 @contextlib.contextmanager
-def _offline_and_quiet() -> Iterator[None]:
+def offline_and_quiet() -> Iterator[None]:
     """Hold the hub client offline and silence transformers' load reports and progress bars."""
     import huggingface_hub.constants as hf_constants
     import transformers.utils.logging as tf_logging
@@ -399,9 +427,12 @@ def weights_fingerprint(model: Any, samples: int = 256) -> str:
 def _gpt2_config(arch: BackboneArch) -> Any:
     from transformers import GPT2Config
 
+    # GPT-2's <|endoftext|> id where the vocabulary has it; a smaller one (dmpf's own BPE) has no such id here
+    special = 50256 if arch.vocab_size > 50256 else None
     return GPT2Config(
         n_layer=arch.n_layer, n_embd=arch.n_embd, n_head=arch.n_head, n_positions=arch.n_positions,
         vocab_size=arch.vocab_size, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        bos_token_id=special, eos_token_id=special,
     )
 
 
@@ -472,7 +503,7 @@ def load_backbone(cfg: BackboneConfig, *, seed: int = 0, meta: bool = False) -> 
     from transformers import GPT2Model
 
     try:
-        with _offline_and_quiet():
+        with offline_and_quiet():
             model, info = GPT2Model.from_pretrained(
                 str(loc.directory), local_files_only=True, output_loading_info=True, dtype=torch.float32,
             )
@@ -537,7 +568,7 @@ def _has_gpt2_tokenizer_files(directory: Path) -> bool:
 def _pretrained_tokenizer(loc: _Located, arch: BackboneArch) -> "PreTrainedTokenizerBase":
     directory = loc.directory
     try:
-        with _offline_and_quiet():
+        with offline_and_quiet():
             if arch.tokenizer == "bert-wordpiece":
                 from transformers import BertTokenizer
 

@@ -1,0 +1,123 @@
+"""The demo language model: its generated corpus, `dmpf pretrain-lm`, and DMPF on the LM it saves."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from dmpf_cli.config import BackboneConfig
+from dmpf_cli.data import corpus
+from dmpf_cli.data.synthetic import LEXICON, PHRASES, generate
+from dmpf_cli.model.backbones import BackboneError, demo_lm_dir, describe, load_backbone
+from dmpf_cli.pretrain import DEMO_SIZES, encode_documents, train_tokenizer, unigram_loss
+
+from conftest import TINY, dmpf, error_line
+
+
+def _adjective_pairs(reviews: list[str]) -> dict[str, list[tuple[float, float]]]:
+    """Polarities of consecutive adjectives within a sentence, by whether a contrast word stands between them."""
+    pairs: dict[str, list[tuple[float, float]]] = {"agree": [], "contrast": []}
+    for review in reviews:
+        for sentence in review.split(" . "):
+            words = sentence.split()
+            found = [(i, LEXICON[w]) for i, w in enumerate(words) if w in LEXICON]
+            for (i, a), (j, b) in zip(found, found[1:]):
+                turned = any(w in corpus.CONTRASTS for w in words[i + 1:j])
+                pairs["contrast" if turned else "agree"].append((a, b))
+    return pairs
+
+
+def test_the_corpus_carries_sentiment_the_way_reviews_do():
+    reviews = corpus.reviews(3000, seed=0)
+    assert reviews == corpus.reviews(3000, seed=0) and reviews != corpus.reviews(3000, seed=1)
+    pairs = _adjective_pairs(reviews)
+    agree, contrast = (np.array(pairs[k]) for k in ("agree", "contrast"))
+    assert np.corrcoef(agree.T)[0, 1] > 0.7  # a review's clauses share an attitude
+    assert np.corrcoef(contrast.T)[0, 1] < -0.7  # a contrast word flips it
+    assert len(agree) > 2 * len(contrast)  # agreement is the rule
+
+
+def test_the_corpus_speaks_the_datasets_words_and_not_its_sentences():
+    reviews = corpus.reviews(3000, seed=0)
+    words = {w for r in reviews for w in r.split()}
+    data, _ = generate("tiny", 0)
+    dataset_words = {w for split in data.values() for text in split["raw_text"] for w in text.split()}
+    assert dataset_words <= words | {"."}
+    assert set(LEXICON) <= words and all(p.split()[0] in words for phrases in PHRASES.values() for p in phrases)
+    sentences = {s for r in reviews for s in r.split(" . ")}
+    assert not sentences & {str(t) for split in data.values() for t in split["raw_text"]} - {""}
+
+
+def test_unigram_baseline_and_documents_from_position_zero():
+    texts = corpus.reviews(200, seed=3)
+    tokenizer = train_tokenizer(texts, 300, 64)
+    rows = encode_documents(tokenizer, texts, 64)
+    eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    short = min(range(len(texts)), key=lambda i: len(ids[i]))
+    assert rows[short, : len(ids[short])].tolist() == ids[short] and rows[short, len(ids[short])] == eot
+    assert (rows[short, len(ids[short]) + 1:] == -100).all()  # padding the loss skips
+    long = max(range(len(texts)), key=lambda i: len(ids[i]))
+    assert len(ids[long]) > 64 and rows[long].tolist() == ids[long][:64]  # cut at the LM's positions
+    uniform = unigram_loss(rows[:0], rows, len(tokenizer))  # no training counts: add-one = uniform
+    assert uniform == pytest.approx(np.log(len(tokenizer)))
+    assert unigram_loss(rows, rows, len(tokenizer)) < uniform
+
+
+def test_the_demo_backbone_says_how_to_build_it_until_it_exists():
+    with pytest.raises(BackboneError, match=r"demo language model is not built yet .*`dmpf pretrain-lm` builds it"):
+        load_backbone(BackboneConfig(name="gpt2-demo"))
+    arch = describe(BackboneConfig(name="gpt2-demo"))
+    assert arch.built_by_dmpf and arch.n_positions == 64 and arch.label == "pretrained by dmpf"
+    assert DEMO_SIZES["small"]().n_embd == arch.n_embd  # the recipe builds the catalogue's shapes
+
+
+@pytest.mark.slow
+def test_pretrain_lm_saves_a_hugging_face_gpt2_that_dmpf_loads_and_trains_on(tmp_path, invoke):
+    out = tmp_path / "lm"
+    result = dmpf("pretrain-lm", "--size", "tiny", "--output", out, "--format", "json")
+    made = json.loads(result.stdout)
+    assert {p.name for p in out.iterdir()} >= {"config.json", "model.safetensors", "tokenizer.json", "dmpf.json"}
+    assert made["heldout_lm_loss"] < made["heldout_unigram_loss"]  # it learnt more than word frequencies
+    assert made["recipe"]["steps"] == DEMO_SIZES["tiny"]().steps and not made["up_to_date"]
+    again = json.loads(dmpf("pretrain-lm", "--size", "tiny", "--output", out, "--format", "json").stdout)
+    assert again["up_to_date"] and again["fingerprint"] == made["fingerprint"]
+    refused = invoke("pretrain-lm", "--size", "tiny", "--output", out, "--steps", "5")
+    error_line(refused.exit_code, refused.stderr, "--output:", "pass --overwrite")
+
+    from transformers import GPT2LMHeadModel
+
+    assert isinstance(GPT2LMHeadModel.from_pretrained(out), GPT2LMHeadModel)  # an ordinary HF checkpoint
+    lm = load_backbone(BackboneConfig(name="gpt2-demo", path=str(out)))
+    assert lm.source == f"pretrained from {out}" and not any(p.requires_grad for p in lm.model.parameters())
+    run = tmp_path / "run"
+    tiny = [o for o in TINY if not o.startswith("backbone.")]
+    dmpf("train", "--output", run, *tiny, "training.max_epochs=1", "backbone.name=gpt2-demo",
+         f"backbone.path={out}", "data.text_len=20", "mm.layers=[0, 1]")  # the tiny recipe has 2 blocks
+    status = json.loads((run / "run.json").read_text())
+    assert status["backbone"] == f"pretrained from {out}" and status["status"] == "finished"
+
+
+@pytest.mark.slow
+def test_the_demo_backbone_is_built_once_on_first_use(tmp_path, monkeypatch):
+    """The demo LM is pretrained on first use, once; a second use reuses it and a changed recipe rebuilds it
+    (the tiny recipe stands in for the small one)."""
+    monkeypatch.setenv("DMPF_MODEL_DIR", str(tmp_path / "models"))  # this test's own demo LM
+    monkeypatch.setitem(DEMO_SIZES, "small", DEMO_SIZES["tiny"])  # the first-use path, with seconds of pretraining
+    from dmpf_cli.pretrain import ensure_demo_lm
+
+    built = ensure_demo_lm()
+    assert built == demo_lm_dir() and (built / "dmpf.json").is_file()
+    stamp = (built / "model.safetensors").stat().st_mtime_ns
+    assert ensure_demo_lm() == built and (built / "model.safetensors").stat().st_mtime_ns == stamp
+    lm = load_backbone(BackboneConfig(name="gpt2-demo"))
+    assert lm.source == f"pretrained by dmpf on generated reviews: {built}"
+    assert torch.equal(lm.model.wte.weight, load_backbone(BackboneConfig(name="gpt2-demo")).model.wte.weight)
+    first = json.loads((built / "dmpf.json").read_text())["fingerprint"]
+    monkeypatch.setitem(DEMO_SIZES, "small", lambda: replace(DEMO_SIZES["tiny"](), steps=60))  # the recipe changed
+    assert ensure_demo_lm() == built and (built / "model.safetensors").stat().st_mtime_ns != stamp
+    assert json.loads((built / "dmpf.json").read_text())["fingerprint"] != first
