@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 
@@ -19,4 +20,20 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+
+
+def move_into_place(partial: Path, output: Path) -> None:
+    """Rename the complete directory ``partial`` to ``output``, replacing any directory there: ``output`` is the old
+    one or the new one, never a mix. On failure ``partial`` is removed and the error raised."""
+    try:
+        if output.exists():
+            old = output.parent / f".{output.name}.old-{os.getpid()}"
+            os.replace(output, old)
+            os.replace(partial, output)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(partial, output)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
         raise

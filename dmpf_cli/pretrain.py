@@ -31,7 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from . import __version__
 from .errors import DmpfError
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, move_into_place
 
 MANIFEST = "dmpf.json"
 EOT = "<|endoftext|>"
@@ -241,16 +241,10 @@ def save(model, tokenizer, output: Path, manifest: dict[str, Any]) -> None:
             model.save_pretrained(partial)
             tokenizer.save_pretrained(partial)
         atomic_write_text(partial / MANIFEST, json.dumps(manifest, indent=1))  # last: a directory with it is complete
-        if output.exists():
-            old = output.parent / f".{output.name}.old-{os.getpid()}"
-            os.replace(output, old)
-            os.replace(partial, output)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(partial, output)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
+    move_into_place(partial, output)
 
 
 def read_lm_manifest(directory: Path) -> dict[str, Any] | None:

@@ -28,7 +28,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import DmpfError
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, move_into_place
 from ..streams import DATASETS, MODALITIES, SPLITS, UNIMODAL_LABELS
 
 FORMAT_VERSION = 1
@@ -207,16 +207,10 @@ def write_prepared(
             **extra,
         }
         atomic_write_text(partial / MANIFEST, json.dumps(manifest, ensure_ascii=False, indent=1))  # last: a directory with a manifest is complete
-        if output.exists():
-            old = output.parent / f".{output.name}.old-{os.getpid()}"
-            os.replace(output, old)
-            os.replace(partial, output)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(partial, output)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
+    move_into_place(partial, output)
     return manifest
 
 
