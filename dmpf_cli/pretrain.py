@@ -254,11 +254,16 @@ def read_lm_manifest(directory: Path) -> dict[str, Any] | None:
         return None
 
 
-def build(recipe: LMRecipe, output: Path, *, corpus: Path | None = None, progress=None) -> dict[str, Any]:
-    """Pretrain on generated reviews (or ``corpus``) with ``recipe`` and save to ``output``; returns the manifest."""
+def build(recipe: LMRecipe, output: Path, *, corpus: Path | None = None, texts: list[str] | None = None,
+          progress=None) -> dict[str, Any]:
+    """Pretrain on generated reviews (or ``corpus``, whose ``texts`` may be read already) with ``recipe`` and save to
+    ``output``; returns the manifest."""
     from .data.corpus import GENERATOR, reviews
 
-    texts = read_corpus(corpus) if corpus is not None else reviews(recipe.documents, recipe.seed)
+    if corpus is not None:
+        texts = texts if texts is not None else read_corpus(corpus)
+    else:
+        texts = reviews(recipe.documents, recipe.seed)
     if corpus is None:
         source = GENERATOR
     else:
@@ -328,6 +333,7 @@ def make_lm(*, size: str = "small", corpus: Path | None = None, output: Path | N
     if existing and not (overwrite or default_demo):
         raise PretrainError(f"--output: {output} holds a language model already; pass --overwrite to replace it")
 
+    texts = read_corpus(corpus) if corpus is not None else None  # a bad corpus is refused before anything starts
     if console is not None:
         what = f"on {corpus}" if corpus is not None else "on generated reviews, never the labels"
         console.print(f"pretraining a language model in {output} ({recipe.steps} steps; causal language modelling "
@@ -342,5 +348,5 @@ def make_lm(*, size: str = "small", corpus: Path | None = None, output: Path | N
             if bar:
                 bar.update(task, completed=step, info=f"LM loss {loss:.3f}")
 
-        manifest = build(recipe, output, corpus=corpus, progress=progress)
+        manifest = build(recipe, output, corpus=corpus, texts=texts, progress=progress)
     return output, manifest, False

@@ -76,6 +76,30 @@ def test_the_demo_backbone_says_how_to_build_it_until_it_exists():
     assert DEMO_SIZES["small"]().n_embd == arch.n_embd  # the recipe builds the catalogue's shapes
 
 
+def test_pretrain_lm_on_a_corpus_of_ones_own(tmp_path, invoke):
+    text = tmp_path / "reviews.txt"
+    text.write_text("\n\n".join(corpus.reviews(300, seed=5)) + "\n", encoding="utf-8")  # blank lines are skipped
+    out = tmp_path / "my-lm"
+    shape = ["--steps", "30", "--layers", "1", "--width", "16", "--heads", "2", "--vocab-size", "280"]
+    result = invoke("pretrain-lm", "--corpus", text, "--output", out, *shape, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    made = json.loads(result.stdout)
+    assert made["corpus"].startswith(f"corpus {text.resolve()} (") and made["train_documents"] + made["heldout_documents"] == 300
+    assert (made["recipe"]["n_layer"], made["recipe"]["n_embd"], made["recipe"]["steps"]) == (1, 16, 30)
+    lm = load_backbone(BackboneConfig(name="gpt2-demo", path=str(out)))
+    assert lm.model.config.n_layer == 1 and lm.tokenizer("so overall it was great")["input_ids"]
+
+    # refused in one line, before any directory is made
+    missing = invoke("pretrain-lm", "--corpus", tmp_path / "nope.txt", "--output", tmp_path / "a")
+    error_line(missing.exit_code, missing.stderr, "--corpus:", "nope.txt", "no such file")
+    (tmp_path / "short.txt").write_text("one review\ntwo reviews\n", encoding="utf-8")
+    short = invoke("pretrain-lm", "--corpus", tmp_path / "short.txt", "--output", tmp_path / "b")
+    error_line(short.exit_code, short.stderr, "--corpus:", "2 non-empty line(s)", "at least 20 documents")
+    nowhere = invoke("pretrain-lm", "--corpus", text)
+    error_line(nowhere.exit_code, nowhere.stderr, "--output: required with --corpus")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists() and "pretraining" not in short.stdout
+
+
 @pytest.mark.slow
 def test_pretrain_lm_saves_a_hugging_face_gpt2_that_dmpf_loads_and_trains_on(tmp_path, invoke):
     out = tmp_path / "lm"

@@ -56,4 +56,7 @@ def pretrain_lm_command(
     table.add_row("trained on", f"{manifest['corpus']}: {manifest['train_tokens']:,} tokens, {recipe['steps']} steps "
                                 f"({manifest['seconds']:.0f} s)")
     console.print(table)
+    if manifest["heldout_lm_loss"] >= manifest["heldout_unigram_loss"]:
+        console.print("[yellow]warning[/yellow]: it predicts held-out text no better than word frequencies: train "
+                      "longer (--steps) or on more text before using it as a backbone")
     console.print(f"use it: dmpf train backbone.name=gpt2-demo backbone.path={directory}")
