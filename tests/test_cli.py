@@ -132,6 +132,7 @@ def test_config_cp_copies_a_preset_with_its_comments(invoke, tmp_path):
     (["prepare", "--dataset", "mosie"], "--dataset: expected mosei, mosi, sims or synthetic, got 'mosie'"),
     (["prepare", "--dataset", "synthetic", "--size", "huge"], "--size: expected tiny, small or mosei-like"),
     (["config", "show", "--format", "yaml"], "--format: expected text or json, got 'yaml'"),
+    (["pretrain-lm", "--size", "huge"], "--size: expected small or tiny, got 'huge'"),
 ])
 def test_choice_options_are_enums_listed_in_help_and_refused_in_one_line(invoke, args, fragment):
     assert_one_line_error(invoke(*args), fragment)
@@ -296,3 +297,10 @@ def test_piped_output_is_not_wrapped(monkeypatch):
     assert captured.get() == line + "\n"
     monkeypatch.setenv("COLUMNS", "60")
     assert _console().width == 60
+
+
+def test_pretrain_lm_sizes_are_the_recipes():
+    from dmpf_cli.cli.pretrain import LMSize
+    from dmpf_cli.pretrain import DEMO_SIZES
+
+    assert [size.value for size in LMSize] == list(DEMO_SIZES)

@@ -4,6 +4,7 @@ another size, or one on a text corpus of yours — into an ordinary Hugging Face
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,9 +13,17 @@ import typer
 from .common import FormatOpt, OutputFormat, make_console
 
 
+class LMSize(str, Enum):
+    """dmpf_cli.pretrain.DEMO_SIZES, spelled here so that ``--help`` answers without importing torch (a test keeps
+    the two in step)."""
+
+    small = "small"
+    tiny = "tiny"
+
+
 def pretrain_lm_command(
-    size: Annotated[str, typer.Option("--size", help="The recipe: small (gpt2-demo) or tiny (seconds, for tests).")]
-    = "small",
+    size: Annotated[LMSize, typer.Option("--size", help="The recipe: small (gpt2-demo) or tiny (seconds, for tests).")]
+    = LMSize.small,
     corpus: Annotated[Optional[Path], typer.Option(
         "--corpus", help="A UTF-8 text file of yours, one document per line (default: generated reviews).")] = None,
     output: Annotated[Optional[Path], typer.Option(
@@ -38,7 +47,7 @@ def pretrain_lm_command(
     if shape["n_embd"] and shape["n_head"] and shape["n_embd"] % shape["n_head"]:
         raise DmpfError(f"--width, --heads: expected a width divisible by the heads, got {width} and {heads}")
     console = make_console(stderr=format is OutputFormat.json)
-    directory, manifest, up_to_date = make_lm(size=size, corpus=corpus, output=output, changes=changes,
+    directory, manifest, up_to_date = make_lm(size=size.value, corpus=corpus, output=output, changes=changes,
                                               overwrite=overwrite, console=console)
     if format is OutputFormat.json:
         typer.echo(json.dumps({"output": str(directory), "up_to_date": up_to_date, **manifest}, indent=2))
