@@ -4,8 +4,9 @@
 #   1. the CUDA-only tests (xformers against eager, the bias on the real kernels, the custom ops'
 #      shape functions against the real kernels, bf16 + compiled + CUDA-graph steps against fp32 eager);
 #   2. `dmpf bench` at MOSEI shapes on a random-weight gpt2-large, batch 32 and 128: the reference
-#      recipe, then every backend in bf16, uncompiled and as CUDA graphs.
-# Everything lands in $OUT (the device tool brings it back). About 8 minutes on an H100.
+#      recipe, then every backend in bf16, uncompiled and as CUDA graphs;
+#   3. benchmarks/residual_precision.py: the bf16 step with the fp32 residual stream against a bf16 one.
+# Everything lands in $OUT (the device tool brings it back). About 8 minutes on an H100, plus up to 150 s for 3.
 set -uo pipefail
 OUT=${OUT:-/tmp/dmpf-gpu-out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 DMPF_DATA_DIR=/tmp/dmpf-data
@@ -31,3 +32,7 @@ for r in d["rows"]:
     print(f"  {r['label']:<28} {r['ms_per_step']:9.1f} ms {r['speedup']:6.2f}x {r['peak_memory_gib'] or 0:6.2f} GiB")
 PY
 done
+
+# 3. what the fp32 residual stream costs against a bf16 one (issue 13 keeps it unless it costs > 10% of the step)
+timeout 150 python3 benchmarks/residual_precision.py --dataset mosei backbone.name=gpt2-large-random --batch-size 32 \
+  > "$OUT/residual.json" 2> "$OUT/residual.err" && cat "$OUT/residual.json" || tail -5 "$OUT/residual.err"

@@ -185,3 +185,19 @@ def test_residual_stream_stays_fp32_with_a_bf16_backbone():
     # ... which is far below bf16's resolution at the stream's magnitude: a bf16 stream would round it away
     rounded_away = (h.bfloat16() + delta.bfloat16()) == h.bfloat16()
     assert rounded_away.float().mean() > 0.95
+
+
+def test_the_benchmarks_bf16_stream_is_one_and_rounds_a_small_contribution_away(monkeypatch):
+    """benchmarks/residual_precision.py times the step with FusedGPT2.stream_dtype = bf16: it must be the bf16
+    stream the fp32 one is measured against."""
+    from dmpf_cli.model.fused import FusedGPT2
+
+    monkeypatch.setattr(FusedGPT2, "stream_dtype", torch.bfloat16)
+    model = make_model("mm.gate=tanh").eval()
+    model.backbone.to(torch.bfloat16)
+    batch = make_batch()
+    closed = bf16_forward(model, batch)
+    assert [h.dtype for h in closed.hidden] == [torch.bfloat16] * len(model.backbone.h)
+    model.lm.mm["3"].ffn_gate.alpha.data.fill_(1e-4)
+    ajar = bf16_forward(model, batch)
+    assert (ajar.hidden[-1] == closed.hidden[-1]).float().mean() > 0.95  # rounded away nearly everywhere

@@ -134,21 +134,24 @@ class FusedGPT2(nn.Module):
             cache[text_len] = {s.name: slice(s.start, s.stop) for s in self.layout(text_len).segments}
         return cache[text_len]
 
+    # the residual stream's dtype; benchmarks/residual_precision.py sets bf16 to measure what fp32 costs
+    stream_dtype: torch.dtype = torch.float32
+
     def embed(self, ids: Tensor, real: Tensor) -> Tensor:
         """The LM's input: [text embeddings | fusion tokens] + positions, then GPT-2's embedding dropout.
 
-        ids, real (B, T) → (B, L, D) in fp32, the residual stream's dtype. In training the text embeddings
+        ids, real (B, T) → (B, L, D) in the residual stream's dtype (fp32). In training the text embeddings
         get SoftPerm over their real tokens, before the positions are added.
         """
         B, T = ids.shape
         gpt2 = self.gpt2
-        text = gpt2.wte(ids).float()  # (B, T, D)
+        text = gpt2.wte(ids).to(self.stream_dtype)  # (B, T, D)
         if self.training and self.text_softperm is not None:
             text = softperm(text, real.sum(dim=1), *self.text_softperm)
-        groups = [self.tokens[g].float()[None].expand(B, -1, -1) for g in STREAM if g in self.tokens]  # (B, n_g, D)
+        groups = [self.tokens[g].to(self.stream_dtype)[None].expand(B, -1, -1) for g in STREAM if g in self.tokens]
         h = torch.cat([text, *groups], dim=1)  # (B, L, D)
         pos = torch.arange(h.shape[1], device=ids.device)
-        return gpt2.drop(h + gpt2.wpe(pos).float()[None])
+        return gpt2.drop(h + gpt2.wpe(pos).to(self.stream_dtype)[None])
 
     def forward(
         self,
