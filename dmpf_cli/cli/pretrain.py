@@ -68,4 +68,9 @@ def pretrain_lm_command(
     if manifest["heldout_lm_loss"] >= manifest["heldout_unigram_loss"]:
         console.print("[yellow]warning[/yellow]: it predicts held-out text no better than word frequencies: train "
                       "longer (--steps) or on more text before using it as a backbone")
-    console.print(f"use it: dmpf train backbone.name=gpt2-demo backbone.path={directory}")
+    from ..model.backbones import demo_lm_dir
+
+    if directory == demo_lm_dir():
+        console.print("the embedded default trains on it: dmpf train (backbone.name=gpt2-demo)")
+    else:
+        console.print(f"use it: dmpf train backbone.name=gpt2-demo backbone.path={directory}")
