@@ -25,9 +25,9 @@ from .datasets import open_data
 from .errors import DmpfError
 from .fileio import atomic_write_text, temporary_name
 from .metrics import LOWER_IS_BETTER, label_bins
-from .model.backbones import demo_lm_dir, describe
+from .model.backbones import demo_lm_dir
 from .model.dmpf import build_model, resolve_device
-from .pretrain import ensure_backbone
+from .pretrain import ensure_backbone, names_demo_lm
 from .runtime import autocast, compiled, evaluate
 from .streams import MODALITIES, SPLITS, STREAM
 
@@ -76,7 +76,7 @@ def load_trained(root: Path, warn=_warn_stderr) -> TrainedModel:
     if state != "finished":
         warn(f"{run.root} is unfinished (status {state}): scoring its best checkpoint so far")
     device = resolve_device(cfg.training.device)
-    if not cfg.backbone.path and describe(cfg.backbone).built_by_dmpf and not demo_lm_dir().is_dir():
+    if names_demo_lm(cfg.backbone) and not demo_lm_dir().is_dir():
         warn(f"the demo language model {run.root} trained on is not in {demo_lm_dir()}: pretraining it again first")
     ensure_backbone(cfg.backbone)
     model, backbone = build_model(cfg, dims=dims, device=device)  # as trained
@@ -150,13 +150,15 @@ def planted_drops(manifest: dict[str, Any], streams: list[str]) -> dict[str, dic
         return reference[name]["mae"] if name in reference else None
 
     full = ideal_mae(streams)
+    if full is None:
+        return {}
     out = {}
     for stream in streams:
         without = ideal_mae([s for s in streams if s != stream])
-        alone = reference_for(terms([stream]) - {"text"})  # what the stream's own inputs carry, without text
-        if full is None or without is None:
+        if without is None:
             continue
-        carried = terms([stream]) - {"text"}
+        carried = terms([stream]) - {"text"}  # what the stream's own inputs carry
+        alone = reference_for(carried)
         out[stream] = {"carries": [t for t in ("audio", "vision", "interaction") if t in carried], "reference_alone": alone,
                        "mae_alone": reference[alone]["mae"] if alone in reference else None,
                        "mae_drop_ideal": round(without - full, 6)}

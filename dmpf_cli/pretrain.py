@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
 import shutil
 import time
@@ -32,6 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from . import __version__
 from .errors import DmpfError
 from .fileio import atomic_write_text, move_into_place
+from .train import lr_factor
 
 MANIFEST = "dmpf.json"
 EOT = "<|endoftext|>"
@@ -174,18 +174,14 @@ def pretrain(texts: list[str], recipe: LMRecipe, progress: Callable[[int, int, f
             bos_token_id=eot, eos_token_id=eot, pad_token_id=eot,
         )
         model = GPT2LMHeadModel(config)
-        decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "wpe" not in n and "wte" not in n]
-        rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "wpe" not in n and "wte" not in n)]
-        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
-                                       {"params": rest, "weight_decay": 0.0}], lr=recipe.lr, betas=(0.9, 0.95))
-
-        def factor(step: int) -> float:  # linear warm-up, then cosine to a tenth
-            if step < recipe.warmup:
-                return (step + 1) / recipe.warmup
-            progress_ = (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup)
-            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress_)))
-
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        groups: dict[bool, list] = {True: [], False: []}  # decay on weight matrices only, not on the embeddings
+        for name, param in model.named_parameters():
+            groups[param.ndim >= 2 and "wpe" not in name and "wte" not in name].append(param)
+        optimizer = torch.optim.AdamW([{"params": groups[True], "weight_decay": recipe.weight_decay},
+                                       {"params": groups[False], "weight_decay": 0.0}], lr=recipe.lr, betas=(0.9, 0.95))
+        # linear warm-up, then cosine to a tenth: DMPF's own schedule
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_factor(step, recipe.warmup, recipe.steps, "cosine", 0.1))
         model.train()
         for step in range(recipe.steps):
             picks = torch.randint(len(train_rows), (recipe.batch_size,), generator=generator)
@@ -260,13 +256,10 @@ def build(recipe: LMRecipe, output: Path, *, corpus: Path | None = None, texts: 
     ``output``; returns the manifest."""
     from .data.corpus import GENERATOR, reviews
 
-    if corpus is not None:
-        texts = texts if texts is not None else read_corpus(corpus)
-    else:
-        texts = reviews(recipe.documents, recipe.seed)
     if corpus is None:
-        source = GENERATOR
+        texts, source = reviews(recipe.documents, recipe.seed), GENERATOR
     else:
+        texts = texts if texts is not None else read_corpus(corpus)
         digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:12]
         source = f"corpus {Path(corpus).resolve()} ({digest})"
     from .model.backbones import offline_and_quiet
@@ -290,12 +283,17 @@ def ensure_demo_lm(console=None, size: str = "small") -> Path:
     return output
 
 
-def ensure_backbone(cfg, console=None) -> None:
-    """Build the demo backbone first when ``cfg`` (a BackboneConfig) names it without a path and it is missing or
-    stale; any other backbone is left to the loader (which never downloads)."""
+def names_demo_lm(cfg) -> bool:
+    """Whether ``cfg`` (a BackboneConfig) is the demo backbone in its own directory (no ``backbone.path``)."""
     from .model.backbones import describe
 
-    if not cfg.path and describe(cfg).built_by_dmpf:
+    return not cfg.path and describe(cfg).built_by_dmpf
+
+
+def ensure_backbone(cfg, console=None) -> None:
+    """Build the demo backbone first when ``cfg`` (a BackboneConfig) names it and it is missing or stale; any other
+    backbone is left to the loader (which never downloads)."""
+    if names_demo_lm(cfg):
         ensure_demo_lm(console)
 
 
