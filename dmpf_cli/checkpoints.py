@@ -7,6 +7,7 @@ A run directory holds everything one training run produced::
     DIR/metrics.jsonl       one record per optimizer step and per epoch
     DIR/checkpoints/last/weights.safetensors + state.pt   resumable: trainable weights; optimizer, scheduler, RNG, loop
     DIR/checkpoints/best.safetensors                     the best validation epoch's weights
+    DIR/predictions.npz     the best checkpoint's scores on valid and test, with the sample ids and labels
     DIR/results.json        test metrics of the best checkpoint (written last)
     DIR/curves.png          training curves
 
@@ -46,6 +47,7 @@ class RunDir:
     last = property(lambda self: self.checkpoints / "last")
     best = property(lambda self: self.checkpoints / "best.safetensors")
     results = property(lambda self: self.root / "results.json")
+    predictions = property(lambda self: self.root / "predictions.npz")
     curves = property(lambda self: self.root / "curves.png")
 
     def read_status(self) -> dict[str, Any]:
@@ -88,6 +90,41 @@ class RunDir:
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """Everything of the model but the frozen backbone: trainable weights and buffers (BatchNorm statistics)."""
     return {k: v.detach().contiguous() for k, v in model.state_dict().items() if not k.startswith(BACKBONE_PREFIX)}
+
+
+def save_predictions(path: Path, splits: dict[str, tuple[list[str], Any, Any]]) -> None:
+    """Per split (ids, scores, labels) to ``path`` as ``{split}_ids``, ``{split}_pred``, ``{split}_label``,
+    written atomically; what ``dmpf report``'s paired bootstrap resamples."""
+    import numpy as np
+
+    arrays = {}
+    for split, (ids, scores, labels) in splits.items():
+        arrays[f"{split}_ids"] = np.asarray([str(i) for i in ids], dtype=str)
+        arrays[f"{split}_pred"] = np.asarray(scores, dtype=np.float32)
+        arrays[f"{split}_label"] = np.asarray(labels, dtype=np.float32)
+    tmp = temporary_name(path)
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
+def load_predictions(path: Path) -> dict[str, dict[str, Any]]:
+    """``predictions.npz`` as {split: {"ids", "pred", "label"}}; a damaged file is a one-line error."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except FileNotFoundError:
+        raise RunError(f"{path}: no stored predictions (a run from before dmpf stored them)") from None
+    except Exception as exc:
+        raise RunError(f"{path}: unreadable predictions ({type(exc).__name__})") from None
+    splits = sorted({k.rsplit("_", 1)[0] for k in arrays})
+    try:
+        return {s: {"ids": arrays[f"{s}_ids"], "pred": arrays[f"{s}_pred"], "label": arrays[f"{s}_label"]}
+                for s in splits}
+    except KeyError as exc:
+        raise RunError(f"{path}: incomplete predictions (no {exc.args[0]})") from None
 
 
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from . import __version__
-from .checkpoints import RunDir, RunError
+from .checkpoints import RunDir, RunError, save_predictions
 from .config import ExperimentConfig, load_config, to_yaml
 from .datasets import open_data
 from .fileio import atomic_write_text
@@ -73,13 +73,15 @@ def _versions() -> dict[str, str]:
 
 
 def train_one(cfg: ExperimentConfig, run: RunDir, seed: int, *, resume: bool, overwrite: bool, console: Console,
-              world: World) -> dict[str, Any]:
-    """Train one seed into ``run`` (or resume it) and test its best checkpoint; returns the results."""
+              world: World, epoch_hooks: tuple = ()) -> dict[str, Any]:
+    """Train one seed into ``run`` (or resume it) and test its best checkpoint; returns the results.
+    ``epoch_hooks``: :attr:`Trainer.epoch_hooks` (a sweep's pruner)."""
     if world.main:  # train() has checked everything that can refuse the run: only now is the directory touched
         prepare_run_dir(run, cfg, seed, resume=resume, overwrite=overwrite)
     if world.size > 1:
         dist.barrier()
     trainer = Trainer(cfg, run, seed, console, world, resume=resume)
+    trainer.epoch_hooks.extend(epoch_hooks)
     if resume:
         if why := run.backbone_mismatch(trainer.backbone_fingerprint):  # its checkpoints fit that backbone only
             raise RunError(f"--resume: {why}; resuming would train on another backbone")
@@ -117,6 +119,7 @@ def train_one(cfg: ExperimentConfig, run: RunDir, seed: int, *, resume: bool, ov
     if ddp:
         results["ddp"] = ddp
     if world.main:
+        save_predictions(run.predictions, trainer.predictions)
         atomic_write_text(run.results, json.dumps(results, indent=1))
         plot_curves(run)
         run.write_status(status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
@@ -176,9 +179,10 @@ def summarize_seeds(results: list[dict[str, Any]]) -> dict[str, dict[str, float]
 
 def train(
     cfg: ExperimentConfig, output: Path | None, seeds: list[int] | None, *, resume: Path | None = None,
-    overwrite: bool = False, console: Console,
+    overwrite: bool = False, console: Console, epoch_hooks: tuple = (),
 ) -> dict[str, Any]:
-    """``dmpf train``: every seed, one run directory each (``DIR`` itself for one seed, ``DIR/seed-N`` for several)."""
+    """``dmpf train``: every seed, one run directory each (``DIR`` itself for one seed, ``DIR/seed-N`` for several).
+    ``epoch_hooks``: called after each epoch of each seed (:attr:`~dmpf_cli.train.Trainer.epoch_hooks`)."""
     multi_seed_root = resume is not None and (Path(resume) / SEEDS_FILE).is_file()
     if resume is not None:  # a resumed run keeps its own config (a multi-seed root holds one beside its seeds)
         if not multi_seed_root:
@@ -208,7 +212,8 @@ def train(
     if resume is not None and not multi_seed_root:
         run = RunDir(resume)
         seed = int(run.read_status().get("seed", cfg.training.seeds[0]))
-        results = train_one(cfg, run, seed, resume=True, overwrite=False, console=console, world=world)
+        results = train_one(cfg, run, seed, resume=True, overwrite=False, console=console, world=world,
+                            epoch_hooks=epoch_hooks)
         return {"runs": {str(run.root): results}}
     if multi_seed_root:  # finished seeds are kept, the others resumed or started
         root = Path(resume)
@@ -238,7 +243,7 @@ def train(
             all_results[str(run.root)] = json.loads(run.results.read_text(encoding="utf-8")) if world.main else {}
             continue
         all_results[str(run.root)] = train_one(cfg, run, seed, resume=status is not None, overwrite=overwrite,
-                                               console=console, world=world)
+                                               console=console, world=world, epoch_hooks=epoch_hooks)
     summary = {"runs": all_results}
     if len(seeds) > 1 and world.main:
         summary["summary"] = summarize_seeds(list(all_results.values()))

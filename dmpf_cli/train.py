@@ -26,7 +26,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -39,9 +39,10 @@ from .config import ConfigError, ExperimentConfig, read_yaml
 from .data.batches import EpochBatchSampler, SplitDataset, batch_loader, make_loader, unimodal_labels
 from .datasets import open_data
 from .fileio import atomic_write_text
+from .metrics import compute_metrics
 from .model.dmpf import build_encoders, build_model, resolve_device
 from .model.losses import dmpf_loss
-from .runtime import autocast, compiled, evaluate, to_device
+from .runtime import autocast, compiled, predict, to_device
 from .streams import SPLITS, STREAM, STREAMS
 
 LM_SIDE = ("lm.", "head.", "aux.")  # parameter name prefixes of the LM-side learning-rate group
@@ -231,6 +232,10 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, warmup, total, s.kind, s.min_lr_ratio))
         self.state = LoopState()
+        # called after every epoch's validation, record written and checkpoint saved, with (state, valid
+        # metrics); a hook may raise to stop the run there (a sweep's pruner does), the run stays resumable
+        self.epoch_hooks: list[Callable[[LoopState, dict[str, float]], None]] = []
+        self.predictions: dict[str, tuple[list[str], torch.Tensor, torch.Tensor]] = {}  # test()'s, per split
 
     # -- persistence ---------------------------------------------------------------------------
 
@@ -340,7 +345,7 @@ class Trainer:
 
     def end_epoch(self) -> None:
         st, cfg = self.state, self.cfg
-        valid = evaluate(self.net, self.eval_loaders["valid"], cfg, self.device)
+        valid = self.evaluate("valid")
         improved = valid["MAE"] < st.best_mae
         if improved:
             st.best_mae, st.best_epoch, st.bad_epochs = valid["MAE"], st.epoch, 0
@@ -359,11 +364,20 @@ class Trainer:
             if self.world.main:
                 self.console.print(f"early stop: no validation gain for {st.bad_epochs} epochs")
         self.checkpoint()
+        for hook in self.epoch_hooks:
+            hook(st, valid)
+
+    def evaluate(self, split: str, keep: bool = False) -> dict[str, float]:
+        """The MMSA metrics on ``split``; ``keep``: remember the scores with their sample ids (``predictions``)."""
+        scores, labels, index = predict(self.net, self.eval_loaders[split], self.cfg, self.device)
+        if keep:
+            ids = self.splits[split].split.ids
+            self.predictions[split] = ([ids[i] for i in index.tolist()], scores, labels)
+        return compute_metrics(scores, labels, self.cfg.data.dataset)
 
     def test(self) -> dict[str, Any]:
         load_weights(self.model, self.run.best)
-        test = evaluate(self.net, self.eval_loaders["test"], self.cfg, self.device)
-        valid = evaluate(self.net, self.eval_loaders["valid"], self.cfg, self.device)
+        test, valid = self.evaluate("test", keep=True), self.evaluate("valid", keep=True)
         return {"seed": self.seed, "best_epoch": self.state.best_epoch, "epochs": self.state.epoch,
                 "steps": self.state.step, "test": test, "valid": valid}
 

@@ -28,7 +28,7 @@ def data_home(tmp_path_factory, monkeypatch):
 
 
 def test_run_directory_is_whole(trained):
-    for name in ("config.yaml", "run.json", "metrics.jsonl", "results.json", "curves.png",
+    for name in ("config.yaml", "run.json", "metrics.jsonl", "results.json", "curves.png", "predictions.npz",
                  "checkpoints/last/weights.safetensors", "checkpoints/last/state.pt", "checkpoints/best.safetensors"):
         assert (trained / name).is_file(), name
     status = json.loads((trained / "run.json").read_text())
@@ -47,6 +47,25 @@ def test_run_directory_is_whole(trained):
     weights = load_file(str(trained / "checkpoints/best.safetensors"))
     assert weights and not any(k.startswith("lm.gpt2.") for k in weights)  # trainable state only
     assert any(k.startswith("lm.tokens.") for k in weights) and any(k.startswith("encoders.") for k in weights)
+
+
+def test_stored_predictions_give_the_results(trained, data_home):
+    """predictions.npz holds every valid and test sample once, by id, and its scores give results.json's metrics."""
+    from dmpf_cli.checkpoints import RunDir, load_predictions
+    from dmpf_cli.data.prepared import Prepared, read_manifest
+    from dmpf_cli.metrics import compute_metrics
+
+    stored = load_predictions(RunDir(trained).predictions)
+    results = json.loads((trained / "results.json").read_text())
+    folder = Path(json.loads((trained / "run.json").read_text())["data"])
+    data = Prepared(folder, read_manifest(folder))
+    for split in ("valid", "test"):
+        ids, pred, label = stored[split]["ids"], stored[split]["pred"], stored[split]["label"]
+        truth = data.split(split)
+        assert sorted(ids.tolist()) == sorted(truth.ids) and len(ids) == len(set(ids.tolist()))
+        by_id = dict(zip(truth.ids, truth.labels.tolist()))
+        assert label.tolist() == pytest.approx([by_id[i] for i in ids.tolist()])
+        assert compute_metrics(torch.from_numpy(pred), torch.from_numpy(label), "synthetic") == pytest.approx(results[split])
 
 
 def test_warmup_then_cosine_in_the_log(trained):
