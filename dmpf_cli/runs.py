@@ -177,6 +177,29 @@ def summarize_seeds(results: list[dict[str, Any]]) -> dict[str, dict[str, float]
     return out
 
 
+def ready(cfg: ExperimentConfig, console: Console, *, encoders: bool = True) -> ExperimentConfig:
+    """Check everything that can refuse a run of ``cfg`` — the device, compile mode, attention backend, data, backbone
+    files and (``encoders``) the pre-trained encoders — and make what is made on first use (the synthetic data, the
+    demo LM), before any run directory is made, written or (with --overwrite) emptied. Returns ``cfg`` with its
+    data and encoder paths absolute, as stored in the run's config, so eval, predict and a later resume find them
+    from any directory. A grid checks every variant with it before its first run starts."""
+    device = resolve_device(cfg.training.device)
+    check_compile(cfg.training.compile, device, cfg.training.grad_accum)
+    resolve_backend(cfg.training.attention, device)
+    if cfg.data.path and not Path(cfg.data.path).expanduser().is_absolute():
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(
+            update={"path": str(Path(cfg.data.path).expanduser().resolve())})})
+    if cfg.encoders.init_from and not Path(cfg.encoders.init_from).expanduser().is_absolute():
+        cfg = cfg.model_copy(update={"encoders": cfg.encoders.model_copy(
+            update={"init_from": str(Path(cfg.encoders.init_from).expanduser().resolve())})})
+    data = open_data(cfg, console)
+    ensure_backbone(cfg.backbone, console)
+    check_available(cfg.backbone)
+    if encoders:  # a resumed run has its encoders in its checkpoint already
+        pretrained_encoders(cfg, data.dims)
+    return cfg
+
+
 def train(
     cfg: ExperimentConfig, output: Path | None, seeds: list[int] | None, *, resume: Path | None = None,
     overwrite: bool = False, console: Console, epoch_hooks: tuple = (),
@@ -188,27 +211,9 @@ def train(
         if not multi_seed_root:
             RunDir(resume).require("--resume")
         cfg = load_config(config=Path(resume) / "config.yaml")
-    # everything that can refuse the run is checked before any run directory is made, written or (with
-    # --overwrite) emptied: the device, compile mode and attention backend here, the data, backbone and
-    # pre-trained encoders below
-    device = resolve_device(cfg.training.device)
-    check_compile(cfg.training.compile, device, cfg.training.grad_accum)
-    resolve_backend(cfg.training.attention, device)
-    if cfg.data.path and not Path(cfg.data.path).expanduser().is_absolute():
-        # stored absolute in the run's config, so eval and predict find the data from any directory
-        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(
-            update={"path": str(Path(cfg.data.path).expanduser().resolve())})})
-    if cfg.encoders.init_from and not Path(cfg.encoders.init_from).expanduser().is_absolute():
-        # likewise, so the seeds a resumed multi-seed root starts later find it from any directory
-        cfg = cfg.model_copy(update={"encoders": cfg.encoders.model_copy(
-            update={"init_from": str(Path(cfg.encoders.init_from).expanduser().resolve())})})
-    world = init_distributed(device)
+    world = init_distributed(resolve_device(cfg.training.device))
     if world.main:  # the data and the demo LM are made on first use here, once, before any rank reads them
-        data = open_data(cfg, console)
-        ensure_backbone(cfg.backbone, console)
-        check_available(cfg.backbone)
-        if resume is None or multi_seed_root:  # a resumed run has its encoders in its checkpoint already
-            pretrained_encoders(cfg, data.dims)
+        cfg = ready(cfg, console, encoders=resume is None or multi_seed_root)
     if resume is not None and not multi_seed_root:
         run = RunDir(resume)
         seed = int(run.read_status().get("seed", cfg.training.seeds[0]))
