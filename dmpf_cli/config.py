@@ -212,6 +212,18 @@ class TrainingConfig(Strict):
     checkpoint_every: NonNegInt = Field(
         50, description="also save the resumable checkpoint every N optimizer steps (0: only at epoch ends)"
     )
+    loggers: list[str] = Field(
+        default_factory=lambda: ["jsonl"],
+        description="metric loggers (registry kind 'logger'): jsonl (metrics.jsonl; always on, listed or not), "
+        "tensorboard (RUN/tensorboard), wandb (offline, RUN/wandb)",
+    )
+
+    @field_validator("loggers")
+    @classmethod
+    def _each_logger_once(cls, loggers: list[str]) -> list[str]:
+        if len(set(loggers)) != len(loggers):
+            raise ValueError("must not repeat a logger")
+        return loggers
 
 
 class ExperimentConfig(Strict):
@@ -524,6 +536,8 @@ def component_problems(cfg: ExperimentConfig) -> list[tuple[str, str]]:
         check("encoder", getattr(cfg.encoders, stream.encoder_key).name, f"encoders.{stream.encoder_key}.name")
     check("head", cfg.head.name, "head.name")
     check("mask", cfg.fusion.mask, "fusion.mask")
+    for name in cfg.training.loggers:
+        check("logger", name, "training.loggers")
     if cfg.backbone.path:
         problem = _backbone_path_problem(cfg.backbone.path)
         if problem:

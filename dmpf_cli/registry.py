@@ -1,4 +1,4 @@
-"""Registry of swappable components: encoders, backbones, heads and mask presets.
+"""Registry of swappable components: encoders, backbones, heads, mask presets and metric loggers.
 
 Built-ins register with a decorator on a plain factory (the timm ``register_model`` pattern)::
 
@@ -24,11 +24,12 @@ from typing import Any, Callable, Iterator
 from .errors import DmpfError
 
 ENTRY_POINT_GROUP = "dmpf.plugins"
-KINDS = ("encoder", "backbone", "head", "mask")
+KINDS = ("encoder", "backbone", "head", "mask", "logger")
 BUILTIN = "built-in"
 
 # Modules whose import registers the built-in components of each kind.
-_BUILTIN_MODULES = ("dmpf_cli.model.mask", "dmpf_cli.model.backbones", "dmpf_cli.model.encoders", "dmpf_cli.model.heads")
+_BUILTIN_MODULES = ("dmpf_cli.model.mask", "dmpf_cli.model.backbones", "dmpf_cli.model.encoders", "dmpf_cli.model.heads",
+                    "dmpf_cli.loggers")
 
 
 class RegistryError(DmpfError, LookupError):

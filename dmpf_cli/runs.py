@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from .checkpoints import RunDir, RunError, save_predictions
 from .config import ExperimentConfig, load_config, to_yaml
 from .datasets import open_data
 from .fileio import atomic_write_text
+from .loggers import check_loggers, open_loggers
 from .model.attention import resolve_backend
 from .model.backbones import check_available
 from .model.dmpf import resolve_device
@@ -100,28 +102,35 @@ def train_one(cfg: ExperimentConfig, run: RunDir, seed: int, *, resume: bool, ov
             console.print(f"encoders start from the encoder pre-training run {trainer.encoders_from}")
         if cfg.training.precision == "bf16" and trainer.device != "cuda":
             console.print("[yellow]note[/yellow]: training.precision bf16 applies on CUDA only; this run is fp32")
+        # the configured loggers, now that the step a resumed run continues from is known
+        trainer.logger = open_loggers(cfg, run, resume_step=trainer.state.step if resume else None)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
-    with Progress(*columns, console=console, transient=True, disable=not (world.main and console.is_terminal)) as bar:
-        trainer.fit(progress=_ProgressAdapter(bar))
-    ddp = None
-    if world.size > 1:  # the ranks must end with the same weights; then rank 0 alone tests and writes
-        sums = [None] * world.size
-        dist.all_gather_object(sums, trainer.parameter_checksum())
-        ddp = {"world_size": world.size, "parameter_checksums": sums,
-               "ranks_agree": all(abs(s - sums[0]) <= 1e-9 * max(1.0, abs(sums[0])) for s in sums)}
-        dist.barrier()
-        if not world.main:
-            return {}
-    results = trainer.test()
-    results["backbone"] = trainer.backbone_source
-    results["dataset"] = cfg.data.dataset
-    if ddp:
-        results["ddp"] = ddp
+    with closing(trainer.logger):  # closed, their files flushed, also when the run stops with an error
+        with Progress(*columns, console=console, transient=True,
+                      disable=not (world.main and console.is_terminal)) as bar:
+            trainer.fit(progress=_ProgressAdapter(bar))
+        ddp = None
+        if world.size > 1:  # the ranks must end with the same weights; then rank 0 alone tests and writes
+            sums = [None] * world.size
+            dist.all_gather_object(sums, trainer.parameter_checksum())
+            ddp = {"world_size": world.size, "parameter_checksums": sums,
+                   "ranks_agree": all(abs(s - sums[0]) <= 1e-9 * max(1.0, abs(sums[0])) for s in sums)}
+            dist.barrier()
+            if not world.main:
+                return {}
+        results = trainer.test()
+        results["backbone"] = trainer.backbone_source
+        results["dataset"] = cfg.data.dataset
+        if ddp:
+            results["ddp"] = ddp
+        if world.main:
+            save_predictions(run.predictions, trainer.predictions)
+            atomic_write_text(run.results, json.dumps(results, indent=1))
+            trainer.logger.log({"kind": "test", "step": trainer.state.step, "test": results["test"]})
+            plot_curves(run)
+            trainer.logger.image("curves", run.curves)
     if world.main:
-        save_predictions(run.predictions, trainer.predictions)
-        atomic_write_text(run.results, json.dumps(results, indent=1))
-        plot_curves(run)
         run.write_status(status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     return results
 
@@ -177,21 +186,28 @@ def summarize_seeds(results: list[dict[str, Any]]) -> dict[str, dict[str, float]
     return out
 
 
-def ready(cfg: ExperimentConfig, console: Console, *, encoders: bool = True) -> ExperimentConfig:
-    """Check everything that can refuse a run of ``cfg`` — the device, compile mode, attention backend, data, backbone
-    files and (``encoders``) the pre-trained encoders — and make what is made on first use (the synthetic data, the
-    demo LM), before any run directory is made, written or (with --overwrite) emptied. Returns ``cfg`` with its
-    data and encoder paths absolute, as stored in the run's config, so eval, predict and a later resume find them
-    from any directory. A grid checks every variant with it before its first run starts."""
-    device = resolve_device(cfg.training.device)
-    check_compile(cfg.training.compile, device, cfg.training.grad_accum)
-    resolve_backend(cfg.training.attention, device)
+def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` with its data and encoder paths absolute (from the working directory), as a run's config stores them."""
     if cfg.data.path and not Path(cfg.data.path).expanduser().is_absolute():
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(
             update={"path": str(Path(cfg.data.path).expanduser().resolve())})})
     if cfg.encoders.init_from and not Path(cfg.encoders.init_from).expanduser().is_absolute():
         cfg = cfg.model_copy(update={"encoders": cfg.encoders.model_copy(
             update={"init_from": str(Path(cfg.encoders.init_from).expanduser().resolve())})})
+    return cfg
+
+
+def ready(cfg: ExperimentConfig, console: Console, *, encoders: bool = True) -> ExperimentConfig:
+    """Check everything that can refuse a run of ``cfg`` — the device, compile mode, attention backend, the loggers'
+    packages, data, backbone files and (``encoders``) the pre-trained encoders — and make what is made on first use
+    (the synthetic data, the demo LM), before any run directory is made, written or (with --overwrite) emptied. Returns ``cfg`` with its
+    data and encoder paths absolute, as stored in the run's config, so eval, predict and a later resume find them
+    from any directory. A grid checks every variant with it before its first run starts."""
+    device = resolve_device(cfg.training.device)
+    check_compile(cfg.training.compile, device, cfg.training.grad_accum)
+    resolve_backend(cfg.training.attention, device)
+    check_loggers(cfg.training.loggers)
+    cfg = absolute_paths(cfg)
     data = open_data(cfg, console)
     ensure_backbone(cfg.backbone, console)
     check_available(cfg.backbone)

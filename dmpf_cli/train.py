@@ -13,6 +13,8 @@
   rank 0 alone writes files.
 * ``encoders.init_from``: the encoders start from an encoder pre-training run's (``dmpf pretrain-encoders``,
   :mod:`dmpf_cli.curriculum`) instead of a random init; checked by :func:`pretrained_encoders`.
+* Records (per logged step: loss parts, learning rates, grad norm, samples/s, the MM gates' values; per epoch:
+  validation metrics) go to the run's metric loggers (:mod:`dmpf_cli.loggers`), ``metrics.jsonl`` among them.
 
 Where the run's directory comes from, several seeds and resuming them: :mod:`dmpf_cli.runs`.
 """
@@ -20,7 +22,6 @@ Where the run's directory comes from, several seeds and resuming them: :mod:`dmp
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import time
@@ -39,9 +40,11 @@ from .config import ConfigError, ExperimentConfig, read_yaml
 from .data.batches import EpochBatchSampler, SplitDataset, batch_loader, make_loader, unimodal_labels
 from .datasets import open_data
 from .fileio import atomic_write_text
+from .loggers import JsonlLogger, Logger
 from .metrics import compute_metrics
 from .model.dmpf import build_encoders, build_model, resolve_device
 from .model.losses import dmpf_loss
+from .model.mm import Gate, MMBlock
 from .runtime import autocast, compiled, predict, to_device
 from .streams import SPLITS, STREAM, STREAMS
 
@@ -171,6 +174,28 @@ def pretrained_encoders(cfg: ExperimentConfig, dims: tuple[int, ...]) -> tuple[P
     return run.root, state
 
 
+# -- what the records show of the model ---------------------------------------------------------------
+
+def model_gates(model: nn.Module) -> dict[str, Gate]:
+    """Every MM block's gates by record key: ``block<i>/xattn_<stream>`` (each token group's cross-attention)
+    and ``block<i>/ffn``, ``i`` the GPT-2 block the MM block follows (``mm.layers``)."""
+    gates = {}
+    for name, module in model.named_modules():
+        if isinstance(module, MMBlock):
+            block = f"block{name.rsplit('.', 1)[-1]}"
+            gates.update({f"{block}/xattn_{STREAM[g].prefix}": module.xgate[g] for g in module.groups})
+            gates[f"{block}/ffn"] = module.ffn_gate
+    return gates
+
+
+@torch.no_grad()
+def gate_values(gates: dict[str, Gate]) -> dict[str, float]:
+    """The value each gate applies (sigmoid(α) or tanh(α)), copied to the host in one transfer."""
+    if not gates:
+        return {}
+    return dict(zip(gates, torch.stack([g.value().float() for g in gates.values()]).tolist()))
+
+
 # -- one run ---------------------------------------------------------------------------------------
 
 @dataclass
@@ -236,6 +261,10 @@ class Trainer:
         # metrics); a hook may raise to stop the run there (a sweep's pruner does), the run stays resumable
         self.epoch_hooks: list[Callable[[LoopState, dict[str, float]], None]] = []
         self.predictions: dict[str, tuple[list[str], torch.Tensor, torch.Tensor]] = {}  # test()'s, per split
+        self.gates = model_gates(model)
+        # where rank 0's records go: metrics.jsonl, until runs.train_one opens the configured loggers (after
+        # restore(), once the step the run resumes from is known)
+        self.logger: Logger = JsonlLogger(run)
 
     # -- persistence ---------------------------------------------------------------------------
 
@@ -266,9 +295,10 @@ class Trainer:
             atomic_write_text(self.run.metrics, "".join(lines))
 
     def log(self, record: dict[str, Any]) -> None:
+        """Hand a step or epoch record to the loggers (rank 0), and count it: a checkpoint keeps the count, so
+        :meth:`restore` can cut metrics.jsonl back to it."""
         if self.world.main:
-            with open(self.run.metrics, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            self.logger.log(record)
         self.state.records += 1
 
     # -- the loop ------------------------------------------------------------------------------
@@ -331,7 +361,8 @@ class Trainer:
                         rate = seen * self.world.size / max(time.perf_counter() - t0, 1e-9)
                         lrs = {f"lr_{g['name'].split('/')[0]}": g["lr"] for g in self.optimizer.param_groups}
                         self.log({"kind": "step", "epoch": st.epoch, "step": st.step, "loss": mean["total"],
-                                  "parts": mean, "grad_norm": float(norm), **lrs, "samples_per_s": rate})
+                                  "parts": mean, "grad_norm": float(norm), **lrs, "samples_per_s": rate,
+                                  "gates": gate_values(self.gates)})
                         if progress:
                             progress.update(task, completed=i + 1, info=f"loss {mean['total']:.3f} "
                                             f"(task {mean['task']:.3f}) lr {lrs.get('lr_lm', 0):.1e} {rate:,.0f} samples/s")
