@@ -1,8 +1,10 @@
 """Evaluation metrics with the MMSA key names and definitions (SPEC §8), so results compare with papers.
 
-``p`` = predictions, ``t`` = labels (regression scores). Every value returned is a python ``float``;
+``p`` = predictions, ``t`` = labels (regression scores). Every value compute_metrics returns is a python ``float``;
 accuracies and F1 scores are fractions in [0, 1] (as MMSA reports them, not percentages) and are not
-rounded here.
+rounded here. :func:`batch_metrics` scores many sample sets at once — a bootstrap's resamples, as rows of a
+(B, N) array — and gives each row exactly what :func:`compute_metrics` gives it alone: the definitions below
+are written once, over rows, and compute_metrics is them on one row.
 
 Precision: ``MAE``, ``Corr`` and all MOSEI-family metrics are computed in float64, whatever the input
 dtype. The SIMS bins (``Mult_acc_2/3/5``, ``F1_score`` and the SIMS classes of :func:`label_bins`) are
@@ -57,9 +59,11 @@ from .streams import DATASETS as _DATASETS
 __all__ = [
     "BIN_CLASSES",
     "DATASETS",
+    "FRACTIONS",
     "LOWER_IS_BETTER",
     "METRIC_KEYS",
     "MetricsError",
+    "batch_metrics",
     "binned_label_names",
     "compute_metrics",
     "label_bins",
@@ -85,6 +89,9 @@ METRIC_KEYS: dict[str, tuple[str, ...]] = {name: _FAMILY_KEYS[d.metrics] for nam
 
 # Metrics where a smaller value is better (all others: larger is better).
 LOWER_IS_BETTER: frozenset[str] = frozenset({"MAE"})
+
+# Metrics that are fractions in [0, 1] (the accuracies and F1 scores): papers print them as percentages.
+FRACTIONS: frozenset[str] = frozenset(k for keys in _FAMILY_KEYS.values() for k in keys) - {"MAE", "Corr"}
 
 # SIMS inner bin edges (each bin is (left, right]; values are clipped to [-1, 1] first, so the first
 # bin also holds -1).
@@ -175,61 +182,80 @@ def _inputs(preds: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 # -- the definitions -------------------------------------------------------------------------------
+# Each works on rows: ``p`` and ``t`` are (B, N) arrays, one scored sample set per row (a bootstrap's
+# resamples; compute_metrics passes one row), and each returns B values. Every reduction runs along a
+# row, so a row is scored exactly as the same values would be alone.
 
-def _accuracy(pred_classes: np.ndarray, true_classes: np.ndarray) -> float:
-    return float(np.mean(pred_classes == true_classes))
+def _accuracy(pred_classes: np.ndarray, true_classes: np.ndarray, within: np.ndarray | None = None) -> np.ndarray:
+    """Per row, the fraction of (``within``) samples whose classes agree; NaN for a row with none within."""
+    hits = pred_classes == true_classes
+    if within is None:
+        return hits.mean(axis=1)
+    count = within.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (hits & within).sum(axis=1) / count
 
 
-def _weighted_f1(pred_classes: np.ndarray, true_classes: np.ndarray) -> float:
-    """scikit-learn's ``f1_score(true, pred, average="weighted")``, for a non-empty input."""
-    total = 0.0
-    for c in np.union1d(true_classes, pred_classes):
+def _weighted_f1(pred_classes: np.ndarray, true_classes: np.ndarray, classes: tuple,
+                 within: np.ndarray | None = None) -> np.ndarray:
+    """Per row, scikit-learn's ``f1_score(true, pred, average="weighted")`` over the (``within``) samples;
+    NaN for a row with none within. ``classes``: every class either side can hold, in ascending order (a
+    class absent from a row on both sides adds exactly 0, as scikit-learn leaves it out)."""
+    total = np.zeros(true_classes.shape[0])
+    for c in classes:
         in_true = true_classes == c
         in_pred = pred_classes == c
-        tp = float(np.sum(in_true & in_pred))
-        fp = float(np.sum(~in_true & in_pred))
-        fn = float(np.sum(in_true & ~in_pred))
-        f1 = 2.0 * tp / (2.0 * tp + fp + fn)  # > 0 denominator: c occurs in truth or prediction
-        total += f1 * float(np.sum(in_true))
-    return total / float(true_classes.size)
+        if within is not None:
+            in_true &= within
+            in_pred &= within
+        tp = np.sum(in_true & in_pred, axis=1).astype(np.float64)
+        fp = np.sum(~in_true & in_pred, axis=1).astype(np.float64)
+        fn = np.sum(in_true & ~in_pred, axis=1).astype(np.float64)
+        denom = 2.0 * tp + fp + fn  # > 0 exactly where c occurs in the row's truth or prediction
+        f1 = np.divide(2.0 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+        total = total + f1 * np.sum(in_true, axis=1).astype(np.float64)
+    size = (np.full(true_classes.shape[0], true_classes.shape[1]) if within is None else within.sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return total / size.astype(np.float64)
 
 
-def _mae(p: np.ndarray, t: np.ndarray) -> float:
-    return float(np.mean(np.abs(p - t)))
+def _mae(p: np.ndarray, t: np.ndarray) -> np.ndarray:
+    return np.mean(np.abs(p - t), axis=1)
 
 
-def _corr(p: np.ndarray, t: np.ndarray) -> float:
-    """Pearson correlation; 0.0 when either side is constant (undefined there)."""
+def _corr(p: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Per row, Pearson correlation; 0.0 where either side is constant (undefined there)."""
     # test constancy exactly: a mean of equal floats can differ from them in the last bit
-    if p.max() == p.min() or t.max() == t.min():
-        return 0.0
-    dp = p - p.mean()
-    dt = t - t.mean()
-    denom = np.sqrt(np.sum(dp * dp) * np.sum(dt * dt))
-    if not denom > 0:  # underflow of tiny, non-identical values
-        return 0.0
-    return float(np.clip(np.sum(dp * dt) / denom, -1.0, 1.0))
+    constant = (p.max(axis=1) == p.min(axis=1)) | (t.max(axis=1) == t.min(axis=1))
+    dp = p - p.mean(axis=1, keepdims=True)
+    dt = t - t.mean(axis=1, keepdims=True)
+    denom = np.sqrt(np.sum(dp * dp, axis=1) * np.sum(dt * dt, axis=1))
+    defined = ~constant & (denom > 0)  # denom 0 for non-constant rows: underflow of tiny, non-identical values
+    r = np.divide(np.sum(dp * dt, axis=1), denom, out=np.zeros_like(denom), where=defined)
+    return np.clip(r, -1.0, 1.0)
 
 
-def _mosei(p: np.ndarray, t: np.ndarray) -> dict[str, float]:
-    has0_p, has0_t = p >= 0, t >= 0
-    non0 = t != 0
-    if non0.any():
-        non0_p, non0_t = p[non0] > 0, t[non0] > 0
-        non0_acc, non0_f1 = _accuracy(non0_p, non0_t), _weighted_f1(non0_p, non0_t)
-    else:
-        non0_acc = non0_f1 = float("nan")
-    mult = {k: _accuracy(np.round(np.clip(p, -k, k)), np.round(np.clip(t, -k, k))) for k in (2.0, 3.0)}
-    return {
-        "Has0_acc_2": _accuracy(has0_p, has0_t),
-        "Has0_F1_score": _weighted_f1(has0_p, has0_t),
-        "Non0_acc_2": non0_acc,
-        "Non0_F1_score": non0_f1,
-        "Mult_acc_5": mult[2.0],
-        "Mult_acc_7": mult[3.0],
-        "MAE": _mae(p, t),
-        "Corr": _corr(p, t),
-    }
+def _mosei(p: np.ndarray, t: np.ndarray, keys) -> dict[str, np.ndarray]:
+    p, t = p.astype(np.float64, copy=False), t.astype(np.float64, copy=False)
+    out = {}
+    want = set(keys)
+    if want & {"Has0_acc_2", "Has0_F1_score"}:
+        has0_p, has0_t = p >= 0, t >= 0
+        out["Has0_acc_2"] = _accuracy(has0_p, has0_t)
+        out["Has0_F1_score"] = _weighted_f1(has0_p, has0_t, (False, True))
+    if want & {"Non0_acc_2", "Non0_F1_score"}:  # NaN for a row without a non-zero label: nothing to score
+        non0 = t != 0
+        non0_p, non0_t = p > 0, t > 0
+        out["Non0_acc_2"] = _accuracy(non0_p, non0_t, non0)
+        out["Non0_F1_score"] = _weighted_f1(non0_p, non0_t, (False, True), non0)
+    for key, k in (("Mult_acc_5", 2.0), ("Mult_acc_7", 3.0)):
+        if key in want:
+            out[key] = _accuracy(np.round(np.clip(p, -k, k)), np.round(np.clip(t, -k, k)))
+    if "MAE" in want:
+        out["MAE"] = _mae(p, t)
+    if "Corr" in want:
+        out["Corr"] = _corr(p, t)
+    return out
 
 
 def _sims_clip(x: np.ndarray) -> np.ndarray:
@@ -247,18 +273,22 @@ def _sims_bin(x: np.ndarray, n: int) -> np.ndarray:
     return np.searchsorted(np.asarray(_SIMS_EDGES[n], dtype=x.dtype), x, side="left")
 
 
-def _sims(p: np.ndarray, t: np.ndarray) -> dict[str, float]:
+def _sims(p: np.ndarray, t: np.ndarray, keys) -> dict[str, np.ndarray]:
     p, t = _sims_clip(p), _sims_clip(t)
-    bins = {n: (_sims_bin(p, n), _sims_bin(t, n)) for n in _SIMS_EDGES}
+    want = set(keys)
+    out = {}
+    for n in _SIMS_EDGES:
+        if want & {f"Mult_acc_{n}", *(["F1_score"] if n == 2 else [])}:
+            pb, tb = _sims_bin(p, n), _sims_bin(t, n)
+            out[f"Mult_acc_{n}"] = _accuracy(pb, tb)
+            if n == 2:
+                out["F1_score"] = _weighted_f1(pb, tb, (0, 1))
     p64, t64 = p.astype(np.float64), t.astype(np.float64)  # exact widening; MAE and Corr stay float64
-    return {
-        "Mult_acc_2": _accuracy(*bins[2]),
-        "Mult_acc_3": _accuracy(*bins[3]),
-        "Mult_acc_5": _accuracy(*bins[5]),
-        "F1_score": _weighted_f1(*bins[2]),
-        "MAE": _mae(p64, t64),
-        "Corr": _corr(p64, t64),
-    }
+    if "MAE" in want:
+        out["MAE"] = _mae(p64, t64)
+    if "Corr" in want:
+        out["Corr"] = _corr(p64, t64)
+    return out
 
 
 # -- public API ------------------------------------------------------------------------------------
@@ -273,11 +303,38 @@ def compute_metrics(preds: Any, labels: Any, dataset: str) -> dict[str, float]:
     """
     dataset = _check_dataset(dataset)
     p, t = _inputs(preds, labels)
+    rows = _rows(p[None, :], t[None, :], dataset, METRIC_KEYS[dataset])
+    return {key: float(rows[key][0]) for key in METRIC_KEYS[dataset]}
+
+
+def batch_metrics(preds: np.ndarray, labels: np.ndarray, dataset: str,
+                  keys: tuple[str, ...] | list[str] | None = None) -> dict[str, np.ndarray]:
+    """The metrics of every row of ``preds`` (B, N) against the same row of ``labels`` (B, N): B values per
+    key, each exactly what :func:`compute_metrics` gives for that row alone (it is this function on one row).
+
+    What a bootstrap needs: each row one resample of a test set, all scored in a few array operations.
+    ``keys``: a subset of ``METRIC_KEYS[dataset]`` to compute (default: all). The rows are taken as they
+    are — finite, non-empty, numpy arrays, float32 where SIMS should bin in float32 (checked by
+    compute_metrics for its input, not here, where the same values are resampled thousands of times).
+    """
+    dataset = _check_dataset(dataset)
+    keys = tuple(METRIC_KEYS[dataset] if keys is None else keys)
+    unknown = [k for k in keys if k not in METRIC_KEYS[dataset]]
+    if unknown:
+        raise MetricsError(f"no metric {unknown[0]!r} for {dataset}; its metrics: {', '.join(METRIC_KEYS[dataset])}")
+    p, t = np.asarray(preds), np.asarray(labels)
+    if p.ndim != 2 or p.shape != t.shape:
+        raise MetricsError(f"batch_metrics takes (B, N) predictions and labels of one shape, got "
+                           f"{tuple(p.shape)} and {tuple(t.shape)}")
+    return _rows(p, t, dataset, keys)
+
+
+def _rows(p: np.ndarray, t: np.ndarray, dataset: str, keys) -> dict[str, np.ndarray]:
     if _DATASETS[dataset].metrics == "sims":
-        result = _sims(p, t)  # bins in each input's own precision, like MMSA
+        result = _sims(p, t, keys)  # bins in each input's own precision, like MMSA
     else:
-        result = _mosei(p.astype(np.float64), t.astype(np.float64))
-    return {key: float(result[key]) for key in METRIC_KEYS[dataset]}
+        result = _mosei(p, t, keys)
+    return {key: result[key] for key in keys}
 
 
 def binned_label_names(dataset: str) -> list[str]:
