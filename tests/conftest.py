@@ -1,4 +1,5 @@
-"""Shared fixtures: a CLI runner, the repository root, and one tiny trained run for the tests that read one.
+"""Shared fixtures: a CLI runner, the repository root, one tiny trained run for the tests that read one, and a real
+single-node Slurm cluster (``slurm``) for the launcher tests of dmpf grid and dmpf sweep.
 
 Tests marked ``slow`` run subprocesses, train end to end, compile or pip-install; ``pytest -m "not slow"`` is
 the fast tier (every module, in well under a minute). A test that uses the ``trained`` fixture is slow.
@@ -171,3 +172,21 @@ def trained(tmp_path_factory):
     os.environ.setdefault("DMPF_DATA_DIR", str(tmp_path_factory.getbasetemp() / "dmpf-data"))
     dmpf("train", "--output", root, *TINY)
     return root
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A real Slurm cluster on this machine, started by the test (Debian's packages, installed when missing);
+    skipped where it cannot run: not root, or no apt-get. Stopped again if this test session started it."""
+    import shutil
+
+    pytest.importorskip("submitit")
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip("a local Slurm needs root and Debian's apt-get (scripts/slurm_local.sh)")
+    was_up = subprocess.run(["sinfo", "-h"], capture_output=True).returncode == 0 if shutil.which("sinfo") else False
+    started = subprocess.run(["bash", str(ROOT / "scripts" / "slurm_local.sh")], capture_output=True, text=True,
+                             timeout=600)
+    assert started.returncode == 0, started.stderr
+    yield started.stdout.strip()
+    if not was_up:
+        subprocess.run(["bash", str(ROOT / "scripts" / "slurm_local.sh"), "--stop"], capture_output=True, timeout=120)

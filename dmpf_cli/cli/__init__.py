@@ -10,6 +10,8 @@
 ``cli/plugins.py``        ``dmpf plugins``
 ``cli/pretrain.py``       ``dmpf pretrain-lm``
 ``cli/curriculum.py``     ``dmpf pretrain-encoders``
+``cli/grid.py``           ``dmpf grid``
+``cli/report.py``         ``dmpf report``
 ========================  =============================================
 
 Each verb parses its options, calls the library and renders the result. Start-up stays light: torch,
@@ -29,7 +31,7 @@ from typer.core import TyperGroup
 
 from .. import __version__
 from ..errors import DmpfError
-from . import bench, config, curriculum, data, evaluate, inspect, plugins, pretrain, train
+from . import bench, config, curriculum, data, evaluate, grid, inspect, plugins, pretrain, report, train
 
 
 class OneLineErrors(TyperGroup):
@@ -112,6 +114,8 @@ app.command("eval")(evaluate.eval_command)
 app.command("predict")(evaluate.predict_command)
 app.command("bench")(bench.bench_command)
 app.command("inspect-model")(inspect.inspect_model)
+app.command("report")(report.report_command)
+app.command("grid")(grid.grid_command)
 
 
 def main() -> None:

@@ -87,3 +87,27 @@ def _fmt(value) -> str:
     if isinstance(value, dict):  # mean ± std
         return f"{value['mean']:.4f} ± {value['std']:.4f}"
     return f"{value:.4f}"
+
+
+# Where the jobs of a grid or the workers of a sweep run (dmpf_cli.jobs).
+GpusOpt = Annotated[Optional[str], typer.Option(
+    "--gpus", help="Run one job per GPU at a time on this machine, e.g. 0,1,2,3.", rich_help_panel="Where jobs run")]
+JobsOpt = Annotated[Optional[int], typer.Option(
+    "--jobs", help="Run N jobs at a time on this machine's CPUs (dmpf sweep --launcher …: submit N workers).", rich_help_panel="Where jobs run")]
+class Launcher(str, Enum):
+    slurm = "slurm"
+    submitit_local = "submitit-local"
+
+
+LauncherOpt = Annotated[Optional[Launcher], typer.Option(
+    "--launcher", help="slurm: submit each job with submitit; submitit-local: submitit's local executor.",
+    rich_help_panel="Where jobs run")]
+SlurmPartitionOpt = Annotated[Optional[str], typer.Option(
+    "--slurm-partition", help="The Slurm partition (default: the cluster's).", rich_help_panel="Where jobs run")]
+SlurmTimeOpt = Annotated[int, typer.Option(
+    "--slurm-time", help="Each Slurm job's time limit, in minutes.", rich_help_panel="Where jobs run")]
+GpusPerJobOpt = Annotated[int, typer.Option(
+    "--gpus-per-job", help="GPUs per Slurm job; more than 1 trains with DDP, one rank per GPU.",
+    rich_help_panel="Where jobs run")]
+CpusPerJobOpt = Annotated[Optional[int], typer.Option(
+    "--cpus-per-job", help="CPUs per Slurm job (default: the cluster's).", rich_help_panel="Where jobs run")]

@@ -1,0 +1,261 @@
+"""``dmpf grid``: named variants of one config × seeds, each a normal run directory, then one report.
+
+A grid file::
+
+    name: demo                      # the default output is runs/grids/NAME
+    base: default                   # a preset, or a config file (relative to the grid file)
+    overrides: [training.max_epochs=4]   # for every variant
+    seeds: [1111, 1112]
+    baseline: full                  # the variant the report compares with
+    variants:
+      full: []
+      text-only: [fusion.n_a=0, fusion.n_v=0, fusion.n_av=0]
+
+The grid directory::
+
+    DIR/grid.yaml                   the grid file as it was run
+    DIR/grid.json                   variants, their overrides and run directories (what `dmpf report` reads)
+    DIR/VARIANT/config.yaml         the variant's resolved config
+    DIR/VARIANT/seed-N/             a run directory (`dmpf eval --run`, `dmpf train --resume` take it)
+    DIR/logs/VARIANT-seed-N.log     each run's console output
+    DIR/report.md, DIR/report.json  the report, written at the end
+
+Every variant is resolved and checked (keys, values, data, backbone, device) before the first run starts. Running
+the command again finishes the grid: finished runs are kept, killed ones resumed, missing ones started; variants or
+seeds added to the file since are added to the grid. A variant whose config has changed since its runs were made is
+refused — its runs would mix two configs — and nothing finished is ever overwritten.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import ConfigError, ExperimentConfig, load_config, to_yaml
+from .errors import DmpfError
+from .fileio import atomic_write_text
+
+GRID_KEYS = ("name", "description", "base", "overrides", "seeds", "baseline", "variants")
+GRID_FILE, GRID_RECORD, VARIANT_CONFIG = "grid.yaml", "grid.json", "config.yaml"
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a variant names a directory
+
+
+class GridError(DmpfError):
+    """A grid file or grid directory that cannot be used; one line naming the file and key."""
+
+
+@dataclass
+class Grid:
+    path: Path  # the grid file
+    name: str
+    description: str
+    base: str
+    overrides: list[str]
+    seeds: list[int]
+    baseline: str
+    variants: dict[str, list[str]]  # in the file's order
+    text: str
+
+
+def _close(word: str, options) -> str:
+    close = difflib.get_close_matches(word, list(options), n=2, cutoff=0.6)
+    return f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+
+
+def _strings(value: Any, where: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise GridError(f"{where}: expected a list of key=value overrides, got {value!r}")
+    return [v.strip() for v in value]
+
+
+def shipped_grids() -> list[str]:
+    """The grid files dmpf ships (``configs/grids/NAME.yaml``), by name."""
+    from .config import CONFIG_DIR
+
+    return sorted(p.stem for p in (CONFIG_DIR / "grids").glob("*.yaml"))
+
+
+def grid_file(given: Path) -> Path:
+    """A grid file's path, or a shipped grid's by name (``dmpf grid demo``) where no such file exists."""
+    from .config import CONFIG_DIR
+
+    if given.exists() or given.suffix or len(given.parts) > 1:
+        return given
+    shipped = CONFIG_DIR / "grids" / f"{given}.yaml"
+    if shipped.is_file():
+        return shipped
+    raise GridError(f"{given}: no such grid file or shipped grid: {_close(str(given), shipped_grids())}shipped: "
+                    f"{', '.join(shipped_grids())}")
+
+
+def read_grid(path: Path) -> Grid:
+    """Read and check a grid file's structure (not yet its configs: :func:`variant_configs`)."""
+    path = grid_file(Path(path))
+    if not path.is_file():
+        raise GridError(f"{path}: no such grid file")
+    text = path.read_text(encoding="utf-8")
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise GridError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(tree, dict):
+        raise GridError(f"{path}: expected a mapping with {', '.join(GRID_KEYS)}")
+    for key in tree:
+        if key not in GRID_KEYS:
+            raise GridError(f"{path}: unknown key '{key}': {_close(str(key), GRID_KEYS)}expected one of "
+                            f"{', '.join(GRID_KEYS)}")
+    name = tree.get("name") or path.stem
+    if not isinstance(name, str) or not NAME.match(name):
+        raise GridError(f"{path}: name: expected letters, digits, '-', '_' or '.', got {name!r}")
+    variants = tree.get("variants")
+    if not isinstance(variants, dict) or not variants:
+        raise GridError(f"{path}: variants: expected a mapping of variant names to override lists, "
+                        "e.g. {full: [], text-only: [fusion.n_a=0, fusion.n_v=0, fusion.n_av=0]}")
+    for variant in variants:
+        if not isinstance(variant, str) or not NAME.match(variant):
+            raise GridError(f"{path}: variants: the name {variant!r} is not a directory name (letters, digits, "
+                            "'-', '_', '.')")
+    parsed = {v: _strings(ov, f"{path}: variants.{v}") for v, ov in variants.items()}
+    baseline = tree.get("baseline", next(iter(parsed)))
+    if baseline not in parsed:
+        raise GridError(f"{path}: baseline: '{baseline}' is not a variant: {_close(str(baseline), parsed)}"
+                        f"the variants are {', '.join(parsed)}")
+    seeds = tree.get("seeds", None)
+    if seeds is not None:
+        if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                               for s in seeds) or len(set(seeds)) != len(seeds):
+            raise GridError(f"{path}: seeds: expected a list of distinct integers like [1111, 1112], got {seeds!r}")
+    base = tree.get("base", "default")
+    if not isinstance(base, str) or not base:
+        raise GridError(f"{path}: base: expected a preset name or a config file, got {base!r}")
+    return Grid(path, name, str(tree.get("description") or ""), base, _strings(tree.get("overrides"),
+                f"{path}: overrides"), list(seeds or []), baseline, parsed, text)
+
+
+def _base_config(grid: Grid) -> Path | str:
+    """The base: a config file beside the grid file, else a preset by name (or a path from here)."""
+    beside = grid.path.parent / grid.base
+    return beside if beside.is_file() else grid.base
+
+
+def variant_configs(grid: Grid) -> dict[str, ExperimentConfig]:
+    """Every variant resolved: the base, the grid's overrides, then the variant's (data and encoder paths made
+    absolute, as a run stores them). A problem names the grid file and the variant."""
+    from .runs import absolute_paths
+
+    out = {}
+    for variant, overrides in grid.variants.items():
+        try:
+            out[variant] = absolute_paths(load_config(config=_base_config(grid), overrides=[*grid.overrides, *overrides]))
+        except ConfigError as exc:
+            raise GridError("\n".join(f"{grid.path}: variant '{variant}': {line}"
+                                      for line in str(exc).splitlines())) from None
+        except DmpfError as exc:  # an unknown preset named by base
+            raise GridError(f"{grid.path}: base: {exc}") from None
+    return out
+
+
+def _seedless(cfg: ExperimentConfig) -> dict[str, Any]:
+    """A config as compared between runs of a grid: the seeds are the grid's business."""
+    tree = cfg.model_dump(mode="json")
+    tree["training"].pop("seeds", None)
+    return tree
+
+
+def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
+    return f"{prefix.rstrip('.')}: {a!r} then, {b!r} now"
+
+
+# -- planning ------------------------------------------------------------------------------------
+
+@dataclass
+class Plan:
+    grid: Grid
+    root: Path
+    seeds: list[int]
+    configs: dict[str, ExperimentConfig]
+    jobs: list  # jobs.Job, seed-major: the first seed of every variant first, so a partial grid is a whole table
+
+
+def plan(grid: Grid, root: Path, seeds: list[int] | None = None, *, resume: bool = False) -> Plan:
+    """What to run where; refuses a directory that holds something else, or this grid with a variant changed."""
+    from .jobs import Job
+
+    configs = variant_configs(grid)
+    seeds = seeds or grid.seeds or next(iter(configs.values())).training.seeds
+    record = root / GRID_RECORD
+    if root.exists() and not root.is_dir():
+        raise GridError(f"--output: {root} is a file, not a directory; choose another --output")
+    if record.is_file():
+        for variant, cfg in configs.items():
+            stored = root / variant / VARIANT_CONFIG
+            if stored.is_file():
+                try:
+                    then = load_config(config=stored)
+                except DmpfError:
+                    raise GridError(f"--output: {stored}: unreadable; choose another --output") from None
+                if _seedless(then) != _seedless(cfg):
+                    raise GridError(f"{grid.path}: variant '{variant}' has changed since its runs in {root / variant} "
+                                    f"were made ({_first_difference(_seedless(then), _seedless(cfg))}); rename the "
+                                    "variant or choose another --output")
+    elif resume:
+        raise GridError(f"--resume: {root} holds no grid ({GRID_RECORD}); run without --resume to start it")
+    elif root.is_dir() and any(root.iterdir()):
+        raise GridError(f"--output: {root} exists and is not a grid directory; choose another --output")
+    jobs = [Job(f"{variant}/seed-{seed}", root / variant / f"seed-{seed}", root / variant / VARIANT_CONFIG, seed,
+                configs[variant].training.max_epochs)
+            for seed in seeds for variant in grid.variants]
+    return Plan(grid, root, seeds, configs, jobs)
+
+
+def write_plan(p: Plan) -> None:
+    """The grid file, each variant's config and ``grid.json`` (merged with what an earlier invocation added)."""
+    p.root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(p.root / GRID_FILE, p.grid.text)
+    record_path = p.root / GRID_RECORD
+    record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.is_file() else {}
+    variants = record.get("variants", {})
+    for variant, cfg in p.configs.items():
+        (p.root / variant).mkdir(exist_ok=True)
+        if not (p.root / variant / VARIANT_CONFIG).is_file():
+            atomic_write_text(p.root / variant / VARIANT_CONFIG, to_yaml(cfg))
+        entry = variants.setdefault(variant, {"overrides": p.grid.variants[variant], "runs": {}})
+        for seed in p.seeds:
+            entry["runs"][str(seed)] = f"{variant}/seed-{seed}"
+    order = list(p.grid.variants) + [v for v in variants if v not in p.grid.variants]
+    atomic_write_text(record_path, json.dumps({
+        "name": p.grid.name, "description": p.grid.description, "base": p.grid.base,
+        "overrides": p.grid.overrides, "baseline": p.grid.baseline,
+        "variants": {v: variants[v] for v in order}}, indent=1))
+
+
+def counts(p: Plan) -> dict[str, int]:
+    """How many runs are finished, resumable, to restart and new."""
+    out = {"finished": 0, "resume": 0, "restart": 0, "new": 0}
+    for job in p.jobs:
+        out[job.state()] += 1
+    return out
+
+
+def write_report(root: Path) -> dict[str, Any]:
+    """``report.md`` and ``report.json`` of the grid in ``root`` (:mod:`dmpf_cli.report`); returns the report."""
+    from .report import build_report, render
+
+    report = build_report([root])
+    atomic_write_text(root / "report.md", render(report, "md"))
+    atomic_write_text(root / "report.json", render(report, "json"))
+    return report

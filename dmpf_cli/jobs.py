@@ -1,0 +1,557 @@
+"""Where the runs of a grid (or the workers of a sweep) go: this process, one process per GPU or CPU slot of this
+machine, or a Slurm cluster through submitit — and watching them from the run directories they write.
+
+A :class:`Job` is one run directory to finish: started when it is new, resumed when a killed run left a resumable
+checkpoint, started again when it died before its first checkpoint, and left alone when finished. What it runs is
+decided where it runs (:func:`run_job`), so a job submitted twice never trains a finished run again.
+
+Launchers (:func:`launch`):
+
+* ``in-process`` (the default): one job after the other in this process.
+* ``local`` with slots: ``--gpus 0,1,2,3`` runs one ``dmpf train`` subprocess per GPU at a time, each seeing only its
+  GPU (``CUDA_VISIBLE_DEVICES``) — the reference's per-GPU runner scripts, done once; ``--jobs N`` runs N at a
+  time on the CPUs.
+* ``slurm``: each job is submitted with submitit to a Slurm partition (``--slurm-partition``, ``--slurm-time``,
+  ``--gpus-per-job``); a job asking for several GPUs runs as that many tasks, one DDP rank each (submitit exports
+  the torch.distributed environment torchrun would). ``submitit-local`` is submitit's local executor, the same
+  code path without a cluster.
+
+Every job writes its console output to ``LOGS/NAME.log``; the progress display (:class:`Monitor`) reads the run
+directories themselves (``run.json``, ``metrics.jsonl``), so it shows the same thing whichever launcher runs the job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .checkpoints import RunDir
+from .errors import DmpfError
+
+LAUNCHERS = ("in-process", "local", "slurm", "submitit-local")
+
+
+class JobError(DmpfError):
+    """A launcher that cannot run here (no submitit, no CUDA for --gpus, …); one line."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run directory to finish: ``config`` (a resolved config file) trained with ``seed`` into ``run_dir``."""
+
+    name: str  # e.g. "full/seed-1111": names the log and the progress line
+    run_dir: Path
+    config: Path
+    seed: int
+    max_epochs: int = 0  # for the progress bar
+
+    def state(self) -> str:
+        """``finished``, ``resume`` (a killed run with a resumable checkpoint), ``restart`` (a run that died before
+        its first checkpoint: nothing of it can be kept) or ``new``."""
+        run = RunDir(self.run_dir)
+        status = run.read_status().get("status") if run.status.is_file() else None
+        if status is None:
+            return "new"
+        if status == "finished" and run.results.is_file():
+            return "finished"
+        last = run.last
+        return "resume" if last.is_dir() or last.with_name(f"{last.name}.old").is_dir() else "restart"
+
+    def argv(self) -> list[str]:
+        """The ``dmpf train`` command that finishes this job from where it stands."""
+        state = self.state()
+        if state == "resume":
+            return ["train", "--resume", str(self.run_dir)]
+        return ["train", "--config", str(self.config), "--seeds", str(self.seed), "--output", str(self.run_dir),
+                *(["--overwrite"] if state == "restart" else [])]
+
+
+def run_job(job: Job, log: Path | None = None) -> dict[str, Any]:
+    """Finish ``job`` in this process (the in-process launcher, and the body of a Slurm job); returns its results.
+    Its console output goes to ``log`` (appended), or nowhere."""
+    from rich.console import Console
+
+    from .config import load_config
+    from .runs import train
+
+    _export_distributed()
+    threads = _slurm_threads()
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads["OMP_NUM_THREADS"]))
+    state = _agreed_state(job)
+    if state == "finished":
+        return json.loads(RunDir(job.run_dir).results.read_text(encoding="utf-8"))
+    with open(log, "a", encoding="utf-8") if log else open(os.devnull, "w") as stream:
+        console = Console(file=stream, width=160, soft_wrap=True, highlight=False)
+        if state == "resume":
+            summary = train(None, None, None, resume=job.run_dir, console=console)
+        else:
+            cfg = load_config(config=job.config)
+            summary = train(cfg, job.run_dir, [job.seed], overwrite=state == "restart", console=console)
+    return next(iter(summary["runs"].values()), {})
+
+
+def _agreed_state(job: Job) -> str:
+    """The job's state as rank 0 sees it, for every rank of a multi-task job: a rank that looked after rank 0
+    had begun writing the run directory would otherwise take a fresh run for a dead one and start it over."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return job.state()
+    import torch.distributed as dist
+
+    from .config import load_config
+    from .model.dmpf import resolve_device
+    from .train import init_distributed
+
+    world = init_distributed(resolve_device(load_config(config=job.config).training.device))
+    said = [job.state() if world.main else None]
+    dist.broadcast_object_list(said, src=0)
+    return said[0]
+
+
+def _slurm_threads() -> dict[str, str]:
+    """Inside a Slurm job: CPU threads for the CPUs Slurm gave the task (--cpus-per-job), unless the user set
+    OMP_NUM_THREADS. Without cgroups a task sees every core, and jobs side by side with all-core thread pools
+    run many times slower."""
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+    return {"OMP_NUM_THREADS": cpus} if cpus and "OMP_NUM_THREADS" not in os.environ else {}
+
+
+def _export_distributed() -> None:
+    """Inside a Slurm job with several tasks: the environment torch.distributed reads (RANK, WORLD_SIZE, …)."""
+    if int(os.environ.get("SLURM_NTASKS", "1")) <= 1 or "WORLD_SIZE" in os.environ:
+        return
+    from submitit.helpers import TorchDistributedEnvironment
+
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+
+# -- launchers -------------------------------------------------------------------------------------
+
+@dataclass
+class Launch:
+    """How to run jobs: the launcher and its options (see the module docstring)."""
+
+    launcher: str = "in-process"
+    slots: list[dict[str, str]] = field(default_factory=list)  # local: one environment per parallel slot
+    slurm_partition: str | None = None
+    slurm_time: int = 60  # minutes
+    gpus_per_job: int = 1
+    cpus_per_job: int | None = None
+    tasks_per_job: int | None = None  # DDP ranks per Slurm job; default one per GPU (CPU-only DDP: set it)
+
+    @property
+    def parallel(self) -> int:
+        return len(self.slots) if self.launcher == "local" else 1
+
+    def describe(self) -> str:
+        if self.launcher == "local":
+            gpus = [s.get("CUDA_VISIBLE_DEVICES") for s in self.slots]
+            threads = self.slots[0].get("OMP_NUM_THREADS")
+            each = f", {threads} CPU thread{'s' if threads != '1' else ''} each" if threads else ""
+            return (f"one job per GPU ({', '.join(gpus)}){each}" if all(gpus)
+                    else f"{len(self.slots)} jobs at a time{each}")
+        if self.launcher in ("slurm", "submitit-local"):
+            where = f"partition {self.slurm_partition}" if self.slurm_partition else "the default partition"
+            return (f"submitit, {'Slurm ' + where if self.launcher == 'slurm' else 'local executor'}, "
+                    f"{self.gpus_per_job} GPU(s) and {self.slurm_time} min per job")
+        return "in this process"
+
+
+def parse_gpus(text: str, available: int | None = None) -> list[str]:
+    """``--gpus 0,1,3`` → ["0", "1", "3"]; each index must name one of the ``available`` CUDA devices."""
+    try:
+        gpus = [str(int(part)) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise JobError(f"--gpus: expected comma-separated GPU indices like 0,1,2,3, got '{text}'") from None
+    if not gpus or len(set(gpus)) != len(gpus) or any(int(g) < 0 for g in gpus):
+        raise JobError(f"--gpus: expected distinct GPU indices like 0,1,2,3, got '{text}'")
+    if available is None:
+        import torch
+
+        available = torch.cuda.device_count()
+    if available == 0:
+        raise JobError("--gpus: torch sees no CUDA device on this machine; use --jobs N to run N jobs at a time "
+                       "on the CPUs")
+    missing = [g for g in gpus if int(g) >= available]
+    if missing:
+        raise JobError(f"--gpus: this machine has {available} CUDA device(s) (0..{available - 1}); no GPU "
+                       f"{', '.join(missing)}")
+    return gpus
+
+
+def make_launch(*, gpus: str | None = None, jobs: int | None = None, launcher: str | None = None,
+                slurm_partition: str | None = None, slurm_time: int = 60, gpus_per_job: int = 1,
+                cpus_per_job: int | None = None) -> Launch:
+    """The :class:`Launch` the options ask for; contradictory options are one-line errors."""
+    if launcher is not None and launcher not in LAUNCHERS[2:]:
+        raise JobError(f"--launcher: expected slurm or submitit-local, got '{launcher}'")
+    if launcher and (gpus or jobs):
+        raise JobError(f"--launcher {launcher}: the cluster places the jobs; drop --gpus/--jobs "
+                       "(use --gpus-per-job for each job's GPUs)")
+    if gpus and jobs:
+        raise JobError("--gpus and --jobs: give one (--gpus runs one job per GPU, --jobs N runs N on the CPUs)")
+    if jobs is not None and jobs < 1:
+        raise JobError(f"--jobs: expected a positive integer, got {jobs}")
+    if gpus_per_job < 0:
+        raise JobError(f"--gpus-per-job: expected an integer >= 0, got {gpus_per_job}")
+    if slurm_time < 1:
+        raise JobError(f"--slurm-time: expected minutes >= 1, got {slurm_time}")
+    if launcher:
+        try:
+            import submitit  # noqa: F401
+        except ImportError:
+            raise JobError(f"--launcher {launcher}: needs the submitit package: pip install dmpf[slurm]") from None
+        return Launch(launcher, slurm_partition=slurm_partition, slurm_time=slurm_time, gpus_per_job=gpus_per_job,
+                      cpus_per_job=cpus_per_job)
+    if gpus:
+        slots = [{"CUDA_VISIBLE_DEVICES": g} for g in parse_gpus(gpus)]
+    elif jobs and jobs > 1:
+        slots = [{} for _ in range(jobs)]
+    else:
+        return Launch()
+    return Launch("local", slots=[{**slot, **_thread_share(len(slots))} for slot in slots])
+
+
+def _thread_share(parallel: int) -> dict[str, str]:
+    """Each of ``parallel`` processes gets its share of this machine's cores for its CPU threads (OpenMP's, and so
+    torch's): N processes of all-core thread pools on the same cores run many times slower than one. A user's
+    own OMP_NUM_THREADS is kept."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return {}
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return {"OMP_NUM_THREADS": str(max(1, cores // parallel))}
+
+
+@dataclass
+class Outcome:
+    job: Job
+    ok: bool
+    results: dict[str, Any] = field(default_factory=dict)
+    error: str = ""  # one line: why it failed, and where its log is
+
+
+def launch(jobs: list[Job], how: Launch, logs: Path, on_start: Callable[[Job], None] = lambda job: None,
+           on_end: Callable[[Outcome], None] = lambda outcome: None, submitit_folder: Path | None = None) -> list[Outcome]:
+    """Run every job the way ``how`` says; a failed job is reported and the others go on."""
+    logs.mkdir(parents=True, exist_ok=True)
+    if how.launcher == "in-process":
+        outcomes = []
+        for job in jobs:
+            on_start(job)
+            outcome = _in_process(job, logs)
+            on_end(outcome)
+            outcomes.append(outcome)
+        return outcomes
+    if how.launcher == "local":
+        return _local(jobs, how, logs, on_start, on_end)
+    return _submitit(jobs, how, logs, on_start, on_end, submitit_folder or logs.parent / ".submitit")
+
+
+def log_path(logs: Path, job: Job) -> Path:
+    return logs / f"{job.name.replace('/', '-')}.log"
+
+
+def _failure(job: Job, log: Path, what: str) -> Outcome:
+    """The outcome of a failed job: its own last ``error:`` line when it printed one, else ``what``."""
+    return Outcome(job, False, error=_failure_line(log, what))
+
+
+def _failure_line(log: Path, what: str) -> str:
+    lines = log.read_text(encoding="utf-8", errors="replace").splitlines() if log.is_file() else []
+    said = next((ln.removeprefix("error: ") for ln in reversed(lines) if ln.startswith("error: ")), None)
+    return f"{said or what} (log: {log})"
+
+
+def _in_process(job: Job, logs: Path) -> Outcome:
+    log = log_path(logs, job)
+    try:
+        return Outcome(job, True, run_job(job, log))
+    except DmpfError as exc:
+        return Outcome(job, False, error=f"{' '.join(str(exc).split())} (log: {log})")
+    except Exception as exc:  # a crash of one run must not end the grid: report it, keep the traceback in the log
+        import traceback
+
+        with open(log, "a", encoding="utf-8") as f:
+            traceback.print_exc(file=f)
+        return Outcome(job, False, error=f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]} (log: {log})")
+
+
+def _local(jobs: list[Job], how: Launch, logs: Path, on_start, on_end) -> list[Outcome]:
+    """A pool of slots; each takes the next job and runs it as a ``dmpf train`` subprocess with its environment."""
+    pending = list(jobs)
+    lock = threading.Lock()
+    outcomes: list[Outcome] = []
+    children: set[subprocess.Popen] = set()
+
+    def worker(slot: dict[str, str]) -> None:
+        while True:
+            with lock:
+                if not pending:
+                    return
+                job = pending.pop(0)
+            on_start(job)
+            log = log_path(logs, job)
+            env = {**os.environ, **slot}
+            with open(log, "a", encoding="utf-8") as out:
+                out.write(f"$ dmpf {' '.join(job.argv())}  # {' '.join(f'{k}={v}' for k, v in slot.items())}\n")
+                out.flush()
+                child = subprocess.Popen([sys.executable, "-m", "dmpf_cli", *job.argv(), "--format", "json"],
+                                         stdout=subprocess.DEVNULL, stderr=out, env=env)
+                with lock:
+                    children.add(child)
+                code = child.wait()
+                with lock:
+                    children.discard(child)
+            run = RunDir(job.run_dir)
+            if code == 0 and run.results.is_file():
+                outcome = Outcome(job, True, json.loads(run.results.read_text(encoding="utf-8")))
+            else:
+                outcome = _failure(job, log, f"exit code {code}")
+            with lock:
+                outcomes.append(outcome)
+            on_end(outcome)
+
+    pool = ThreadPoolExecutor(max_workers=how.parallel)
+    try:
+        for future in [pool.submit(worker, slot) for slot in how.slots]:
+            future.result()
+    except KeyboardInterrupt:  # the runs stay resumable: stop the children, keep their directories
+        with lock:
+            pending.clear()
+            for child in children:
+                child.terminate()
+        raise
+    finally:
+        pool.shutdown(wait=True)
+    order = {job.name: i for i, job in enumerate(jobs)}
+    return sorted(outcomes, key=lambda o: order[o.job.name])
+
+
+def _executor(how: Launch, folder: Path):
+    """A submitit executor for ``how``: Slurm (partition, time, GPUs and CPUs per job) or the local one."""
+    import submitit
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if how.launcher == "slurm":
+        executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
+        tasks = how.tasks_per_job or max(1, how.gpus_per_job)  # one DDP rank per GPU
+        params: dict[str, Any] = {"timeout_min": how.slurm_time, "nodes": 1, "tasks_per_node": tasks,
+                                  "slurm_partition": how.slurm_partition}
+        if how.gpus_per_job:
+            params["gpus_per_node"] = how.gpus_per_job
+        if how.cpus_per_job:
+            params["cpus_per_task"] = max(1, how.cpus_per_job // tasks)
+        executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
+    else:
+        executor = submitit.AutoExecutor(folder=str(folder), cluster="local")
+        executor.update_parameters(timeout_min=how.slurm_time)
+    return executor
+
+
+def _submit(executor, how: Launch, name: str, fn: Callable, *args):
+    """``executor.submit(fn, *args)``; a refusal (sbatch's own words) is one line naming the job."""
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's stderr; the error says it
+            return executor.submit(fn, *args)
+    except Exception as exc:  # a partition that does not exist, a GPU request it cannot meet
+        said = " ".join(str(exc).split())[:300]
+        hint = "; for jobs without GPUs pass --gpus-per-job 0" if how.gpus_per_job and "gres" in said.lower() else ""
+        raise JobError(f"--launcher {how.launcher}: submitting {name} failed: {said}{hint}") from None
+
+
+def _submitit(jobs: list[Job], how: Launch, logs: Path, on_start, on_end, folder: Path) -> list[Outcome]:
+    """Each job submitted to Slurm (or submitit's local executor); waits for them all."""
+    executor = _executor(how, folder)
+    submitted = []
+    for job in jobs:
+        handle = _submit(executor, how, job.name, run_job, job, log_path(logs, job))
+        on_start(job)
+        submitted.append((job, handle))
+    outcomes = []
+    for job, handle in submitted:
+        try:
+            outcome = Outcome(job, True, handle.results()[0])  # rank 0's, for a job of several tasks
+        except Exception as exc:  # the job's exception, re-raised by submitit with its traceback text
+            lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+            said = next((ln.split("Error: ", 1)[-1] for ln in reversed(lines) if "Error: " in ln),
+                        lines[-1] if lines else type(exc).__name__)
+            outcome = Outcome(job, False, error=f"{' '.join(said.split())[:300]} (job {handle.job_id}; log: "
+                                                f"{log_path(logs, job)}; submitit: {folder})")
+        on_end(outcome)
+        outcomes.append(outcome)
+    return outcomes
+
+
+# -- long-running commands (a sweep's workers) ---------------------------------------------------
+
+class Started:
+    """One ``dmpf`` command started as a worker: a subprocess on a slot of this machine, or a submitit job."""
+
+    def __init__(self, name: str, log: Path, process: subprocess.Popen | None = None, handle: Any = None):
+        self.name, self.log, self.process, self.handle = name, log, process, handle
+
+    def done(self) -> bool:
+        return self.process.poll() is not None if self.process is not None else self.handle.done()
+
+    def error(self) -> str | None:
+        """None when it ended well, else one line: its own last ``error:`` line, or how it ended."""
+        if self.process is not None:
+            code = self.process.returncode
+            return None if code == 0 else _failure_line(self.log, f"exit code {code}")
+        try:
+            self.handle.results()
+            return None
+        except Exception as exc:  # the job's own exception (run_command's one line), or Slurm's verdict
+            lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+            said = next((ln.split("Error: ", 1)[-1] for ln in reversed(lines) if "Error: " in ln),
+                        lines[-1] if lines else type(exc).__name__)
+            return f"{' '.join(said.split())[:300]} (job {self.handle.job_id}; log: {self.log})"
+
+    def stop(self) -> None:
+        """Interrupt it as Ctrl-C would (a sweep worker records its trial as interrupted and queues it again)."""
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGINT)
+        elif not self.handle.done():
+            self.handle.cancel(check=False)
+
+
+def run_command(argv: list[str], log: str) -> None:
+    """The body of a submitit job that runs a ``dmpf`` command: its output to ``log``; a failure raises its
+    last ``error:`` line."""
+    with open(log, "a", encoding="utf-8") as out:
+        code = subprocess.run([sys.executable, "-m", "dmpf_cli", *argv], stdout=subprocess.DEVNULL, stderr=out,
+                              env={**os.environ, **_slurm_threads()}).returncode
+    if code:
+        raise JobError(_failure_line(Path(log), f"dmpf {argv[0]} exited with code {code}"))
+
+
+def start_commands(commands: list[tuple[str, list[str]]], how: Launch, logs: Path,
+                   folder: Path | None = None) -> list[Started]:
+    """Start every ``(name, dmpf arguments)`` at once, where ``how`` says: one per local slot (the slot's
+    environment, e.g. its GPU), or one submitit job each; output in ``LOGS/NAME.log``."""
+    logs.mkdir(parents=True, exist_ok=True)
+    if how.launcher == "local":
+        if len(commands) > len(how.slots):
+            raise JobError(f"{len(commands)} workers for {len(how.slots)} slots")
+        started = []
+        for (name, argv), slot in zip(commands, how.slots):
+            log = logs / f"{name}.log"
+            with open(log, "a", encoding="utf-8") as out:
+                out.write(f"$ dmpf {' '.join(argv)}  # {' '.join(f'{k}={v}' for k, v in slot.items())}\n")
+                out.flush()
+                child = subprocess.Popen([sys.executable, "-m", "dmpf_cli", *argv], stdout=subprocess.DEVNULL,
+                                         stderr=out, env={**os.environ, **slot})
+            started.append(Started(name, log, process=child))
+        return started
+    if how.launcher not in ("slurm", "submitit-local"):
+        raise JobError(f"start_commands: expected a local or submitit launcher, got {how.launcher}")
+    executor = _executor(how, folder or logs.parent / ".submitit")
+    started = []
+    for name, argv in commands:
+        log = logs / f"{name}.log"
+        started.append(Started(name, log, handle=_submit(executor, how, name, run_command, argv, str(log))))
+    return started
+
+
+# -- watching the runs -----------------------------------------------------------------------------
+
+class Monitor:
+    """One rich progress line per active job, read from its run directory, and an overall count.
+
+    The run directories are the truth for every launcher: the epoch and the latest validation MAE come from
+    ``metrics.jsonl``, read incrementally (only what was appended since the last look).
+    """
+
+    def __init__(self, console, total: int, title: str, done: int = 0, enabled: bool = True):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=console,
+                                 disable=not enabled)
+        self.overall = self.progress.add_task(title, total=total, completed=done, info="")
+        self.active: dict[str, tuple[Any, Job, list]] = {}  # name -> (task, job, what _latest has seen)
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self):
+        self.progress.start()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self.progress.stop()
+
+    def started(self, job: Job) -> None:
+        with self.lock:
+            task = self.progress.add_task(f"  {job.name}", total=job.max_epochs or None, info="starting")
+            self.active[job.name] = (task, job, [0])
+
+    def ended(self, outcome: Outcome, count: bool = True) -> None:
+        """The job's line goes; the overall count goes up by one unless ``count`` is False (then see :meth:`done`)."""
+        with self.lock:
+            task, _, _ = self.active.pop(outcome.job.name, (None, None, None))
+            if task is not None:
+                self.progress.remove_task(task)
+            if count:
+                self.progress.advance(self.overall)
+
+    def done(self, completed: int) -> None:
+        """Set the overall count (a sweep's, read from its study)."""
+        with self.lock:
+            self.progress.update(self.overall, completed=completed)
+
+    def _watch(self) -> None:
+        while not self.stop.wait(1.0):
+            with self.lock:
+                for task, job, seen in self.active.values():
+                    info = _latest(RunDir(job.run_dir), seen)
+                    if info:
+                        self.progress.update(task, completed=info[0], info=info[1])
+
+
+def _latest(run: RunDir, seen: list) -> tuple[int, str] | None:
+    """(epochs done, a short line) from the records appended to ``metrics.jsonl`` since the last look; ``seen``
+    holds [bytes read, epochs done, the latest validation MAE] between looks."""
+    try:
+        with open(run.metrics, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() < seen[0]:  # a resumed run cut the records written after its checkpoint
+                seen[0] = 0
+            f.seek(seen[0])
+            chunk = f.read()
+    except OSError:
+        return None
+    end = chunk.rfind(b"\n") + 1
+    if not end:
+        return None
+    seen[0] += end
+    step = None
+    for line in chunk[:end].splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("kind") == "epoch":
+            seen[1:] = [record["epoch"] + 1, record["valid"]["MAE"]]
+        elif record.get("kind") == "step":
+            step = record
+    parts = [f"valid MAE {seen[2]:.4f}"] if len(seen) > 2 else []
+    if step is not None:
+        parts.insert(0, f"step {step['step']} loss {step['loss']:.3f}")
+    return (seen[1] if len(seen) > 1 else 0), "  ".join(parts)

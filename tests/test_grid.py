@@ -1,0 +1,286 @@
+"""`dmpf grid`: grid files read strictly, variants checked before any run, run directories finished (never
+overwritten), the launchers (in process, a pool of local slots, submitit), and the report at the end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dmpf_cli.grid import GridError, plan, read_grid, variant_configs
+from dmpf_cli.jobs import Job, JobError, Launch, launch, make_launch, parse_gpus
+
+from conftest import ROOT, TINY, dmpf, env, error_line, one_line
+
+
+def write_grid(folder: Path, **fields) -> Path:
+    tree = {"name": "tiny", "base": "default", "overrides": [*TINY, "training.device=cpu"], "seeds": [1, 2],
+            "baseline": "full", "variants": {"full": [], "no-av": ["fusion.n_av=0"]}}
+    tree.update(fields)
+    path = folder / "grid.yaml"
+    path.write_text(yaml.safe_dump(tree, sort_keys=False))
+    return path
+
+
+# -- the grid file -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fields, fragments", [
+    ({"varients": {}}, ["unknown key 'varients'", "did you mean 'variants'"]),
+    ({"variants": {}}, ["variants: expected a mapping"]),
+    ({"variants": {"full": "fusion.n_a=0"}}, ["variants.full: expected a list of key=value overrides"]),
+    ({"variants": {"a/b": []}}, ["not a directory name"]),
+    ({"baseline": "ful"}, ["baseline: 'ful' is not a variant", "did you mean 'full'"]),
+    ({"seeds": [1, 1]}, ["seeds: expected a list of distinct integers"]),
+    ({"seeds": "1,2"}, ["seeds: expected a list of distinct integers"]),
+])
+def test_grid_file_mistakes_are_one_line(tmp_path, fields, fragments):
+    with pytest.raises(GridError) as err:
+        read_grid(write_grid(tmp_path, **fields))
+    message = one_line(err)
+    assert str(tmp_path / "grid.yaml") in message
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_a_variant_with_a_bad_override_names_the_file_the_variant_and_the_key(tmp_path):
+    path = write_grid(tmp_path, variants={"full": [], "bad": ["fusion.n_avv=0"]})
+    with pytest.raises(GridError) as err:
+        variant_configs(read_grid(path))
+    message = one_line(err)
+    assert "variant 'bad'" in message and "fusion.n_avv" in message and "n_av" in message
+
+
+def test_a_bad_variant_is_refused_before_any_run_starts(invoke, tmp_path):
+    path = write_grid(tmp_path, variants={"full": [], "bad": ["mm.gate=sigmod"]})
+    out = tmp_path / "out"
+    result = invoke("grid", path, "--output", out)
+    error_line(result.exit_code, result.stderr, "variant 'bad'", "mm.gate")
+    assert not out.exists()
+
+
+def test_shipped_grids_resolve_and_their_variants_are_valid():
+    demo = read_grid(Path("demo"))  # by name, like a preset
+    assert demo.path == ROOT / "configs" / "grids" / "demo.yaml"
+    assert demo.baseline == "full" and len(demo.seeds) == 2
+    configs = variant_configs(demo)
+    assert configs["text-only"].fusion.n_a == configs["text-only"].fusion.n_av == 0
+    paper = read_grid(ROOT / "configs" / "grids" / "paper-ablations.yaml")
+    configs = variant_configs(paper)
+    assert paper.seeds == [1111, 1112, 1113, 1114, 1115] and configs["full"].data.dataset == "mosei"
+    full = configs["full"].fusion
+    assert (full.n_a, full.n_v, full.n_av, full.mask) == (10, 10, 12, "avseesall")
+    assert configs["tokens-16-shared"].fusion.n_av == 16 and configs["tokens-16-shared"].fusion.n_a == 0
+    t34 = configs["tokens-34-separate"].fusion
+    assert t34.n_a + t34.n_v + t34.n_av == 34
+    assert {c.fusion.mask for c in configs.values()} == {"avseesall", "original", "allcausal", "av_attends_only_av_a_v"}
+    assert configs["concat-head"].head.name == "concat" and configs["gate-tanh"].mm.gate == "tanh"
+
+
+def test_an_unknown_shipped_grid_suggests_the_close_ones():
+    with pytest.raises(GridError) as err:
+        read_grid(Path("dem"))
+    assert "did you mean 'demo'" in one_line(err)
+
+
+def test_plan_is_seed_major_and_refuses_a_directory_that_is_not_a_grid(tmp_path):
+    grid = read_grid(write_grid(tmp_path))
+    p = plan(grid, tmp_path / "out")
+    assert [j.name for j in p.jobs] == ["full/seed-1", "no-av/seed-1", "full/seed-2", "no-av/seed-2"]
+    assert all(j.state() == "new" for j in p.jobs) and p.jobs[0].max_epochs == 2
+    p = plan(grid, tmp_path / "out", seeds=[7])
+    assert [j.name for j in p.jobs] == ["full/seed-7", "no-av/seed-7"]
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(GridError) as err:
+        plan(grid, tmp_path / "other")
+    assert "not a grid directory" in one_line(err)
+    with pytest.raises(GridError) as err:
+        plan(grid, tmp_path / "fresh", resume=True)
+    assert "--resume" in one_line(err)
+
+
+# -- launch options ------------------------------------------------------------------------------
+
+def test_launch_options(monkeypatch):
+    assert parse_gpus("0,2", available=4) == ["0", "2"]
+    for text, fragment in [("0,0", "distinct"), ("a", "GPU indices"), ("0,4", "no GPU 4")]:
+        with pytest.raises(JobError) as err:
+            parse_gpus(text, available=4)
+        assert fragment in one_line(err)
+    with pytest.raises(JobError) as err:
+        parse_gpus("0", available=0)
+    assert "--jobs" in one_line(err)
+    assert make_launch().launcher == "in-process"
+    # parallel local jobs share the cores: N processes with all-core thread pools would run many times slower
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert make_launch(jobs=3).slots == [{"OMP_NUM_THREADS": "2"}] * 3
+    assert "3 jobs at a time, 2 CPU threads each" in make_launch(jobs=3).describe()
+    assert make_launch(jobs=16).slots == [{"OMP_NUM_THREADS": "1"}] * 16
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")  # the user's own setting is kept
+    assert make_launch(jobs=3).slots == [{}, {}, {}]
+    for kw, fragment in [({"gpus": "0", "jobs": 2}, "give one"), ({"launcher": "slurm", "jobs": 2}, "drop --gpus"),
+                         ({"jobs": 0}, "positive"), ({"launcher": "pbs"}, "slurm or submitit-local")]:
+        with pytest.raises(JobError) as err:
+            make_launch(**kw)
+        assert fragment in one_line(err)
+
+
+# -- end to end ----------------------------------------------------------------------------------
+
+def _finished(run: Path) -> bool:
+    return json.loads((run / "run.json").read_text()).get("status") == "finished" and (run / "results.json").is_file()
+
+
+@pytest.mark.slow
+def test_a_grid_runs_every_variant_and_seed_then_reports(tmp_path):
+    path = write_grid(tmp_path)
+    out = tmp_path / "out"
+    result = dmpf("grid", path, "--output", out, "--format", "json")
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    ends = [e for e in events if e["event"] == "end"]
+    assert sorted(e["run"] for e in ends) == ["full/seed-1", "full/seed-2", "no-av/seed-1", "no-av/seed-2"]
+    assert all(e["ok"] for e in ends)
+    for variant in ("full", "no-av"):
+        for seed in (1, 2):
+            run = out / variant / f"seed-{seed}"
+            assert _finished(run) and (run / "predictions.npz").is_file()
+            assert json.loads((run / "run.json").read_text())["seed"] == seed
+            assert (out / "logs" / f"{variant}-seed-{seed}.log").is_file()
+    record = json.loads((out / "grid.json").read_text())
+    assert list(record["variants"]) == ["full", "no-av"] and record["baseline"] == "full"
+    assert record["variants"]["no-av"]["runs"] == {"1": "no-av/seed-1", "2": "no-av/seed-2"}
+    report = json.loads((out / "report.json").read_text())
+    assert events[-1]["event"] == "report" and events[-1]["report"] == report
+    assert (out / "report.md").read_text().count("|") > 10
+    # running it again finishes nothing twice
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/seed-*/results.json")}
+    again = dmpf("grid", path, "--output", out)
+    assert "4 finished and kept" in again.stderr + again.stdout
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/seed-*/results.json")} == stamps
+
+
+@pytest.mark.slow
+def test_a_killed_grid_is_finished_by_running_it_again(tmp_path):
+    path = write_grid(tmp_path, overrides=[*TINY, "training.device=cpu", "training.max_epochs=3"],
+                      variants={"full": []}, seeds=[1, 2])
+    out = tmp_path / "out"
+    child = subprocess.Popen([sys.executable, "-m", "dmpf_cli", "grid", path, "--output", out], env=env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = out / "full" / "seed-1"
+    deadline = time.time() + 300
+    while not (first / "checkpoints" / "last").is_dir() and time.time() < deadline:  # mid-run, resumable
+        time.sleep(0.2)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert not _finished(first)
+    p = plan(read_grid(path), out)
+    assert [j.state() for j in p.jobs] == ["resume", "new"]
+    result = dmpf("grid", path, "--output", out)
+    assert "1 to resume" in result.stderr + result.stdout
+    assert "resuming" in (out / "logs" / "full-seed-1.log").read_text()
+    assert _finished(first) and _finished(out / "full" / "seed-2")
+
+
+@pytest.mark.slow
+def test_a_changed_variant_is_refused_and_new_ones_are_added(tmp_path, invoke):
+    path = write_grid(tmp_path, variants={"full": []}, seeds=[1])
+    out = tmp_path / "out"
+    dmpf("grid", path, "--output", out)
+    write_grid(tmp_path, variants={"full": ["mm.gate=tanh"]}, seeds=[1])
+    result = invoke("grid", path, "--output", out)
+    error_line(result.exit_code, result.stderr, "variant 'full' has changed", "mm.gate: 'sigmoid' then, 'tanh' now")
+    write_grid(tmp_path, variants={"full": [], "tanh": ["mm.gate=tanh"]}, seeds=[1])
+    dmpf("grid", out)  # the grid directory: its own copy of the grid file, the first one
+    assert not (out / "tanh").exists()
+    dmpf("grid", path, "--output", out)
+    assert _finished(out / "tanh" / "seed-1")
+    assert list(json.loads((out / "grid.json").read_text())["variants"]) == ["full", "tanh"]
+
+
+@pytest.mark.slow
+def test_local_slots_run_jobs_side_by_side_each_with_its_gpu(tmp_path):
+    """--gpus 0,1 is a pool of two slots, one per GPU: exercised here on the CPU through the same pool, with each
+    slot's CUDA_VISIBLE_DEVICES recorded in its job's log."""
+    grid = read_grid(write_grid(tmp_path))
+    p = plan(grid, tmp_path / "out")
+    from dmpf_cli.grid import write_plan
+
+    write_plan(p)
+    starts = []
+    how = Launch("local", slots=[{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}])
+    outcomes = launch(p.jobs, how, tmp_path / "out" / "logs", on_start=lambda job: starts.append(time.time()))
+    assert all(o.ok for o in outcomes), [o.error for o in outcomes]
+    assert starts[1] - starts[0] < 5  # the second slot did not wait for the first job
+    devices = [(tmp_path / "out" / "logs" / f"{j.name.replace('/', '-')}.log").read_text().splitlines()[0]
+               for j in p.jobs]
+    assert sorted(d.rsplit("CUDA_VISIBLE_DEVICES=", 1)[1] for d in devices) == ["0", "0", "1", "1"]
+    assert all(_finished(j.run_dir) for j in p.jobs)
+
+
+@pytest.mark.slow
+def test_submitit_local_executor_runs_the_jobs(tmp_path):
+    pytest.importorskip("submitit")
+    path = write_grid(tmp_path, variants={"full": []}, seeds=[1])
+    out = tmp_path / "out"
+    dmpf("grid", path, "--output", out, "--launcher", "submitit-local", "--slurm-time", "10")
+    assert _finished(out / "full" / "seed-1") and (out / ".submitit").is_dir()
+
+
+def test_a_failed_job_is_reported_and_the_others_go_on(tmp_path):
+    jobs = [Job("bad/seed-1", tmp_path / "bad", tmp_path / "missing.yaml", 1),
+            Job("bad/seed-2", tmp_path / "bad2", tmp_path / "missing.yaml", 2)]
+    ended = []
+    outcomes = launch(jobs, Launch(), tmp_path / "logs", on_end=ended.append)
+    assert len(outcomes) == len(ended) == 2 and not any(o.ok for o in outcomes)
+    assert "missing.yaml" in outcomes[0].error and "log:" in outcomes[0].error
+
+
+# -- a real single-node Slurm (scripts/slurm_local.sh: slurmctld, slurmd, munge on localhost) ----------
+
+@pytest.mark.slow
+def test_a_grid_on_a_real_slurm_cluster(slurm, tmp_path, invoke):
+    assert "ready (partition debug" in slurm
+    path = write_grid(tmp_path, variants={"full": [], "no-av": ["fusion.n_av=0"]}, seeds=[1])
+    out = tmp_path / "out"
+    result = dmpf("grid", path, "--output", out, "--launcher", "slurm", "--slurm-partition", "debug",
+                  "--gpus-per-job", "0", "--cpus-per-job", "1", "--slurm-time", "10", "--format", "json")
+    ends = [json.loads(line) for line in result.stdout.splitlines() if '"end"' in line]
+    assert sorted(e["run"] for e in ends) == ["full/seed-1", "no-av/seed-1"] and all(e["ok"] for e in ends)
+    assert _finished(out / "full" / "seed-1") and _finished(out / "no-av" / "seed-1")
+    submitted = list((out / ".submitit").glob("*_submission.sh"))
+    assert len(submitted) == 2 and "#SBATCH --partition=debug" in submitted[0].read_text()
+    # a GPU request this node cannot meet is refused by sbatch, in one line
+    (tmp_path / "gpu").mkdir()
+    more = write_grid(tmp_path / "gpu", variants={"full": []}, seeds=[5])
+    result = invoke("grid", more, "--output", tmp_path / "gpu" / "out", "--launcher", "slurm", "--gpus-per-job", "1")
+    error_line(result.exit_code, result.stderr, "--launcher slurm: submitting full/seed-5 failed", "gres")
+
+
+@pytest.mark.slow
+def test_a_job_of_several_tasks_on_slurm_is_one_ddp_run(slurm, tmp_path):
+    """Each Slurm task of a job is a DDP rank (the torch.distributed environment exported from Slurm's, as torchrun
+    would set it); the ranks take rank 0's view of the run directory, rank 0 writes. Here: 2 CPU ranks on gloo —
+    the path of --gpus-per-job 2 on a GPU node, where a rank per GPU is the default."""
+    from dmpf_cli.config import load_config, to_yaml
+
+    config = tmp_path / "ddp.yaml"
+    config.write_text(to_yaml(load_config(overrides=[*TINY, "training.device=cpu", "training.max_epochs=1"])),
+                      encoding="utf-8")
+    job = Job("ddp/seed-1", tmp_path / "run", config, 1, 1)
+    how = Launch("slurm", slurm_partition="debug", slurm_time=10, gpus_per_job=0, tasks_per_job=2, cpus_per_job=2)
+    [outcome] = launch([job], how, tmp_path / "logs", submitit_folder=tmp_path / ".submitit")
+    assert outcome.ok, outcome.error
+    results = json.loads((tmp_path / "run" / "results.json").read_text(encoding="utf-8"))
+    assert results["ddp"]["world_size"] == 2 and results["ddp"]["ranks_agree"]
+    assert "#SBATCH --ntasks-per-node=2" in next((tmp_path / ".submitit").glob("*_submission.sh")).read_text()
+    # submitted again, the finished run is kept: every rank agrees there is nothing to do
+    [again] = launch([job], how, tmp_path / "logs", submitit_folder=tmp_path / ".submitit")
+    assert again.ok and again.results == outcome.results
