@@ -39,7 +39,7 @@ def test_setup_never_pins_torch_in_the_package():
 
 PACKAGE = ROOT / "dmpf_cli"
 APPLICATION = {"checkpoints", "datasets", "runtime", "train", "runs", "evaluate", "bench", "metrics", "curriculum",
-               "pretrain", "loggers", "stats", "report", "jobs", "grid"}
+               "pretrain", "loggers", "stats", "report", "jobs", "grid", "sweep"}
 
 
 def _layer(module: str) -> tuple[int, str]:

@@ -10,6 +10,7 @@
 ``cli/plugins.py``        ``dmpf plugins``
 ``cli/pretrain.py``       ``dmpf pretrain-lm``
 ``cli/curriculum.py``     ``dmpf pretrain-encoders``
+``cli/sweep.py``          ``dmpf sweep``
 ``cli/grid.py``           ``dmpf grid``
 ``cli/report.py``         ``dmpf report``
 ========================  =============================================
@@ -31,7 +32,7 @@ from typer.core import TyperGroup
 
 from .. import __version__
 from ..errors import DmpfError
-from . import bench, config, curriculum, data, evaluate, grid, inspect, plugins, pretrain, report, train
+from . import bench, config, curriculum, data, evaluate, grid, inspect, plugins, pretrain, report, sweep, train
 
 
 class OneLineErrors(TyperGroup):
@@ -114,6 +115,7 @@ app.command("eval")(evaluate.eval_command)
 app.command("predict")(evaluate.predict_command)
 app.command("bench")(bench.bench_command)
 app.command("inspect-model")(inspect.inspect_model)
+app.command("sweep")(sweep.sweep_command)
 app.command("report")(report.report_command)
 app.command("grid")(grid.grid_command)
 
