@@ -215,13 +215,13 @@ def test_local_slots_run_jobs_side_by_side_each_with_its_gpu(tmp_path):
 
     write_plan(p)
     starts = []
-    how = Launch("local", slots=[{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}])
+    how = Launch("local", slots=[{"CUDA_VISIBLE_DEVICES": g, "OMP_NUM_THREADS": "1"} for g in "01"])
     outcomes = launch(p.jobs, how, tmp_path / "out" / "logs", on_start=lambda job: starts.append(time.time()))
     assert all(o.ok for o in outcomes), [o.error for o in outcomes]
     assert starts[1] - starts[0] < 5  # the second slot did not wait for the first job
     devices = [(tmp_path / "out" / "logs" / f"{j.name.replace('/', '-')}.log").read_text().splitlines()[0]
                for j in p.jobs]
-    assert sorted(d.rsplit("CUDA_VISIBLE_DEVICES=", 1)[1] for d in devices) == ["0", "0", "1", "1"]
+    assert sorted(d.rsplit("CUDA_VISIBLE_DEVICES=", 1)[1].split()[0] for d in devices) == ["0", "0", "1", "1"]
     assert all(_finished(j.run_dir) for j in p.jobs)
 
 
