@@ -10,6 +10,11 @@ A run directory holds everything one training run produced::
     DIR/predictions.npz     the best checkpoint's scores on valid and test, with the sample ids and labels
     DIR/results.json        test metrics of the best checkpoint (written last)
     DIR/curves.png          training curves
+    DIR/tensorboard/, DIR/wandb/   the event files of those metric loggers, when configured (training.loggers)
+
+Beside it, ``PARENT/.DIR.lock``: held (``flock``) by the process training the run, so a second one (a grid run
+again while its jobs still train, ``--resume`` twice) is refused instead of writing the same files; it sits outside
+the directory, so ``--overwrite`` cannot remove it from under its holder.
 
 Checkpoints hold the trainable state only (everything but the frozen backbone), as safetensors;
 every file is written to a temporary name and renamed, so a killed run never leaves a torn file, and
@@ -20,8 +25,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -49,6 +56,29 @@ class RunDir:
     results = property(lambda self: self.root / "results.json")
     predictions = property(lambda self: self.root / "predictions.npz")
     curves = property(lambda self: self.root / "curves.png")
+
+    @contextmanager
+    def claim(self) -> Iterator[None]:
+        """Hold the run for this process while it trains (an exclusive ``flock`` on ``PARENT/.NAME.lock``, let go
+        when the process ends, however it ends); a run another process holds is a one-line error naming it."""
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): unguarded
+            yield
+            return
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.root.parent / f".{self.root.name}.lock", "a+", encoding="utf-8") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                raise RunError(f"{self.root}: being trained by {holder}; wait for it to end, or stop it "
+                               "(a killed run resumes)") from None
+            f.truncate(0)
+            f.write(f"pid {os.getpid()} on {socket.gethostname()}")
+            f.flush()
+            yield
 
     def read_status(self) -> dict[str, Any]:
         try:

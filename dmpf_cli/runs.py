@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 import time
-from contextlib import closing
+from contextlib import closing, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,15 @@ def _versions() -> dict[str, str]:
 def train_one(cfg: ExperimentConfig, run: RunDir, seed: int, *, resume: bool, overwrite: bool, console: Console,
               world: World, epoch_hooks: tuple = ()) -> dict[str, Any]:
     """Train one seed into ``run`` (or resume it) and test its best checkpoint; returns the results.
-    ``epoch_hooks``: :attr:`Trainer.epoch_hooks` (a sweep's pruner)."""
+    ``epoch_hooks``: :attr:`Trainer.epoch_hooks` (a sweep's pruner). Rank 0 holds the run (:meth:`RunDir.claim`)
+    from before it touches the directory until the run ends."""
+    with run.claim() if world.main else nullcontext():
+        return _train_one(cfg, run, seed, resume=resume, overwrite=overwrite, console=console, world=world,
+                          epoch_hooks=epoch_hooks)
+
+
+def _train_one(cfg: ExperimentConfig, run: RunDir, seed: int, *, resume: bool, overwrite: bool, console: Console,
+               world: World, epoch_hooks: tuple) -> dict[str, Any]:
     if world.main:  # train() has checked everything that can refuse the run: only now is the directory touched
         prepare_run_dir(run, cfg, seed, resume=resume, overwrite=overwrite)
     if world.size > 1:

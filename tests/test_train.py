@@ -109,6 +109,30 @@ def test_killed_mid_epoch_and_resumed_ends_like_an_uninterrupted_run(trained, tm
     assert len(lines) == len((reference / "metrics.jsonl").read_text().splitlines())  # no duplicated records
 
 
+def test_a_run_another_process_trains_is_refused_and_untouched(trained, invoke, tmp_path):
+    """Two processes never train one run directory (a grid run again while its jobs still train, --resume twice):
+    while one holds the run, another is refused — with --overwrite too — and nothing of the run is touched."""
+    fcntl = pytest.importorskip("fcntl")
+    root = tmp_path / "held"
+    shutil.copytree(trained, root)
+    status = json.loads((root / "run.json").read_text())
+    (root / "run.json").write_text(json.dumps({**status, "status": "running"}))
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    with open(tmp_path / ".held.lock", "a+", encoding="utf-8") as held:  # what a training process holds
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("pid 4242 on node7")
+        held.flush()
+        for args in (["--resume", root], ["--output", root, "--overwrite", *TINY]):
+            result = invoke("train", *args)
+            error_line(result.exit_code, result.stderr, f"{root}: being trained by pid 4242 on node7; wait for it "
+                       "to end, or stop it")
+    assert before == {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    # let go (the holder ended): the run resumes, and the lock file beside it names the last holder
+    dmpf("train", "--resume", root)
+    assert json.loads((root / "run.json").read_text())["status"] == "finished"
+    assert (tmp_path / ".held.lock").read_text().startswith("pid ")
+
+
 def test_resume_refuses_another_backbone(trained, invoke, tmp_path):
     """Checkpoints hold the trainable weights only: resuming over other frozen weights (a transformers
     whose init differs, another local copy of the pretrained model) would mix two models."""
