@@ -420,12 +420,23 @@ class Started:
             return f"{' '.join(said.split())[:300]} (job {self.handle.job_id}; log: {self.log})"
 
     def stop(self) -> None:
-        """Interrupt it as Ctrl-C would (a sweep worker records its trial as interrupted and queues it again)."""
+        """Interrupt it as Ctrl-C would, once (a sweep worker then fails its trial as interrupted and queues it
+        again); a Slurm job is cancelled (its trial is found lost by its heartbeat)."""
         if self.process is not None:
             if self.process.poll() is None:
                 self.process.send_signal(signal.SIGINT)
         elif not self.handle.done():
             self.handle.cancel(check=False)
+
+    def wait(self, timeout: float) -> None:
+        """Wait for a stopped local worker to end (killed after ``timeout`` seconds)."""
+        if self.process is None:
+            return
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 def run_command(argv: list[str], log: str) -> None:
@@ -452,8 +463,10 @@ def start_commands(commands: list[tuple[str, list[str]]], how: Launch, logs: Pat
             with open(log, "a", encoding="utf-8") as out:
                 out.write(f"$ dmpf {' '.join(argv)}  # {' '.join(f'{k}={v}' for k, v in slot.items())}\n")
                 out.flush()
+                # a session of its own: Ctrl-C reaches the parent only, which interrupts each worker exactly once
+                # (a second SIGINT would cut short the worker's own handling of the first)
                 child = subprocess.Popen([sys.executable, "-m", "dmpf_cli", *argv], stdout=subprocess.DEVNULL,
-                                         stderr=out, env={**os.environ, **slot})
+                                         stderr=out, env={**os.environ, **slot}, start_new_session=True)
             started.append(Started(name, log, process=child))
         return started
     if how.launcher not in ("slurm", "submitit-local"):

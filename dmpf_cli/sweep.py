@@ -35,9 +35,10 @@ import os
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import yaml
 
@@ -48,6 +49,7 @@ from .fileio import atomic_write_text
 DEFAULT_TRIALS = 20
 DEFAULT_HEARTBEAT = 60  # seconds between beats; a trial is lost after GRACE_BEATS beats' silence
 GRACE_BEATS = 2
+STOP_S = 30.0  # how long an interrupted local worker has to fail its trial and queue it again
 POLL_S = 5.0  # how often a worker with nothing to start looks at the trials still running elsewhere
 
 # the space file's top-level keys, and the keys inside its sections
@@ -679,6 +681,25 @@ def preflight(spec: SweepSpec, console) -> None:
     check_available(cfg.backbone)
 
 
+@contextmanager
+def one_claim_at_a_time(where: Where) -> Iterator[None]:
+    """Workers on one SQLite file claim trials one at a time (an ``flock`` on ``FILE.claim.lock``). Optuna pops a
+    queued trial (a lost one run again) with SELECT … FOR UPDATE, which SQLite ignores, so two workers could pop
+    the same one — seen here as two processes training one retried trial. A database server locks the row; the
+    journal storage orders its writes itself."""
+    database = where.storage.removeprefix("sqlite:///") if where.storage.startswith("sqlite:///") else None
+    try:
+        import fcntl
+    except ImportError:
+        database = None
+    if database is None:
+        yield
+        return
+    with open(f"{database}.claim.lock", "a", encoding="utf-8") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def claim_trial(study, budget: int):
     """The next trial (a queued one first), or None when another worker took the last slot of the budget
     between this worker's count and its ask: the trial it got is then marked discarded (failed, not counted)."""
@@ -737,7 +758,8 @@ def run_worker(spec: SweepSpec, storage_url: str | None, study_name: str | None,
         if not checked:  # before this worker's first trial, never for a study whose budget is spent
             preflight(spec, console)
             checked = True
-        trial = claim_trial(study, budget)
+        with one_claim_at_a_time(where):
+            trial = claim_trial(study, budget)
         if trial is None:
             continue
         ran.append(trial.number)
@@ -842,6 +864,8 @@ def run_workers(spec: SweepSpec, storage_url: str | None, study_name: str | None
     except KeyboardInterrupt:
         for worker in started:
             worker.stop()
+        for worker in started:
+            worker.wait(STOP_S)
         raise SweepError(f"interrupted: the workers' trials are queued again; the same command continues study "
                          f"{where.study}") from None
     summary = summarize(study, spec, where, budget)
@@ -917,7 +941,10 @@ def _run_trial(study, trial, spec: SweepSpec, where: Where, console, on_event) -
 
 
 def _record_failure(run, trial, message: str) -> None:
-    trial.set_user_attr(ERROR, message)
+    try:
+        trial.set_user_attr(ERROR, message)
+    except RuntimeError:  # another worker declared the trial lost meanwhile: the study keeps its verdict
+        pass
     if run.status.is_file():
         run.write_status(status="failed", error=message)
 

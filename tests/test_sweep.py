@@ -438,3 +438,39 @@ def test_a_sweep_on_a_real_slurm_cluster(slurm, tmp_path):
     _check_parallel_sweep(out, result.stdout, budget=3, workers=2)
     submitted = sorted((out / ".submitit").glob("*_submission.sh"))
     assert len(submitted) == 2 and "#SBATCH --partition=debug" in submitted[0].read_text()
+
+
+@pytest.mark.slow
+def test_ctrl_c_queues_the_workers_trials_and_the_same_command_finishes_the_study(tmp_path):
+    """Ctrl-C on `dmpf sweep --jobs 2` interrupts each worker once: their trials are failed as interrupted and
+    queued again at once (no waiting for a heartbeat); the same command then runs each queued trial exactly once
+    (two workers popping queued trials from one SQLite file must not both get the same one)."""
+    from optuna.trial import TrialState
+
+    prepare_tiny_data()
+    space, out = write_space(tmp_path, heartbeat=30), tmp_path / "out"
+    args = [sys.executable, "-m", "dmpf_cli", "sweep", str(space), "--output", str(out), "--trials", "4",
+            "--jobs", "2"]
+    parent = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env(),
+                              start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not all((out / f"trial-000{i}" / "metrics.jsonl").is_file() for i in range(2)):
+        assert parent.poll() is None and time.monotonic() < deadline, parent.stderr.read() if parent.stderr else ""
+        time.sleep(0.05)
+    os.killpg(parent.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    _, stderr = parent.communicate(timeout=60)
+    assert parent.returncode == 2 and "interrupted: the workers' trials are queued again" in stderr, stderr[-2000:]
+    trials = trials_of(rdb(f"sqlite:///{out / 'study.db'}"))
+    assert [(t.state, t.user_attrs.get("error")) for t in trials[:2]] == [(TrialState.FAIL, "interrupted")] * 2
+    assert sorted(t.user_attrs.get("retry_of") for t in trials[2:]) == [0, 1]
+    assert all(t.state == TrialState.WAITING for t in trials[2:])
+
+    again = dmpf("sweep", space, "--output", out, "--trials", "4", "--jobs", "2", "--format", "json")
+    assert "Traceback" not in again.stderr and "Traceback" not in "".join(
+        p.read_text() for p in (out / "logs").iterdir())
+    assert summary_of(again.stdout)["done"] == 4
+    trials = trials_of(rdb(f"sqlite:///{out / 'study.db'}"))
+    retries = {t.user_attrs["retry_of"]: t for t in trials if "retry_of" in t.user_attrs}
+    assert sorted(retries) == [0, 1] and all(t.state == TrialState.COMPLETE for t in retries.values())
+    assert all(retries[n].params == trials[n].params for n in (0, 1))
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 4
