@@ -380,18 +380,34 @@ def _submitit(jobs: list[Job], how: Launch, logs: Path, on_start, on_end, folder
         on_start(job)
         submitted.append((job, handle))
     outcomes = []
-    for job, handle in submitted:
-        try:
-            outcome = Outcome(job, True, handle.results()[0])  # rank 0's, for a job of several tasks
-        except Exception as exc:  # the job's exception, re-raised by submitit with its traceback text
-            lines = [ln for ln in str(exc).splitlines() if ln.strip()]
-            said = next((ln.split("Error: ", 1)[-1] for ln in reversed(lines) if "Error: " in ln),
-                        lines[-1] if lines else type(exc).__name__)
-            outcome = Outcome(job, False, error=f"{' '.join(said.split())[:300]} (job {handle.job_id}; log: "
-                                                f"{log_path(logs, job)}; submitit: {folder})")
-        on_end(outcome)
-        outcomes.append(outcome)
+    try:
+        for job, handle in submitted:
+            outcomes.append(_submitted_outcome(job, handle, logs, folder))
+            on_end(outcomes[-1])
+    except KeyboardInterrupt:  # Ctrl-C stops what this command started; the runs stay resumable
+        for _, handle in submitted:
+            if not handle.done():
+                handle.cancel(check=False)
+        raise
     return outcomes
+
+
+def _submitted_outcome(job: Job, handle, logs: Path, folder: Path) -> Outcome:
+    """Wait for a submitted job; its results, or one line saying why it failed and where to look."""
+    try:
+        return Outcome(job, True, handle.results()[0])  # rank 0's, for a job of several tasks
+    except Exception as exc:
+        return Outcome(job, False, error=f"{_job_said(exc)} (job {handle.job_id}; log: {log_path(logs, job)}; "
+                                         f"submitit: {folder})")
+
+
+def _job_said(exc: Exception) -> str:
+    """A submitted job's failure in one line: the last ``…Error: message`` of the traceback text submitit
+    re-raises (a DmpfError's own line), else its last line (Slurm's verdict: cancelled, timed out)."""
+    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+    said = next((ln.split("Error: ", 1)[-1] for ln in reversed(lines) if "Error: " in ln),
+                lines[-1] if lines else type(exc).__name__)
+    return " ".join(said.split())[:300]
 
 
 # -- long-running commands (a sweep's workers) ---------------------------------------------------
@@ -414,10 +430,7 @@ class Started:
             self.handle.results()
             return None
         except Exception as exc:  # the job's own exception (run_command's one line), or Slurm's verdict
-            lines = [ln for ln in str(exc).splitlines() if ln.strip()]
-            said = next((ln.split("Error: ", 1)[-1] for ln in reversed(lines) if "Error: " in ln),
-                        lines[-1] if lines else type(exc).__name__)
-            return f"{' '.join(said.split())[:300]} (job {self.handle.job_id}; log: {self.log})"
+            return f"{_job_said(exc)} (job {self.handle.job_id}; log: {self.log})"
 
     def stop(self) -> None:
         """Interrupt it as Ctrl-C would, once (a sweep worker then fails its trial as interrupted and queues it

@@ -284,3 +284,28 @@ def test_a_job_of_several_tasks_on_slurm_is_one_ddp_run(slurm, tmp_path):
     # submitted again, the finished run is kept: every rank agrees there is nothing to do
     [again] = launch([job], how, tmp_path / "logs", submitit_folder=tmp_path / ".submitit")
     assert again.ok and again.results == outcome.results
+
+
+@pytest.mark.slow
+def test_ctrl_c_cancels_the_grids_slurm_jobs_and_leaves_the_runs_resumable(slurm, tmp_path):
+    path = write_grid(tmp_path, overrides=[*TINY, "training.device=cpu", "training.max_epochs=200",
+                                                 "training.patience=200"],
+                      variants={"full": []}, seeds=[1])
+    out = tmp_path / "out"
+    parent = subprocess.Popen([sys.executable, "-m", "dmpf_cli", "grid", str(path), "--output", str(out),
+                               "--launcher", "slurm", "--gpus-per-job", "0", "--slurm-time", "10"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env(),
+                              start_new_session=True)
+    metrics = out / "full" / "seed-1" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.is_file() and '"kind": "epoch"' in metrics.read_text(encoding="utf-8")):
+        assert parent.poll() is None and time.monotonic() < deadline, parent.stderr.read() if parent.stderr else ""
+        time.sleep(0.1)
+    os.killpg(parent.pid, signal.SIGINT)
+    _, stderr = parent.communicate(timeout=60)
+    assert parent.returncode == 2 and "interrupted; its Slurm jobs are cancelled: the runs are resumable" in stderr
+    deadline = time.monotonic() + 60
+    while subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip():
+        assert time.monotonic() < deadline, "the grid's Slurm job still runs after Ctrl-C"
+        time.sleep(0.5)
+    assert Job("full/seed-1", out / "full" / "seed-1", out / "full" / "config.yaml", 1).state() == "resume"

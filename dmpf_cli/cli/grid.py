@@ -95,7 +95,8 @@ def grid_command(
             outcomes = launch(todo, how, root / "logs", on_start=started, on_end=ended,
                               submitit_folder=root / ".submitit")
     except KeyboardInterrupt:
-        raise GridError(f"interrupted: the runs are resumable; `dmpf grid {root}` finishes the grid") from None
+        stopped = "; its Slurm jobs are cancelled" if how.launcher in ("slurm", "submitit-local") else ""
+        raise GridError(f"interrupted{stopped}: the runs are resumable; `dmpf grid {root}` finishes the grid") from None
     failed = [o for o in outcomes if not o.ok]
     if any(job.state() == "finished" for job in p.jobs):
         report = write_report(root)
