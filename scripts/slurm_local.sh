@@ -3,7 +3,7 @@
 # `--launcher slurm` (they submit real jobs through submitit). Idempotent and quiet:
 #
 #   bash scripts/slurm_local.sh          # install if needed, configure, start, wait until ready
-#   bash scripts/slurm_local.sh --stop   # stop every daemon this script starts
+#   bash scripts/slurm_local.sh --stop   # cancel every job, stop every daemon this script starts
 #
 # On success it prints one line, `slurm_local: ready (partition debug, N CPUs)`; on failure it
 # exits non-zero with one line on stderr saying why (details in /var/log/slurm-local/).
@@ -17,7 +17,8 @@
 #    A config file that this script did not write is never overwritten: it stops instead;
 #  * starts munged, a private MariaDB (datadir /var/spool/slurm-local/db, 127.0.0.1:6820,
 #    independent of any system MySQL), slurmdbd, slurmctld and slurmd if they are not running,
-#    restarting the Slurm daemons when the generated config changed;
+#    restarting the Slurm daemons when the generated config changed; slurmctld starts with no
+#    jobs (-c), so jobs of an earlier start never come back to hold the node's CPUs;
 #  * waits (at most 30 s) until the node is idle (resuming it once if an earlier run left it
 #    drained or down).
 #
@@ -110,8 +111,32 @@ DBD_PID=$RUN/slurmdbd.pid
 CTLD_PID=$RUN/slurmctld.pid
 SLURMD_PID=$RUN/slurmd.pid
 
+# drop_jobs: cancel every job and wait (up to 20 s) for the queue to empty. A job left running when the daemons
+# stop outlives them (its slurmstepd) and comes back with the next start, holding CPUs a new job then waits for.
+drop_jobs() {
+  alive slurmctld "$CTLD_PID" || return 0
+  squeue -h -o %i 2>/dev/null | xargs -r scancel >/dev/null 2>&1 || true
+  for ((i = 0; i < 100; i++)); do
+    [[ -z $(squeue -h -o %i 2>/dev/null) ]] && return 0
+    sleep 0.2
+  done
+}
+
+# kill_steps: job steps left behind (a job the controller could not cancel), with everything they started.
+kill_tree() {
+  local child
+  for child in $(pgrep -P "$1" || true); do kill_tree "$child"; done
+  kill -KILL "$1" 2>/dev/null || true
+}
+kill_steps() {
+  local step
+  for step in $(pgrep -x slurmstepd || true); do kill_tree "$step"; done
+}
+
 stop_slurm() {
+  drop_jobs
   stop_daemon slurmd "$SLURMD_PID"
+  kill_steps
   stop_daemon slurmctld "$CTLD_PID"
   stop_daemon slurmdbd "$DBD_PID"
 }
@@ -274,9 +299,11 @@ fi
 wait_for 30 sacctmgr -n list cluster || die "slurmdbd is not answering (see $LOGS/slurmdbd.log)"
 
 if ! alive slurmctld "$CTLD_PID"; then
-  slurmctld >>"$LOGS/slurmctld.out" 2>&1 || die "slurmctld did not start (see $LOGS/slurmctld.log)"
+  # -c: start with no jobs; a test cluster never brings back the jobs of an earlier start
+  slurmctld -c >>"$LOGS/slurmctld.out" 2>&1 || die "slurmctld did not start (see $LOGS/slurmctld.log)"
 fi
 if ! alive slurmd "$SLURMD_PID"; then
+  kill_steps   # steps of jobs from before, which slurmctld -c has forgotten
   slurmd >>"$LOGS/slurmd.out" 2>&1 || die "slurmd did not start (see $LOGS/slurmd.log)"
 fi
 
