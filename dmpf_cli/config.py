@@ -11,7 +11,6 @@ key path and what was expected.
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 import typing
@@ -30,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import DmpfError
+from .errors import DmpfError, did_you_mean
 from .streams import DATASETS, MODALITIES, STREAMS, TEXT
 
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -275,9 +274,7 @@ def preset_path(name: str, option: str = "--dataset") -> Path:
 
 def _close_presets(name: str) -> str:
     known = preset_names()
-    close = difflib.get_close_matches(name, known, n=2, cutoff=0.5)
-    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
-    return f"{hint}available: {', '.join(known)}"
+    return f"{did_you_mean(name, known)}available: {', '.join(known)}"
 
 
 _PRESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
@@ -409,9 +406,7 @@ def _expected(err: dict[str, Any]) -> str:
     if kind == "extra_forbidden":
         model = _model_at(tuple(err["loc"]))
         known = list(model.model_fields) if model else []
-        close = difflib.get_close_matches(str(err["loc"][-1]), known, n=2, cutoff=0.5)
-        hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
-        return f"unknown key; {hint}expected one of: {', '.join(known)}"
+        return f"unknown key; {did_you_mean(str(err['loc'][-1]), known)}expected one of: {', '.join(known)}"
     if kind == "greater_than_equal":
         return f"expected {number} >= {ctx['ge']}"
     if kind == "greater_than":

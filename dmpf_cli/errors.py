@@ -3,3 +3,11 @@
 
 class DmpfError(Exception):
     """A user-facing problem (bad input, unknown name, missing file): never shown as a traceback."""
+
+
+def did_you_mean(word: str, known, n: int = 2, cutoff: float = 0.5) -> str:
+    """``"did you mean 'a' or 'b'? "`` for the entries of ``known`` close to ``word``; ``""`` when none is."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(known), n=n, cutoff=cutoff)
+    return f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""

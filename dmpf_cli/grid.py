@@ -28,7 +28,6 @@ refused — its runs would mix two configs — and nothing finished is ever over
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from typing import Any
 import yaml
 
 from .config import ConfigError, ExperimentConfig, load_config, to_yaml
-from .errors import DmpfError
+from .errors import DmpfError, did_you_mean
 from .fileio import atomic_write_text
 
 GRID_KEYS = ("name", "description", "base", "overrides", "seeds", "baseline", "variants")
@@ -61,11 +60,6 @@ class Grid:
     baseline: str
     variants: dict[str, list[str]]  # in the file's order
     text: str
-
-
-def _close(word: str, options) -> str:
-    close = difflib.get_close_matches(word, list(options), n=2, cutoff=0.6)
-    return f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
 
 
 def _strings(value: Any, where: str) -> list[str]:
@@ -92,8 +86,8 @@ def grid_file(given: Path) -> Path:
     shipped = CONFIG_DIR / "grids" / f"{given}.yaml"
     if shipped.is_file():
         return shipped
-    raise GridError(f"{given}: no such grid file or shipped grid: {_close(str(given), shipped_grids())}shipped: "
-                    f"{', '.join(shipped_grids())}")
+    hint = did_you_mean(str(given), shipped_grids(), cutoff=0.6)
+    raise GridError(f"{given}: no such grid file or shipped grid: {hint}shipped: {', '.join(shipped_grids())}")
 
 
 def read_grid(path: Path) -> Grid:
@@ -112,7 +106,7 @@ def read_grid(path: Path) -> Grid:
         raise GridError(f"{path}: expected a mapping with {', '.join(GRID_KEYS)}")
     for key in tree:
         if key not in GRID_KEYS:
-            raise GridError(f"{path}: unknown key '{key}': {_close(str(key), GRID_KEYS)}expected one of "
+            raise GridError(f"{path}: unknown key '{key}': {did_you_mean(str(key), GRID_KEYS, cutoff=0.6)}expected one of "
                             f"{', '.join(GRID_KEYS)}")
     name = tree.get("name") or path.stem
     if not isinstance(name, str) or not NAME.match(name):
@@ -128,8 +122,8 @@ def read_grid(path: Path) -> Grid:
     parsed = {v: _strings(ov, f"{path}: variants.{v}") for v, ov in variants.items()}
     baseline = tree.get("baseline", next(iter(parsed)))
     if baseline not in parsed:
-        raise GridError(f"{path}: baseline: '{baseline}' is not a variant: {_close(str(baseline), parsed)}"
-                        f"the variants are {', '.join(parsed)}")
+        hint = did_you_mean(str(baseline), parsed, cutoff=0.6)
+        raise GridError(f"{path}: baseline: '{baseline}' is not a variant: {hint}the variants are {', '.join(parsed)}")
     seeds = tree.get("seeds", None)
     if seeds is not None:
         if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
@@ -241,14 +235,6 @@ def write_plan(p: Plan) -> None:
         "name": p.grid.name, "description": p.grid.description, "base": p.grid.base,
         "overrides": p.grid.overrides, "baseline": p.grid.baseline,
         "variants": {v: variants[v] for v in order}}, indent=1))
-
-
-def counts(p: Plan) -> dict[str, int]:
-    """How many runs are finished, resumable, to restart and new."""
-    out = {"finished": 0, "resume": 0, "restart": 0, "new": 0}
-    for job in p.jobs:
-        out[job.state()] += 1
-    return out
 
 
 def write_report(root: Path) -> dict[str, Any]:

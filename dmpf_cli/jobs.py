@@ -85,11 +85,10 @@ def run_job(job: Job, log: Path | None = None) -> dict[str, Any]:
     from .runs import train
 
     _export_distributed()
-    threads = _slurm_threads()
-    if threads:
+    if threads := _slurm_threads().get("OMP_NUM_THREADS"):
         import torch
 
-        torch.set_num_threads(int(threads["OMP_NUM_THREADS"]))
+        torch.set_num_threads(int(threads))
     state = _agreed_state(job)
     if state == "finished":
         return json.loads(RunDir(job.run_dir).results.read_text(encoding="utf-8"))
@@ -303,17 +302,12 @@ def _local(jobs: list[Job], how: Launch, logs: Path, on_start, on_end) -> list[O
                 job = pending.pop(0)
             on_start(job)
             log = log_path(logs, job)
-            env = {**os.environ, **slot}
-            with open(log, "a", encoding="utf-8") as out:
-                out.write(f"$ dmpf {' '.join(job.argv())}  # {' '.join(f'{k}={v}' for k, v in slot.items())}\n")
-                out.flush()
-                child = subprocess.Popen([sys.executable, "-m", "dmpf_cli", *job.argv(), "--format", "json"],
-                                         stdout=subprocess.DEVNULL, stderr=out, env=env)
-                with lock:
-                    children.add(child)
-                code = child.wait()
-                with lock:
-                    children.discard(child)
+            child = _spawn([*job.argv(), "--format", "json"], slot, log)
+            with lock:
+                children.add(child)
+            code = child.wait()
+            with lock:
+                children.discard(child)
             run = RunDir(job.run_dir)
             if code == 0 and run.results.is_file():
                 outcome = Outcome(job, True, json.loads(run.results.read_text(encoding="utf-8")))
@@ -452,12 +446,20 @@ class Started:
             self.process.wait()
 
 
+def _spawn(argv: list[str], env: dict[str, str], log: Path, own_session: bool = False) -> subprocess.Popen:
+    """``dmpf ARGV`` as a subprocess with ``env`` added to this one's; the command line and its stderr appended
+    to ``log``, its stdout discarded."""
+    with open(log, "a", encoding="utf-8") as out:
+        out.write(f"$ dmpf {' '.join(argv)}  # {' '.join(f'{k}={v}' for k, v in env.items())}\n")
+        out.flush()
+        return subprocess.Popen([sys.executable, "-m", "dmpf_cli", *argv], stdout=subprocess.DEVNULL, stderr=out,
+                                env={**os.environ, **env}, start_new_session=own_session)
+
+
 def run_command(argv: list[str], log: str) -> None:
     """The body of a submitit job that runs a ``dmpf`` command: its output to ``log``; a failure raises its
     last ``error:`` line."""
-    with open(log, "a", encoding="utf-8") as out:
-        code = subprocess.run([sys.executable, "-m", "dmpf_cli", *argv], stdout=subprocess.DEVNULL, stderr=out,
-                              env={**os.environ, **_slurm_threads()}).returncode
+    code = _spawn(argv, _slurm_threads(), Path(log)).wait()
     if code:
         raise JobError(_failure_line(Path(log), f"dmpf {argv[0]} exited with code {code}"))
 
@@ -470,18 +472,10 @@ def start_commands(commands: list[tuple[str, list[str]]], how: Launch, logs: Pat
     if how.launcher == "local":
         if len(commands) > len(how.slots):
             raise JobError(f"{len(commands)} workers for {len(how.slots)} slots")
-        started = []
-        for (name, argv), slot in zip(commands, how.slots):
-            log = logs / f"{name}.log"
-            with open(log, "a", encoding="utf-8") as out:
-                out.write(f"$ dmpf {' '.join(argv)}  # {' '.join(f'{k}={v}' for k, v in slot.items())}\n")
-                out.flush()
-                # a session of its own: Ctrl-C reaches the parent only, which interrupts each worker exactly once
-                # (a second SIGINT would cut short the worker's own handling of the first)
-                child = subprocess.Popen([sys.executable, "-m", "dmpf_cli", *argv], stdout=subprocess.DEVNULL,
-                                         stderr=out, env={**os.environ, **slot}, start_new_session=True)
-            started.append(Started(name, log, process=child))
-        return started
+        # a session of its own: Ctrl-C reaches the parent only, which interrupts each worker exactly once (a
+        # second SIGINT would cut short the worker's own handling of the first)
+        return [Started(name, logs / f"{name}.log", process=_spawn(argv, slot, logs / f"{name}.log", own_session=True))
+                for (name, argv), slot in zip(commands, how.slots)]
     if how.launcher not in ("slurm", "submitit-local"):
         raise JobError(f"start_commands: expected a local or submitit launcher, got {how.launcher}")
     executor = _executor(how, folder or logs.parent / ".submitit")

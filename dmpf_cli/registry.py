@@ -14,14 +14,13 @@ keeps working.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.metadata as metadata
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from .errors import DmpfError
+from .errors import DmpfError, did_you_mean
 
 ENTRY_POINT_GROUP = "dmpf.plugins"
 KINDS = ("encoder", "backbone", "head", "mask", "logger")
@@ -134,9 +133,7 @@ def get(kind: str, name: str) -> Component:
 
 def unknown_name_message(kind: str, name: str) -> str:
     known = sorted(_registry[kind])
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
-    return f"unknown {kind} '{name}': {hint}available: {', '.join(known) or '(none)'}"
+    return f"unknown {kind} '{name}': {did_you_mean(name, known, n=3)}available: {', '.join(known) or '(none)'}"
 
 
 def create(kind: str, name: str, *args: Any, **kwargs: Any) -> Any:

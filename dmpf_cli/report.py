@@ -48,7 +48,6 @@ backbone ‡, with a footnote (and how many of its runs, when not all); CSV has 
 from __future__ import annotations
 
 import csv
-import difflib
 import hashlib
 import io
 import json
@@ -60,7 +59,7 @@ from typing import Any
 import numpy as np
 
 from .checkpoints import RunDir, RunError, load_predictions
-from .errors import DmpfError
+from .errors import DmpfError, did_you_mean
 from .metrics import FRACTIONS, LOWER_IS_BETTER, METRIC_KEYS, batch_metrics, compute_metrics
 from .runs import SEEDS_FILE
 from .stats import paired_bootstrap, paired_t
@@ -399,8 +398,8 @@ def _no_repeated_seed(row: Row) -> None:
 # -- metrics and baseline --------------------------------------------------------------------------
 
 def _close(name: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=2, cutoff=0.5)
-    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    hint = did_you_mean(name, known).strip()
+    return f" ({hint})" if hint else ""
 
 
 def _family(rows: list[Row]) -> str:

@@ -28,7 +28,6 @@ never draw the same random start-up parameters.
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import os
@@ -43,7 +42,7 @@ from typing import Any, Callable, Iterator
 import yaml
 
 from .config import CONFIG_DIR, ConfigError, Slug, config_file, load_config, read_yaml
-from .errors import DmpfError
+from .errors import DmpfError, did_you_mean
 from .fileio import atomic_write_text
 
 DEFAULT_TRIALS = 20
@@ -146,9 +145,7 @@ def yaml_value(value: Any) -> str:
 
 
 def _close(word: str, known: tuple[str, ...] | list[str]) -> str:
-    close = difflib.get_close_matches(word, list(known), n=2, cutoff=0.5)
-    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
-    return f"{hint}expected one of: {', '.join(known)}"
+    return f"{did_you_mean(word, known)}expected one of: {', '.join(known)}"
 
 
 def _unknown_keys(where: str, mapping: dict, known: tuple[str, ...]) -> None:
@@ -661,24 +658,13 @@ def study_budget(study, spec: SweepSpec, trials: int | None) -> int:
     return budget
 
 
-def preflight(spec: SweepSpec, console) -> None:
+def preflight(spec: SweepSpec, console):
     """What every trial needs, checked (and made, on first use: the synthetic data, the demo LM) once before the
-    first: the device, the compile mode, the attention backend, the data, the backbone, as ``dmpf train`` checks
-    them. A machine that cannot train is one error, not a budget of failed trials."""
-    from .datasets import open_data
-    from .model.attention import resolve_backend
-    from .model.backbones import check_available
-    from .model.dmpf import resolve_device
-    from .pretrain import ensure_backbone
-    from .runtime import check_compile
+    first, by :func:`~dmpf_cli.runs.ready` as ``dmpf train`` checks it: a machine that cannot train is one error,
+    not a budget of failed trials. Returns the base config."""
+    from .runs import ready
 
-    cfg = load_config(config=spec.base_path, overrides=list(spec.overrides))
-    device = resolve_device(cfg.training.device)
-    check_compile(cfg.training.compile, device, cfg.training.grad_accum)
-    resolve_backend(cfg.training.attention, device)
-    open_data(cfg, console)
-    ensure_backbone(cfg.backbone, console)
-    check_available(cfg.backbone)
+    return ready(load_config(config=spec.base_path, overrides=list(spec.overrides)), console)
 
 
 @contextmanager
@@ -717,6 +703,22 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def open_sweep(spec: SweepSpec, storage_url: str | None, study_name: str | None, trials: int | None,
+               output: Path | str | None):
+    """Where the sweep lives, its study (created or joined) and its budget — what every worker and the parent of
+    several do first. Optuna missing, a bad ``--trials``, an ``--output`` of another study: one-line errors."""
+    _optuna()
+    if trials is not None and trials < 1:
+        raise SweepError(f"--trials: expected an integer >= 1, got {trials}")
+    where = locate(spec, storage_url, study_name, output)
+    check_output(where)
+    if storage_url is None:  # the default SQLite file lives in DIR
+        where.output.mkdir(parents=True, exist_ok=True)
+    study = join_study(spec, where)
+    _mark_output(where)
+    return where, study, study_budget(study, spec, trials)
+
+
 def run_worker(spec: SweepSpec, storage_url: str | None, study_name: str | None, trials: int | None,
                output: Path | str | None, console, on_event: Callable[[dict], None] = lambda event: None
                ) -> dict[str, Any]:
@@ -726,16 +728,7 @@ def run_worker(spec: SweepSpec, storage_url: str | None, study_name: str | None,
 
     Safe to run at once in many processes (one per GPU, or on several machines sharing the storage and, for
     best.yaml from any trial, nothing else): each claims its trials through the storage."""
-    _optuna()  # or a one-line error when Optuna is missing
-    if trials is not None and trials < 1:
-        raise SweepError(f"--trials: expected an integer >= 1, got {trials}")
-    where = locate(spec, storage_url, study_name, output)
-    check_output(where)
-    if storage_url is None:  # the default SQLite file lives in DIR
-        where.output.mkdir(parents=True, exist_ok=True)
-    study = join_study(spec, where)
-    _mark_output(where)
-    budget = study_budget(study, spec, trials)
+    where, study, budget = open_sweep(spec, storage_url, study_name, trials, output)
     say = console.print
     say(f"sweep [bold]{where.study}[/bold] in {where.shown}: {budget} trials, trial directories in {where.output}")
     ran: list[int] = []
@@ -792,15 +785,7 @@ def run_workers(spec: SweepSpec, storage_url: str | None, study_name: str | None
     worker as it would one: their trials are failed and queued again, so the same command continues."""
     from .jobs import Job, Monitor, Outcome, start_commands
 
-    _optuna()
-    if trials is not None and trials < 1:
-        raise SweepError(f"--trials: expected an integer >= 1, got {trials}")
-    where = locate(spec, storage_url, study_name, output)
-    check_output(where)
-    where.output.mkdir(parents=True, exist_ok=True)
-    study = join_study(spec, where)
-    _mark_output(where)
-    budget = study_budget(study, spec, trials)
+    where, study, budget = open_sweep(spec, storage_url, study_name, trials, output)
     argv = ["sweep", str(spec.path.resolve()), "--storage", where.storage, "--study", where.study,
             "--trials", str(budget), "--output", str(where.output.resolve()), "--format", "json"]
     console.print(f"sweep [bold]{where.study}[/bold] in {where.shown}: {budget} trials, {workers} workers "
@@ -809,8 +794,8 @@ def run_workers(spec: SweepSpec, storage_url: str | None, study_name: str | None
     if tally.started() >= budget and not tally.running():
         console.print(f"the study's {budget} trials are done: no worker started")
         return summarize(study, spec, where, budget)
-    preflight(spec, console)  # the data and the backbone, made here once rather than raced for by the workers
-    epochs = load_config(config=spec.base_path, overrides=list(spec.overrides)).training.max_epochs
+    # the data and the backbone, made here once rather than raced for by the workers
+    epochs = preflight(spec, console).training.max_epochs
     seen = {t.number for t in tally.trials if t.state.is_finished()}
     started = start_commands([(f"worker-{i + 1}", argv) for i in range(workers)], how, where.output / "logs",
                              where.output / ".submitit")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -39,7 +40,7 @@ def grid_command(
 ) -> None:
     """Run every variant × seed of a grid file as a run directory (finished runs kept, killed ones resumed), then
     report them: mean ± std per variant and the difference to the baseline with paired 95% intervals."""
-    from ..grid import GRID_FILE, GridError, counts, plan, read_grid, write_plan, write_report
+    from ..grid import GRID_FILE, GridError, plan, read_grid, write_plan, write_report
     from ..jobs import Monitor, launch, make_launch
     from ..runs import ready
 
@@ -60,8 +61,9 @@ def grid_command(
     for cfg in {json.dumps(cfg.model_dump(mode="json"), sort_keys=True): cfg for cfg in p.configs.values()}.values():
         ready(cfg, console)  # every variant can run here: data, backbone, device — before the first run starts
     write_plan(p)
-    state = counts(p)
-    todo = [job for job in p.jobs if job.state() != "finished"]
+    states = {job.name: job.state() for job in p.jobs}
+    state = Counter(states.values())
+    todo = [job for job in p.jobs if states[job.name] != "finished"]
     synthetic = any(cfg.data.dataset == "synthetic" for cfg in p.configs.values())
     console.print(f"[bold]grid {spec.name}[/bold]: {len(spec.variants)} variants × {len(p.seeds)} seeds = "
                   f"{len(p.jobs)} runs in {root} ({state['finished']} finished and kept, {state['resume']} to "
