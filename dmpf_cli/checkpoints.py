@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from .errors import DmpfError
-from .fileio import atomic_write_text, temporary_name
+from .fileio import atomic_write_text, follow_umask, temporary_name
 
 BACKBONE_PREFIX = "lm.gpt2."
 
@@ -164,6 +164,7 @@ def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None =
     tmp = temporary_name(path)
     state = {k: v.cpu() for k, v in trainable_state(model).items()}
     save_file(state, str(tmp), metadata=metadata or {})
+    follow_umask(tmp)  # save_file creates its file 0600: a labmate could not read the run
     os.replace(tmp, path)
 
 

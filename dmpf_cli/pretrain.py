@@ -30,7 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from . import __version__
 from .errors import DmpfError
-from .fileio import atomic_write_text, move_into_place
+from .fileio import atomic_write_text, follow_umask, move_into_place
 from .train import lr_factor
 
 MANIFEST = "dmpf.json"
@@ -236,6 +236,7 @@ def save(model, tokenizer, output: Path, manifest: dict[str, Any]) -> None:
         with offline_and_quiet():  # no progress bars or load reports from transformers
             model.save_pretrained(partial)
             tokenizer.save_pretrained(partial)
+        follow_umask(partial)  # model.safetensors is written 0600 (safetensors' save_file)
         atomic_write_text(partial / MANIFEST, json.dumps(manifest, indent=1))  # last: a directory with it is complete
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)

@@ -49,6 +49,18 @@ def test_run_directory_is_whole(trained):
     assert any(k.startswith("lm.tokens.") for k in weights) and any(k.startswith("encoders.") for k in weights)
 
 
+def test_every_file_of_a_run_follows_the_umask(trained):
+    """A labmate on a shared filesystem can read the run: no file is written 0600 (safetensors' default)."""
+    import stat
+
+    from dmpf_cli.fileio import current_umask
+
+    mask = current_umask()  # the training subprocess inherited it
+    wrong = {str(p.relative_to(trained)): oct(stat.S_IMODE(p.stat().st_mode)) for p in trained.rglob("*")
+             if stat.S_IMODE(p.stat().st_mode) != (0o777 if p.is_dir() else 0o666) & ~mask}
+    assert not wrong
+
+
 def test_stored_predictions_give_the_results(trained, data_home):
     """predictions.npz holds every valid and test sample once, by id, and its scores give results.json's metrics."""
     from dmpf_cli.checkpoints import RunDir, load_predictions
