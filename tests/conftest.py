@@ -35,11 +35,32 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.slow)  # it reads a run that a subprocess trains
 
 
+def hermetic_environment(base: Path) -> dict[str, str]:
+    """The ``DMPF_*`` variables every test sees, whatever the user has set: prepared datasets and models under
+    ``base`` (this session's temporary directory), and no other ``DMPF_*`` setting."""
+    return {"DMPF_DATA_DIR": str(base / "dmpf-data"), "DMPF_MODEL_DIR": str(base / "dmpf-models")}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _hermetic_session(tmp_path_factory):
+    """No test reads or writes the user's prepared datasets (~/.cache/dmpf/data) or models (~/.cache/dmpf/models),
+    nor follows a ``DMPF_*`` variable of the user's: session-scoped, so module-scoped fixtures (which are set up
+    before any function-scoped one) see the same directories as the tests that use them."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("DMPF_")}
+    for key in saved:
+        del os.environ[key]
+    os.environ.update(hermetic_environment(tmp_path_factory.getbasetemp()))
+    yield
+    for key in [k for k in os.environ if k.startswith("DMPF_")]:
+        del os.environ[key]
+    os.environ.update(saved)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_data_home(tmp_path_factory, monkeypatch):
-    """No test reads or writes the user's prepared datasets (~/.cache/dmpf/data) or models (~/.cache/dmpf/models)."""
-    monkeypatch.setenv("DMPF_DATA_DIR", str(tmp_path_factory.getbasetemp() / "dmpf-data"))
-    monkeypatch.setenv("DMPF_MODEL_DIR", str(tmp_path_factory.getbasetemp() / "dmpf-models"))
+    """Each test starts from the session's directories, even after another test moved them."""
+    for key, value in hermetic_environment(tmp_path_factory.getbasetemp()).items():
+        monkeypatch.setenv(key, value)
 
 
 LONGEST_TEST_PRETRAINING = 500  # optimizer steps; the demo LM's recipe takes 2000 (minutes)
@@ -169,7 +190,6 @@ def make_batch(seed: int = 1) -> dict:
 def trained(tmp_path_factory):
     """One finished tiny run per test module, shared by its read-only tests."""
     root = tmp_path_factory.mktemp("runs") / "tiny"
-    os.environ.setdefault("DMPF_DATA_DIR", str(tmp_path_factory.getbasetemp() / "dmpf-data"))
     dmpf("train", "--output", root, *TINY)
     return root
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 
 import pytest
@@ -38,7 +37,6 @@ def no_language_model(*args, **kwargs):
 @pytest.fixture(scope="module")
 def stage(tmp_path_factory):
     """One finished stage run with every stream, trained without any way to load a language model."""
-    os.environ.setdefault("DMPF_DATA_DIR", str(tmp_path_factory.getbasetemp() / "dmpf-data"))
     root = tmp_path_factory.mktemp("stage") / "encoders"
     with pytest.MonkeyPatch.context() as mp:
         for target in ("dmpf_cli.model.backbones.load_backbone", "dmpf_cli.model.dmpf.load_backbone",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import glob
 import json
-import os
 import struct
 import sys
 from pathlib import Path
@@ -127,7 +126,6 @@ def assert_same_scalars(shown: dict[str, list[tuple[int, float]]], run: Path) ->
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    os.environ.setdefault("DMPF_DATA_DIR", str(tmp_path_factory.getbasetemp() / "dmpf-data"))
     root = tmp_path_factory.mktemp("loggers") / "run"
     Recorder.opened = []
     train(root, "training.loggers=[tensorboard,recorder]")

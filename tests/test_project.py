@@ -136,3 +136,21 @@ def test_the_readme_layout_names_every_module():
     named = set(re.findall(r"^\| `(dmpf_cli/[\w/]+\.py)` \|", layout, re.M))
     modules = {str(p.relative_to(ROOT)) for p in PACKAGE.rglob("*.py")}
     assert named == modules
+
+
+@pytest.mark.slow
+def test_the_suite_ignores_the_users_dmpf_variables(tmp_path):
+    """A user's DMPF_DATA_DIR (or any DMPF_* setting) neither leaks into the tests nor is written to: a module's
+    fixtures and its tests read the same directories (test_curriculum's stage fixture read the user's data once)."""
+    import subprocess
+    import sys
+
+    elsewhere = tmp_path / "users-data"
+    env = {**__import__("os").environ, "DMPF_DATA_DIR": str(elsewhere), "DMPF_MODEL_DIR": str(tmp_path / "models"),
+           "DMPF_UNKNOWN_SETTING": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp", str(tmp_path / "base"),
+         "tests/test_curriculum.py::test_the_stage_writes_a_finished_run_of_encoders_and_heads"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert not elsewhere.exists() and not (tmp_path / "models").exists()

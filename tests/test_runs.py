@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
 import pytest
 import torch
@@ -29,7 +28,6 @@ from conftest import TINY, error_line
 
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory):
-    os.environ.setdefault("DMPF_DATA_DIR", str(tmp_path_factory.getbasetemp() / "dmpf-data"))
     return load_config(overrides=[*TINY, "training.device=cpu"])
 
 
