@@ -13,12 +13,15 @@ export PYTHONUNBUFFERED=1 DMPF_DATA_DIR=/tmp/dmpf-data
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
   || { echo "gpu_checks: installing .whl/ failed (run scripts/gpu_wheels.sh here and carry .whl)"; exit 1; }
 export PYTHONPATH=/tmp/site:$PWD
+# the xformers wheel's extension is linked against CUDA 12's runtime; the image has CUDA 13 (see scripts/gpu_wheels.sh)
+export LD_LIBRARY_PATH=/tmp/site/nvidia/cuda_runtime/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c "import torch, transformers, xformers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'xformers', xformers.__version__)" | tee -a "$OUT/gpu.txt"
 
 timeout 240 python3 -m pytest -q -p no:cacheprovider -rs tests/test_xformers_ops.py \
   tests/test_model.py::test_xformers_matches_eager_on_gpu tests/test_mask.py::test_xformers_takes_the_bias_on_gpu \
-  tests/test_fastpaths.py::test_gpu_fast_paths_match_fp32_eager 2>&1 | tee "$OUT/pytest.log"
+  tests/test_fastpaths.py::test_gpu_fast_paths_match_fp32_eager \
+  tests/test_model.py::test_the_xformers_probe_passes_on_a_working_gpu 2>&1 | tee "$OUT/pytest.log"
 
 for bs in 32 128; do
   timeout 200 python3 -m dmpf_cli bench --dataset mosei backbone.name=gpt2-large-random --batch-size "$bs" \

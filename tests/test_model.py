@@ -13,7 +13,7 @@ from dmpf_cli.model.attention import BackendError, resolve_backend
 from dmpf_cli.model.dmpf import DMPF
 from dmpf_cli.model.losses import dmpf_loss
 
-from conftest import LENGTHS, B, T, make_batch, make_model
+from conftest import LENGTHS, B, T, make_batch, make_model, one_line
 
 PRESETS = ["avseesall", "original", "allcausal", "av_attends_only_av_a_v"]
 def spans(model: DMPF) -> dict[str, slice]:
@@ -103,6 +103,65 @@ def test_backend_resolution_on_cpu():
     model = make_model("training.attention=xformers")
     with pytest.raises(BackendError):
         model(make_batch())
+
+
+@pytest.fixture
+def cuda_with_broken_xformers(monkeypatch):
+    """This CPU machine as a CUDA 13 machine with the xformers 0.0.35 wheel looks to dmpf: CUDA is there, xformers
+    imports, and its first real call fails (its extension needs libcudart.so.12). Returns the probe's call count."""
+    import dmpf_cli.model.attention as attention
+
+    calls = []
+
+    def probe(device):
+        calls.append(device)
+        raise NotImplementedError("xFormers wasn't built with CUDA support\n  see the install notes")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(attention, "_xformers_import_problem", lambda: None)
+    monkeypatch.setattr(attention, "probe_xformers", probe)
+    attention._xformers_probe_problem.cache_clear()
+    attention._announced.clear()
+    yield calls
+    attention._xformers_probe_problem.cache_clear()
+    attention._announced.clear()
+
+
+def test_auto_falls_back_to_sdpa_when_xformers_imports_but_cannot_run(cuda_with_broken_xformers, capsys):
+    assert resolve_backend("auto", "cuda") == "sdpa"
+    assert resolve_backend("auto", "cuda:0") == "sdpa"
+    model = make_model("training.attention=auto")
+    assert model.backend_on("cuda") == "sdpa"
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines  # one line, once per process
+    assert lines[0].startswith("note: training.attention auto uses sdpa: xformers cannot run here: a tiny xformers "
+                               "attention failed (NotImplementedError: xFormers wasn't built with CUDA support)")
+    assert "nvidia-cuda-runtime-cu12" in lines[0] and "LD_LIBRARY_PATH" in lines[0]
+    assert cuda_with_broken_xformers == [torch.device("cuda"), torch.device("cuda:0")]  # once per device
+
+
+def test_xformers_by_name_that_cannot_run_names_the_cause_and_the_fix(cuda_with_broken_xformers):
+    with pytest.raises(BackendError) as exc:
+        resolve_backend("xformers", "cuda")
+    message = one_line(exc)
+    assert "attention backend 'xformers' cannot run here: a tiny xformers attention failed (NotImplementedError: " \
+           "xFormers wasn't built with CUDA support); to fix it, install CUDA 12's runtime (pip install " \
+           "nvidia-cuda-runtime-cu12==12.8.90) and put its nvidia/cuda_runtime/lib directory on LD_LIBRARY_PATH" in message
+
+
+def test_auto_takes_xformers_once_its_probe_has_run(cuda_with_broken_xformers, monkeypatch):
+    import dmpf_cli.model.attention as attention
+
+    monkeypatch.setattr(attention, "probe_xformers", lambda device: None)
+    assert resolve_backend("auto", "cuda") == "xformers"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_xformers_probe_passes_on_a_working_gpu():
+    from dmpf_cli.model.attention import probe_xformers, xformers_problem
+
+    probe_xformers(torch.device("cuda"))
+    assert xformers_problem("cuda") is None
 
 
 # -- the mask's promise, layer by layer ----------------------------------------------------------

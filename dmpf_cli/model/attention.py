@@ -13,16 +13,21 @@ and eager backends. The xformers path does not: the custom ops of :mod:`dmpf_cli
 no dropout, so there the probability is ignored (the embedding and residual dropouts still apply); closing
 that gap needs xformers' seeded dropout, on a GPU.
 
-``auto`` picks xformers where CUDA and a working xformers are present, else SDPA. xformers is
-imported only when a CUDA device asks for it: on a CPU machine it is never imported (its import logs
-a CUDA warning there, and it has no CPU kernels). It runs through the torch custom ops of
-:mod:`dmpf_cli.model.xformers_ops`.
+``auto`` picks xformers where it is *proved* to run, else SDPA. Importing xformers proves nothing: the
+0.0.35 wheel imports on a CUDA 13 machine and then every op fails ("xFormers wasn't built with CUDA
+support": its extension needs CUDA 12's ``libcudart.so.12``). So on CUDA, once per process and device,
+:func:`probe_xformers` makes one tiny real call with a bias — forward and backward, checked against SDPA —
+and ``auto`` falls back to SDPA with one line on stderr saying why; ``xformers`` asked for by name is a
+one-line error naming the cause and the fix. xformers is imported only when a CUDA device asks for it: on a
+CPU machine it is never imported (its import logs a CUDA warning there, and it has no CPU kernels). It runs
+through the torch custom ops of :mod:`dmpf_cli.model.xformers_ops`.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -47,27 +52,82 @@ def _xformers_import_problem() -> str | None:
     return None
 
 
+# What makes the xformers 0.0.35 wheel run on a CUDA 13 machine (its extension is linked against CUDA 12's runtime).
+XFORMERS_FIX = ("install CUDA 12's runtime (pip install nvidia-cuda-runtime-cu12==12.8.90) and put its "
+                "nvidia/cuda_runtime/lib directory on LD_LIBRARY_PATH before Python starts")
+
+
+def probe_xformers(device: torch.device) -> None:
+    """One tiny real xformers attention with a padded dense bias on ``device``, forward and backward (the training
+    op), checked against SDPA; raises whatever xformers raises, or a RuntimeError for wrong values."""
+    g = torch.Generator(device="cpu").manual_seed(0)
+    q, k, v = (torch.randn(1, 5, 2, 8, generator=g).to(device).requires_grad_() for _ in range(3))
+    allowed = torch.ones(1, 5, 5, dtype=torch.bool, device=device).tril()  # (b, Lq, Lk), a key dim not a multiple of 8
+    with torch.enable_grad(), torch.autocast(device.type, enabled=False):  # whatever context the caller is in
+        out = attend(q, k, v, prepare_mask(allowed, "xformers"), 0.35)
+        out.sum().backward()
+        expected = attend(q.detach(), k.detach(), v.detach(), prepare_mask(allowed, "sdpa"), 0.35)
+    error = float((out.detach() - expected).abs().max())
+    if not error <= 1e-3 or q.grad is None or not torch.isfinite(q.grad).all():
+        raise RuntimeError(f"its result differs from SDPA's by {error:.2g}")
+
+
+@functools.lru_cache(maxsize=None)
+def _xformers_probe_problem(device: str) -> str | None:
+    if problem := _xformers_import_problem():
+        return problem
+    try:
+        probe_xformers(torch.device(device))
+    except Exception as exc:  # any failure of the kernel (not built for this CUDA, a missing library, wrong values)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return f"a tiny xformers attention failed ({type(exc).__name__}: {first})"
+    return None
+
+
 def xformers_problem(device: torch.device | str) -> str | None:
-    """Why xformers cannot run on ``device`` (None when it can)."""
+    """Why xformers cannot run on ``device`` (None when it can): no CUDA, or its import or a tiny real call
+    (:func:`probe_xformers`, made once per process and device) fails."""
     device = torch.device(device)
     if device.type != "cuda":
         return f"xformers has no kernels for the {device.type} device"
     if not torch.cuda.is_available():
         return "CUDA is not available"
-    return _xformers_import_problem()
+    return _xformers_probe_problem(str(device))
+
+
+_announced: set[str] = set()
 
 
 def resolve_backend(requested: str, device: torch.device | str) -> str:
-    """The backend that runs: ``auto`` → xformers if usable on ``device``, else sdpa."""
+    """The backend that runs: ``auto`` → xformers if it runs on ``device``, else sdpa (on CUDA with one line on
+    stderr, once per process, saying why); ``xformers`` that cannot run is a one-line error with the fix."""
     if requested not in BACKENDS:
         raise BackendError(f"attention backend '{requested}': expected one of {', '.join(BACKENDS)}")
     if requested == "auto":
-        return "xformers" if xformers_problem(device) is None else "sdpa"
+        problem = xformers_problem(device)
+        if problem is None:
+            return "xformers"
+        if torch.device(device).type == "cuda" and problem not in _announced:  # on a CPU, SDPA is simply the choice
+            _announced.add(problem)
+            print(f"note: training.attention auto uses sdpa: xformers cannot run here: {problem}"
+                  f"{fix_hint(problem)}", file=sys.stderr)
+        return "sdpa"
     if requested == "xformers":
         problem = xformers_problem(device)
         if problem:
-            raise BackendError(f"attention backend 'xformers' cannot run here: {problem}; use sdpa (or auto)")
+            raise BackendError(f"attention backend 'xformers' cannot run here: {problem}{fix_hint(problem)}; "
+                               "or use sdpa (or auto)")
     return requested
+
+
+def fix_hint(problem: str) -> str:
+    """``"; to fix it, …"`` for a problem of xformers on CUDA: not installed, or its import or a tiny call failed
+    (most often the wheel's missing CUDA 12 runtime)."""
+    if problem.startswith("importing xformers failed (ModuleNotFoundError"):
+        return "; to fix it, pip install xformers"
+    if problem.startswith(("a tiny xformers", "importing xformers")):
+        return f"; to fix it, {XFORMERS_FIX}"
+    return ""
 
 
 def _round_up(n: int, multiple: int) -> int:

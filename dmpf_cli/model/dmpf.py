@@ -68,7 +68,7 @@ class DMPF(nn.Module):
 
     def __init__(self, cfg: ExperimentConfig, gpt2: nn.Module, dims: tuple[int, ...]):
         super().__init__()
-        self.attention = cfg.training.attention
+        self.attention = cfg.training.attention  # requested; resolved per device by backend_on
         counts = token_counts(cfg)
         self.streams = [s for s in STREAMS if counts[s.name] > 0]
         self.groups = [s.name for s in self.streams]
@@ -116,6 +116,24 @@ class DMPF(nn.Module):
             out[m.key] = (x, lengths)
         return out
 
+    @property
+    def attention(self) -> str:
+        """The requested attention backend (``training.attention``: auto, xformers, sdpa or eager)."""
+        return self._attention
+
+    @attention.setter
+    def attention(self, requested: str) -> None:
+        self._attention = requested
+        self._backends: dict[str, str] = {}
+
+    def backend_on(self, device: torch.device | str) -> str:
+        """The backend that runs on ``device``, resolved once per device (``auto``'s probe runs eagerly there, by
+        :func:`build_model`, never inside a compiled forward)."""
+        key = torch.device(device).type  # the choice is the same on every GPU of a machine
+        if key not in self._backends:
+            self._backends[key] = resolve_backend(self.attention, device)
+        return self._backends[key]
+
     def forward(self, batch: dict[str, Tensor], *, return_hidden: bool = False,
                 drop_streams: tuple[str, ...] = ()) -> DMPFOutput:
         """batch: text_ids, text_real (B, T); per modality its frames (B, L, D) and lengths (B,) (``audio``,
@@ -134,7 +152,7 @@ class DMPF(nn.Module):
                 contexts[s.name] = (torch.zeros_like(seq), torch.zeros_like(lengths))
 
         ids, real = batch["text_ids"], batch["text_real"]
-        backend = resolve_backend(self.attention, ids.device)
+        backend = self.backend_on(ids.device)
         H, hidden = self.lm(ids, real, contexts, backend, return_hidden=return_hidden)  # (B, L, D)
 
         spans = self.lm.spans(ids.shape[1])
@@ -182,6 +200,7 @@ def build_model(
         model = DMPF(cfg, backbone.model, dims or DATASETS[cfg.data.dataset].feature_dims)
     if not meta:
         model.to(device)
+        model.backend_on(torch.device(device))  # before any torch.compile: xformers' probe runs eagerly
         if device == "cuda" and (precision or cfg.training.precision) == "bf16":
             model.backbone.to(torch.bfloat16)
     return model, backbone
