@@ -513,6 +513,14 @@ def _origin_of_any(loc: str, overrides: dict[tuple[str, ...], str], source: str)
     return ", ".join(found) if found else source
 
 
+def selected_components(cfg: ExperimentConfig) -> list[tuple[str, str, str]]:
+    """(key, registry kind, name) of every registered component ``cfg`` selects."""
+    found = [(f"encoders.{s.encoder_key}.name", "encoder", getattr(cfg.encoders, s.encoder_key).name) for s in STREAMS]
+    found += [("backbone.name", "backbone", cfg.backbone.name), ("head.name", "head", cfg.head.name),
+              ("fusion.mask", "mask", cfg.fusion.mask)]
+    return found + [("training.loggers", "logger", name) for name in cfg.training.loggers]
+
+
 def component_problems(cfg: ExperimentConfig) -> list[tuple[str, str]]:
     """Checks beyond the schema: component names exist, ``backbone.path`` names a model, MM layers exist in the backbone."""
     from . import registry
@@ -527,12 +535,9 @@ def component_problems(cfg: ExperimentConfig) -> list[tuple[str, str]]:
             problems.append((loc, str(exc)))
             return False
 
-    for stream in STREAMS:
-        check("encoder", getattr(cfg.encoders, stream.encoder_key).name, f"encoders.{stream.encoder_key}.name")
-    check("head", cfg.head.name, "head.name")
-    check("mask", cfg.fusion.mask, "fusion.mask")
-    for name in cfg.training.loggers:
-        check("logger", name, "training.loggers")
+    for key, kind, name in selected_components(cfg):
+        if kind != "backbone":
+            check(kind, name, key)
     if cfg.backbone.path:
         problem = _backbone_path_problem(cfg.backbone.path)
         if problem:

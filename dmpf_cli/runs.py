@@ -18,7 +18,7 @@ import torch.distributed as dist
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from . import __version__
+from . import provenance
 from .checkpoints import RunDir, RunError, save_predictions
 from .config import ExperimentConfig, load_config, to_yaml
 from .datasets import open_data
@@ -61,17 +61,7 @@ def prepare_run_dir(run: RunDir, cfg: ExperimentConfig, seed: int, *, resume: bo
     run.checkpoints.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run.config, to_yaml(cfg))
     run.metrics.write_text("", encoding="utf-8")
-    run.write_status(status="running", seed=seed, started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), versions=_versions())
-
-
-def _versions() -> dict[str, str]:
-    """What produced a run: recorded in run.json so a result can be traced to its software."""
-    import platform
-
-    import transformers
-
-    return {"dmpf": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "cuda": str(torch.version.cuda), "python": platform.python_version()}
+    run.write_status(status="running", seed=seed, started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **provenance.record(cfg))
 
 
 def train_one(cfg: ExperimentConfig, run: RunDir, seed: int, *, resume: bool, overwrite: bool, console: Console,

@@ -105,3 +105,16 @@ def test_passes_the_registry_contract(plugin_site):
     assert result.returncode == 0, result.stdout[-3000:]
     passed = re.search(r"(\d+) passed", result.stdout)
     assert passed and int(passed.group(1)) >= 6, result.stdout[-3000:]  # every head-contract test ran on it
+
+
+def test_a_run_records_the_plugin_that_provided_its_head(plugin_site, tmp_path):
+    from conftest import TINY
+
+    run_dir = tmp_path / "run"
+    result = run(["train", "--output", str(run_dir), *TINY, "training.max_epochs=1", "head.name=gated-sum"],
+                 plugin_site)
+    assert result.returncode == 0, result.stderr[-3000:]
+    status = json.loads((run_dir / "run.json").read_text())
+    assert status["plugins"] == {"dmpf-head-gated": "0.1.0"}
+    assert {"key": "head.name", "kind": "head", "name": "gated-sum", "origin": "dmpf-head-gated",
+            "version": "0.1.0"} in status["components"]

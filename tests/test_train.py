@@ -49,6 +49,15 @@ def test_run_directory_is_whole(trained):
     assert any(k.startswith("lm.tokens.") for k in weights) and any(k.startswith("encoders.") for k in weights)
 
 
+def test_run_json_records_what_produced_the_run(trained):
+    status = json.loads((trained / "run.json").read_text())
+    assert status["versions"]["torch"] == torch.__version__ and status["plugins"] == {}
+    assert {"key": "head.name", "kind": "head", "name": "self-attention", "origin": "built-in"} in status["components"]
+    if (ROOT / ".git").exists() and shutil.which("git"):  # run from this checkout: its commit
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+        assert status["git"]["commit"] == head.strip() and isinstance(status["git"]["dirty"], bool)
+
+
 def test_every_file_of_a_run_follows_the_umask(trained):
     """A labmate on a shared filesystem can read the run: no file is written 0600 (safetensors' default)."""
     import stat
