@@ -176,26 +176,43 @@ def tokenize_preset(dataset: str) -> str | None:
     return DATASETS[dataset].preset if dataset in DATASETS else None
 
 
+def data_dir(cfg: ExperimentConfig) -> Path:
+    """Where the prepared dataset ``cfg`` names lives (``data.path``, else its default directory)."""
+    data = cfg.data
+    if data.path:
+        return Path(data.path).expanduser()
+    if data.dataset == "synthetic":
+        return default_dir("synthetic", data.synthetic_size, data.synthetic_seed)
+    return default_dir(data.dataset)
+
+
+def missing_data(cfg: ExperimentConfig, *, generated_on_first_use: bool = True) -> str | None:
+    """Why the prepared dataset ``cfg`` names is not on this machine — one line saying which file to get, where it
+    is published and what to run — or None. The default synthetic dataset is not missing where it is generated on
+    first use (``generated_on_first_use``)."""
+    data, path = cfg.data, data_dir(cfg)
+    if path.is_dir() or (generated_on_first_use and data.dataset == "synthetic" and not data.path):
+        return None
+    facts = DATASETS[data.dataset]
+    if facts.generated:
+        return (f"data.path: no prepared {data.dataset} dataset at {path}; run `dmpf prepare --dataset {data.dataset} "
+                f"--size {data.synthetic_size} --seed {data.synthetic_seed} --output {path}` first")
+    return (f"data.path: no prepared {data.dataset} dataset at {path}; get {facts.where_to_get()}, then run "
+            f"`dmpf prepare --dataset {data.dataset} --source {facts.file} --sha256 --output {path}`")
+
+
 def open_data(cfg: ExperimentConfig, console: Console | None = None, *, prepare_missing: bool = True) -> Prepared:
     """The prepared dataset ``cfg`` names; the synthetic one is generated on first use."""
     data = cfg.data
-    if data.path:
-        path = Path(data.path).expanduser()
-    elif data.dataset == "synthetic":
-        path = default_dir("synthetic", data.synthetic_size, data.synthetic_seed)
-    else:
-        path = default_dir(data.dataset)
+    path = data_dir(cfg)
     if data.dataset == "synthetic" and prepare_missing and not data.path:
         if console and not (path / MANIFEST).is_file():
             console.print(f"preparing the synthetic '{data.synthetic_size}' dataset in {path} (first use)")
         # a no-op when it is there and current; regenerated when the generator has changed since
         prepare_synthetic(data.synthetic_size, data.synthetic_seed, path, overwrite=False,
                           console=console or Console(quiet=True))
-    elif not path.is_dir():
-        how = (f"--size {data.synthetic_size} --seed {data.synthetic_seed}" if data.dataset == "synthetic"
-               else "--source FILE.pkl")
-        raise DmpfError(f"data.path: no prepared {data.dataset} dataset at {path}; run "
-                        f"`dmpf prepare --dataset {data.dataset} {how} --output {path}` first")
+    elif problem := missing_data(cfg, generated_on_first_use=False):
+        raise DmpfError(problem)
     prepared = open_prepared(path)
     if prepared.dataset != data.dataset:
         raise DmpfError(f"data.path: {path} holds the {prepared.dataset} dataset, the config says {data.dataset}")

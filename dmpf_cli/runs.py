@@ -21,13 +21,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from . import provenance
 from .checkpoints import RunDir, RunError, save_predictions
 from .config import ExperimentConfig, load_config, to_yaml
-from .datasets import open_data
+from .datasets import data_dir, missing_data, open_data
+from .errors import DmpfError
 from .fileio import atomic_write_text
 from .loggers import check_loggers, open_loggers
 from .model.attention import resolve_backend
 from .model.backbones import check_available
 from .model.dmpf import resolve_device
-from .pretrain import ensure_backbone
+from .pretrain import ensure_backbone, names_demo_lm
 from .runtime import check_compile
 from .train import Trainer, World, init_distributed, pretrained_encoders
 
@@ -198,18 +199,44 @@ def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
 def ready(cfg: ExperimentConfig, console: Console, *, encoders: bool = True) -> ExperimentConfig:
     """Check everything that can refuse a run of ``cfg`` — the device, compile mode, attention backend, the loggers'
     packages, data, backbone files and (``encoders``) the pre-trained encoders — and make what is made on first use
-    (the synthetic data, the demo LM), before any run directory is made, written or (with --overwrite) emptied. Returns ``cfg`` with its
-    data and encoder paths absolute, as stored in the run's config, so eval, predict and a later resume find them
-    from any directory. A grid checks every variant with it before its first run starts."""
-    device = resolve_device(cfg.training.device)
-    check_compile(cfg.training.compile, device, cfg.training.grad_accum)
-    resolve_backend(cfg.training.attention, device)
-    check_loggers(cfg.training.loggers)
+    (the synthetic data, the demo LM), before any run directory is made, written or (with --overwrite) emptied.
+
+    Every problem found is reported at once, one line each (a missing MOSEI pickle and missing gpt2-large weights
+    are one round trip, not two); nothing is built while any is left. Returns ``cfg`` with its data and encoder
+    paths absolute, as stored in the run's config, so eval, predict and a later resume find them from any
+    directory. A grid checks every variant with it before its first run starts."""
+    problems: list[str] = []
+
+    def check(step, *args):
+        try:
+            return step(*args)
+        except DmpfError as exc:
+            problems.extend(str(exc).splitlines())
+            return None
+
+    if device := check(resolve_device, cfg.training.device):
+        check(check_compile, cfg.training.compile, device, cfg.training.grad_accum)
+        check(resolve_backend, cfg.training.attention, device)
+    check(check_loggers, cfg.training.loggers)
     cfg = absolute_paths(cfg)
-    data = open_data(cfg, console)
-    ensure_backbone(cfg.backbone, console)
-    check_available(cfg.backbone)
-    if encoders:  # a resumed run has its encoders in its checkpoint already
+    if problem := missing_data(cfg):
+        problems.append(problem)
+    demo_lm = names_demo_lm(cfg.backbone)  # built below, on first use
+    if not demo_lm:
+        check(check_available, cfg.backbone)
+    # the pre-trained encoders must fit the data's feature widths: checked now where the data is there already
+    encoders = encoders and bool(cfg.encoders.init_from)  # a resumed run has its encoders in its checkpoint
+    if encoders and not problem and data_dir(cfg).is_dir():
+        if data := check(lambda: open_data(cfg, console, prepare_missing=False)):
+            check(pretrained_encoders, cfg, data.dims)
+            encoders = False
+    if problems:
+        raise DmpfError("\n".join(dict.fromkeys(problems)))
+    data = open_data(cfg, console)  # generates the synthetic dataset on first use
+    if demo_lm:
+        ensure_backbone(cfg.backbone, console)
+        check_available(cfg.backbone)
+    if encoders:
         pretrained_encoders(cfg, data.dims)
     return cfg
 
@@ -225,7 +252,8 @@ def train(
         if not multi_seed_root:
             RunDir(resume).require("--resume")
         cfg = load_config(config=Path(resume) / "config.yaml")
-    world = init_distributed(resolve_device(cfg.training.device))
+    # one process: nothing to resolve yet (ready() reports a bad device with every other problem)
+    world = init_distributed(resolve_device(cfg.training.device)) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else World()
     if world.main:  # the data and the demo LM are made on first use here, once, before any rank reads them
         cfg = ready(cfg, console, encoders=resume is None or multi_seed_root)
     if resume is not None and not multi_seed_root:

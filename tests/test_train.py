@@ -260,9 +260,34 @@ def test_relative_data_path_is_stored_absolute_and_recorded(tmp_path, data_home)
 
 
 def test_real_dataset_must_be_prepared_first(invoke, tmp_path):
-    result = invoke("train", "--dataset", "sims", "--output", tmp_path / "r", f"data.path={tmp_path / 'none'}")
+    result = invoke("train", "--dataset", "sims", "--output", tmp_path / "r", f"data.path={tmp_path / 'none'}",
+                    *TINY[-1:], "mm.layers=[1]")
+    error_line(result.exit_code, result.stderr, f"data.path: no prepared sims dataset at {tmp_path / 'none'}; get "
+               "MMSA's unaligned_39.pkl (published with MMSA, https://github.com/thuiar/MMSA, as "
+               "SIMS/Processed/unaligned_39.pkl; sha256 c9e20c13ec04",
+               f"then run `dmpf prepare --dataset sims --source unaligned_39.pkl --sha256 --output {tmp_path / 'none'}`")
+
+
+def test_every_problem_before_a_run_is_reported_at_once(invoke, tmp_path, monkeypatch):
+    """A fresh machine: no MOSEI pickle and no gpt2-large weights are one round trip, each one line."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
+    monkeypatch.setenv("DMPF_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--dataset", "mosei"]
+    if not torch.cuda.is_available():
+        args.append("training.device=cuda")
+    result = invoke(*args)
     assert result.exit_code == 2
-    assert "run `dmpf prepare --dataset sims --source FILE.pkl" in result.stderr
+    lines = result.stderr.splitlines()
+    assert all(line.startswith("error: ") for line in lines) and "Traceback" not in result.stderr
+    assert any(line.startswith(f"error: data.path: no prepared mosei dataset at {tmp_path / 'data' / 'mosei'}; get "
+                               "MMSA's unaligned_50.pkl") and "MOSEI/Processed/unaligned_50.pkl" in line
+               and "sha256 ad8b23d50557045e7d47959ce6c5b955d8d983f2979c7d9b7b9226f6dd6fec1f" in line for line in lines)
+    assert any(line.startswith("error: gpt2-large is not in the Hugging Face cache") for line in lines)
+    assert len(lines) == (2 if torch.cuda.is_available() else 3)
+    if not torch.cuda.is_available():
+        assert lines[0].startswith("error: training.device: cuda requested")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing made: no runs/, no data directory
 
 
 # -- eval ----------------------------------------------------------------------------------------
