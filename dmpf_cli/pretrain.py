@@ -203,7 +203,7 @@ def pretrain(texts: list[str], recipe: LMRecipe, progress: Callable[[int, int, f
         "train_documents": len(train_texts), "heldout_documents": len(heldout_texts),
         "train_tokens": int((train_rows >= 0).sum()), "heldout_tokens": int((heldout_rows >= 0).sum()),
         "vocab_size": len(tokenizer), "parameters": sum(p.numel() for p in model.parameters()),
-        "seconds": round(time.perf_counter() - start_time, 1),
+        "seconds": round(time.perf_counter() - start_time, 1), "threads": torch.get_num_threads(),
     }
     return model, tokenizer, stats
 
