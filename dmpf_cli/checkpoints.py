@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -34,7 +33,7 @@ import torch
 from torch import nn
 
 from .errors import DmpfError
-from .fileio import atomic_write_text, follow_umask, temporary_name
+from .fileio import LockHeld, atomic_write_text, follow_umask, hold, temporary_name
 
 BACKBONE_PREFIX = "lm.gpt2."
 
@@ -59,25 +58,14 @@ class RunDir:
 
     @contextmanager
     def claim(self) -> Iterator[None]:
-        """Hold the run for this process while it trains (an exclusive ``flock`` on ``PARENT/.NAME.lock``, let go
-        when the process ends, however it ends); a run another process holds is a one-line error naming it."""
-        try:
-            import fcntl
-        except ImportError:  # no flock (Windows): unguarded
-            yield
-            return
-        self.root.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.root.parent / f".{self.root.name}.lock", "a+", encoding="utf-8") as f:
+        """Hold the run for this process while it trains (its lock, :func:`dmpf_cli.fileio.hold`, let go when the
+        process ends, however it ends); a run another process holds is a one-line error naming it."""
+        with ExitStack() as stack:
             try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                f.seek(0)
-                holder = f.read().strip() or "another process"
-                raise RunError(f"{self.root}: being trained by {holder}; wait for it to end, or stop it "
+                stack.enter_context(hold(self.root))
+            except LockHeld as held:
+                raise RunError(f"{self.root}: being trained by {held.holder or 'another process'}; wait for it to end, or stop it "
                                "(a killed run resumes)") from None
-            f.truncate(0)
-            f.write(f"pid {os.getpid()} on {socket.gethostname()}")
-            f.flush()
             yield
 
     def read_status(self) -> dict[str, Any]:

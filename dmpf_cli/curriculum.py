@@ -43,7 +43,7 @@ from .fileio import atomic_write_text
 from .model.dmpf import build_encoders, masked_time_mean, resolve_device
 from .model.losses import l1
 from .runs import clear_output, prepare_run_dir
-from .runtime import autocast, evaluate, to_device
+from .runtime import autocast, evaluate, threads_text, to_device
 from .streams import SPLITS, STREAM, STREAMS
 from .train import ENCODER_STAGE, LoopState, build_optimizer, lr_factor
 
@@ -116,12 +116,13 @@ def pretrain_encoders(cfg: ExperimentConfig, output: Path | None, *, overwrite: 
                  what="a finished run" if status.get("status") == "finished" else "an unfinished run")
     prepare_run_dir(run, cfg, seed, resume=False, overwrite=overwrite)
     run.write_status(kind=ENCODER_STAGE, streams=[s.name for s in streams], data=str(data.path),
-                     data_fingerprint=data.fingerprint, dims=list(data.dims), device=device)
+                     data_fingerprint=data.fingerprint, dims=list(data.dims), device=device,
+                     threads=torch.get_num_threads())
 
     torch.manual_seed(seed)  # as build_model seeds DMPF: the encoders start as a DMPF run of this seed's would
     stage = EncoderStage(cfg, data.dims).to(device)
     console.print(f"[bold]{cfg.name}[/bold] encoder pre-training, seed {seed}: {cfg.data.dataset} data from "
-                  f"{data.path}; {device}; the {', '.join(s.display for s in streams)} encoders, "
+                  f"{data.path}; {device}, {threads_text(torch.get_num_threads())}; the {', '.join(s.display for s in streams)} encoders, "
                   f"{sum(p.numel() for p in stage.parameters()):,} parameters; no language model")
     splits = {name: _NoText(data.split(name)) for name in SPLITS}
     pin = device == "cuda"

@@ -33,6 +33,7 @@ from .data.prepared import (
     write_prepared,
 )
 from .errors import DmpfError
+from .fileio import building
 from .streams import DATASETS, SPLITS
 
 
@@ -115,16 +116,19 @@ def prepare_file(
     output = Path(output).expanduser() if output else default_dir(dataset)
     check_output(output)  # before the (long) import
     stamp = source_stamp(source)
-    manifest = read_manifest(output) if output.is_dir() else None
-    if manifest and is_up_to_date(output, {"dataset": dataset}) and all(
-        manifest.get("source", {}).get(k) == v for k, v in stamp.items()
-    ):
-        result = PrepareResult(output, manifest, skipped=True)
-    else:
-        if manifest is not None and manifest.get("source", {}).get("path") == stamp["path"]:
-            overwrite = True  # the same file, changed since: refreshing it is what the user asked for
-        result = PrepareResult(output, import_pickle(dataset, source, output, overwrite=overwrite, console=console),
-                               skipped=False)
+    # under the lock: a second prepare of the same file into the same directory waits, then finds it up to date
+    with building(output, f"the {dataset} dataset in {output}", console.print):
+        check_output(output)
+        manifest = read_manifest(output) if output.is_dir() else None
+        if manifest and is_up_to_date(output, {"dataset": dataset}) and all(
+            manifest.get("source", {}).get(k) == v for k, v in stamp.items()
+        ):
+            result = PrepareResult(output, manifest, skipped=True)
+        else:
+            if manifest is not None and manifest.get("source", {}).get("path") == stamp["path"]:
+                overwrite = True  # the same file, changed since: refreshing it is what the user asked for
+            result = PrepareResult(output, import_pickle(dataset, source, output, overwrite=overwrite,
+                                                         console=console), skipped=False)
     if check_sha256:
         published = DATASETS[dataset].published_sha256
         result.published_match = result.manifest["source"]["sha256"] == published
@@ -135,17 +139,35 @@ def prepare_synthetic(
     size: str, seed: int, output: Path | None, *, overwrite: bool, console: Console,
 ) -> PrepareResult:
     """``dmpf prepare --dataset synthetic``: generate an MMSA pickle with planted structure, then import it."""
-    from .data.synthetic import GENERATOR, SIZES, generate
+    from .data.synthetic import GENERATOR, SIZES
 
     if size not in SIZES:
         raise DataError(f"--size: expected one of {', '.join(SIZES)}, got '{size}'")
     output = Path(output).expanduser() if output else default_dir("synthetic", size, seed)
     check_output(output)  # before the (long) generation
-    existing = read_manifest(output) if output.is_dir() else None
-    if existing and is_up_to_date(output, {"dataset": "synthetic"}):
-        planted = existing.get("synthetic", {})
-        if (planted.get("size"), planted.get("seed"), planted.get("generator")) == (size, seed, GENERATOR):
+
+    def current() -> dict[str, Any] | None:
+        """The manifest there when it is this dataset from this generator already."""
+        existing = read_manifest(output) if output.is_dir() else None
+        planted = (existing or {}).get("synthetic", {})
+        fits = (planted.get("size"), planted.get("seed"), planted.get("generator")) == (size, seed, GENERATOR)
+        return existing if fits and is_up_to_date(output, {"dataset": "synthetic"}) else None
+
+    if existing := current():
+        return PrepareResult(output, existing, skipped=True)
+    # one process generates it; another one that wants it at the same time waits, then finds it up to date
+    with building(output, f"the synthetic '{size}' dataset (seed {seed}) in {output}", console.print):
+        if existing := current():
             return PrepareResult(output, existing, skipped=True)
+        return _generate(size, seed, output, overwrite=overwrite, console=console)
+
+
+def _generate(size: str, seed: int, output: Path, *, overwrite: bool, console: Console) -> PrepareResult:
+    """Generate the synthetic dataset into ``output`` (its lock held)."""
+    from .data.synthetic import generate
+
+    check_output(output)
+    existing = read_manifest(output) if output.is_dir() else None
     # regenerating the same synthetic dataset (an older generator) loses nothing; a different size or
     # seed, or anything else there, would change what runs trained on it see, so it needs --overwrite
     planted = (existing or {}).get("synthetic", {})

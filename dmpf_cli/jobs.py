@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 from .checkpoints import RunDir
 from .errors import DmpfError
+from .runtime import available_cpus, cpu_threads, threads_text, use_threads
 
 LAUNCHERS = ("in-process", "local", "slurm", "submitit-local")
 
@@ -85,10 +86,6 @@ def run_job(job: Job, log: Path | None = None) -> dict[str, Any]:
     from .runs import train
 
     _export_distributed()
-    if threads := _slurm_threads().get("OMP_NUM_THREADS"):
-        import torch
-
-        torch.set_num_threads(int(threads))
     state = _agreed_state(job)
     if state == "finished":
         return json.loads(RunDir(job.run_dir).results.read_text(encoding="utf-8"))
@@ -100,6 +97,13 @@ def run_job(job: Job, log: Path | None = None) -> dict[str, Any]:
             cfg = load_config(config=job.config)
             summary = train(cfg, job.run_dir, [job.seed], overwrite=state == "restart", console=console)
     return next(iter(summary["runs"].values()), {})
+
+
+def run_submitted(job: Job, log: Path) -> dict[str, Any]:
+    """The body of a submitit job: :func:`run_job` with the job's CPU threads (its SLURM_CPUS_PER_TASK, unless the
+    user set OMP_NUM_THREADS)."""
+    use_threads()
+    return run_job(job, log)
 
 
 def _agreed_state(job: Job) -> str:
@@ -123,8 +127,8 @@ def _slurm_threads() -> dict[str, str]:
     """Inside a Slurm job: CPU threads for the CPUs Slurm gave the task (--cpus-per-job), unless the user set
     OMP_NUM_THREADS. Without cgroups a task sees every core, and jobs side by side with all-core thread pools
     run many times slower."""
-    cpus = os.environ.get("SLURM_CPUS_PER_TASK")
-    return {"OMP_NUM_THREADS": cpus} if cpus and "OMP_NUM_THREADS" not in os.environ else {}
+    threads, where = cpu_threads()
+    return {"OMP_NUM_THREADS": str(threads)} if where == "SLURM_CPUS_PER_TASK" else {}
 
 
 def _export_distributed() -> None:
@@ -158,7 +162,7 @@ class Launch:
         if self.launcher == "local":
             gpus = [s.get("CUDA_VISIBLE_DEVICES") for s in self.slots]
             threads = self.slots[0].get("OMP_NUM_THREADS")
-            each = f", {threads} CPU thread{'s' if threads != '1' else ''} each" if threads else ""
+            each = f", {threads_text(threads)} each" if threads else ""
             return (f"one job per GPU ({', '.join(gpus)}){each}" if all(gpus)
                     else f"{len(self.slots)} jobs at a time{each}")
         if self.launcher in ("slurm", "submitit-local"):
@@ -192,8 +196,9 @@ def parse_gpus(text: str, available: int | None = None) -> list[str]:
 
 def make_launch(*, gpus: str | None = None, jobs: int | None = None, launcher: str | None = None,
                 slurm_partition: str | None = None, slurm_time: int = 60, gpus_per_job: int = 1,
-                cpus_per_job: int | None = None) -> Launch:
-    """The :class:`Launch` the options ask for; contradictory options are one-line errors."""
+                cpus_per_job: int | None = None, threads: str | int | None = None) -> Launch:
+    """The :class:`Launch` the options ask for; contradictory options are one-line errors. ``threads``
+    (``--threads``): each local slot's CPU threads, instead of its share of the cores."""
     if launcher is not None and launcher not in LAUNCHERS[2:]:
         raise JobError(f"--launcher: expected slurm or submitit-local, got '{launcher}'")
     if launcher and (gpus or jobs):
@@ -207,6 +212,9 @@ def make_launch(*, gpus: str | None = None, jobs: int | None = None, launcher: s
         raise JobError(f"--gpus-per-job: expected an integer >= 0, got {gpus_per_job}")
     if slurm_time < 1:
         raise JobError(f"--slurm-time: expected minutes >= 1, got {slurm_time}")
+    if launcher and threads is not None:
+        raise JobError(f"--threads: a job submitted with --launcher {launcher} computes with the CPUs Slurm gives it; "
+                       "drop --threads (use --cpus-per-job)")
     if launcher:
         try:
             import submitit  # noqa: F401
@@ -220,7 +228,8 @@ def make_launch(*, gpus: str | None = None, jobs: int | None = None, launcher: s
         slots = [{} for _ in range(jobs)]
     else:
         return Launch()
-    return Launch("local", slots=[{**slot, **_thread_share(len(slots))} for slot in slots])
+    share = {"OMP_NUM_THREADS": str(cpu_threads(threads)[0])} if threads is not None else _thread_share(len(slots))
+    return Launch("local", slots=[{**slot, **share} for slot in slots])
 
 
 def _thread_share(parallel: int) -> dict[str, str]:
@@ -229,8 +238,7 @@ def _thread_share(parallel: int) -> dict[str, str]:
     own OMP_NUM_THREADS is kept."""
     if "OMP_NUM_THREADS" in os.environ:
         return {}
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return {"OMP_NUM_THREADS": str(max(1, cores // parallel))}
+    return {"OMP_NUM_THREADS": str(max(1, available_cpus() // parallel))}
 
 
 @dataclass
@@ -370,7 +378,7 @@ def _submitit(jobs: list[Job], how: Launch, logs: Path, on_start, on_end, folder
     executor = _executor(how, folder)
     submitted = []
     for job in jobs:
-        handle = _submit(executor, how, job.name, run_job, job, log_path(logs, job))
+        handle = _submit(executor, how, job.name, run_submitted, job, log_path(logs, job))
         on_start(job)
         submitted.append((job, handle))
     outcomes = []

@@ -30,7 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from . import __version__
 from .errors import DmpfError
-from .fileio import atomic_write_text, follow_umask, move_into_place
+from .fileio import atomic_write_text, building, follow_umask, move_into_place
 from .train import lr_factor
 
 MANIFEST = "dmpf.json"
@@ -203,7 +203,7 @@ def pretrain(texts: list[str], recipe: LMRecipe, progress: Callable[[int, int, f
         "train_documents": len(train_texts), "heldout_documents": len(heldout_texts),
         "train_tokens": int((train_rows >= 0).sum()), "heldout_tokens": int((heldout_rows >= 0).sum()),
         "vocab_size": len(tokenizer), "parameters": sum(p.numel() for p in model.parameters()),
-        "seconds": round(time.perf_counter() - start_time, 1),
+        "seconds": round(time.perf_counter() - start_time, 1), "threads": torch.get_num_threads(),
     }
     return model, tokenizer, stats
 
@@ -320,15 +320,35 @@ def make_lm(*, size: str = "small", corpus: Path | None = None, output: Path | N
     recipe = replace(DEMO_SIZES[size](), **(changes or {}))
     texts_source = GENERATOR if corpus is None else None
     output = Path(output).expanduser() if output is not None else demo_lm_dir(size)
-    existing = read_lm_manifest(output) if output.is_dir() else None
-    if output.exists() and not output.is_dir():
-        raise PretrainError(f"--output: {output} is a file; choose a directory")
-    if output.is_dir() and existing is None and any(output.iterdir()):
-        raise PretrainError(f"--output: {output} exists and is not a dmpf language model (no {MANIFEST}); nothing in it "
-                            "is replaced, even with --overwrite: choose another --output")
-    if existing and texts_source and existing.get("fingerprint") == recipe.fingerprint(texts_source):
-        return output, existing, True
     default_demo = corpus is None and output == demo_lm_dir(size) and not changes
+
+    def current() -> tuple[dict[str, Any] | None, bool]:
+        """The LM there (its dmpf.json), and whether this recipe built it already."""
+        existing = read_lm_manifest(output) if output.is_dir() else None
+        if output.exists() and not output.is_dir():
+            raise PretrainError(f"--output: {output} is a file; choose a directory")
+        if output.is_dir() and existing is None and any(output.iterdir()):
+            raise PretrainError(f"--output: {output} exists and is not a dmpf language model (no {MANIFEST}); nothing "
+                                "in it is replaced, even with --overwrite: choose another --output")
+        return existing, bool(existing and texts_source
+                              and existing.get("fingerprint") == recipe.fingerprint(texts_source))
+
+    existing, fresh = current()
+    if fresh:
+        return output, existing, True
+    # one process builds it; another one that wants it at the same time waits, then finds it built
+    what = f"the {'demo ' if default_demo else ''}language model in {output}"
+    with building(output, what, console.print if console is not None else None):
+        existing, fresh = current()
+        if fresh:
+            return output, existing, True
+        return _make_lm(recipe, output, corpus, existing, overwrite=overwrite, default_demo=default_demo,
+                        console=console)
+
+
+def _make_lm(recipe: LMRecipe, output: Path, corpus: Path | None, existing: dict[str, Any] | None, *, overwrite: bool,
+             default_demo: bool, console) -> tuple[Path, dict, bool]:
+    """Pretrain and save the LM to ``output`` (its lock held)."""
     if existing and not (overwrite or default_demo):
         raise PretrainError(f"--output: {output} holds a language model already; pass --overwrite to replace it")
 

@@ -29,7 +29,7 @@ from .model.attention import resolve_backend
 from .model.backbones import check_available
 from .model.dmpf import resolve_device
 from .pretrain import ensure_backbone, names_demo_lm
-from .runtime import check_compile
+from .runtime import check_compile, threads_text
 from .train import Trainer, World, init_distributed, pretrained_encoders
 
 SEEDS_FILE = "seeds.json"  # in the root of a multi-seed run: the seeds, so `--resume ROOT` can finish them all
@@ -93,9 +93,11 @@ def _train_one(cfg: ExperimentConfig, run: RunDir, seed: int, *, resume: bool, o
         run.write_status(data=str(trainer.data.path), data_fingerprint=trainer.data.fingerprint,
                          dims=list(trainer.data.dims), backbone=trainer.backbone_source,
                          backbone_fingerprint=trainer.backbone_fingerprint, device=trainer.device,
+                         threads=torch.get_num_threads(),
                          **({"encoders_from": str(trainer.encoders_from)} if trainer.encoders_from else {}))
         console.print(f"[bold]{cfg.name}[/bold] seed {seed}: {cfg.data.dataset} data from {trainer.data.path}; "
-                      f"backbone {cfg.backbone.name} ({trainer.backbone_source}); {trainer.device}; "
+                      f"backbone {cfg.backbone.name} ({trainer.backbone_source}); {trainer.device}, "
+                      f"{threads_text(torch.get_num_threads())}; "
                       f"{sum(p.numel() for p in trainer.model.parameters() if p.requires_grad):,} trainable parameters")
         if trainer.encoders_from:
             console.print(f"encoders start from the encoder pre-training run {trainer.encoders_from}")

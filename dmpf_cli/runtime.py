@@ -1,9 +1,19 @@
-"""Running a model, in training and in scoring alike: where (the device), in which precision, compiled or
-not, and scoring it on batches (:func:`predict`, :func:`evaluate`) in the precision it trains in."""
+"""Running a model, in training and in scoring alike: where (the device), with how many CPU threads, in which
+precision, compiled or not, and scoring it on batches (:func:`predict`, :func:`evaluate`) in the precision it
+trains in.
+
+CPU threads: ``--threads N``, else ``OMP_NUM_THREADS``, else Slurm's ``SLURM_CPUS_PER_TASK``, else the CPUs this
+process may run on (its affinity: ``taskset``, a cgroup's cpuset). torch alone takes a thread per physical core of
+the machine, whatever share of it the process was given: on a lab machine two such runs side by side, or a Slurm
+job without cgroups, crawl. :func:`cpu_threads` is the one place that decides the count, :func:`use_threads`
+applies it; a grid's or sweep's local slots get their share of the cores through ``OMP_NUM_THREADS``
+(:mod:`dmpf_cli.jobs`; ``--threads N`` there: N each), which each slot's process then honours here.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 from torch import nn
@@ -66,3 +76,65 @@ def evaluate(model, loader, cfg: ExperimentConfig, device: str, drop_streams: tu
 
     scores, labels, _ = predict(model, loader, cfg, device, drop_streams)
     return compute_metrics(scores, labels, cfg.data.dataset)
+
+
+# -- CPU threads ----------------------------------------------------------------------------------
+
+THREAD_SOURCES = ("--threads", "OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK")
+
+
+def threads_text(n: int | str) -> str:
+    """``"1 CPU thread"``, ``"4 CPU threads"``: how runs' headers and tables say it."""
+    return f"{n} CPU thread{'' if int(n) == 1 else 's'}"
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the OS has one, else every CPU)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _positive(value: str, where: str) -> int:
+    text = value.strip()
+    if where == "OMP_NUM_THREADS":
+        text = text.split(",")[0].strip()  # OpenMP's nested form "4,2": the outer level is ours
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        hint = "" if where == "--threads" else "; set it to one, or pass --threads N"
+        raise DmpfError(f"{where}: expected a positive integer (CPU threads), got '{value}'{hint}")
+    return n
+
+
+def cpu_threads(option: str | int | None = None) -> tuple[int, str]:
+    """(threads, where the number comes from): ``option`` (``--threads``) > ``OMP_NUM_THREADS`` >
+    ``SLURM_CPUS_PER_TASK`` > the process's CPU affinity. An invalid value is a one-line error naming its source
+    (an empty variable counts as unset)."""
+    values = (None if option is None else str(option), os.environ.get("OMP_NUM_THREADS"),
+              os.environ.get("SLURM_CPUS_PER_TASK"))
+    for where, value in zip(THREAD_SOURCES, values):
+        if value is not None and (where == "--threads" or value.strip()):
+            return _positive(value, where), where
+    return available_cpus(), "affinity"
+
+
+_torch_default: int | None = None  # torch's own choice, before this process changed it
+
+
+def use_threads(option: str | int | None = None) -> int:
+    """Compute with :func:`cpu_threads`' count: torch's intra-op threads (and its inter-op threads where torch still
+    allows it: once per process, before any parallel work). The affinity fallback never raises torch's own default
+    (one thread per physical core: more, on hyper-threads, is slower). Returns the count torch uses now."""
+    global _torch_default
+    n, where = cpu_threads(option)
+    if _torch_default is None:
+        _torch_default = torch.get_num_threads()
+    if where == "affinity":
+        n = min(n, _torch_default)
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(n)
+    except RuntimeError:  # set already in this process, or parallel work has started: torch refuses
+        pass
+    return torch.get_num_threads()

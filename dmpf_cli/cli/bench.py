@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import DmpfError
-from .common import ConfigOpt, DatasetOpt, FormatOpt, OutputFormat, OverridesArg, make_console
+from .common import ConfigOpt, DatasetOpt, FormatOpt, OutputFormat, OverridesArg, ThreadsOpt, make_console
 
 
 def _csv_option(text: str | None, allowed: tuple[str, ...], option: str) -> list[str] | None:
@@ -34,11 +34,13 @@ def bench_command(
     compile: Annotated[
         Optional[str], typer.Option("--compile", help="off,default,reduce-overhead (default: all on CUDA, off on CPU).")
     ] = None,
+    threads: ThreadsOpt = None,
     format: FormatOpt = OutputFormat.text,
 ) -> None:
     """Time the full training step for each attention backend × precision × compile mode, reference first."""
     from ..bench import bench
     from ..config import load_config
+    from ..runtime import use_threads
 
     if steps < 1 or warmup < 0 or (batch_size is not None and batch_size < 1):
         raise DmpfError("--steps, --warmup, --batch-size: expected steps >= 1, warmup >= 0, batch size >= 1")
@@ -46,6 +48,7 @@ def bench_command(
     if warmup < 2 and compiles and any(c != "off" for c in compiles):
         # the first call compiles and CUDA graphs record on a later one: timing those would time the compiler
         raise DmpfError(f"--warmup: compiled rows need at least 2 warm-up steps, got {warmup}")
+    use_threads(threads)
     cfg = load_config(dataset, config, overrides or [])
     console = make_console(stderr=True)
     with console.status("benchmarking") as status:

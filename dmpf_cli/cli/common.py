@@ -51,6 +51,12 @@ AttentionOpt = Annotated[
     Optional[str], typer.Option("--attention", help="auto, xformers, sdpa or eager (default: the config's).")
 ]
 
+# Every command that computes: how many CPU threads (dmpf_cli.threads decides, and checks the value).
+ThreadsOpt = Annotated[Optional[str], typer.Option(
+    "--threads", metavar="N", show_default=False,
+    help="CPU threads to compute with (a grid or sweep with --jobs/--gpus: each job's). Default: "
+         "OMP_NUM_THREADS, else Slurm's SLURM_CPUS_PER_TASK, else the CPUs this process may run on.")]
+
 PIPED_WIDTH = 160  # tables' width in a log or a pipe (rich would use 80)
 
 

@@ -9,7 +9,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import ConfigOpt, DatasetOpt, FormatOpt, OutputFormat, OverridesArg, make_console, metrics_table
+from .common import (
+    ConfigOpt,
+    DatasetOpt,
+    FormatOpt,
+    OutputFormat,
+    OverridesArg,
+    ThreadsOpt,
+    make_console,
+    metrics_table,
+)
 
 
 def pretrain_encoders_command(
@@ -19,14 +28,17 @@ def pretrain_encoders_command(
     output: Annotated[Optional[Path], typer.Option(
         "--output", "-o", help="Run directory (default: runs/NAME-encoders-DATE-TIME).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run directory.")] = False,
+    threads: ThreadsOpt = None,
     format: FormatOpt = OutputFormat.text,
 ) -> None:
     """Pre-train the A, V and AV encoders alone, each with an L1 head on the sentiment label (no language
     model); a DMPF run then starts from them with encoders.init_from=DIR."""
     from ..config import load_config
     from ..curriculum import pretrain_encoders
+    from ..runtime import use_threads
     from ..streams import STREAM
 
+    use_threads(threads)
     cfg = load_config(dataset, config, overrides or [])
     console = make_console(stderr=format is OutputFormat.json)
     results = pretrain_encoders(cfg, output, overwrite=overwrite, console=console)

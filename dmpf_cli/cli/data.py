@@ -11,7 +11,7 @@ import typer
 
 from ..errors import DmpfError
 from ..streams import MODALITIES
-from .common import DatasetName, FormatOpt, OutputFormat, make_console
+from .common import DatasetName, FormatOpt, OutputFormat, ThreadsOpt, make_console
 
 
 def manifest_tables(manifest: dict, console) -> None:
@@ -73,6 +73,7 @@ def prepare(
     info: Annotated[
         Optional[Path], typer.Option("--info", help="Print the manifest of a prepared directory and exit.")
     ] = None,
+    threads: ThreadsOpt = None,
     format: FormatOpt = OutputFormat.text,
 ) -> None:
     """Import an MMSA pickle safely (or generate a synthetic one) into the memory-mapped prepared format."""
@@ -90,6 +91,9 @@ def prepare(
     if dataset is None:
         raise DmpfError("--dataset: required (mosei, mosi, sims with --source; or synthetic), or --info DIR")
     dataset = dataset.value
+    from ..runtime import use_threads
+
+    use_threads(threads)  # torch tokenises the text (a bad --threads is refused before a long import)
     preset = tokenize_preset(dataset)
     tok_cfg = None  # checked before the data: a bad --config must not cost a long import first
     if config is not None or preset:

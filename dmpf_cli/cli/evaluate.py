@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import FormatOpt, OnError, OutputFormat, Split, make_console, metrics_table, warn_stderr
+from .common import FormatOpt, OnError, OutputFormat, Split, ThreadsOpt, make_console, metrics_table, warn_stderr
 
 
 def eval_command(
@@ -17,10 +17,14 @@ def eval_command(
     modality_ablation: Annotated[
         bool, typer.Option("--modality-ablation", help="Also remove each stream in turn and report each metric's drop.")
     ] = False,
+    threads: ThreadsOpt = None,
     format: FormatOpt = OutputFormat.text,
 ) -> None:
     """Evaluate a run's best checkpoint on a split (MMSA metrics)."""
     from ..evaluate import eval_run
+    from ..runtime import use_threads
+
+    use_threads(threads)
 
     result = eval_run(run, split.value, modality_ablation, warn=warn_stderr)
     if format is OutputFormat.json:
@@ -74,9 +78,13 @@ def predict_command(
     on_error: Annotated[
         OnError, typer.Option("--on-error", help="A malformed JSONL sample: skip it (with a warning) or fail.")
     ] = OnError.skip,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Score samples with a run's best checkpoint: id, score and the dataset's label bins."""
     from ..evaluate import predict_run
+    from ..runtime import use_threads
+
+    use_threads(threads)
 
     count, text = predict_run(run, input, output, on_error.value, warn=warn_stderr)
     if text is not None:

@@ -19,6 +19,7 @@ from .common import (
     OutputFormat,
     SlurmPartitionOpt,
     SlurmTimeOpt,
+    ThreadsOpt,
     make_console,
 )
 from .train import _parse_seeds
@@ -36,6 +37,7 @@ def grid_command(
     slurm_time: SlurmTimeOpt = 60,
     gpus_per_job: GpusPerJobOpt = 1,
     cpus_per_job: CpusPerJobOpt = None,
+    threads: ThreadsOpt = None,
     format: FormatOpt = OutputFormat.text,
 ) -> None:
     """Run every variant × seed of a grid file as a run directory (finished runs kept, killed ones resumed), then
@@ -43,6 +45,7 @@ def grid_command(
     from ..grid import GRID_FILE, GridError, plan, read_grid, write_plan, write_report
     from ..jobs import Monitor, launch, make_launch
     from ..runs import ready
+    from ..runtime import use_threads
 
     machine = format is OutputFormat.json
     console = make_console(stderr=machine)
@@ -54,7 +57,8 @@ def grid_command(
             raise GridError(f"{grid.parent}: not a grid directory (no {GRID_FILE}); pass a grid file")
     how = make_launch(gpus=gpus, jobs=jobs, launcher=launcher.value if launcher else None,
                       slurm_partition=slurm_partition, slurm_time=slurm_time, gpus_per_job=gpus_per_job,
-                      cpus_per_job=cpus_per_job)
+                      cpus_per_job=cpus_per_job, threads=threads)
+    use_threads(threads)  # this process's own work: the data and the demo LM on first use, in-process runs
     spec = read_grid(grid)
     root = output or Path("runs") / "grids" / spec.name
     p = plan(spec, root, _parse_seeds(seeds), resume=resume)

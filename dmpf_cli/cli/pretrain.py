@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import FormatOpt, OutputFormat, make_console
+from .common import FormatOpt, OutputFormat, ThreadsOpt, make_console
 
 
 class LMSize(str, Enum):
@@ -34,12 +34,16 @@ def pretrain_lm_command(
     vocab_size: Annotated[Optional[int], typer.Option("--vocab-size", min=260, help="BPE vocabulary size.")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Optimizer steps.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a language model at --output.")] = False,
+    threads: ThreadsOpt = None,
     format: FormatOpt = OutputFormat.text,
 ) -> None:
     """Pretrain a small GPT-2 with the causal language-modelling objective (never a label) and report its held-out
     LM loss against a unigram baseline; train on it with backbone.name=gpt2-demo (and backbone.path=DIR)."""
     from ..errors import DmpfError
     from ..pretrain import make_lm
+    from ..runtime import threads_text, use_threads
+
+    use_threads(threads)
 
     changes = {key: value for key, value in (("n_layer", layers), ("n_embd", width), ("n_head", heads),
                                              ("vocab_size", vocab_size), ("steps", steps)) if value is not None}
@@ -62,8 +66,9 @@ def pretrain_lm_command(
     table.add_row("unigram baseline, same tokens", f"{manifest['heldout_unigram_loss']:.3f}")
     table.add_row("shape", f"{recipe['n_layer']} blocks, width {recipe['n_embd']}, {recipe['n_head']} heads, "
                            f"{manifest['vocab_size']} tokens, {manifest['parameters']:,} parameters")
+    cpu = f", {threads_text(manifest['threads'])}" if "threads" in manifest else ""  # older LMs: not recorded
     table.add_row("trained on", f"{manifest['corpus']}: {manifest['train_tokens']:,} tokens, {recipe['steps']} steps "
-                                f"({manifest['seconds']:.0f} s)")
+                                f"({manifest['seconds']:.0f} s{cpu})")
     console.print(table)
     if manifest["heldout_lm_loss"] >= manifest["heldout_unigram_loss"]:
         console.print("[yellow]warning[/yellow]: it predicts held-out text no better than word frequencies: train "

@@ -18,6 +18,7 @@ from .common import (
     OutputFormat,
     SlurmPartitionOpt,
     SlurmTimeOpt,
+    ThreadsOpt,
     make_console,
 )
 
@@ -45,6 +46,7 @@ def sweep_command(
     slurm_time: SlurmTimeOpt = 60,
     gpus_per_job: GpusPerJobOpt = 1,
     cpus_per_job: CpusPerJobOpt = None,
+    threads: ThreadsOpt = None,
     format: FormatOpt = OutputFormat.text,
 ) -> None:
     """Search hyperparameters with Optuna: each trial is a run directory; several workers join one study.
@@ -52,6 +54,7 @@ def sweep_command(
     One worker in this process by default; --gpus 0,1 starts one worker per GPU, --jobs N N workers on the CPUs,
     --launcher slurm --jobs N N Slurm jobs (one worker each). Each trial is one process's run either way."""
     from ..jobs import JobError, make_launch
+    from ..runtime import use_threads
     from ..sweep import load_space, run_worker, run_workers
     from ..sweep import show as show_study
 
@@ -61,7 +64,8 @@ def sweep_command(
     # with a launcher, --jobs N is the number of jobs (workers) to submit; without, the number of local slots
     how = make_launch(gpus=gpus, jobs=None if launcher else jobs, launcher=launcher.value if launcher else None,
                       slurm_partition=slurm_partition, slurm_time=slurm_time, gpus_per_job=gpus_per_job,
-                      cpus_per_job=cpus_per_job)
+                      cpus_per_job=cpus_per_job, threads=threads)
+    use_threads(threads)  # this process's own work: the data and the demo LM on first use, in-process runs
     if show and how.launcher != "in-process":
         raise JobError("--show: trains nothing; drop --gpus/--jobs/--launcher")
     spec = load_space(space)

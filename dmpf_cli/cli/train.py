@@ -16,6 +16,7 @@ from .common import (
     FormatOpt,
     OutputFormat,
     OverridesArg,
+    ThreadsOpt,
     make_console,
     metrics_table,
 )
@@ -42,14 +43,17 @@ def train_command(
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the interrupted run in this directory.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run directory.")] = False,
     attention: AttentionOpt = None,
+    threads: ThreadsOpt = None,
     format: FormatOpt = OutputFormat.text,
 ) -> None:
     """Train DMPF (the SPEC §6 recipe), test the best-validation checkpoint, write a run directory."""
     from ..config import load_config
     from ..runs import train
+    from ..runtime import use_threads
 
     if resume is not None and (dataset or config or overrides or seeds):
         raise DmpfError("--resume: continues a run with its own config; drop --dataset/--config/--seeds/overrides")
+    use_threads(threads)
     extra = [f"training.attention={attention}"] if attention else []
     cfg = load_config(dataset, config, [*(overrides or []), *extra])
     console = make_console(stderr=format is OutputFormat.json)
