@@ -22,7 +22,8 @@ def eval_command(
     """Evaluate a run's best checkpoint on a split (MMSA metrics)."""
     from ..evaluate import eval_run
 
-    result = eval_run(run, split.value, modality_ablation, warn=warn_stderr)
+    # the progress on stderr, with the warnings: stdout holds the table or the JSON alone
+    result = eval_run(run, split.value, modality_ablation, warn=warn_stderr, console=make_console(stderr=True))
     if format is OutputFormat.json:
         typer.echo(json.dumps(result, indent=2))
         return
@@ -78,8 +79,9 @@ def predict_command(
     """Score samples with a run's best checkpoint: id, score and the dataset's label bins."""
     from ..evaluate import predict_run
 
-    count, text = predict_run(run, input, output, on_error.value, warn=warn_stderr)
+    console = make_console(stderr=True)  # the progress and messages: stdout may hold the CSV
+    count, text = predict_run(run, input, output, on_error.value, warn=warn_stderr, console=console)
     if text is not None:
         typer.echo(text, nl=False)
     else:
-        make_console(stderr=True).print(f"wrote {count} predictions to {output}")
+        console.print(f"wrote {count} predictions to {output}")
