@@ -22,7 +22,7 @@ from dmpf_cli.runs import prepare_run_dir
 from dmpf_cli.streams import STREAMS
 from dmpf_cli.train import Trainer, World, pretrained_encoders
 
-from conftest import TINY, error_line, one_line
+from conftest import TINY, assert_done, error_line, one_line
 
 CPU = [*TINY, "training.device=cpu"]
 
@@ -102,6 +102,7 @@ def test_the_stage_refuses_a_finished_run_without_overwrite(stage, tmp_path, inv
                     "training.max_epochs=1")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["epochs"] == 1 and RunDir(copy).read_status()["status"] == "finished"
+    assert_done(result.stderr, "epoch 1/1", "6", "batches")  # the progress: on stderr, never into the JSON
 
 
 def test_the_stage_refuses_a_config_without_streams_before_any_directory(tmp_path, invoke):

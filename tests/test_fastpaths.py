@@ -18,7 +18,7 @@ from dmpf_cli.errors import DmpfError
 from dmpf_cli.model.losses import dmpf_loss
 from dmpf_cli.runtime import compiled
 
-from conftest import error_line, make_batch, make_model
+from conftest import assert_done, error_line, make_batch, make_model
 
 
 def loss_and_grads(model, net, batch, autocast=None):
@@ -101,6 +101,7 @@ def test_bench_command_json(invoke):
                     "backbone.name=gpt2-tiny-random", "data.text_len=24")
     assert result.exit_code == 0, result.stderr
     out = json.loads(result.stdout)
+    assert_done(result.stderr, "benchmarking", "2", "setups")  # not a terminal: paced lines on stderr
     labels = [r["label"] for r in out["rows"]]
     assert labels == ["fp32 eager off", "fp32 sdpa off"]
     first = out["rows"][0]
