@@ -9,8 +9,10 @@ nothing for minutes; there :class:`Progress` prints plain lines instead, at a st
 
 A task prints a line when it crosses a tenth of its total (but not more often than a tenth of the interval), when
 the interval has passed since its last line (default 30 s; ``DMPF_PROGRESS_INTERVAL`` seconds, 0 for a line at
-every update), and once when it completes. So a task prints at most about ten lines plus one per interval, and a
-stalled one prints nothing (lines come with updates, never from a timer).
+every update), and when it completes — that last line only if the task took at least a tenth of the interval or
+printed before: work of a second or two says nothing, as rich's transient bar would leave nothing. So a task prints
+at most about ten lines plus one per interval, and a stalled one prints nothing (lines come with updates, never
+from a timer).
 
 "Interactive" is rich's decision (:attr:`rich.console.Console.is_interactive`): a terminal that is not ``TERM=dumb``;
 ``FORCE_COLOR``, ``TTY_COMPATIBLE`` and ``TTY_INTERACTIVE`` override it as rich documents. The lines go to the
@@ -63,7 +65,8 @@ class _Task:
     # so that what a task does before its first unit (a tokenizer trained, a model loaded) does not skew the ETA
     last_line: float = 0.0
     last_step: int = 0  # the tenths of the total reported so far
-    finished: bool = False  # its last line is printed
+    finished: bool = False  # it is complete: no more lines
+    printed: bool = False  # it has printed a line
 
 
 class Progress:
@@ -192,9 +195,11 @@ class Progress:
         step = self._step(t.total, t.completed)
         if t.total is not None and t.completed >= t.total > 0:
             t.finished = True
+            if not (t.printed or now - t.start >= self.interval / STEPS):
+                return
         elif not (since >= self.interval or (step > t.last_step and since >= self.interval / STEPS)):
             return
-        t.last_line, t.last_step = now, step
+        t.last_line, t.last_step, t.printed = now, step, True
         self.console.print(_line(t, now), markup=False, highlight=False, emoji=False, soft_wrap=True)
 
 

@@ -47,6 +47,13 @@ LONGEST_TEST_PRETRAINING = 500  # optimizer steps; the demo LM's recipe takes 20
 
 
 @pytest.fixture(autouse=True)
+def _no_progress_lines(monkeypatch):
+    """No plain progress lines (dmpf_cli/progress.py) unless a test asks for them with ``DMPF_PROGRESS_INTERVAL=0``
+    (a line at every update): whether work of a few seconds prints one would depend on this machine's speed."""
+    monkeypatch.setenv("DMPF_PROGRESS_INTERVAL", "1000000")
+
+
+@pytest.fixture(autouse=True)
 def _no_demo_lm_pretraining(monkeypatch):
     """An in-process test that reaches the demo LM's full pretraining (a command on the default backbone) fails at
     once, instead of spending minutes: it should pass TINY's backbone or build a tiny LM itself."""

@@ -91,7 +91,8 @@ def test_a_stream_without_tokens_has_no_encoder_and_no_head(tmp_path):
     assert visual not in results["test"] and len(results["test"]) == len(STREAMS) - 1
 
 
-def test_the_stage_refuses_a_finished_run_without_overwrite(stage, tmp_path, invoke):
+def test_the_stage_refuses_a_finished_run_without_overwrite(stage, tmp_path, invoke, monkeypatch):
+    monkeypatch.setenv("DMPF_PROGRESS_INTERVAL", "0")  # a progress line at every update
     copy = tmp_path / "copy"
     shutil.copytree(stage, copy)
     before = (copy / "results.json").read_text()

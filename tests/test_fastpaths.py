@@ -95,7 +95,8 @@ def test_bench_rows_on_cpu_start_with_the_reference():
     assert notes == ["reduce-overhead: CUDA graphs need a CUDA device"]
 
 
-def test_bench_command_json(invoke):
+def test_bench_command_json(invoke, monkeypatch):
+    monkeypatch.setenv("DMPF_PROGRESS_INTERVAL", "0")  # a progress line at every update
     result = invoke("bench", "--steps", "1", "--warmup", "0", "--precisions", "fp32", "--backends", "sdpa",
                     "--format", "json", "data.synthetic_size=tiny", "training.batch_size=4",
                     "backbone.name=gpt2-tiny-random", "data.text_len=24")

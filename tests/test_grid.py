@@ -140,7 +140,8 @@ def _finished(run: Path) -> bool:
 
 
 @pytest.mark.slow
-def test_a_grid_runs_every_variant_and_seed_then_reports(tmp_path):
+def test_a_grid_runs_every_variant_and_seed_then_reports(tmp_path, monkeypatch):
+    monkeypatch.setenv("DMPF_PROGRESS_INTERVAL", "0")  # a progress line at every update, however fast the runs
     path = write_grid(tmp_path)
     out = tmp_path / "out"
     result = dmpf("grid", path, "--output", out, "--format", "json")

@@ -60,10 +60,15 @@ def test_slow_work_also_prints_at_the_interval():
     assert out.getvalue().splitlines()[0] == "work: 6/100 items (6%), 12.0 items/min, 30 s elapsed, ETA 7m50s"
 
 
-def test_fast_work_prints_its_last_line_only():
+def test_quick_work_prints_a_line_every_tenth_of_the_interval_at_most_and_a_moment_of_work_nothing():
     progress, clock, out = plain()
-    run_task(progress, clock, 1 / 64)  # done in 1.6 s: tenths closer together than a tenth of the interval
-    assert out.getvalue() == "work: 100/100 items (100%), 64.0 items/s, done in 1.6 s\n"
+    run_task(progress, clock, 1 / 16)  # done in 6.2 s: the tenths come 0.6 s apart, lines at least 3 s apart
+    assert out.getvalue().splitlines() == ["work: 48/100 items (48%), 16.0 items/s, 3.0 s elapsed, ETA 3.2 s",
+                                           "work: 96/100 items (96%), 16.0 items/s, 6.0 s elapsed, ETA 0.2 s",
+                                           "work: 100/100 items (100%), 16.0 items/s, done in 6.2 s"]
+    progress, clock, out = plain()
+    run_task(progress, clock, 1 / 64)  # 1.6 s: under a tenth of the interval, where a transient bar leaves nothing
+    assert out.getvalue() == ""
 
 
 def test_interval_zero_prints_every_update_and_unknown_totals_print_at_the_interval():
@@ -128,8 +133,14 @@ def test_a_bad_interval_is_one_line_before_the_command_starts(invoke, tmp_path, 
 
 # -- real commands through a pipe ----------------------------------------------------------------
 
+@pytest.fixture
+def every_update(monkeypatch):
+    """A progress line at every update (``DMPF_PROGRESS_INTERVAL=0``): what is printed does not depend on speed."""
+    monkeypatch.setenv("DMPF_PROGRESS_INTERVAL", "0")
+
+
 @pytest.mark.slow
-def test_prepare_prints_progress_lines_into_a_pipe_and_keeps_its_json_clean(tmp_path):
+def test_prepare_prints_progress_lines_into_a_pipe_and_keeps_its_json_clean(tmp_path, every_update):
     text = dmpf("prepare", "--dataset", "synthetic", "--size", "tiny", "--output", tmp_path / "a")
     out = text.stdout
     assert_done(out, "generating the synthetic 'tiny' dataset (seed 0)", "160", "samples")
@@ -153,8 +164,7 @@ def test_prepare_prints_progress_lines_into_a_pipe_and_keeps_its_json_clean(tmp_
 
 
 @pytest.mark.slow
-def test_pretrain_lm_prints_every_step_into_a_pipe_with_interval_zero(tmp_path, monkeypatch):
-    monkeypatch.setenv("DMPF_PROGRESS_INTERVAL", "0")  # a line at every update: the count does not depend on speed
+def test_pretrain_lm_prints_every_step_into_a_pipe(tmp_path, every_update):
     result = dmpf("pretrain-lm", "--size", "tiny", "--steps", "20", "--output", tmp_path / "lm")
     lines = progress_lines(result.stdout, "pretraining")
     assert [m["n"] for m in lines] == [str(i) for i in range(1, 21)]
@@ -166,7 +176,9 @@ def test_pretrain_lm_prints_every_step_into_a_pipe_with_interval_zero(tmp_path, 
 def piped_run(tmp_path_factory):
     """A tiny run trained through a pipe: (its directory, the finished `dmpf train`)."""
     root = tmp_path_factory.mktemp("piped") / "run"
-    return root, dmpf("train", "--output", root, *TINY)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DMPF_PROGRESS_INTERVAL", "0")
+        return root, dmpf("train", "--output", root, *TINY)
 
 
 @pytest.mark.slow
@@ -180,7 +192,7 @@ def test_train_prints_each_epochs_progress_into_a_pipe(piped_run):
 
 
 @pytest.mark.slow
-def test_eval_and_predict_print_progress_on_stderr_and_keep_stdout_for_results(piped_run):
+def test_eval_and_predict_print_progress_on_stderr_and_keep_stdout_for_results(piped_run, every_update):
     root, _ = piped_run
     result = dmpf("eval", "--run", root, "--modality-ablation", "--format", "json")
     assert json.loads(result.stdout)["samples"] == 32

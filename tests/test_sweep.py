@@ -407,7 +407,8 @@ def _check_parallel_sweep(out: Path, stdout: str, budget: int, workers: int) -> 
 
 
 @pytest.mark.slow
-def test_jobs_runs_several_workers_of_one_study_here(tmp_path):
+def test_jobs_runs_several_workers_of_one_study_here(tmp_path, monkeypatch):
+    monkeypatch.setenv("DMPF_PROGRESS_INTERVAL", "0")  # a progress line at every update, however fast the trials
     space, out = write_space(tmp_path, heartbeat=30), tmp_path / "out"
     result = dmpf("sweep", space, "--output", out, "--trials", "4", "--jobs", "2", "--format", "json")
     assert "2 workers (2 jobs at a time" in result.stderr and "Traceback" not in result.stderr
