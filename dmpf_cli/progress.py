@@ -4,8 +4,12 @@ On an interactive terminal it is rich's live bar, redrawn in place and gone when
 a pipe, ``nohup``, a Slurm or CI log, a dumb terminal — rich draws nothing until the end, so a log would show
 nothing for minutes; there :class:`Progress` prints plain lines instead, at a steady pace and never a flood::
 
-    pretraining: 60/120 steps (50%), 41.2 steps/s, 1.5 s elapsed, ETA 1.5 s, LM loss 5.123
-    pretraining: 120/120 steps (100%), 40.8 steps/s, done in 2.9 s, LM loss 4.321
+    pretraining: 12/120 steps (10%), 8.0 steps/s, 6.0 s elapsed, ETA 14 s, LM loss 6.170
+    …
+    pretraining: 120/120 steps (100%), 3.3 steps/s, done in 41 s, LM loss 3.487
+
+The rate counts from a task's first update, so that what comes before its first unit (a tokenizer trained, a
+model loaded) does not skew the ETA.
 
 A task prints a line when it crosses a tenth of its total (but not more often than a tenth of the interval), when
 the interval has passed since its last line (default 30 s; ``DMPF_PROGRESS_INTERVAL`` seconds, 0 for a line at
@@ -17,7 +21,7 @@ from a timer).
 "Interactive" is rich's decision (:attr:`rich.console.Console.is_interactive`): a terminal that is not ``TERM=dumb``;
 ``FORCE_COLOR``, ``TTY_COMPATIBLE`` and ``TTY_INTERACTIVE`` override it as rich documents. The lines go to the
 caller's console, so they land beside the command's other messages: stdout for text output, stderr where stdout
-carries data (``--format json``, ``dmpf predict``'s CSV).
+carries the result (``--format json``, ``dmpf eval``'s table, ``dmpf predict``'s CSV), so that stays clean.
 """
 
 from __future__ import annotations
@@ -61,8 +65,7 @@ class _Task:
     fields: dict[str, Any]
     start: float  # clock time of add_task
     start_completed: float  # a resumed task's rate counts from where it resumed
-    first: tuple[float, float] | None = None  # (time, completed) at the first update: the rate counts from there,
-    # so that what a task does before its first unit (a tokenizer trained, a model loaded) does not skew the ETA
+    first: tuple[float, float] | None = None  # (time, completed) at the first update: the rate counts from there
     last_line: float = 0.0
     last_step: int = 0  # the tenths of the total reported so far
     finished: bool = False  # it is complete: no more lines
