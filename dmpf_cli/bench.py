@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from .config import ExperimentConfig, token_counts
+from .progress import Progress
 from .streams import DATASETS, MODALITIES
 
 
@@ -185,7 +186,8 @@ def loader_throughput(cfg: ExperimentConfig, batch_size: int, batches: int = 50,
 
 
 def bench(cfg: ExperimentConfig, *, batch_size: int | None, steps: int, warmup: int, backends: list[str] | None,
-          precisions: list[str] | None, compiles: list[str] | None, progress=None, console=None) -> dict[str, Any]:
+          precisions: list[str] | None, compiles: list[str] | None, progress: Progress | None = None,
+          console=None) -> dict[str, Any]:
     from .model.backbones import describe
     from .model.dmpf import resolve_device
     from .pretrain import ensure_backbone
@@ -202,9 +204,8 @@ def bench(cfg: ExperimentConfig, *, batch_size: int | None, steps: int, warmup: 
              for p in sorted({r.precision for r in rows})}
     results = []
     flops = None
-    for i, setup in enumerate(rows):
-        if progress:
-            progress(f"{setup.label} ({i + 1}/{len(rows)})")
+    tracked = (progress or Progress(None)).track(rows, "benchmarking", unit="setups", label=lambda s: s.label)
+    for i, setup in enumerate(tracked):
         try:
             row = run_setup(cfg, setup, batch, device, steps, warmup, dims, count_flops=i == 0)
         except Exception as exc:  # a row that cannot run here is reported, the others still run

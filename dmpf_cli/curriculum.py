@@ -42,6 +42,7 @@ from .errors import DmpfError
 from .fileio import atomic_write_text
 from .model.dmpf import build_encoders, masked_time_mean, resolve_device
 from .model.losses import l1
+from .progress import Progress
 from .runs import clear_output, prepare_run_dir
 from .runtime import autocast, evaluate, threads_text, to_device
 from .streams import SPLITS, STREAM, STREAMS
@@ -128,7 +129,8 @@ def pretrain_encoders(cfg: ExperimentConfig, output: Path | None, *, overwrite: 
     pin = device == "cuda"
     loaders = {name: make_loader(splits[name], cfg.training.batch_size, shuffle=False,
                                  num_workers=cfg.data.num_workers, pin_memory=pin) for name in ("valid", "test")}
-    state = _fit(stage, cfg, splits["train"], loaders["valid"], run, seed, device, console)
+    with Progress(console) as bar:
+        state = _fit(stage, cfg, splits["train"], loaders["valid"], run, seed, device, console, bar)
 
     load_weights(stage, run.best)
     scored = {s.name: evaluate(_Scored(stage, s.name), loaders["test"], cfg, device) for s in streams}
@@ -143,7 +145,7 @@ def pretrain_encoders(cfg: ExperimentConfig, output: Path | None, *, overwrite: 
 
 
 def _fit(stage: EncoderStage, cfg: ExperimentConfig, train: SplitDataset, valid, run: RunDir, seed: int,
-         device: str, console: Console) -> LoopState:
+         device: str, console: Console, progress: Progress) -> LoopState:
     """The loop: one optimizer step per batch, validation and early stopping per epoch, the best weights saved."""
     optimizer = build_optimizer(stage, cfg)  # every parameter is on the encoder side: optimizer.lr_encoders
     sampler = EpochBatchSampler(len(train), cfg.training.batch_size, shuffle=True, seed=seed)
@@ -159,7 +161,8 @@ def _fit(stage: EncoderStage, cfg: ExperimentConfig, train: SplitDataset, valid,
         sampler.set_epoch(st.epoch)
         sums = torch.zeros(len(stage.streams), device=device)  # per stream L1, summed over the epoch's batches
         batches = list(sampler)
-        for batch in batch_loader(train, batches, num_workers=cfg.data.num_workers, pin_memory=device == "cuda"):
+        loader = batch_loader(train, batches, num_workers=cfg.data.num_workers, pin_memory=device == "cuda")
+        for batch in progress.track(loader, f"epoch {st.epoch + 1}/{cfg.training.max_epochs}", len(batches)):
             batch = to_device(batch, device)
             with autocast(cfg, device):
                 preds = stage(batch)

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .config import ExperimentConfig
 from .data.mmsa import load_pickle, validate
@@ -34,7 +33,8 @@ from .data.prepared import (
 )
 from .errors import DmpfError
 from .fileio import building
-from .streams import DATASETS, SPLITS
+from .progress import Progress
+from .streams import DATASETS, MODALITIES, SPLITS
 
 
 @dataclass
@@ -46,7 +46,7 @@ class PrepareResult:
     tokens: dict[str, Any] | None = None  # what pretokenize() stored, or why it stored nothing
 
 
-def pretokenize(output: Path, cfg: Any, origin: str) -> dict[str, Any]:
+def pretokenize(output: Path, cfg: Any, origin: str, progress: Progress | None = None) -> dict[str, Any]:
     """Tokenise every split's text for ``cfg``'s backbone and ``data.text_len``, stored beside the data.
 
     Training, evaluation and the benchmark then read the stored ids (:func:`dmpf_cli.data.batches.cached_tokens`)
@@ -63,17 +63,22 @@ def pretokenize(output: Path, cfg: Any, origin: str) -> dict[str, Any]:
     except BackboneError as exc:
         return {**info, "stored": False, "reason": str(exc)}
     truncated = 0
-    for name in SPLITS:
-        split = prepared.split(name)
+    splits = [prepared.split(name) for name in SPLITS]
+    for split in (progress or Progress(None)).track(splits, "tokenising the text", sum(map(len, splits)),
+                                                    unit="texts", weight=len):
         _, real = cached_tokens(split, tokenizer, cfg.data.text_len)
         truncated += int(real[:, -1].sum())  # rows that fill text_len: some were cut there
     return {**info, "stored": True, "directory": str(token_cache_dir(prepared.path, tokenizer, cfg.data.text_len)),
             "rows_at_text_len": truncated}
 
 
-def _progress(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description:<22}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-                    console=console, transient=True, disable=not console.is_terminal)
+def read_source(source: Path, progress: Progress, what: str | None = None) -> tuple[Any, str]:
+    """:func:`~dmpf_cli.data.mmsa.load_pickle` of ``source``, its bytes counted on ``progress`` as reading ``what``
+    (default: the file's name)."""
+    task = progress.add_task(f"reading {what or source.name}", total=source.stat().st_size, unit="bytes")
+    data, sha256 = load_pickle(source, progress=lambda n: progress.advance(task, n))
+    progress.remove_task(task)
+    return data, sha256
 
 
 def import_pickle(
@@ -85,16 +90,16 @@ def import_pickle(
     ``generated``: the source is a temporary file made by dmpf, recorded as such rather than by path.
     """
     size = source.stat().st_size if source.exists() else 0
-    with _progress(console) as bar:
-        task = bar.add_task(f"reading {source.name}", total=size)
-        data, sha256 = load_pickle(source, progress=lambda n: bar.advance(task, n))
+    with Progress(console) as bar:
+        data, sha256 = read_source(source, bar, "the generated data" if generated else None)
         splits, reports = validate(data, dataset, source)
         del data  # the validated splits keep what is needed
         done: dict[str, int] = {}
-        write_task = bar.add_task("writing", total=sum(r.samples for r in reports.values()) * 2)
+        write_task = bar.add_task("writing", total=sum(r.samples for r in reports.values()) * len(MODALITIES),
+                                  unit="rows")
 
         def on_write(key: str, n: int, total: int) -> None:
-            bar.update(write_task, advance=n - done.get(key, 0), description=f"writing {key}")
+            bar.update(write_task, advance=n - done.get(key, 0), info=key)
             done[key] = n
 
         stamp = {"path": "(generated)", "size": size} if generated else source_stamp(source)
@@ -164,7 +169,7 @@ def prepare_synthetic(
 
 def _generate(size: str, seed: int, output: Path, *, overwrite: bool, console: Console) -> PrepareResult:
     """Generate the synthetic dataset into ``output`` (its lock held)."""
-    from .data.synthetic import generate
+    from .data.synthetic import SIZES, generate
 
     check_output(output)
     existing = read_manifest(output) if output.is_dir() else None
@@ -181,8 +186,10 @@ def _generate(size: str, seed: int, output: Path, *, overwrite: bool, console: C
     remove_stale_leftovers(output)
     pkl = output.parent / f".{output.name}.source-{os.getpid()}.pkl"
     try:
-        with console.status(f"generating the synthetic '{size}' dataset (seed {seed})"):
-            data, info = generate(size, seed)
+        with Progress(console) as bar:
+            task = bar.add_task(f"generating the synthetic '{size}' dataset (seed {seed})",
+                                total=sum(SIZES[size].splits.values()), unit="samples")
+            data, info = generate(size, seed, progress=lambda n: bar.advance(task, n))
             with open(pkl, "wb") as f:
                 pickle.dump(data, f, protocol=5)  # protocol 5 writes array buffers without copying them
             del data

@@ -18,16 +18,17 @@ from torch import nn
 from .checkpoints import RunDir, RunError, load_weights
 from .config import ExperimentConfig, load_config
 from .data.batches import SplitDataset, make_loader, tokenize
-from .data.mmsa import load_pickle, validate
+from .data.mmsa import validate
 from .data.prepared import Split, open_prepared
 from .data.samples import InputError, Sample, read_jsonl
-from .datasets import open_data
+from .datasets import open_data, read_source
 from .errors import DmpfError
 from .fileio import atomic_write_text, temporary_name
 from .metrics import LOWER_IS_BETTER, label_bins
 from .model.backbones import demo_lm_dir
 from .model.dmpf import build_model, resolve_device
 from .pretrain import ensure_backbone, names_demo_lm
+from .progress import Progress
 from .runtime import autocast, compiled, evaluate
 from .streams import MODALITIES, SPLITS, STREAM
 
@@ -51,10 +52,11 @@ class TrainedModel:
     record: dict[str, Any]  # the whole run.json: data, data_fingerprint, dims, ...
 
 
-def load_trained(root: Path, warn=_warn_stderr) -> TrainedModel:
+def load_trained(root: Path, warn=_warn_stderr, console=None) -> TrainedModel:
     """The run's config, model and best weights; a missing, foreign or damaged run is a one-line error.
 
     An unfinished run (killed, or still training) is scored with its best checkpoint so far, with a warning.
+    ``console`` shows the demo LM's pretraining, where it has to be built again first.
     """
     run = RunDir(root)
     run.require()
@@ -78,7 +80,7 @@ def load_trained(root: Path, warn=_warn_stderr) -> TrainedModel:
     device = resolve_device(cfg.training.device)
     if names_demo_lm(cfg.backbone) and not demo_lm_dir().is_dir():
         warn(f"the demo language model {run.root} trained on is not in {demo_lm_dir()}: pretraining it again first")
-    ensure_backbone(cfg.backbone)
+    ensure_backbone(cfg.backbone, console)
     model, backbone = build_model(cfg, dims=dims, device=device)  # as trained
     if why := run.backbone_mismatch(backbone.fingerprint):
         warn(f"{why}: the scores are not the trained model's")
@@ -93,10 +95,13 @@ def _drop(full: dict[str, float], ablated: dict[str, float]) -> dict[str, float]
     return {k: (ablated[k] - full[k]) if k in LOWER_IS_BETTER else (full[k] - ablated[k]) for k in full}
 
 
-def eval_run(root: Path, split: str = "test", modality_ablation: bool = False, warn=_warn_stderr) -> dict[str, Any]:
+def eval_run(root: Path, split: str = "test", modality_ablation: bool = False, warn=_warn_stderr,
+             console=None) -> dict[str, Any]:
+    """``dmpf eval``: the metrics of the run's best checkpoint on ``split`` (and with each stream removed); the
+    scoring passes show their progress on ``console``."""
     if split not in ("test", "valid"):
         raise DmpfError(f"--split: expected test or valid, got '{split}'")
-    loaded = load_trained(root, warn)
+    loaded = load_trained(root, warn, console)
     cfg = loaded.cfg
     data_dir = loaded.record.get("data")
     if data_dir:
@@ -108,21 +113,23 @@ def eval_run(root: Path, split: str = "test", modality_ablation: bool = False, w
              "from what the run saw")
     dataset = SplitDataset(prepared.split(split), loaded.tokenizer, cfg.data.text_len)
     loader = make_loader(dataset, cfg.training.batch_size, shuffle=False, num_workers=cfg.data.num_workers)
-    full = evaluate(loaded.model, loader, cfg, loaded.device)
-    result: dict[str, Any] = {"run": str(loaded.run.root), "run_status": loaded.status, "split": split,
-                              "samples": len(dataset), "backbone": loaded.backbone_source, "metrics": full}
-    if modality_ablation:
-        result["ablation"] = {}
-        groups = getattr(loaded.model, "_orig_mod", loaded.model).groups  # a compiled model wraps the DMPF
-        if not groups:
-            warn(f"{loaded.run.root} is a text-only run: it has no audio or visual stream to remove")
-        planted = planted_drops(prepared.manifest, groups) if split == "test" else {}
-        for group in groups:
-            ablated = evaluate(loaded.model, loader, cfg, loaded.device, drop_streams=(group,))
-            entry = {"metrics": ablated, "drop": _drop(full, ablated)}
-            if group in planted:
-                entry["planted"] = planted[group]
-            result["ablation"][STREAM[group].display] = entry
+    with Progress(console) as bar:
+        full = evaluate(loaded.model, loader, cfg, loaded.device, progress=bar, what=f"scoring {split}")
+        result: dict[str, Any] = {"run": str(loaded.run.root), "run_status": loaded.status, "split": split,
+                                  "samples": len(dataset), "backbone": loaded.backbone_source, "metrics": full}
+        if modality_ablation:
+            result["ablation"] = {}
+            groups = getattr(loaded.model, "_orig_mod", loaded.model).groups  # a compiled model wraps the DMPF
+            if not groups:
+                warn(f"{loaded.run.root} is a text-only run: it has no audio or visual stream to remove")
+            planted = planted_drops(prepared.manifest, groups) if split == "test" else {}
+            for group in groups:
+                ablated = evaluate(loaded.model, loader, cfg, loaded.device, drop_streams=(group,), progress=bar,
+                                   what=f"scoring {split} without {STREAM[group].display}")
+                entry = {"metrics": ablated, "drop": _drop(full, ablated)}
+                if group in planted:
+                    entry["planted"] = planted[group]
+                result["ablation"][STREAM[group].display] = entry
     return result
 
 
@@ -189,9 +196,14 @@ def _batches_from_split(split, tokenizer, text_len: int, size: int) -> Iterator[
         yield [f"{split.name}/{split.ids[i]}" for i in batch["index"].tolist()], batch
 
 
-def _pickle_splits(path: Path, dataset: str):
-    data, _ = load_pickle(path)
-    splits, _ = validate(data, dataset, path)
+def _pickle_splits(path: Path, dataset: str, progress: Progress) -> tuple[int, Iterator[Split]]:
+    """An MMSA pickle's samples: how many, and its splits (each cleaned when it is reached)."""
+    data, _ = read_source(path, progress)
+    splits, reports = validate(data, dataset, path)
+    return sum(r.samples for r in reports.values()), _cleaned(splits)
+
+
+def _cleaned(splits: dict[str, dict]) -> Iterator[Split]:
     for name, s in splits.items():
         arrays = {}
         for m in MODALITIES:
@@ -230,8 +242,10 @@ def _write(output: Path, text: str) -> None:
         raise DmpfError(f"--output: {output}: cannot write ({exc.strerror or exc})") from None
 
 
-def predict_run(root: Path, source: Path, output: Path | None, on_error: str, warn) -> tuple[int, str | None]:
-    """Score every sample of ``source``; write CSV or JSONL (by ``output``'s suffix, CSV to stdout without one).
+def predict_run(root: Path, source: Path, output: Path | None, on_error: str, warn,
+                console=None) -> tuple[int, str | None]:
+    """Score every sample of ``source``; write CSV or JSONL (by ``output``'s suffix, CSV to stdout without one),
+    the progress on ``console``.
 
     Returns (number of samples scored, the text for stdout or None). Nothing to score is a one-line error, and
     then no file is written; an unwritable ``output`` is one before the run is loaded.
@@ -251,22 +265,37 @@ def predict_run(root: Path, source: Path, output: Path | None, on_error: str, wa
         if output.exists() and output.resolve() == source.resolve():
             raise DmpfError(f"--output: {output} is the --input file; choose another name")
         _check_output(output)
-    loaded = load_trained(root, warn)
+    loaded = load_trained(root, warn, console)
     cfg = loaded.cfg
     size = cfg.training.batch_size
-    if source.is_dir():
-        prepared = open_prepared(source)
-        if prepared.dims != loaded.dims:
-            raise InputError(f"--input: {source} has feature dims {prepared.dims}, the run was trained on {loaded.dims}")
-        batches = (b for name in SPLITS
-                   for b in _batches_from_split(prepared.split(name), loaded.tokenizer, cfg.data.text_len, size))
-    elif source.suffix.lower() == ".pkl":
-        batches = (b for split in _pickle_splits(source, cfg.data.dataset)
-                   for b in _batches_from_split(split, loaded.tokenizer, cfg.data.text_len, size))
-    else:  # .jsonl or .json
-        samples = list(read_jsonl(source, loaded.dims, on_error, warn))
-        batches = _batches_from_samples(samples, loaded.tokenizer, cfg.data.text_len, size)
+    with Progress(console) as bar:
+        if source.is_dir():
+            prepared = open_prepared(source)
+            if prepared.dims != loaded.dims:
+                raise InputError(f"--input: {source} has feature dims {prepared.dims}, the run was trained on "
+                                 f"{loaded.dims}")
+            splits = [prepared.split(name) for name in SPLITS]
+            count = sum(map(len, splits))
+        elif source.suffix.lower() == ".pkl":
+            count, splits = _pickle_splits(source, cfg.data.dataset, bar)
+        else:  # .jsonl or .json
+            samples = list(read_jsonl(source, loaded.dims, on_error, warn))
+            count, splits = len(samples), None
+        batches = (_batches_from_samples(samples, loaded.tokenizer, cfg.data.text_len, size) if splits is None else
+                   (b for split in splits for b in _batches_from_split(split, loaded.tokenizer, cfg.data.text_len, size)))
+        rows = _score(loaded, bar.track(batches, "scoring", count, unit="samples", weight=lambda b: len(b[0])))
+    if not rows:
+        raise InputError(f"--input: {source}: nothing to score: it holds no samples")
+    text = _render(rows, "jsonl" if output is not None and output.suffix.lower() == ".jsonl" else "csv")
+    if output is None:
+        return len(rows), text
+    _write(output, text)
+    return len(rows), None
 
+
+def _score(loaded: TrainedModel, batches) -> list[dict[str, Any]]:
+    """A row per sample of ``batches`` ((ids, batch) pairs): its id, score and label bins."""
+    cfg = loaded.cfg
     rows: list[dict[str, Any]] = []
     with torch.no_grad():
         for ids, batch in batches:
@@ -277,13 +306,7 @@ def predict_run(root: Path, source: Path, output: Path | None, on_error: str, wa
             for i, (sample_id, score) in enumerate(zip(ids, scores.tolist())):
                 rows.append({"id": sample_id, "score": round(float(score), 6),
                              **{name: values[i] for name, values in bins.items()}})
-    if not rows:
-        raise InputError(f"--input: {source}: nothing to score: it holds no samples")
-    text = _render(rows, "jsonl" if output is not None and output.suffix.lower() == ".jsonl" else "csv")
-    if output is None:
-        return len(rows), text
-    _write(output, text)
-    return len(rows), None
+    return rows
 
 
 def _render(rows: list[dict[str, Any]], kind: str) -> str:

@@ -497,19 +497,19 @@ def start_commands(commands: list[tuple[str, list[str]]], how: Launch, logs: Pat
 # -- watching the runs -----------------------------------------------------------------------------
 
 class Monitor:
-    """One rich progress line per active job, read from its run directory, and an overall count.
+    """One progress line per active job, read from its run directory, and an overall count: live bars on a
+    terminal, paced plain lines in a log (:class:`~dmpf_cli.progress.Progress`).
 
     The run directories are the truth for every launcher: the epoch and the latest validation MAE come from
-    ``metrics.jsonl``, read incrementally (only what was appended since the last look).
+    ``metrics.jsonl``, read incrementally (only what was appended since the last look). ``live``: False shows no
+    bars on a terminal (``--format json``: they would take the screen the JSON lines go to); a log still gets lines.
     """
 
-    def __init__(self, console, total: int, title: str, done: int = 0, enabled: bool = True):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    def __init__(self, console, total: int, title: str, done: int = 0, live: bool = True, unit: str = "runs"):
+        from .progress import Progress
 
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=console,
-                                 disable=not enabled)
-        self.overall = self.progress.add_task(title, total=total, completed=done, info="")
+        self.progress = Progress(console, live=live, transient=False)
+        self.overall = self.progress.add_task(title, total=total, completed=done, unit=unit)
         self.active: dict[str, tuple[Any, Job, list]] = {}  # name -> (task, job, what _latest has seen)
         self.lock = threading.Lock()
         self.stop = threading.Event()
@@ -527,7 +527,7 @@ class Monitor:
 
     def started(self, job: Job) -> None:
         with self.lock:
-            task = self.progress.add_task(f"  {job.name}", total=job.max_epochs or None, info="starting")
+            task = self.progress.add_task(f"  {job.name}", total=job.max_epochs or None, unit="epochs", info="starting")
             self.active[job.name] = (task, job, [0])
 
     def ended(self, outcome: Outcome, count: bool = True) -> None:

@@ -15,7 +15,6 @@ the directory's ``dmpf.json`` with the held-out LM loss and the unigram baseline
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -26,11 +25,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from . import __version__
 from .errors import DmpfError
 from .fileio import atomic_write_text, building, follow_umask, move_into_place
+from .progress import Progress
 from .train import lr_factor
 
 MANIFEST = "dmpf.json"
@@ -357,15 +356,11 @@ def _make_lm(recipe: LMRecipe, output: Path, corpus: Path | None, existing: dict
         what = f"on {corpus}" if corpus is not None else "on generated reviews, never the labels"
         console.print(f"pretraining a language model in {output} ({recipe.steps} steps; causal language modelling "
                       f"{what})" + (" — the demo backbone, built once on first use" if default_demo else ""))
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-               TextColumn("{task.fields[info]}"))
-    quiet = console is None or not console.is_terminal
-    with (contextlib.nullcontext() if quiet else Progress(*columns, console=console, transient=True)) as bar:
-        task = bar.add_task("pretraining", total=recipe.steps, info="") if bar else None
+    with Progress(console) as bar:
+        task = bar.add_task("pretraining", total=recipe.steps, unit="steps")
 
         def progress(step: int, steps: int, loss: float) -> None:
-            if bar:
-                bar.update(task, completed=step, info=f"LM loss {loss:.3f}")
+            bar.update(task, completed=step, info=f"LM loss {loss:.3f}")
 
         manifest = build(recipe, output, corpus=corpus, texts=texts, progress=progress)
     return output, manifest, False

@@ -16,7 +16,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from . import provenance
 from .checkpoints import RunDir, RunError, save_predictions
@@ -29,6 +28,7 @@ from .model.attention import resolve_backend
 from .model.backbones import check_available
 from .model.dmpf import resolve_device
 from .pretrain import ensure_backbone, names_demo_lm
+from .progress import Progress
 from .runtime import check_compile, threads_text
 from .train import Trainer, World, init_distributed, pretrained_encoders
 
@@ -105,12 +105,9 @@ def _train_one(cfg: ExperimentConfig, run: RunDir, seed: int, *, resume: bool, o
             console.print("[yellow]note[/yellow]: training.precision bf16 applies on CUDA only; this run is fp32")
         # the configured loggers, now that the step a resumed run continues from is known
         trainer.logger = open_loggers(cfg, run, resume_step=trainer.state.step if resume else None)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
     with closing(trainer.logger):  # closed, their files flushed, also when the run stops with an error
-        with Progress(*columns, console=console, transient=True,
-                      disable=not (world.main and console.is_terminal)) as bar:
-            trainer.fit(progress=_ProgressAdapter(bar))
+        with Progress(console, enabled=world.main) as bar:
+            trainer.fit(progress=bar)
         ddp = None
         if world.size > 1:  # the ranks must end with the same weights; then rank 0 alone tests and writes
             sums = [None] * world.size
@@ -134,22 +131,6 @@ def _train_one(cfg: ExperimentConfig, run: RunDir, seed: int, *, resume: bool, o
     if world.main:
         run.write_status(status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     return results
-
-
-class _ProgressAdapter:
-    """rich Progress with an ``info`` field on every task."""
-
-    def __init__(self, bar):
-        self.bar = bar
-
-    def add_task(self, description: str, **kw):
-        return self.bar.add_task(description, info="", **kw)
-
-    def update(self, task, **kw):
-        self.bar.update(task, **kw)
-
-    def remove_task(self, task):
-        self.bar.remove_task(task)
 
 
 def plot_curves(run: RunDir) -> None:

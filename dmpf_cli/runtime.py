@@ -51,12 +51,14 @@ def to_device(batch: dict[str, torch.Tensor], device: str) -> dict[str, torch.Te
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader, cfg: ExperimentConfig, device: str,
-            drop_streams: tuple[str, ...] = ()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(scores, labels, sample indices) over a loader, in the training precision; fillers dropped."""
+def predict(model: nn.Module, loader, cfg: ExperimentConfig, device: str, drop_streams: tuple[str, ...] = (),
+            progress=None, what: str = "scoring") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(scores, labels, sample indices) over a loader, in the training precision; fillers dropped. ``progress``: a
+    :class:`~dmpf_cli.progress.Progress` that shows the batches as the task ``what``."""
     model.eval()
     scores, labels, indices, weights = [], [], [], []
-    for batch in loader:  # results stay on the device: one copy back at the end, no sync per batch
+    batches = progress.track(loader, what, unit="batches") if progress else loader
+    for batch in batches:  # results stay on the device: one copy back at the end, no sync per batch
         batch = to_device(batch, device)
         with autocast(cfg, device):
             out = model(batch, drop_streams=drop_streams)
@@ -70,11 +72,12 @@ def predict(model: nn.Module, loader, cfg: ExperimentConfig, device: str,
     return torch.cat(scores).cpu()[real], torch.cat(labels).cpu()[real], torch.cat(indices).cpu()[real]
 
 
-def evaluate(model, loader, cfg: ExperimentConfig, device: str, drop_streams: tuple[str, ...] = ()) -> dict[str, float]:
+def evaluate(model, loader, cfg: ExperimentConfig, device: str, drop_streams: tuple[str, ...] = (), progress=None,
+             what: str = "scoring") -> dict[str, float]:
     """The MMSA metrics of the model's scores over a loader (``drop_streams``: the modality ablation)."""
     from .metrics import compute_metrics
 
-    scores, labels, _ = predict(model, loader, cfg, device, drop_streams)
+    scores, labels, _ = predict(model, loader, cfg, device, drop_streams, progress, what)
     return compute_metrics(scores, labels, cfg.data.dataset)
 
 

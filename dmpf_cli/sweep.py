@@ -774,12 +774,13 @@ def run_worker(spec: SweepSpec, storage_url: str | None, study_name: str | None,
 
 def run_workers(spec: SweepSpec, storage_url: str | None, study_name: str | None, trials: int | None,
                 output: Path | str | None, how, workers: int, console,
-                on_event: Callable[[dict], None] = lambda event: None, progress: bool = True) -> dict[str, Any]:
+                on_event: Callable[[dict], None] = lambda event: None, live: bool = True) -> dict[str, Any]:
     """The sweep as ``workers`` workers started where ``how`` (a :class:`~dmpf_cli.jobs.Launch`) says: one
     ``dmpf sweep`` per local slot (``--gpus``: each sees its GPU; ``--jobs``: on the CPUs), or one submitit job
     each (``--launcher slurm``). They are ordinary workers of the study (:func:`run_worker`); this process makes
     the study and what the trials need first (the data, the backbone: made once, not raced for), then watches
-    the study: one progress line per running trial, the overall count, an event per trial start and end.
+    the study: one progress line per running trial, the overall count, an event per trial start and end
+    (``live``: False shows no live bars on a terminal, as under ``--format json``; see :class:`~dmpf_cli.jobs.Monitor`).
 
     Returns the study's summary; one worker failing is reported, the others go on. Ctrl-C interrupts every
     worker as it would one: their trials are failed and queued again, so the same command continues."""
@@ -800,8 +801,8 @@ def run_workers(spec: SweepSpec, storage_url: str | None, study_name: str | None
     started = start_commands([(f"worker-{i + 1}", argv) for i in range(workers)], how, where.output / "logs",
                              where.output / ".submitit")
     watched: dict[int, Job] = {}
-    monitor = Monitor(console, total=budget, title=f"sweep {where.study}", done=tally.done(),
-                      enabled=progress and console.is_terminal)
+    monitor = Monitor(console, total=budget, title=f"sweep {where.study}", done=tally.done(), live=live,
+                      unit="trials")
 
     def look() -> None:
         from optuna.trial import TrialState

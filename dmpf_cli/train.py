@@ -342,7 +342,7 @@ class Trainer:
             loader = batch_loader(self.splits["train"], batches[st.batch_in_epoch:], num_workers=cfg.data.num_workers,
                                   pin_memory=self.device == "cuda")
             task = progress.add_task(f"epoch {st.epoch + 1}/{cfg.training.max_epochs}", total=len(batches),
-                                     completed=st.batch_in_epoch) if progress else None
+                                     completed=st.batch_in_epoch, unit="batches") if progress else None
             group: list[dict[str, torch.Tensor]] = []
             t0, seen = time.perf_counter(), 0
             for i, batch in enumerate(loader, start=st.batch_in_epoch):

@@ -8,6 +8,7 @@ the fast tier (every module, in well under a minute). A test that uses the ``tra
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +65,13 @@ def _isolated_data_home(tmp_path_factory, monkeypatch):
 
 
 LONGEST_TEST_PRETRAINING = 500  # optimizer steps; the demo LM's recipe takes 2000 (minutes)
+
+
+@pytest.fixture(autouse=True)
+def _no_progress_lines(monkeypatch):
+    """No plain progress lines (dmpf_cli/progress.py) unless a test asks for them with ``DMPF_PROGRESS_INTERVAL=0``
+    (a line at every update): whether work of a few seconds prints one would depend on this machine's speed."""
+    monkeypatch.setenv("DMPF_PROGRESS_INTERVAL", "1000000")
 
 
 @pytest.fixture(autouse=True)
@@ -138,6 +146,29 @@ def run_module(module: str, *args, check=True, pythonpath=(), timeout=600, **kw)
 def dmpf(*args, check=True, **kw) -> subprocess.CompletedProcess:
     """``dmpf ARGS`` in a subprocess (``python -m dmpf_cli``)."""
     return run_module("dmpf_cli", *args, check=check, **kw)
+
+
+# -- the plain progress lines of long work in a pipe or a log (dmpf_cli/progress.py) ---------------
+
+# DESCRIPTION: N/TOTAL UNIT (P%), RATE, (ELAPSED elapsed, ETA …| done in …)[, INFO]
+LINE = re.compile(r"^(?P<what>.+?): (?P<n>[\d,.]+)/(?P<total>[\d,.]+) (?P<unit>\S+) \((?P<pct>\d+)%\)"
+                  r"(?:, (?P<rate>[\d,.]+ \S+/(?:s|min|h)))?, (?:[^,]+ elapsed|done in [^,]+)")
+
+
+def progress_lines(text: str, what: str) -> list[re.Match]:
+    """The plain progress lines of task ``what`` in ``text``."""
+    found = [LINE.match(line) for line in text.splitlines()]
+    return [m for m in found if m and m["what"] == what]
+
+
+def assert_done(text: str, what: str, total: str, unit: str) -> re.Match:
+    """``what``'s last line says it is done: N/N UNIT (100%), a rate, the time it took."""
+    lines = progress_lines(text, what)
+    assert lines, f"no progress line for {what!r} in:\n{text}"
+    last = lines[-1]
+    assert (last["n"], last["total"], last["unit"], last["pct"]) == (total, total, unit, "100"), last[0]
+    assert last["rate"] and "done in" in last[0], last[0]
+    return last
 
 
 # -- a tiny DMPF on a tiny random GPT-2, for the model, fast-path and xformers-op tests -------------

@@ -21,7 +21,7 @@ from dmpf_cli.runs import prepare_run_dir
 from dmpf_cli.streams import STREAMS
 from dmpf_cli.train import Trainer, World, pretrained_encoders
 
-from conftest import TINY, error_line, one_line
+from conftest import TINY, assert_done, error_line, one_line
 
 CPU = [*TINY, "training.device=cpu"]
 
@@ -89,7 +89,8 @@ def test_a_stream_without_tokens_has_no_encoder_and_no_head(tmp_path):
     assert visual not in results["test"] and len(results["test"]) == len(STREAMS) - 1
 
 
-def test_the_stage_refuses_a_finished_run_without_overwrite(stage, tmp_path, invoke):
+def test_the_stage_refuses_a_finished_run_without_overwrite(stage, tmp_path, invoke, monkeypatch):
+    monkeypatch.setenv("DMPF_PROGRESS_INTERVAL", "0")  # a progress line at every update
     copy = tmp_path / "copy"
     shutil.copytree(stage, copy)
     before = (copy / "results.json").read_text()
@@ -100,6 +101,7 @@ def test_the_stage_refuses_a_finished_run_without_overwrite(stage, tmp_path, inv
                     "training.max_epochs=1")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["epochs"] == 1 and RunDir(copy).read_status()["status"] == "finished"
+    assert_done(result.stderr, "epoch 1/1", "6", "batches")  # the progress: on stderr, never into the JSON
 
 
 def test_the_stage_refuses_a_config_without_streams_before_any_directory(tmp_path, invoke):

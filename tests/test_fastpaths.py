@@ -18,7 +18,7 @@ from dmpf_cli.errors import DmpfError
 from dmpf_cli.model.losses import dmpf_loss
 from dmpf_cli.runtime import compiled
 
-from conftest import error_line, make_batch, make_model
+from conftest import assert_done, error_line, make_batch, make_model
 
 
 def loss_and_grads(model, net, batch, autocast=None):
@@ -95,12 +95,14 @@ def test_bench_rows_on_cpu_start_with_the_reference():
     assert notes == ["reduce-overhead: CUDA graphs need a CUDA device"]
 
 
-def test_bench_command_json(invoke):
+def test_bench_command_json(invoke, monkeypatch):
+    monkeypatch.setenv("DMPF_PROGRESS_INTERVAL", "0")  # a progress line at every update
     result = invoke("bench", "--steps", "1", "--warmup", "0", "--precisions", "fp32", "--backends", "sdpa",
                     "--format", "json", "data.synthetic_size=tiny", "training.batch_size=4",
                     "backbone.name=gpt2-tiny-random", "data.text_len=24")
     assert result.exit_code == 0, result.stderr
     out = json.loads(result.stdout)
+    assert_done(result.stderr, "benchmarking", "2", "setups")  # not a terminal: paced lines on stderr
     labels = [r["label"] for r in out["rows"]]
     assert labels == ["fp32 eager off", "fp32 sdpa off"]
     first = out["rows"][0]

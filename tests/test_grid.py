@@ -17,7 +17,7 @@ import yaml
 from dmpf_cli.grid import GridError, plan, read_grid, variant_configs
 from dmpf_cli.jobs import Job, JobError, Launch, launch, make_launch, parse_gpus
 
-from conftest import ROOT, TINY, dmpf, env, error_line, one_line
+from conftest import ROOT, TINY, assert_done, dmpf, env, error_line, one_line
 
 
 def write_grid(folder: Path, **fields) -> Path:
@@ -140,13 +140,16 @@ def _finished(run: Path) -> bool:
 
 
 @pytest.mark.slow
-def test_a_grid_runs_every_variant_and_seed_then_reports(tmp_path):
+def test_a_grid_runs_every_variant_and_seed_then_reports(tmp_path, monkeypatch):
+    monkeypatch.setenv("DMPF_PROGRESS_INTERVAL", "0")  # a progress line at every update, however fast the runs
     path = write_grid(tmp_path)
     out = tmp_path / "out"
     result = dmpf("grid", path, "--output", out, "--format", "json")
-    events = [json.loads(line) for line in result.stdout.splitlines()]
+    events = [json.loads(line) for line in result.stdout.splitlines()]  # stdout: JSON lines only
     ends = [e for e in events if e["event"] == "end"]
     assert sorted(e["run"] for e in ends) == ["full/seed-1", "full/seed-2", "no-av/seed-1", "no-av/seed-2"]
+    assert_done(result.stderr, "grid tiny", "4", "runs")  # the progress, paced, beside the other messages
+    assert_done((out / "logs" / "full-seed-1.log").read_text(), "epoch 2/2", "6", "batches")  # each run's log
     assert all(e["ok"] for e in ends)
     for variant in ("full", "no-av"):
         for seed in (1, 2):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, TINY, dmpf, env, error_line
+from conftest import ROOT, TINY, assert_done, dmpf, env, error_line
 
 optuna = pytest.importorskip("optuna")
 
@@ -407,11 +407,14 @@ def _check_parallel_sweep(out: Path, stdout: str, budget: int, workers: int) -> 
 
 
 @pytest.mark.slow
-def test_jobs_runs_several_workers_of_one_study_here(tmp_path):
+def test_jobs_runs_several_workers_of_one_study_here(tmp_path, monkeypatch):
+    monkeypatch.setenv("DMPF_PROGRESS_INTERVAL", "0")  # a progress line at every update, however fast the trials
     space, out = write_space(tmp_path, heartbeat=30), tmp_path / "out"
     result = dmpf("sweep", space, "--output", out, "--trials", "4", "--jobs", "2", "--format", "json")
     assert "2 workers (2 jobs at a time" in result.stderr and "Traceback" not in result.stderr
     _check_parallel_sweep(out, result.stdout, budget=4, workers=2)
+    assert_done(result.stderr, "sweep tiny", "4", "trials")  # progress on stderr; stdout stays JSON lines
+    assert_done((out / "logs" / "worker-1.log").read_text(), "epoch 2/2", "6", "batches")
     # the same command again: the budget is spent, the workers train nothing and say so
     again = dmpf("sweep", space, "--output", out, "--trials", "4", "--jobs", "2", "--format", "json")
     assert summary_of(again.stdout)["done"] == 4 and [ln for ln in again.stdout.splitlines()][:-1] == []

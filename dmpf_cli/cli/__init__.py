@@ -102,6 +102,9 @@ def _root(
     ] = False,
 ) -> None:
     """DMPF: modality-preserving deep fusion for multimodal sentiment analysis."""
+    from ..progress import interval_from_env
+
+    interval_from_env()  # a bad DMPF_PROGRESS_INTERVAL is refused before a command starts, not in its middle
 
 
 app.add_typer(config.app, name="config")

@@ -40,6 +40,7 @@ def bench_command(
     """Time the full training step for each attention backend × precision × compile mode, reference first."""
     from ..bench import bench
     from ..config import load_config
+    from ..progress import Progress
     from ..runtime import use_threads
 
     if steps < 1 or warmup < 0 or (batch_size is not None and batch_size < 1):
@@ -51,12 +52,11 @@ def bench_command(
     use_threads(threads)
     cfg = load_config(dataset, config, overrides or [])
     console = make_console(stderr=True)
-    with console.status("benchmarking") as status:
+    with Progress(console) as bar:
         result = bench(cfg, batch_size=batch_size, steps=steps, warmup=warmup,
                        backends=_csv_option(backends, ("xformers", "sdpa", "eager"), "--backends"),
                        precisions=_csv_option(precisions, ("fp32", "bf16"), "--precisions"),
-                       compiles=compiles,
-                       progress=lambda text: status.update(f"benchmarking: {text}"), console=console)
+                       compiles=compiles, progress=bar, console=console)
     if format is OutputFormat.json:
         typer.echo(json.dumps(result, indent=2))
         return

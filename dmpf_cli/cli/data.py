@@ -88,6 +88,7 @@ def prepare(
         else:
             manifest_tables(manifest, console)
         return
+    work = make_console(stderr=True) if format is OutputFormat.json else console  # progress, never into the JSON
     if dataset is None:
         raise DmpfError("--dataset: required (mosei, mosi, sims with --source; or synthetic), or --info DIR")
     dataset = dataset.value
@@ -103,14 +104,16 @@ def prepare(
     if dataset == "synthetic":
         if source is not None:
             raise DmpfError("--source: not used with --dataset synthetic (the data is generated)")
-        result = prepare_synthetic(size.value, seed, output, overwrite=overwrite, console=console)
+        result = prepare_synthetic(size.value, seed, output, overwrite=overwrite, console=work)
     else:
         if source is None:
             raise DmpfError(f"--source: required with --dataset {dataset} (the MMSA .pkl file you downloaded)")
-        result = prepare_file(dataset, source, output, overwrite=overwrite, check_sha256=sha256, console=console)
+        result = prepare_file(dataset, source, output, overwrite=overwrite, check_sha256=sha256, console=work)
     if tok_cfg is not None:
-        with console.status("tokenising the text"):
-            result.tokens = pretokenize(result.output, tok_cfg, str(config) if config else f"preset {preset}")
+        from ..progress import Progress
+
+        with Progress(work) as bar:
+            result.tokens = pretokenize(result.output, tok_cfg, str(config) if config else f"preset {preset}", bar)
     if format is OutputFormat.json:
         typer.echo(json.dumps({"output": str(result.output), "skipped": result.skipped,
                                "published_sha256_match": result.published_match, "tokens": result.tokens,

@@ -26,7 +26,8 @@ def eval_command(
 
     use_threads(threads)
 
-    result = eval_run(run, split.value, modality_ablation, warn=warn_stderr)
+    # the progress on stderr, with the warnings: stdout holds the table or the JSON alone
+    result = eval_run(run, split.value, modality_ablation, warn=warn_stderr, console=make_console(stderr=True))
     if format is OutputFormat.json:
         typer.echo(json.dumps(result, indent=2))
         return
@@ -86,8 +87,9 @@ def predict_command(
 
     use_threads(threads)
 
-    count, text = predict_run(run, input, output, on_error.value, warn=warn_stderr)
+    console = make_console(stderr=True)  # the progress and messages: stdout may hold the CSV
+    count, text = predict_run(run, input, output, on_error.value, warn=warn_stderr, console=console)
     if text is not None:
         typer.echo(text, nl=False)
     else:
-        make_console(stderr=True).print(f"wrote {count} predictions to {output}")
+        console.print(f"wrote {count} predictions to {output}")

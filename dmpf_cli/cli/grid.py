@@ -94,8 +94,7 @@ def grid_command(
             emit({"event": "end", "run": job.name, "dir": str(job.run_dir), "ok": False, "error": outcome.error})
             console.print(f"[red]{job.name} failed[/red]: {outcome.error}")
 
-    monitor = Monitor(console, total=len(p.jobs), title=f"grid {spec.name}", done=state["finished"],
-                      enabled=console.is_terminal and not machine)
+    monitor = Monitor(console, total=len(p.jobs), title=f"grid {spec.name}", done=state["finished"], live=not machine)
     try:
         with monitor:
             outcomes = launch(todo, how, root / "logs", on_start=started, on_end=ended,

@@ -82,7 +82,7 @@ def sweep_command(
     else:
         workers = len(how.slots) if how.launcher == "local" else (jobs or 1)
         summary = run_workers(spec, storage, study, trials, output, how, workers, console, on_event=emit,
-                              progress=not machine)
+                              live=not machine)
     if machine:
         typer.echo(json.dumps(summary if show else {"event": "summary", **summary}))
     elif show:

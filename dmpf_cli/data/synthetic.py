@@ -79,7 +79,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -509,12 +509,18 @@ def make_info(size: str | SizeSpec = "small", seed: int = 0, terms: dict | None 
     }
 
 
-def generate(size: str | SizeSpec = "small", seed: int = 0, *, chunk: int = 128) -> tuple[dict, dict]:
+def generate(size: str | SizeSpec = "small", seed: int = 0, *, chunk: int = 128,
+             progress: Callable[[int], None] | None = None) -> tuple[dict, dict]:
     """Return ``(data, info)``: ``data`` = ``{"train": split, "valid": split, "test": split}`` in the MMSA
     layout (see the module docstring), ``info`` = :func:`make_info` (JSON-serialisable).
 
     Deterministic for ``(size, seed)``; ``size`` is a key of :data:`SIZES` or a :class:`SizeSpec`.
+    ``progress(n)`` is called with each split's number of samples once it is generated.
     """
     spec, seed = _spec(size), _check_seed(seed)
-    data = dict(iter_generate(spec, seed, chunk=chunk))
+    data = {}
+    for name, split in iter_generate(spec, seed, chunk=chunk):
+        data[name] = split
+        if progress:
+            progress(len(split["id"]))
     return data, make_info(spec, seed)
