@@ -79,7 +79,8 @@ Slug = Annotated[str, AfterValidator(_slug)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # no key of an experiment takes an infinity or a NaN (YAML's .inf, .nan): a learning rate of .inf trains garbage
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(Strict):
@@ -442,6 +443,8 @@ def _expected(err: dict[str, Any]) -> str:
         return "expected an integer"
     if kind.startswith("float_"):
         return "expected a number"
+    if kind == "finite_number":
+        return "expected a finite number"
     if kind.startswith("bool_"):
         return "expected true or false"
     if kind in ("string_type",):

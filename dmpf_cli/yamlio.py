@@ -20,7 +20,8 @@ Only plain data comes out: mappings, lists and those scalars. YAML's other tags 
 nested too deeply for the parser is refused too. Every failure is one line of :class:`YamlError` naming the file.
 
 :func:`dump` and :func:`flow` write with the same rules, so what dmpf writes reads back as the same value
-(``"3e-4"`` the string is quoted, ``1e-05`` the float is written ``1.0e-05``).
+(``"3e-4"`` the string is quoted, ``1e-05`` the float is written ``1.0e-05``); strings that YAML 1.1 would take
+for something else (``yes``, ``1:30``) are quoted too, so other programs' YAML readers read the same values.
 
 API::
 
@@ -46,11 +47,11 @@ STR, BOOL, INT, FLOAT, NULL = (f"tag:yaml.org,2002:{t}" for t in ("str", "bool",
 # YAML 1.2 core schema (https://yaml.org/spec/1.2.2/#1032-tag-resolution), with the first characters each can
 # start with (PyYAML indexes its resolvers by the first character)
 RESOLVERS = (
-    (BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), "tTfF"),
-    (INT, re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), "-+0123456789"),
-    (FLOAT, re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
-                       r"|[-+]?\.(?:inf|Inf|INF)|\.nan|\.NaN|\.NAN)$"), "-+.0123456789"),
-    (NULL, re.compile(r"^(?:~|null|Null|NULL|)$"), ["~", "n", "N", ""]),
+    (BOOL, re.compile(r"(?:true|True|TRUE|false|False|FALSE)\Z"), "tTfF"),  # PyYAML calls .match: \Z ends it
+    (INT, re.compile(r"(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)\Z"), "-+0123456789"),
+    (FLOAT, re.compile(r"(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+                       r"|[-+]?\.(?:inf|Inf|INF)|\.nan|\.NaN|\.NAN)\Z"), "-+.0123456789"),
+    (NULL, re.compile(r"(?:~|null|Null|NULL|)\Z"), ["~", "n", "N", ""]),
 )
 PLAIN_TAGS = {STR, BOOL, INT, FLOAT, NULL, "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"}
 
@@ -88,8 +89,18 @@ _Loader.add_constructor(INT, _Loader.construct_yaml_int)
 _Loader.add_constructor(None, _Loader.construct_undefined)
 
 
+_YAML_1_1 = yaml.resolver.Resolver()  # PyYAML's own rules, which other programs read dmpf's files with
+
+
 class _Dumper(yaml.SafeDumper):
-    pass
+    def resolve(self, kind, value, implicit):
+        """A string that either YAML 1.2 or YAML 1.1 would read as something else (``3e-4``, ``yes``, ``1:30``) is
+        quoted, so a file dmpf writes reads the same with any YAML reader."""
+        tag = super().resolve(kind, value, implicit)
+        if kind is ScalarNode and implicit[0] and tag == STR:
+            other = _YAML_1_1.resolve(kind, value, implicit)
+            return other if other != STR else tag
+        return tag
 
 
 _core_resolvers(_Dumper)

@@ -379,3 +379,10 @@ def test_a_yaml_alias_bomb_in_a_config_is_one_line(invoke, tmp_path):
     path = write(tmp_path, f"head:\n  options:\n{options}description: *i\n")
     result = invoke("config", "show", "--config", path)
     error_line(result.exit_code, result.stderr, f"{path}: its aliases expand it by", "a YAML alias bomb")
+
+
+@pytest.mark.parametrize("override", ["optimizer.lr_lm=.inf", "loss.a=-.inf", "head.dropout=.nan"])
+def test_infinities_and_nan_are_refused(override):
+    key, _, value = override.partition("=")
+    shown = {".inf": "Infinity", "-.inf": "-Infinity", ".nan": "NaN"}[value]
+    assert one_error(overrides=[override]) == f"override '{override}': {key}: expected a finite number, got {shown}"

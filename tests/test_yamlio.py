@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import yaml
 
 from dmpf_cli.yamlio import MAX_ALIAS_NODES, YamlError, dump, flow, load
 
@@ -45,9 +46,10 @@ ROUND_TRIP = [
 
 
 @pytest.mark.parametrize("value", ROUND_TRIP, ids=[repr(v) for v in ROUND_TRIP])
-def test_what_dmpf_writes_reads_back_the_same(value):
+def test_what_dmpf_writes_reads_back_the_same_here_and_in_yaml_1_1_readers(value):
     assert load(flow(value), "override") == value
     assert load(dump({"key": value}), "config.yaml") == {"key": value}
+    assert yaml.safe_load(dump({"key": value})) == {"key": value}  # PyYAML's own reader (YAML 1.1) agrees
 
 
 def test_nan_round_trips():
