@@ -415,7 +415,7 @@ def open_storage(storage: str, *, must_exist: bool = False):
         raise SweepError(f"--storage {shown}: cannot open: {_why(exc)}") from None
 
 
-OPTUNA_TABLES = ("studies", "version_info")  # two of the tables Optuna's RDBStorage makes in a database
+OPTUNA_TABLE = "studies"  # the first table Optuna's RDBStorage makes (workers starting together may see only it)
 
 
 def _check_sqlite_file(database: Path, shown: str, must_exist: bool) -> None:
@@ -437,7 +437,7 @@ def _check_sqlite_file(database: Path, shown: str, must_exist: bool) -> None:
     except sqlite3.Error as exc:
         raise SweepError(f"--storage {shown}: {database} is not an SQLite database ({exc}); choose another "
                          "file") from None
-    if tables and not set(OPTUNA_TABLES) <= set(tables):
+    if tables and OPTUNA_TABLE not in tables:
         listed = ", ".join(tables[:5]) + (", …" if len(tables) > 5 else "")
         raise SweepError(f"--storage {shown}: {database} is another program's SQLite database (tables {listed}), "
                          "not an Optuna storage: left as it is; choose another file")
