@@ -2,7 +2,8 @@
 
 Every model forbids unknown keys, so a typo in a YAML file is an error that names the key. The
 defaults of the models are the embedded default experiment (``configs/default.yaml``): a generated
-dataset and a tiny random GPT-2.
+dataset and a tiny random GPT-2. Files and override values are read by :mod:`dmpf_cli.yamlio` (YAML 1.2's
+numbers: ``3e-4`` is a float), and ``to_yaml`` writes through it.
 
 Errors in a config never surface as a traceback: :func:`load_config` raises :class:`ConfigError`,
 whose message has one line per problem, each naming the file (or the command-line override), the
