@@ -69,12 +69,17 @@ class RunDir:
             yield
 
     def read_status(self) -> dict[str, Any]:
+        """run.json ({} before the run has written one); a damaged one is a one-line :class:`RunError`."""
         try:
-            return json.loads(self.status.read_text(encoding="utf-8"))
+            record = json.loads(self.status.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
             raise RunError(f"{self.status}: unreadable ({exc})") from None
+        if not isinstance(record, dict):
+            raise RunError(f"{self.status}: damaged: expected a JSON object of the run's status, got "
+                           f"{json.dumps(record)[:60]}")
+        return record
 
     def write_status(self, **fields: Any) -> None:
         atomic_write_text(self.status, json.dumps({**self.read_status(), **fields}, indent=1))

@@ -2,7 +2,8 @@
 
 Every model forbids unknown keys, so a typo in a YAML file is an error that names the key. The
 defaults of the models are the embedded default experiment (``configs/default.yaml``): a generated
-dataset and a tiny random GPT-2.
+dataset and a tiny random GPT-2. Files and override values are read by :mod:`dmpf_cli.yamlio` (YAML 1.2's
+numbers: ``3e-4`` is a float), and ``to_yaml`` writes through it.
 
 Errors in a config never surface as a traceback: :func:`load_config` raises :class:`ConfigError`,
 whose message has one line per problem, each naming the file (or the command-line override), the
@@ -17,7 +18,6 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from . import yamlio
 from .errors import DmpfError, did_you_mean
 from .streams import DATASETS, MODALITIES, STREAMS, TEXT
 
@@ -37,6 +38,31 @@ PosInt = Annotated[int, Field(ge=1)]
 NonNegFloat = Annotated[float, Field(ge=0.0)]
 PosFloat = Annotated[float, Field(gt=0.0)]
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
+# A training seed. The trainer seeds torch with it and with seed * 100_003 + epoch (the batch order, a signed
+# 64-bit generator seed); numpy's legacy seeds stop at 2**32 - 1: that range fits all of them, and is one rule for
+# the config, a grid file, a space file and --seeds.
+MAX_SEED = 2**32 - 1
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+SEED_RANGE = f"from 0 to {MAX_SEED}"
+
+
+def _distinct(values: list[int]) -> list[int]:
+    if len(set(values)) != len(values):
+        raise ValueError(f"expected distinct seeds, got {values}: a seed given twice would be one run")
+    return values
+
+
+Seeds = Annotated[list[Seed], AfterValidator(_distinct)]
+
+
+def is_seed(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SEED
+
+
+def are_seeds(values: Any) -> bool:
+    """Whether ``values`` is a non-empty list of distinct seeds."""
+    return (isinstance(values, list) and bool(values) and all(is_seed(v) for v in values)
+            and len(set(values)) == len(values))
 
 _SLUG = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 
@@ -54,7 +80,8 @@ Slug = Annotated[str, AfterValidator(_slug)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # no key of an experiment takes an infinity or a NaN (YAML's .inf, .nan): a learning rate of .inf trains garbage
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(Strict):
@@ -200,7 +227,7 @@ class TrainingConfig(Strict):
     grad_accum: PosInt = 1
     max_epochs: PosInt = 10
     patience: PosInt = 3
-    seeds: list[int] = Field(default_factory=lambda: [1111], min_length=1)
+    seeds: Seeds = Field(default_factory=lambda: [1111], min_length=1)
     precision: Literal["fp32", "bf16"] = "fp32"
     attention: Literal["auto", "xformers", "sdpa", "eager"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -335,12 +362,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{path}: cannot read: {exc}"]) from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError([f"{path}: invalid YAML: {where}{problem}"]) from None
+        data = yamlio.load(text, str(path))
+    except yamlio.YamlError as exc:
+        raise ConfigError([str(exc)]) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -349,14 +373,15 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``a.b.c=value`` → (["a","b","c"], value); the value is parsed as YAML (``[7, 14]``, ``true``, ``1e-4``)."""
+    """``a.b.c=value`` → (["a","b","c"], value); the value is parsed as YAML 1.2 (``[7, 14]``, ``true``, ``1e-4``:
+    :mod:`dmpf_cli.yamlio`); a value that is not YAML (``[1,``) is kept as the string it is."""
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError([f"override '{text}': expected key.sub=value, e.g. fusion.n_a=8"])
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        value = yamlio.load(raw, f"override '{text}'") if raw.strip() else ""
+    except yamlio.YamlError:
         value = raw  # not YAML: keep it as a plain string
     return key.split("."), value
 
@@ -419,6 +444,8 @@ def _expected(err: dict[str, Any]) -> str:
         return "expected an integer"
     if kind.startswith("float_"):
         return "expected a number"
+    if kind == "finite_number":
+        return "expected a finite number"
     if kind.startswith("bool_"):
         return "expected true or false"
     if kind in ("string_type",):
@@ -588,4 +615,4 @@ def token_counts(cfg: ExperimentConfig) -> dict[str, int]:
 
 def to_yaml(cfg: ExperimentConfig) -> str:
     """The resolved config as YAML, in field order."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, default_flow_style=None, width=100)
+    return yamlio.dump(cfg.model_dump(mode="json"))

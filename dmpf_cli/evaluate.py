@@ -74,6 +74,8 @@ def load_trained(root: Path, warn=_warn_stderr, console=None) -> TrainedModel:
     except (TypeError, ValueError):
         raise RunError(f"{run.status}: dims: expected {len(MODALITIES)} integers "
                        f"({', '.join(m.key for m in MODALITIES)}), got {dims!r}") from None
+    if not isinstance(status.get("data"), (str, type(None))):
+        raise RunError(f"{run.status}: data: expected the prepared data directory, got {json.dumps(status['data'])[:60]}")
     state = str(status.get("status") or "unknown")
     if state != "finished":
         warn(f"{run.root} is unfinished (status {state}): scoring its best checkpoint so far")

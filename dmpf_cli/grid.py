@@ -20,6 +20,8 @@ The grid directory::
     DIR/logs/VARIANT-seed-N.log     each run's console output
     DIR/report.md, DIR/report.json  the report, written at the end
 
+These names are reserved: no variant may be called so (:data:`RESERVED`).
+
 Every variant is resolved and checked (keys, values, data, backbone, device) before the first run starts. Running
 the command again finishes the grid: finished runs are kept, killed ones resumed, missing ones started; variants or
 seeds added to the file since are added to the grid. A variant whose config has changed since its runs were made is
@@ -34,15 +36,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .config import ConfigError, ExperimentConfig, load_config, to_yaml
+from . import yamlio
+from .config import SEED_RANGE, ConfigError, ExperimentConfig, are_seeds, load_config, to_yaml
 from .errors import DmpfError, did_you_mean
 from .fileio import atomic_write_text
 
 GRID_KEYS = ("name", "description", "base", "overrides", "seeds", "baseline", "variants")
-GRID_FILE, GRID_RECORD, VARIANT_CONFIG = "grid.yaml", "grid.json", "config.yaml"
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a variant names a directory
+GRID_FILE, GRID_RECORD, VARIANT_CONFIG, LOGS = "grid.yaml", "grid.json", "config.yaml", "logs"
+REPORT_FILES = ("report.md", "report.json")
+# what the grid directory holds beside the variants' directories: no variant may be named so (nor differ from one
+# of them only in case, as on a case-insensitive file system)
+RESERVED = (GRID_FILE, GRID_RECORD, *REPORT_FILES, LOGS)
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a variant names a directory (fullmatch: no final newline)
 
 
 class GridError(DmpfError):
@@ -96,12 +101,7 @@ def read_grid(path: Path) -> Grid:
     if not path.is_file():
         raise GridError(f"{path}: no such grid file")
     text = path.read_text(encoding="utf-8")
-    try:
-        tree = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise GridError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    tree = yamlio.load(text, str(path))
     if not isinstance(tree, dict):
         raise GridError(f"{path}: expected a mapping with {', '.join(GRID_KEYS)}")
     for key in tree:
@@ -109,31 +109,46 @@ def read_grid(path: Path) -> Grid:
             raise GridError(f"{path}: unknown key '{key}': {did_you_mean(str(key), GRID_KEYS, cutoff=0.6)}expected one of "
                             f"{', '.join(GRID_KEYS)}")
     name = tree.get("name") or path.stem
-    if not isinstance(name, str) or not NAME.match(name):
+    if not isinstance(name, str) or not NAME.fullmatch(name):
         raise GridError(f"{path}: name: expected letters, digits, '-', '_' or '.', got {name!r}")
+    description = tree.get("description") or ""
+    if not isinstance(description, str):
+        raise GridError(f"{path}: description: expected a line of text, got {_shown(description)}")
     variants = tree.get("variants")
     if not isinstance(variants, dict) or not variants:
         raise GridError(f"{path}: variants: expected a mapping of variant names to override lists, "
                         "e.g. {full: [], text-only: [fusion.n_a=0, fusion.n_v=0, fusion.n_av=0]}")
+    taken: dict[str, str] = {}
     for variant in variants:
-        if not isinstance(variant, str) or not NAME.match(variant):
+        if not isinstance(variant, str) or not NAME.fullmatch(variant):
             raise GridError(f"{path}: variants: the name {variant!r} is not a directory name (letters, digits, "
                             "'-', '_', '.')")
+        if variant.lower() in (r.lower() for r in RESERVED):
+            raise GridError(f"{path}: variants: the name {variant!r} is reserved: the grid directory holds "
+                            f"{', '.join(RESERVED)} beside the variants; rename the variant")
+        if variant.lower() in taken:
+            raise GridError(f"{path}: variants: {taken[variant.lower()]!r} and {variant!r} differ only in case; "
+                            "on a case-insensitive file system they would share one directory: rename one")
+        taken[variant.lower()] = variant
     parsed = {v: _strings(ov, f"{path}: variants.{v}") for v, ov in variants.items()}
     baseline = tree.get("baseline", next(iter(parsed)))
-    if baseline not in parsed:
-        hint = did_you_mean(str(baseline), parsed, cutoff=0.6)
-        raise GridError(f"{path}: baseline: '{baseline}' is not a variant: {hint}the variants are {', '.join(parsed)}")
+    if not isinstance(baseline, str) or baseline not in parsed:
+        hint = did_you_mean(baseline, parsed, cutoff=0.6) if isinstance(baseline, str) else ""
+        raise GridError(f"{path}: baseline: {_shown(baseline)} is not a variant: {hint}the variants are "
+                        f"{', '.join(parsed)}")
     seeds = tree.get("seeds", None)
-    if seeds is not None:
-        if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
-                                                               for s in seeds) or len(set(seeds)) != len(seeds):
-            raise GridError(f"{path}: seeds: expected a list of distinct integers like [1111, 1112], got {seeds!r}")
+    if seeds is not None and not are_seeds(seeds):
+        raise GridError(f"{path}: seeds: expected a list of distinct integers {SEED_RANGE} like [1111, 1112], got {_shown(seeds)}")
     base = tree.get("base", "default")
     if not isinstance(base, str) or not base:
         raise GridError(f"{path}: base: expected a preset name or a config file, got {base!r}")
-    return Grid(path, name, str(tree.get("description") or ""), base, _strings(tree.get("overrides"),
-                f"{path}: overrides"), list(seeds or []), baseline, parsed, text)
+    return Grid(path, name, description, base, _strings(tree.get("overrides"), f"{path}: overrides"),
+                list(seeds or []), baseline, parsed, text)
+
+
+def _shown(value: Any) -> str:
+    """A value read from a file, in an error: short, and 'text' for a string."""
+    return f"'{value}'" if isinstance(value, str) else json.dumps(value, default=str)[:60]
 
 
 def _base_config(grid: Grid) -> Path | str:
@@ -183,6 +198,34 @@ class Plan:
     seeds: list[int]
     configs: dict[str, ExperimentConfig]
     jobs: list  # jobs.Job, seed-major: the first seed of every variant first, so a partial grid is a whole table
+    record: dict[str, Any]  # the grid directory's grid.json as it was ({} for a new grid)
+
+
+RECORD_SHAPE = '{"variants": {VARIANT: {"overrides": [OVERRIDE, ...], "runs": {SEED: PATH}}}, "baseline": VARIANT}'
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """A grid directory's ``grid.json`` (what :func:`write_plan` writes and ``dmpf report`` reads), checked: a
+    damaged one is a one-line :class:`GridError` naming it, never a traceback later."""
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise GridError(f"{path}: unreadable ({type(exc).__name__}: {' '.join(str(exc).split())})") from None
+
+    def strings(value: Any) -> bool:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+    def runs(value: Any) -> bool:
+        return isinstance(value, dict) and all(re.fullmatch(r"-?[0-9]+", k) and isinstance(v, str) and v
+                                               for k, v in value.items())
+
+    variants = record.get("variants") if isinstance(record, dict) else None
+    if not (isinstance(variants, dict)
+            and all(isinstance(v, dict) and strings(v.get("overrides", [])) and runs(v.get("runs", {}))
+                    for v in variants.values())
+            and all(isinstance(record.get(k), (str, type(None))) for k in ("name", "baseline", "description"))):
+        raise GridError(f"{path}: damaged: expected {RECORD_SHAPE}")
+    return record
 
 
 def plan(grid: Grid, root: Path, seeds: list[int] | None = None, *, resume: bool = False) -> Plan:
@@ -191,10 +234,14 @@ def plan(grid: Grid, root: Path, seeds: list[int] | None = None, *, resume: bool
 
     configs = variant_configs(grid)
     seeds = seeds or grid.seeds or next(iter(configs.values())).training.seeds
-    record = root / GRID_RECORD
+    record_path, record = root / GRID_RECORD, {}
     if root.exists() and not root.is_dir():
         raise GridError(f"--output: {root} is a file, not a directory; choose another --output")
-    if record.is_file():
+    if record_path.is_file():
+        try:
+            record = read_record(record_path)
+        except GridError as exc:
+            raise GridError(f"--output: {exc}; choose another --output") from None
         for variant, cfg in configs.items():
             stored = root / variant / VARIANT_CONFIG
             if stored.is_file():
@@ -213,16 +260,14 @@ def plan(grid: Grid, root: Path, seeds: list[int] | None = None, *, resume: bool
     jobs = [Job(f"{variant}/seed-{seed}", root / variant / f"seed-{seed}", root / variant / VARIANT_CONFIG, seed,
                 configs[variant].training.max_epochs)
             for seed in seeds for variant in grid.variants]
-    return Plan(grid, root, seeds, configs, jobs)
+    return Plan(grid, root, seeds, configs, jobs, record)
 
 
 def write_plan(p: Plan) -> None:
     """The grid file, each variant's config and ``grid.json`` (merged with what an earlier invocation added)."""
     p.root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(p.root / GRID_FILE, p.grid.text)
-    record_path = p.root / GRID_RECORD
-    record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.is_file() else {}
-    variants = record.get("variants", {})
+    variants = p.record.get("variants", {})
     for variant, cfg in p.configs.items():
         (p.root / variant).mkdir(exist_ok=True)
         if not (p.root / variant / VARIANT_CONFIG).is_file():
@@ -231,7 +276,7 @@ def write_plan(p: Plan) -> None:
         for seed in p.seeds:
             entry["runs"][str(seed)] = f"{variant}/seed-{seed}"
     order = list(p.grid.variants) + [v for v in variants if v not in p.grid.variants]
-    atomic_write_text(record_path, json.dumps({
+    atomic_write_text(p.root / GRID_RECORD, json.dumps({
         "name": p.grid.name, "description": p.grid.description, "base": p.grid.base,
         "overrides": p.grid.overrides, "baseline": p.grid.baseline,
         "variants": {v: variants[v] for v in order}}, indent=1))
@@ -242,6 +287,6 @@ def write_report(root: Path) -> dict[str, Any]:
     from .report import build_report, render
 
     report = build_report([root])
-    atomic_write_text(root / "report.md", render(report, "md"))
-    atomic_write_text(root / "report.json", render(report, "json"))
+    for name in REPORT_FILES:
+        atomic_write_text(root / name, render(report, name.rpartition(".")[2]))
     return report

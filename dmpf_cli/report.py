@@ -60,12 +60,12 @@ import numpy as np
 
 from .checkpoints import RunDir, RunError, load_predictions
 from .errors import DmpfError, did_you_mean
+from .grid import GRID_RECORD, GridError, read_record
 from .metrics import FRACTIONS, LOWER_IS_BETTER, METRIC_KEYS, batch_metrics, compute_metrics
-from .runs import SEEDS_FILE
+from .runs import SEEDS_FILE, read_seeds
 from .stats import paired_bootstrap, paired_t
 from .streams import DATASETS
 
-GRID_FILE = "grid.json"
 SPLIT = "test"
 RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
@@ -101,7 +101,8 @@ class Run:
 
     @property
     def dataset(self) -> str:
-        return str((self.results or {}).get("dataset") or (self.config or {}).get("data", {}).get("dataset"))
+        data = (self.config or {}).get("data")
+        return str((self.results or {}).get("dataset") or (data.get("dataset") if isinstance(data, dict) else None))
 
     @property
     def synthetic(self) -> bool:
@@ -233,12 +234,14 @@ def _read_json(path: Path) -> Any:
 
 
 def _read_config(path: Path) -> dict[str, Any]:
-    import yaml
+    from . import yamlio
 
     try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ReportError(f"{path}: unreadable config ({type(exc).__name__})") from None
+        config = yamlio.load(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReportError(f"{path}: unreadable config ({type(exc).__name__}: {' '.join(str(exc).split())})") from None
+    except yamlio.YamlError as exc:
+        raise ReportError(str(exc)) from None
     if not isinstance(config, dict):
         raise ReportError(f"{path}: not a config (expected a mapping)")
     return config
@@ -259,6 +262,10 @@ def _read_run(path: Path, seed: int | None = None, config: dict[str, Any] | None
         results = _read_json(run.results)
         if not isinstance(results, dict) or not isinstance(results.get(SPLIT), dict):
             raise ReportError(f"{run.results}: no {SPLIT} metrics")
+        for metric, value in results[SPLIT].items():  # null: a metric with nothing to score (NaN)
+            if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool)):
+                raise ReportError(f"{run.results}: {SPLIT}.{metric}: expected a number or null, got "
+                                  f"{json.dumps(value)[:60]}")
     found = _seed_key(status.get("seed", (results or {}).get("seed")))
     return Run(path, seed if found is None else found, config, results)
 
@@ -272,13 +279,12 @@ def _seed_key(value: Any) -> int | None:
 
 def _grid_rows(root: Path, given: str) -> tuple[str | None, list[Row]]:
     """A grid directory's variants as rows: (its baseline variant, the rows)."""
-    spec = _read_json(root / GRID_FILE)
-    variants = spec.get("variants") if isinstance(spec, dict) else None
-    if not isinstance(variants, dict) or not all(isinstance(v, dict) and isinstance(v.get("runs", {}), dict)
-                                                 for v in variants.values()):
-        raise ReportError(f"{root / GRID_FILE}: expected {{\"variants\": {{NAME: {{\"runs\": {{SEED: PATH}}}}}}}}")
+    try:
+        spec = read_record(root / GRID_RECORD)
+    except GridError as exc:
+        raise ReportError(str(exc)) from None
     rows = []
-    for name, variant in variants.items():
+    for name, variant in spec["variants"].items():
         row = Row(str(name), sources=[given], overrides=list(variant.get("overrides") or []),
                   grid=str(spec.get("name") or root.name))
         for seed, rel in variant.get("runs", {}).items():
@@ -291,11 +297,10 @@ def _grid_rows(root: Path, given: str) -> tuple[str | None, list[Row]]:
 def _source_runs(path: Path) -> list[Run]:
     """The runs of a multi-seed root or of a run directory."""
     if (path / SEEDS_FILE).is_file():
-        seeds = _read_json(path / SEEDS_FILE)
         try:
-            seeds = [int(s) for s in seeds["seeds"]]
-        except (KeyError, TypeError, ValueError):
-            raise ReportError(f"{path / SEEDS_FILE}: expected {{\"seeds\": [1111, ...]}}") from None
+            seeds = read_seeds(path)
+        except RunError as exc:
+            raise ReportError(str(exc)) from None
         config = _read_config(path / "config.yaml") if (path / "config.yaml").is_file() else None
         return [_read_run(path / f"seed-{s}", s, config) for s in seeds]
     return [_read_run(path)]
@@ -332,13 +337,13 @@ def _collect(paths: list[Path]) -> tuple[list[Row], str | None]:
             raise ReportError(f"{path}: a file; expected {EXPECTED}")
         if not path.is_dir():
             raise ReportError(f"{path}: no such directory; expected {EXPECTED}")
-        if (path / GRID_FILE).is_file():
+        if (path / GRID_RECORD).is_file():
             baseline, grid_rows = _grid_rows(path, given)
             for row in grid_rows:
                 row.runs = [r for r in row.runs if _first_time(r.path, seen)]
             if grid_baseline is None and baseline is not None:
                 if baseline not in [r.name for r in grid_rows]:
-                    raise ReportError(f"{path / GRID_FILE}: its baseline {baseline!r} is none of its variants")
+                    raise ReportError(f"{path / GRID_RECORD}: its baseline {baseline!r} is none of its variants")
                 grid_baseline = next(r for r in grid_rows if r.name == baseline)
             rows += grid_rows
             continue

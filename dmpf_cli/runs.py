@@ -19,7 +19,7 @@ from rich.console import Console
 
 from . import provenance
 from .checkpoints import RunDir, RunError, save_predictions
-from .config import ExperimentConfig, load_config, to_yaml
+from .config import SEED_RANGE, ExperimentConfig, are_seeds, is_seed, load_config, to_yaml
 from .datasets import data_dir, missing_data, open_data
 from .errors import DmpfError
 from .fileio import atomic_write_text
@@ -224,6 +224,28 @@ def ready(cfg: ExperimentConfig, console: Console, *, encoders: bool = True) -> 
     return cfg
 
 
+def read_seeds(root: Path) -> list[int]:
+    """The seeds of a multi-seed root, from its seeds.json; a damaged one is a one-line :class:`RunError`."""
+    path = Path(root) / SEEDS_FILE
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{path}: unreadable ({type(exc).__name__}: {' '.join(str(exc).split())})") from None
+    seeds = record.get("seeds") if isinstance(record, dict) else None
+    if not are_seeds(seeds):
+        raise RunError(f"{path}: expected {{\"seeds\": [1111, ...]}}, distinct integers {SEED_RANGE}, got "
+                       f"{json.dumps(record)[:60]}")
+    return seeds
+
+
+def _run_seed(run: RunDir, cfg: ExperimentConfig) -> int:
+    """The seed a run directory trains with (run.json's; its config's first before it has one)."""
+    seed = run.read_status().get("seed", cfg.training.seeds[0])
+    if not is_seed(seed):
+        raise RunError(f"{run.status}: seed: expected an integer {SEED_RANGE}, got {json.dumps(seed)[:60]}")
+    return seed
+
+
 def train(
     cfg: ExperimentConfig, output: Path | None, seeds: list[int] | None, *, resume: Path | None = None,
     overwrite: bool = False, console: Console, epoch_hooks: tuple = (),
@@ -235,22 +257,21 @@ def train(
         if not multi_seed_root:
             RunDir(resume).require("--resume")
         cfg = load_config(config=Path(resume) / "config.yaml")
+        try:  # its seeds, read (and checked) before anything is made
+            seeds = read_seeds(Path(resume)) if multi_seed_root else [_run_seed(RunDir(resume), cfg)]
+        except RunError as exc:
+            raise RunError(f"--resume: {exc}") from None
     # one process: nothing to resolve yet (ready() reports a bad device with every other problem)
     world = init_distributed(resolve_device(cfg.training.device)) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else World()
     if world.main:  # the data and the demo LM are made on first use here, once, before any rank reads them
         cfg = ready(cfg, console, encoders=resume is None or multi_seed_root)
     if resume is not None and not multi_seed_root:
         run = RunDir(resume)
-        seed = int(run.read_status().get("seed", cfg.training.seeds[0]))
-        results = train_one(cfg, run, seed, resume=True, overwrite=False, console=console, world=world,
+        results = train_one(cfg, run, seeds[0], resume=True, overwrite=False, console=console, world=world,
                             epoch_hooks=epoch_hooks)
         return {"runs": {str(run.root): results}}
     if multi_seed_root:  # finished seeds are kept, the others resumed or started
         root = Path(resume)
-        try:
-            seeds = [int(s) for s in json.loads((root / SEEDS_FILE).read_text(encoding="utf-8"))["seeds"]]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise RunError(f"--resume: {root / SEEDS_FILE}: unreadable ({exc})") from None
     else:
         seeds = seeds or cfg.training.seeds
         # the default directory is new for every run, so a finished run is never in the way (nor overwritten)

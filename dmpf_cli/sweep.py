@@ -22,7 +22,7 @@ in as many processes as there are devices. Three things make several workers beh
 * **one study, one space**: the study records the space (its search-defining part, and the file's text); a worker
   whose space differs is refused, since its trials would mix two searches.
 
-The seed of the sampler is ``sampler.seed + trial number``, so a sweep is reproducible on one worker and workers
+The seed of the sampler is ``sampler.seed + trial number`` (modulo 2**32, numpy's seed range), so a sweep is reproducible on one worker and workers
 never draw the same random start-up parameters.
 """
 
@@ -39,11 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import yaml
-
-from .config import CONFIG_DIR, ConfigError, Slug, config_file, load_config, read_yaml
+from .config import CONFIG_DIR, MAX_SEED, SEED_RANGE, ConfigError, Slug, config_file, is_seed, load_config, read_yaml
 from .errors import DmpfError, did_you_mean
 from .fileio import atomic_write_text
+from .yamlio import flow
 
 DEFAULT_TRIALS = 20
 DEFAULT_HEARTBEAT = 60  # seconds between beats; a trial is lost after GRACE_BEATS beats' silence
@@ -135,13 +134,7 @@ class SweepSpec:
 
     def trial_overrides(self, params: dict[str, Any]) -> list[str]:
         """The overrides a trial trains with: the space file's, then one per sampled key."""
-        return [*self.overrides, *(f"{key}={yaml_value(value)}" for key, value in params.items())]
-
-
-def yaml_value(value: Any) -> str:
-    """``value`` as the YAML an override parses back to the same value (1e-05 stays a float: PyYAML reads a
-    bare ``1e-05`` as a string)."""
-    return yaml.safe_dump(value, default_flow_style=True, width=10_000).removesuffix("\n...\n").strip()
+        return [*self.overrides, *(f"{key}={flow(value)}" for key, value in params.items())]
 
 
 def _close(word: str, known: tuple[str, ...] | list[str]) -> str:
@@ -155,7 +148,8 @@ def _unknown_keys(where: str, mapping: dict, known: tuple[str, ...]) -> None:
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite int or float (YAML's .inf and .nan are floats, but no range or step)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _int_at_least(value: Any, least: int, where: str) -> int:
@@ -192,8 +186,8 @@ def load_space(path: Path | str) -> SweepSpec:
         raise SweepError(f"{file}: {where}: {'; '.join(exc.problems)}") from None
 
     seed = data.get("seed", cfg.training.seeds[0])
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise SweepError(f"{file}: seed: expected an integer, got {json.dumps(seed, default=str)}")
+    if not is_seed(seed):
+        raise SweepError(f"{file}: seed: expected an integer {SEED_RANGE}, got {json.dumps(seed, default=str)}")
     space = data.get("space")
     if not isinstance(space, dict) or not space:
         raise SweepError(f"{file}: space: expected a mapping of config keys to ranges or choices, e.g. "
@@ -210,8 +204,9 @@ def load_space(path: Path | str) -> SweepSpec:
         if key in pruner:
             _int_at_least(pruner[key], 0, f"{file}: pruner.{key}")
     sampler = _section(file, data, "sampler", SAMPLER_KEYS)
-    if "seed" in sampler:
-        _int_at_least(sampler["seed"], 0, f"{file}: sampler.seed")
+    if "seed" in sampler and not is_seed(sampler["seed"]):
+        raise SweepError(f"{file}: sampler.seed: expected an integer {SEED_RANGE}, got "
+                         f"{json.dumps(sampler['seed'], default=str)}")
     if "n_startup_trials" in sampler:
         _int_at_least(sampler["n_startup_trials"], 0, f"{file}: sampler.n_startup_trials")
     trials = data.get("trials")
@@ -289,7 +284,7 @@ def _dimension(file: str, key: str, spec: Any) -> Dimension:
     low, high, log, step = spec["low"], spec["high"], spec.get("log", False), spec.get("step")
     for name, value in (("low", low), ("high", high)):
         if not _number(value):
-            raise SweepError(f"{where}.{name}: expected a number, got {json.dumps(value, default=str)}")
+            raise SweepError(f"{where}.{name}: expected a finite number, got {json.dumps(value, default=str)}")
     if not isinstance(log, bool):
         raise SweepError(f"{where}.log: expected true or false, got {json.dumps(log, default=str)}")
     if low >= high:
@@ -299,7 +294,7 @@ def _dimension(file: str, key: str, spec: Any) -> Dimension:
     kind = "int" if isinstance(low, int) and isinstance(high, int) else "float"
     if step is not None:
         if not _number(step) or step <= 0 or (kind == "int" and not isinstance(step, int)):
-            raise SweepError(f"{where}.step: expected a positive {'integer' if kind == 'int' else 'number'}, "
+            raise SweepError(f"{where}.step: expected a positive {'integer' if kind == 'int' else 'finite number'}, "
                              f"got {json.dumps(step, default=str)}")
         if log:
             raise SweepError(f"{where}: step and log cannot be combined (Optuna samples a log range continuously)")
@@ -314,7 +309,7 @@ def _check_against_config(file: str, base: Path, overrides: list[str], dim: Dime
     config's error (unknown key with close matches, bounds, types) is reported against the space file."""
     values = list(dim.choices) if dim.kind == "choice" else [dim.low, dim.high]
     for value in values:
-        text = f"{dim.key}={yaml_value(value)}"
+        text = f"{dim.key}={flow(value)}"
         try:
             load_config(config=base, overrides=[*overrides, text])
         except ConfigError as exc:
@@ -394,15 +389,17 @@ def open_storage(storage: str, *, must_exist: bool = False):
                 raise SweepError(f"--storage {shown}: no such journal file")
             from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-            return JournalStorage(JournalFileBackend(str(journal)))
+            try:
+                return JournalStorage(JournalFileBackend(str(journal)))
+            except (ValueError, KeyError, TypeError) as exc:  # its lines are not Optuna's (read only: untouched)
+                raise SweepError(f"--storage {shown}: cannot open: {journal} is not an Optuna journal file "
+                                 f"({_why(exc)}); choose another file") from None
         if "://" not in storage:
             raise SweepError(f"--storage {shown}: expected a database URL (sqlite:///PATH, postgresql://…) or a "
                              "journal file (journal:PATH, PATH.log)")
         kwargs: dict[str, Any] = {}
         if storage.startswith("sqlite:///"):
-            database = Path(storage.removeprefix("sqlite:///"))
-            if must_exist and not database.is_file():
-                raise SweepError(f"--storage {shown}: no such database file")
+            _check_sqlite_file(Path(storage.removeprefix("sqlite:///")), shown, must_exist)
             kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}  # several workers write to one file
         for attempt in range(5):
             try:
@@ -418,6 +415,36 @@ def open_storage(storage: str, *, must_exist: bool = False):
         raise SweepError(f"--storage {shown}: cannot open: {_why(exc)}") from None
 
 
+OPTUNA_TABLE = "studies"  # the first table Optuna's RDBStorage makes (workers starting together may see only it)
+
+
+def _check_sqlite_file(database: Path, shown: str, must_exist: bool) -> None:
+    """An existing SQLite file must be an Optuna storage, or hold no table yet: Optuna would add its tables to
+    any database, another program's included. Read only: a file refused here is not touched. ``must_exist``
+    (``--show``): the file must hold a storage already, since opening creates Optuna's tables."""
+    import sqlite3
+    from contextlib import closing
+
+    if not database.exists():
+        if must_exist:
+            raise SweepError(f"--storage {shown}: no such database file")
+        return
+    if not database.is_file():
+        raise SweepError(f"--storage {shown}: {database} is not a file; expected an SQLite database file")
+    try:
+        with closing(sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            tables = sorted(row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
+    except sqlite3.Error as exc:
+        raise SweepError(f"--storage {shown}: {database} is not an SQLite database ({exc}); choose another "
+                         "file") from None
+    if tables and OPTUNA_TABLE not in tables:
+        listed = ", ".join(tables[:5]) + (", …" if len(tables) > 5 else "")
+        raise SweepError(f"--storage {shown}: {database} is another program's SQLite database (tables {listed}), "
+                         "not an Optuna storage: left as it is; choose another file")
+    if must_exist and not tables:
+        raise SweepError(f"--storage {shown}: {database} holds no study yet")
+
+
 def _why(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     text = text.split(" (Background on this error")[0]
@@ -431,7 +458,7 @@ def _sampler(spec: SweepSpec, number: int):
 
     seed = spec.sampler.get("seed")
     kwargs = {"n_startup_trials": spec.sampler["n_startup_trials"]} if "n_startup_trials" in spec.sampler else {}
-    return optuna.samplers.TPESampler(seed=None if seed is None else seed + number, **kwargs)
+    return optuna.samplers.TPESampler(seed=None if seed is None else (seed + number) % (MAX_SEED + 1), **kwargs)
 
 
 def _pruner(spec: SweepSpec):
@@ -965,7 +992,7 @@ def _tell(study, trial, outcome: _Outcome, console) -> None:
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
-    return yaml_value(value)
+    return flow(value)
 
 
 def _params_line(params: dict[str, Any]) -> str:

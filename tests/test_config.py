@@ -7,7 +7,16 @@ import json
 import pytest
 import yaml
 
-from dmpf_cli.config import CONFIG_DIR, ConfigError, ExperimentConfig, load_config, preset_names, to_yaml
+from dmpf_cli.config import (
+    CONFIG_DIR,
+    MAX_SEED,
+    ConfigError,
+    ExperimentConfig,
+    load_config,
+    parse_override,
+    preset_names,
+    to_yaml,
+)
 
 from conftest import error_line
 
@@ -320,3 +329,60 @@ def test_a_check_across_keys_blames_the_override_that_broke_it(invoke, overrides
     result = invoke("config", "show", *overrides)
     line = error_line(result.exit_code, result.stderr, f"{blamed}: {key}:")
     assert "yaml" not in line  # not the preset file, which is fine on its own
+
+
+# -- numbers as people write them (YAML 1.2: dmpf_cli.yamlio) ---------------------------------------
+
+@pytest.mark.parametrize("override, expected", [
+    ("optimizer.lr_lm=3e-4", 3e-4), ("optimizer.lr_lm=1e3", 1000.0), ("training.max_epochs=010", 10),
+    ("head.options.temperature=3e-4", 3e-4), ("head.options.tag=1.2.3", "1.2.3"), ("head.options.flag=yes", "yes"),
+])
+def test_override_values_are_yaml_1_2(override, expected):
+    value = parse_override(override)[1]
+    assert value == expected and type(value) is type(expected)
+
+
+def test_a_config_file_with_exponents_gives_floats_to_the_model_and_to_a_plugin_heads_options(tmp_path):
+    path = write(tmp_path, "optimizer:\n  lr_lm: 1e-4\n  lr_encoders: 5e-5\nhead:\n  options: {temperature: 3e-4, "
+                           "scale: 2E2, version: 1.2.3}\n")
+    cfg = load_config(config=path)
+    assert (cfg.optimizer.lr_lm, cfg.optimizer.lr_encoders) == (1e-4, 5e-5)
+    assert cfg.head.options == {"temperature": 3e-4, "scale": 200.0, "version": "1.2.3"}  # what a plugin head gets
+    assert isinstance(cfg.head.options["temperature"], float)
+    assert load_config(config=write(tmp_path, to_yaml(cfg), "again.yaml")) == cfg  # and to_yaml writes it back
+
+
+def test_yes_and_no_are_strings_but_a_boolean_key_still_takes_them(tmp_path):
+    cfg = load_config(config=write(tmp_path, "name: no\nencoders: {audio: {input_norm: off}}\n"))
+    assert cfg.name == "no" and cfg.encoders.audio.input_norm is False
+
+
+# -- seeds: one rule (config.MAX_SEED) ---------------------------------------------------------------
+
+@pytest.mark.parametrize("seeds, expected", [
+    ("[-1]", "training.seeds.0: expected an integer >= 0, got -1"),
+    (f"[{2**32}]", "training.seeds.0: expected an integer <= 4294967295, got 4294967296"),
+    ("[1, 1]", "training.seeds: expected distinct seeds, got [1, 1]"),
+])
+def test_training_seeds_are_distinct_and_in_range(seeds, expected):
+    assert expected in one_error(overrides=[f"training.seeds={seeds}"])
+
+
+def test_seeds_at_the_ends_of_the_range_are_accepted():
+    assert load_config(overrides=[f"training.seeds=[0, {MAX_SEED}]"]).training.seeds == [0, MAX_SEED]
+
+
+def test_a_yaml_alias_bomb_in_a_config_is_one_line(invoke, tmp_path):
+    from test_yamlio import BILLION_LAUGHS
+
+    options = "".join(f"    {line}\n" for line in BILLION_LAUGHS.splitlines())  # head.options takes any mapping
+    path = write(tmp_path, f"head:\n  options:\n{options}description: *i\n")
+    result = invoke("config", "show", "--config", path)
+    error_line(result.exit_code, result.stderr, f"{path}: its aliases expand it by", "a YAML alias bomb")
+
+
+@pytest.mark.parametrize("override", ["optimizer.lr_lm=.inf", "loss.a=-.inf", "head.dropout=.nan"])
+def test_infinities_and_nan_are_refused(override):
+    key, _, value = override.partition("=")
+    shown = {".inf": "Infinity", "-.inf": "-Infinity", ".nan": "NaN"}[value]
+    assert one_error(overrides=[override]) == f"override '{override}': {key}: expected a finite number, got {shown}"

@@ -49,6 +49,99 @@ def test_grid_file_mistakes_are_one_line(tmp_path, fields, fragments):
         assert fragment in message
 
 
+def listing(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` with its bytes: what a refused command must leave as it found it."""
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else b"" for p in sorted(folder.rglob("*"))}
+
+
+def bomb(key: str) -> str:
+    """A grid file whose ``key`` holds a billion laughs (its anchors inside the variants, which take mappings)."""
+    from test_yamlio import BILLION_LAUGHS
+
+    laughs = "".join(f"  {line}\n" for line in BILLION_LAUGHS.splitlines())
+    return f"variants:\n  full: []\n{laughs}{key}: *i\n"
+
+
+HOSTILE_GRIDS = {  # id: (the grid file's fields or text, fragments of the one error line)
+    "variant-grid.yaml": ({"variants": {"full": [], "grid.yaml": ["fusion.n_av=0"]}},
+                          ["variants: the name 'grid.yaml' is reserved", "grid.json, report.md, report.json, logs"]),
+    "variant-grid.json": ({"variants": {"full": [], "grid.json": []}}, ["the name 'grid.json' is reserved"]),
+    "variant-report.md": ({"variants": {"full": [], "report.md": []}}, ["the name 'report.md' is reserved"]),
+    "variant-report.json": ({"variants": {"full": [], "report.json": []}}, ["the name 'report.json' is reserved"]),
+    "variant-logs": ({"variants": {"full": [], "logs": []}}, ["the name 'logs' is reserved"]),
+    "variant-GRID.YAML": ({"variants": {"full": [], "GRID.YAML": []}}, ["the name 'GRID.YAML' is reserved"]),
+    "variants-by-case": ({"variants": {"full": [], "Full": []}}, ["'full' and 'Full' differ only in case"]),
+    "variant-newline": ({"variants": {"full": [], "no-av\n": ["fusion.n_av=0"]}},
+                        ["the name 'no-av\\n' is not a directory name"]),
+    "name-newline": ({"name": "tiny\n"}, ["name: expected letters, digits", "got 'tiny\\n'"]),
+    "baseline-list": ({"baseline": ["full"]}, ['baseline: ["full"] is not a variant', "the variants are full, no-av"]),
+    "baseline-mapping": ({"baseline": {"full": 1}}, ['baseline: {"full": 1} is not a variant']),
+    "description-list": ({"description": ["a", "b"]}, ['description: expected a line of text, got ["a", "b"]']),
+    "seed-beyond-64-bits": ({"seeds": [12345678901234567890123]},
+                            ["seeds: expected a list of distinct integers from 0 to 4294967295",
+                             "got [12345678901234567890123]"]),
+    "seed-negative": ({"seeds": [-5]}, ["seeds: expected a list of distinct integers from 0", "got [-5]"]),
+    "seed-true": ({"seeds": [True]}, ["seeds: expected a list of distinct integers", "got [true]"]),
+    "alias-bomb-baseline": (bomb("baseline"), ["its aliases expand it by", "a YAML alias bomb"]),
+    "alias-bomb-overrides": (bomb("overrides"), ["its aliases expand it by"]),
+    "recursive-alias": ("variants: &v {full: [], other: *v}\n", ["an alias refers to a node that contains it"]),
+    "deep-nesting": ("variants: " + "[" * 5000 + "]" * 5000 + "\n", ["invalid YAML: nested too deeply"]),
+    "nul-character": ("name: a\x00b\nvariants: {full: []}\n", ["invalid YAML: character 8: special characters"]),
+    "binary-tag": ("variants: {full: !!binary aGVsbG8=}\n", ["tag:yaml.org,2002:binary is not plain data"]),
+}
+
+
+@pytest.mark.parametrize("content, fragments", HOSTILE_GRIDS.values(), ids=HOSTILE_GRIDS)
+def test_a_hostile_grid_file_is_one_line_and_writes_nothing(invoke, tmp_path, content, fragments):
+    if isinstance(content, str):
+        (tmp_path / "grid.yaml").write_text(content, encoding="utf-8")
+    else:
+        write_grid(tmp_path, **content)
+    before = listing(tmp_path)
+    result = invoke("grid", tmp_path / "grid.yaml", "--output", tmp_path / "out")
+    error_line(result.exit_code, result.stderr, f"{tmp_path / 'grid.yaml'}: ", *fragments)
+    assert listing(tmp_path) == before
+
+
+@pytest.mark.parametrize("command", ["grid", "train"])
+@pytest.mark.parametrize("seeds", ["12345678901234567890123", "-3", "1,1", str(2**32)])
+def test_seeds_out_of_range_on_the_command_line_are_refused_before_anything_is_written(invoke, tmp_path, command,
+                                                                                       seeds):
+    args = [write_grid(tmp_path)] if command == "grid" else [*TINY, "training.device=cpu"]
+    before = listing(tmp_path)
+    result = invoke(command, *args, "--seeds", seeds, "--output", tmp_path / "out")
+    error_line(result.exit_code, result.stderr, "--seeds: expected comma-separated integers from 0 to 4294967295",
+               f"got '{seeds}'")
+    assert listing(tmp_path) == before
+
+
+@pytest.mark.parametrize("record", ['{"variants": {', "[1]", '{"variants": [1]}', '{"variants": {"full": {"runs": [1]}}}',
+                                    '{"variants": {"full": {"runs": {"1": 5}}}}', '{"baseline": ["full"], "variants": {}}'])
+def test_a_damaged_grid_json_in_the_output_is_one_line_and_left_as_it_is(invoke, tmp_path, record):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "grid.json").write_text(record, encoding="utf-8")
+    path = write_grid(tmp_path)
+    before = listing(tmp_path)
+    result = invoke("grid", path, "--output", out)
+    error_line(result.exit_code, result.stderr, f"--output: {out / 'grid.json'}: ", "choose another --output")
+    assert listing(tmp_path) == before
+
+
+def test_a_damaged_run_json_in_a_grid_directory_is_one_line_before_anything_is_written(invoke, tmp_path):
+    from dmpf_cli.grid import write_plan
+
+    out = tmp_path / "out"
+    write_plan(plan(read_grid(write_grid(tmp_path)), out))
+    (out / "full" / "seed-1").mkdir()
+    (out / "full" / "seed-1" / "run.json").write_text("[1]", encoding="utf-8")
+    before = listing(tmp_path)
+    result = invoke("grid", out)
+    error_line(result.exit_code, result.stderr, f"{out / 'full' / 'seed-1' / 'run.json'}: damaged: expected a JSON "
+                                                "object")
+    assert listing(tmp_path) == before
+
+
 def test_a_variant_with_a_bad_override_names_the_file_the_variant_and_the_key(tmp_path):
     path = write_grid(tmp_path, variants={"full": [], "bad": ["fusion.n_avv=0"]})
     with pytest.raises(GridError) as err:

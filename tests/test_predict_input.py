@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import dmpf, error_line
+from conftest import dmpf, error_line, one_line
 
 AUDIO, VISION = 74, 35  # the tiny synthetic dataset's feature dims
 
@@ -274,3 +274,19 @@ def test_duplicate_ids_get_one_warning(invoke, trained, tmp_path):
     assert [line.split(",")[0] for line in result.stdout.splitlines()] == ["id", "a", "b", "a", "b", "a"]
     unique = invoke("predict", "--run", trained, "--input", jsonl(tmp_path / "u.jsonl", sample("a"), sample("b")))
     assert unique.exit_code == 0 and unique.stderr == ""
+
+
+@pytest.mark.parametrize("name, text, fragment", [
+    ("deep.jsonl", '{"id": 1, "audio": ' + "[" * 100_000 + "]" * 100_000 + "}\n", "deep.jsonl:1: not a JSON object: "
+                                                                              "nested too deeply"),
+    ("deep.json", "[" + "[" * 100_000 + "]" * 100_000 + "]", "deep.json:1: not a valid JSON array (an item nested "
+                                                             "too deeply)"),
+], ids=["jsonl", "json-array"])
+def test_json_nested_too_deeply_is_one_line(tmp_path, name, text, fragment):
+    from dmpf_cli.data.samples import InputError, read_jsonl
+
+    source = tmp_path / name
+    source.write_text(text, encoding="utf-8")
+    with pytest.raises(InputError) as err:
+        list(read_jsonl(source, (74, 35), "fail", warn=pytest.fail))
+    assert fragment in one_line(err)

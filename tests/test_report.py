@@ -484,6 +484,56 @@ def test_cli_bad_inputs_are_one_line(invoke, shifted, tmp_path):
         error_line(*_err(invoke("report", *args)), *fragments)
 
 
+def _results(path, **test) -> str:
+    """The run's results.json with ``test`` metrics replaced."""
+    results = json.loads((path / "results.json").read_text(encoding="utf-8"))
+    results["test"].update(test)
+    return json.dumps(results)
+
+
+DAMAGED_RUNS = {  # id: (file, its new content from the run directory, fragments of the one error line)
+    "metric-string": ("results.json", lambda p: _results(p, MAE="abc"), ['test.MAE: expected a number or null, got "abc"']),
+    "metric-list": ("results.json", lambda p: _results(p, Corr=[1, 2]), ["test.Corr: expected a number or null, got [1, 2]"]),
+    "metric-true": ("results.json", lambda p: _results(p, MAE=True), ["test.MAE: expected a number or null, got true"]),
+    "results-truncated": ("results.json", lambda p: '{"test": {"MAE": 0.', ["unreadable (JSONDecodeError"]),
+    "results-list": ("results.json", lambda p: "[1, 2]", ["no test metrics"]),
+    "run-json-list": ("run.json", lambda p: "[1]", ["run.json: damaged: expected a JSON object", "got [1]"]),
+    "run-json-truncated": ("run.json", lambda p: '{"status": "fin', ["run.json: unreadable"]),
+    "config-list": ("config.yaml", lambda p: "- a\n- b\n", ["config.yaml: not a config (expected a mapping)"]),
+    "config-invalid": ("config.yaml", lambda p: "a: [\n", ["config.yaml: invalid YAML: line 2, column 1"]),
+    "config-alias-bomb": ("config.yaml", lambda p: __import__("test_yamlio").BILLION_LAUGHS,
+                          ["config.yaml: its aliases expand it by"]),
+}
+
+
+@pytest.mark.parametrize("name, content, fragments", DAMAGED_RUNS.values(), ids=DAMAGED_RUNS)
+def test_a_damaged_run_directory_is_one_line_naming_the_file(invoke, tmp_path, name, content, fragments):
+    run = write_run(tmp_path / "run", 1, LABELS + noise(1))
+    (run / name).write_text(content(run), encoding="utf-8")
+    error_line(*_err(invoke("report", run)), f"{run / name}: ", *fragments)
+
+
+@pytest.mark.parametrize("text, fragments", [
+    ('{"seeds": [1,', ["seeds.json: unreadable (JSONDecodeError"]),
+    ("[1, 2]", ['seeds.json: expected {"seeds": [1111, ...]}, distinct integers from 0 to 4294967295, got [1, 2]']),
+    ('{"seeds": [1e400]}', ['got {"seeds": [Infinity]}']),
+    ('{"seeds": ["a"]}', ['got {"seeds": ["a"]}']),
+])
+def test_a_damaged_seeds_json_is_one_line(invoke, tmp_path, text, fragments):
+    root = write_root(tmp_path / "r", (1, 2), lambda s: LABELS + noise(s))
+    (root / "seeds.json").write_text(text, encoding="utf-8")
+    error_line(*_err(invoke("report", root)), f"{root / 'seeds.json'}", *fragments)
+
+
+@pytest.mark.parametrize("record", ['{"variants": {', "[1]", '{"variants": {"a": {"runs": [1]}}}',
+                                    '{"variants": {"a": {"overrides": "x", "runs": {}}}}',
+                                    '{"variants": {"a": {"runs": {"1": null}}}}', '{"baseline": ["a"], "variants": {}}'])
+def test_a_damaged_grid_json_is_one_line(invoke, tmp_path, record):
+    root = write_grid(tmp_path / "g", {"a": ((), {1: LABELS + noise(1)})}, baseline="a")
+    (root / "grid.json").write_text(record, encoding="utf-8")
+    error_line(*_err(invoke("report", root)), f"{root / 'grid.json'}: ")
+
+
 # -- on a real run ---------------------------------------------------------------------------------
 
 def test_report_of_a_trained_run(trained, invoke):

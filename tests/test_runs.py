@@ -210,3 +210,56 @@ def test_a_run_without_a_best_checkpoint_is_one_line(invoke, tmp_path, cfg):
         load_trained(run.root)
     result = invoke("eval", "--run", run.root)
     error_line(result.exit_code, result.stderr, "--run:", "no best checkpoint yet")
+
+
+# -- damaged run directories: one line naming the file, nothing written ------------------------------
+
+def _files(folder) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else b"" for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize("run_json, fragments", [
+    ("[1]", ["run.json: damaged: expected a JSON object of the run's status, got [1]"]),
+    ('{"status": "fin', ["run.json: unreadable"]),
+    ('{"status": "finished", "dims": [74, 35], "data": [1]}', ["run.json: data: expected the prepared data directory, "
+                                                               "got [1]"]),
+], ids=["a-list", "truncated", "data-a-list"])
+def test_eval_of_a_damaged_run_json_is_one_line(invoke, untrained, tmp_path, run_json, fragments):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(untrained, run)
+    (run / "run.json").write_text(run_json, encoding="utf-8")
+    result = invoke("eval", "--run", run)
+    error_line(result.exit_code, result.stderr, f"{run / 'run.json'}", *fragments)
+
+
+@pytest.mark.parametrize("seeds_json, got", [
+    ('{"seeds": [99999999999999999999]}', '{"seeds": [99999999999999999999]}'), ('{"seeds": [1e400]}', "Infinity"),
+    ("[1, 2]", "got [1, 2]"), ('{"seeds": [1, 1]}', '{"seeds": [1, 1]}'), ('{"seeds": [-1]}', '{"seeds": [-1]}'),
+])
+def test_resume_refuses_damaged_seeds_before_anything_is_made(invoke, tmp_path, cfg, seeds_json, got):
+    from dmpf_cli.config import to_yaml
+
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
+    (root / "seeds.json").write_text(seeds_json, encoding="utf-8")
+    before = _files(tmp_path)
+    result = invoke("train", "--resume", root)
+    error_line(result.exit_code, result.stderr, f"--resume: {root / 'seeds.json'}: expected {{\"seeds\": [1111, ...]}}, "
+                                                "distinct integers from 0 to 4294967295", got)
+    assert _files(tmp_path) == before
+
+
+def test_resume_refuses_a_run_json_seed_that_is_no_seed(invoke, untrained, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(untrained, run)
+    RunDir(run).write_status(status="running", seed="x")
+    before = _files(tmp_path)
+    result = invoke("train", "--resume", run)
+    error_line(result.exit_code, result.stderr, f"--resume: {run / 'run.json'}: seed: expected an integer from 0 to "
+                                                '4294967295, got "x"')
+    assert _files(tmp_path) == before

@@ -5,6 +5,7 @@ failed and run again, best.yaml."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -126,6 +127,14 @@ BAD_SPACES = [
     ({"trials": 0}, ["trials: expected an integer >= 1"]),
     ({"heartbeat": "soon"}, ["heartbeat: expected an integer >= 1"]),
     ({"name": "../x"}, ["name:"]),
+    ({"seed": 2**70}, ["seed: expected an integer from 0 to 4294967295, got 1180591620717411303424"]),
+    ({"seed": -1}, ["seed: expected an integer from 0 to 4294967295, got -1"]),
+    ({"sampler": {"seed": 2**40}}, ["sampler.seed: expected an integer from 0 to 4294967295, got 1099511627776"]),
+    ({"space": {"optimizer.lr_lm": {"low": 1e-4, "high": math.inf, "log": True}}},
+     ["space.optimizer.lr_lm.high: expected a finite number, got Infinity"]),
+    ({"space": {"head.dropout": {"low": math.nan, "high": 0.3}}}, ["space.head.dropout.low: expected a finite number"]),
+    ({"space": {"head.dropout": {"low": 0.0, "high": 0.3, "step": math.inf}}},
+     ["space.head.dropout.step: expected a positive finite number"]),
 ]
 
 
@@ -136,6 +145,77 @@ def test_a_bad_space_file_is_one_line_before_any_trial(invoke, tmp_path, changes
     result = invoke("sweep", space, "--output", out)
     error_line(result.exit_code, result.stderr, str(space), *fragments)
     assert not out.exists()
+
+
+def test_a_space_file_takes_numbers_as_people_write_them(tmp_path):
+    from dmpf_cli.config import load_config
+    from dmpf_cli.sweep import load_space
+
+    path = tmp_path / "space.yaml"
+    path.write_text("overrides: [training.device=cpu]\nspace:\n  optimizer.lr_lm: {low: 3e-4, high: 1e-2, log: true}\n"
+                    "  head.options: {choices: [{temperature: 5e-1}, {temperature: 2E0}]}\n", encoding="utf-8")
+    lr, options = load_space(path).dims
+    assert (lr.kind, lr.low, lr.high) == ("float", 3e-4, 1e-2)
+    assert options.choices == ({"temperature": 0.5}, {"temperature": 2.0})
+    overrides = load_space(path).trial_overrides({"optimizer.lr_lm": 3e-4, "head.options": {"temperature": 0.5}})
+    cfg = load_config(overrides=overrides)  # what a trial trains with: the floats, not strings
+    assert cfg.optimizer.lr_lm == 3e-4 and cfg.head.options == {"temperature": 0.5}
+
+
+def test_a_yaml_alias_bomb_in_a_space_file_is_one_line(invoke, tmp_path):
+    from test_yamlio import BILLION_LAUGHS
+
+    laughs = "".join(f"      - {line.partition(': ')[2]}\n" for line in BILLION_LAUGHS.splitlines())
+    path = tmp_path / "space.yaml"
+    path.write_text(f"space:\n  head.options:\n    choices:\n{laughs}", encoding="utf-8")
+    result = invoke("sweep", path, "--output", tmp_path / "out")
+    error_line(result.exit_code, result.stderr, f"{path}: its aliases expand it by", "a YAML alias bomb")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml"]
+
+
+def sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("show", [False, True], ids=["sweep", "show"])
+def test_another_programs_sqlite_database_is_refused_and_left_as_it_is(invoke, tmp_path, show):
+    import sqlite3
+
+    db = tmp_path / "notes.db"
+    with sqlite3.connect(db) as connection:
+        connection.execute("CREATE TABLE notes (body TEXT)")
+        connection.execute("INSERT INTO notes VALUES ('mine')")
+    connection.close()
+    digest = sha256(db)
+    result = invoke("sweep", write_space(tmp_path), "--storage", f"sqlite:///{db}", "--trials", "1",
+                    "--output", tmp_path / "out", *(["--show"] if show else []))
+    error_line(result.exit_code, result.stderr, f"--storage sqlite:///{db}: {db} is another program's SQLite "
+                                                "database (tables notes), not an Optuna storage")
+    assert sha256(db) == digest and not (tmp_path / "out").exists()
+
+
+def test_a_file_that_is_no_storage_is_refused_and_left_as_it_is(invoke, tmp_path):
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database " * 100)
+    log = tmp_path / "server.log"
+    log.write_text("12:00 started\nGET / 200\n", encoding="utf-8")
+    digests = {junk: sha256(junk), log: sha256(log)}
+    for storage, fragment in ((f"sqlite:///{junk}", f"{junk} is not an SQLite database"),
+                              (str(log), f"{log} is not an Optuna journal file")):
+        result = invoke("sweep", write_space(tmp_path), "--storage", storage, "--trials", "1",
+                        "--output", tmp_path / "out")
+        error_line(result.exit_code, result.stderr, f"--storage {storage}: ", fragment)
+    assert {p: sha256(p) for p in digests} == digests and not (tmp_path / "out").exists()
+
+
+def test_an_optuna_sqlite_storage_still_opens(tmp_path):
+    from dmpf_cli.sweep import open_storage
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    optuna.create_study(storage=url, study_name="s")
+    assert [s.study_name for s in optuna.get_all_study_summaries(open_storage(url, must_exist=True))] == ["s"]
 
 
 def test_a_missing_space_file_names_the_packaged_ones(invoke, tmp_path):

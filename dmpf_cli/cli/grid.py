@@ -42,7 +42,7 @@ def grid_command(
 ) -> None:
     """Run every variant × seed of a grid file as a run directory (finished runs kept, killed ones resumed), then
     report them: mean ± std per variant and the difference to the baseline with paired 95% intervals."""
-    from ..grid import GRID_FILE, GridError, plan, read_grid, write_plan, write_report
+    from ..grid import GRID_FILE, LOGS, REPORT_FILES, GridError, plan, read_grid, write_plan, write_report
     from ..jobs import Monitor, launch, make_launch
     from ..runs import ready
     from ..runtime import use_threads
@@ -62,10 +62,10 @@ def grid_command(
     spec = read_grid(grid)
     root = output or Path("runs") / "grids" / spec.name
     p = plan(spec, root, _parse_seeds(seeds), resume=resume)
+    states = {job.name: job.state() for job in p.jobs}  # a damaged run.json is an error before anything is written
     for cfg in {json.dumps(cfg.model_dump(mode="json"), sort_keys=True): cfg for cfg in p.configs.values()}.values():
         ready(cfg, console)  # every variant can run here: data, backbone, device — before the first run starts
     write_plan(p)
-    states = {job.name: job.state() for job in p.jobs}
     state = Counter(states.values())
     todo = [job for job in p.jobs if states[job.name] != "finished"]
     synthetic = any(cfg.data.dataset == "synthetic" for cfg in p.configs.values())
@@ -97,7 +97,7 @@ def grid_command(
     monitor = Monitor(console, total=len(p.jobs), title=f"grid {spec.name}", done=state["finished"], live=not machine)
     try:
         with monitor:
-            outcomes = launch(todo, how, root / "logs", on_start=started, on_end=ended,
+            outcomes = launch(todo, how, root / LOGS, on_start=started, on_end=ended,
                               submitit_folder=root / ".submitit")
     except KeyboardInterrupt:
         stopped = "; its Slurm jobs are cancelled" if how.launcher in ("slurm", "submitit-local") else ""
@@ -105,12 +105,12 @@ def grid_command(
     failed = [o for o in outcomes if not o.ok]
     if any(job.state() == "finished" for job in p.jobs):
         report = write_report(root)
-        emit({"event": "report", "report": json.loads((root / "report.json").read_text(encoding="utf-8"))})
+        emit({"event": "report", "report": json.loads((root / REPORT_FILES[1]).read_text(encoding="utf-8"))})
         if not machine:
             from .report import print_report
 
             print_report(report, console)
-            console.print(f"report: {root / 'report.md'} and {root / 'report.json'}")
+            console.print(f"report: {' and '.join(str(root / name) for name in REPORT_FILES)}")
     if failed:
         raise GridError(f"{len(failed)} of {len(p.jobs)} runs failed ({', '.join(o.job.name for o in failed)}); the "
                         f"first: {failed[0].error}; `dmpf grid {root}` retries them")

@@ -23,14 +23,17 @@ from .common import (
 
 
 def _parse_seeds(text: str | None) -> list[int] | None:
+    """``--seeds 1111,1112`` (dmpf train, dmpf grid), by the config's rule for seeds."""
+    from ..config import SEED_RANGE, are_seeds
+
     if text is None:
         return None
     try:
         seeds = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise DmpfError(f"--seeds: expected comma-separated integers like 1111,1112, got '{text}'") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise DmpfError(f"--seeds: expected distinct integers like 1111,1112, got '{text}'")
+        seeds = None
+    if not are_seeds(seeds):
+        raise DmpfError(f"--seeds: expected comma-separated integers {SEED_RANGE}, distinct, like 1111,1112, got '{text}'")
     return seeds
 
 

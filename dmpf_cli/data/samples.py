@@ -114,6 +114,8 @@ def _json_array(path: Path, text: str) -> list[tuple[int, Any]]:
                 item, pos = decoder.raw_decode(text, pos)
             except json.JSONDecodeError as exc:
                 raise broken(exc.pos, f"{exc.msg}, column {exc.colno}") from None
+            except RecursionError:
+                raise broken(pos, "an item nested too deeply") from None
             items.append((line, item))
             pos = _WS.match(text, pos).end()
             if text.startswith("]", pos):
@@ -181,7 +183,10 @@ def read_jsonl(path: Path, dims: tuple[int, ...], on_error: str, warn) -> Iterat
             if isinstance(item, bytes):
                 if not item.strip():
                     continue
-                item = json.loads(item.decode("utf-8-sig" if number == 1 else "utf-8"))
+                try:
+                    item = json.loads(item.decode("utf-8-sig" if number == 1 else "utf-8"))
+                except RecursionError:
+                    raise ValueError("not a JSON object: nested too deeply") from None
             sample = _sample(item, number, dims, path.parent)
         except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors too
             message = f"{path}:{number}: {' '.join(str(exc).split())}"
