@@ -38,6 +38,14 @@ def test_version(invoke):
     assert result.exit_code == 0 and result.stdout.strip() == f"dmpf {__version__}"
 
 
+def test_an_unknown_option_of_a_subcommand_is_one_error_line(invoke):
+    """typer < 0.27.2 used the installed click; with click 8.3+ the root's eager --version callback was handed a
+    truthy default, so every command, this one too, printed the version and exited 0."""
+    result = invoke("config", "show", "--bogus")
+    assert_one_line_error(result, "dmpf config show: No such option: --bogus")
+    assert result.stdout == ""
+
+
 @pytest.mark.slow
 def test_startup_imports_no_heavy_modules():
     """`dmpf --help` must not import torch, transformers or xformers (nor print xformers' CUDA warning)."""
@@ -208,7 +216,7 @@ def test_inspect_mask_png(invoke, tmp_path):
         (["--n-a", "-1"], ["--n-a: expected an integer >= 0, got -1"]),
         (["--n-av", "-3"], ["--n-av"]),
         (["--text-len", "-1"], ["--text-len"]),
-        (["--n-a", "x"], ["--n-a", "integer"]),
+        (["--n-a", "x"], ["--n-a", "valid int"]),  # typer 0.29: "a valid integer"; 0.27: "a valid int"
         (["--preset", "avseesal"], ["--preset", "did you mean 'avseesall'"]),
         (["--pad", "99"], ["--pad: expected 0..32"]),
         (["--output", "mask.jpg"], ["--output: expected a .png"]),
