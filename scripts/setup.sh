@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Set up the project's virtual environment in .venv (idempotent; re-runs are fast).
+# Set up the project's virtual environment in .venv (.venv-lowest with --lowest; idempotent, re-runs are fast).
 #
 #   bash scripts/setup.sh                          # runtime only
 #   bash scripts/setup.sh --dev                    # plus the test tools
 #   bash scripts/setup.sh --system-site-packages   # reuse a torch you already have (e.g. a CUDA build)
+#   bash scripts/setup.sh --lowest                 # .venv-lowest: dmpf[dev] at the floors pyproject.toml
+#                                                  # declares (scripts/floors.py); CI runs the fast tier there
 #
 # torch is installed first, pinned to 2.13.0, and only when the environment has no usable torch
 # (>= 2.10): otherwise pip would resolve torch through xformers/transformers and may pull a
@@ -11,26 +13,27 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-extras="" venv_opts=()
+extras="" venv_opts=() venv=.venv lowest=""
 for arg in "$@"; do
   case "$arg" in
     --dev) extras="[dev]" ;;
     --system-site-packages) venv_opts+=(--system-site-packages) ;;
-    *) echo "setup.sh: unknown option '$arg' (expected --dev or --system-site-packages)" >&2; exit 2 ;;
+    --lowest) lowest=1 extras="[dev]" venv=.venv-lowest ;;
+    *) echo "setup.sh: unknown option '$arg' (expected --dev, --lowest or --system-site-packages)" >&2; exit 2 ;;
   esac
 done
 
 PY=${PYTHON:-python3}
-if [[ ! -x .venv/bin/python ]]; then
-  "$PY" -m venv "${venv_opts[@]}" .venv
-elif [[ ${#venv_opts[@]} -gt 0 ]] && ! grep -q "include-system-site-packages = true" .venv/pyvenv.cfg; then
-  echo "setup.sh: .venv exists without --system-site-packages; remove it (rm -r .venv) and run again" >&2
+if [[ ! -x $venv/bin/python ]]; then
+  "$PY" -m venv "${venv_opts[@]}" "$venv"
+elif [[ ${#venv_opts[@]} -gt 0 ]] && ! grep -q "include-system-site-packages = true" "$venv/pyvenv.cfg"; then
+  echo "setup.sh: $venv exists without --system-site-packages; remove it (rm -r $venv) and run again" >&2
   exit 2
 fi
-VPY=.venv/bin/python
+VPY=$venv/bin/python
 
-stamp=".venv/.dmpf-setup${extras}"
-want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+stamp="$venv/.dmpf-setup${extras}"
+want=$(cat pyproject.toml scripts/setup.sh scripts/floors.py | sha256sum | cut -d' ' -f1)
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
   exit 0
 fi
@@ -44,6 +47,17 @@ then
   echo "setup.sh: installing torch==2.13.0"
   "$VPY" -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
 fi
-echo "setup.sh: installing dmpf${extras} into .venv"
-"$VPY" -m pip install --quiet --disable-pip-version-check -e ".${extras}"
+pip_opts=()
+if [[ -n $lowest ]]; then
+  # the floors as constraints; torch stays the build installed above (the lower ones on PyPI are CUDA builds)
+  "$VPY" -m pip install --quiet --disable-pip-version-check packaging
+  "$VPY" scripts/floors.py > "$venv/floors.txt"
+  pip_opts=(--constraint "$venv/floors.txt")
+fi
+echo "setup.sh: installing dmpf${extras} into $venv${lowest:+ at the lowest versions pyproject.toml allows}"
+"$VPY" -m pip install --quiet --disable-pip-version-check -e ".${extras}" "${pip_opts[@]}"
+if [[ -n $lowest ]] && "$VPY" -m pip list --format=freeze 2>/dev/null | grep -i '^nvidia-'; then
+  echo "setup.sh: $venv got CUDA packages (above): torch must stay the CPU build" >&2
+  exit 1
+fi
 echo "$want" > "$stamp"

@@ -23,6 +23,8 @@ from dmpf_cli.data.batches import tokenize
 from dmpf_cli.model.backbones import (
     BackboneError,
     LoadedBackbone,
+    PathKind,
+    classify_path,
     describe,
     freeze,
     hf_cache_dir,
@@ -478,6 +480,54 @@ def test_incomplete_cache_snapshot(tmp_path, bpe, empty_cache):
     with pytest.raises(BackboneError) as exc:
         load_backbone(BackboneConfig(name="gpt2"))
     assert one_line(exc).startswith(f"gpt2 in the Hugging Face cache ({snapshot}) has no weights")
+
+
+def test_an_incomplete_snapshot_the_hub_knows_of_gets_the_same_message(tmp_path, bpe, empty_cache):
+    """huggingface_hub >= 2 keeps a download's file listing and calls a snapshot that misses files incomplete;
+    dmpf still says which of its files is missing, as for any snapshot."""
+    tree_cache = pytest.importorskip("huggingface_hub._tree_cache")
+    src = tmp_path / "src"
+    save_tiny_gpt2(src, bpe)
+    commit = "89abcdef0123456789abcdef0123456789abcdef"
+    snapshot = put_in_hub_cache(src, empty_cache, "gpt2", commit)
+    listing = {f.name: tree_cache.TreeCacheEntry(size=f.stat().st_size, blob_id="0" * 40) for f in src.iterdir()}
+    tree_cache.write_tree_cache(str(snapshot.parent.parent), commit, listing)
+    shutil.copytree(snapshot, snapshot.parent / ("f" * 40), symlinks=True)  # an older revision beside it
+    (snapshot / "model.safetensors").unlink()
+    with pytest.raises(BackboneError) as exc:
+        load_backbone(BackboneConfig(name="gpt2"))
+    assert one_line(exc).startswith(f"gpt2 in the Hugging Face cache ({snapshot}) has no weights")
+
+
+def test_a_cache_copied_without_refs_uses_its_lone_snapshot(tmp_path, bpe, empty_cache):
+    src = tmp_path / "src"
+    lm = save_tiny_gpt2(src, bpe)
+    snapshot = put_in_hub_cache(src, empty_cache, "openai-community/gpt2-large")
+    shutil.rmtree(snapshot.parent.parent / "refs")
+    assert classify_path("gpt2-large") == PathKind("cached", snapshot, empty_cache)
+    assert_same_gpt2(load_backbone(BackboneConfig(name="gpt2-large")), lm)
+    shutil.copytree(snapshot, snapshot.parent / ("f" * 40), symlinks=True)  # two snapshots, no ref: which one?
+    assert classify_path("gpt2-large").kind == "uncached"
+
+
+def test_the_cache_look_up_reads_only_the_repository_asked_for(tmp_path, bpe, empty_cache, capfd):
+    """A shared lab cache holds other people's broken entries: they neither break the look-up of ours nor get
+    reported with it (huggingface_hub's scan_cache_dir read them all, and raised on a half-written ref)."""
+    src = tmp_path / "src"
+    lm = save_tiny_gpt2(src, bpe)
+    snapshot = put_in_hub_cache(src, empty_cache, "gpt2")
+    broken = empty_cache / "models--someone--broken"
+    (broken / "refs").mkdir(parents=True)
+    (broken / "refs" / "main").write_bytes(b"\xff\xfe\x00")  # half-written, not even text
+    loop = broken / "snapshots" / ("0" * 40)
+    loop.mkdir(parents=True)
+    (loop / "a").symlink_to("b")
+    (loop / "b").symlink_to("a")
+    (empty_cache / "models--not-a-folder").write_text("", encoding="utf-8")
+    assert classify_path("gpt2") == PathKind("cached", snapshot, empty_cache)
+    assert_same_gpt2(load_backbone(BackboneConfig(name="gpt2")), lm)
+    out, err = capfd.readouterr()
+    assert "broken" not in out + err and "not-a-folder" not in out + err
 
 
 def test_config_of_another_model_type(tmp_path, bpe):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 
@@ -38,19 +40,83 @@ def test_version(invoke):
     assert result.exit_code == 0 and result.stdout.strip() == f"dmpf {__version__}"
 
 
+def test_an_unknown_option_of_a_subcommand_is_one_error_line(invoke):
+    """typer < 0.27.2 used the installed click; with click 8.3+ the root's eager --version callback was handed a
+    truthy default, so every command, this one too, printed the version and exited 0."""
+    result = invoke("config", "show", "--bogus")
+    assert_one_line_error(result, "dmpf config show: No such option: --bogus")
+    assert result.stdout == ""
+
+
+def test_help_groups_the_verbs_by_what_users_do(invoke):
+    result = invoke("--help")
+    assert result.exit_code == 0
+    panels, current = [], None
+    for line in result.stdout.splitlines():
+        if title := re.match(r"╭─ (.+?) ─", line):
+            current = (title.group(1), [])
+            panels.append(current)
+        elif (verb := re.match(r"│ (\S+)", line)) and current is not None:
+            current[1].append(verb.group(1))
+    assert panels[1:] == [
+        ("Data", ["prepare"]),
+        ("Train and evaluate", ["train", "eval", "predict"]),
+        ("Pretrain", ["pretrain-lm", "pretrain-encoders"]),
+        ("Experiments", ["grid", "sweep", "report", "bench"]),
+        ("Inspect and configure", ["inspect-model", "inspect-mask", "plugins", "config"]),
+    ]
+    assert panels[0][0] == "Options" and "--show-completion" in panels[0][1]
+
+
 @pytest.mark.slow
-def test_startup_imports_no_heavy_modules():
-    """`dmpf --help` must not import torch, transformers or xformers (nor print xformers' CUDA warning)."""
+@pytest.mark.parametrize("args, env", [
+    (["--help"], {}),
+    ([], {"_DMPF_COMPLETE": "complete_bash", "COMP_WORDS": "dmpf train --", "COMP_CWORD": "2"}),  # completing
+], ids=["help", "completion"])
+def test_startup_imports_no_heavy_modules(args, env):
+    """`dmpf --help` and completing a command line must not import torch, transformers or xformers (nor print
+    xformers' CUDA warning)."""
     code = (
         "import sys; from dmpf_cli.cli import app\n"
-        "try:\n    app(['--help'], prog_name='dmpf')\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+        f"try:\n    app({args!r}, prog_name='dmpf')\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
         "heavy = sorted(m for m in ('torch', 'transformers', 'xformers', 'matplotlib') if m in sys.modules)\n"
         "print('HEAVY', heavy, file=sys.stderr)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, **env})
     assert result.returncode == 0, result.stderr
     assert "HEAVY []" in result.stderr
     assert "xformers" not in result.stderr.replace("HEAVY []", "")
+    if env:
+        assert "--dataset" in result.stdout.split()
+
+
+@pytest.mark.slow
+def test_bash_completion_end_to_end(tmp_path):
+    """As a user has it in bash: --install-completion detects the shell and hooks the script into ~/.bashrc (a
+    HOME of the test's here); a new shell then completes dmpf's verbs and a group's subcommands;
+    --show-completion prints the same script."""
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "dmpf").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m dmpf_cli "$@"\n', encoding="utf-8")
+    (tmp_path / "bin" / "dmpf").chmod(0o755)
+    script = """set -e
+dmpf --install-completion > /dev/null
+source ~/.bashrc
+complete -p dmpf
+COMP_WORDS=(dmpf inspect-); COMP_CWORD=1; _dmpf_completion dmpf; echo "verbs: ${COMPREPLY[*]}"
+COMP_WORDS=(dmpf config s); COMP_CWORD=2; _dmpf_completion dmpf; echo "config: ${COMPREPLY[*]}"
+[ "$(dmpf --show-completion)" = "$(cat ~/.bash_completions/dmpf.sh)" ] && echo "shown: the same script"
+"""
+    (tmp_path / "home").mkdir()
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120, env={
+        **os.environ, "HOME": str(tmp_path / "home"), "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "complete -o default -F _dmpf_completion dmpf",
+        "verbs: inspect-model inspect-mask",
+        "config: show",
+        "shown: the same script",
+    ]
 
 
 # -- config --------------------------------------------------------------------------------------
@@ -208,7 +274,7 @@ def test_inspect_mask_png(invoke, tmp_path):
         (["--n-a", "-1"], ["--n-a: expected an integer >= 0, got -1"]),
         (["--n-av", "-3"], ["--n-av"]),
         (["--text-len", "-1"], ["--text-len"]),
-        (["--n-a", "x"], ["--n-a", "integer"]),
+        (["--n-a", "x"], ["--n-a", "valid int"]),  # typer 0.29: "a valid integer"; 0.27: "a valid int"
         (["--preset", "avseesal"], ["--preset", "did you mean 'avseesall'"]),
         (["--pad", "99"], ["--pad: expected 0..32"]),
         (["--output", "mask.jpg"], ["--output: expected a .png"]),

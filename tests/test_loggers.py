@@ -277,8 +277,12 @@ def wandb_history(offline: Path) -> tuple[str, dict[int, dict[str, object]]]:
         if kind == "run":
             run_id = record.run.run_id
         elif kind == "history":
-            row = {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
-            rows[record.history.step.num] = row
+            row = {}
+            for item in record.history.item:
+                key, value = item.key or "/".join(item.nested_key), json.loads(item.value_json)
+                # wandb 0.17 keeps a media value as one dict, later ones flatten it: curves/_type
+                row.update({f"{key}/{k}": v for k, v in value.items()} if isinstance(value, dict) else {key: value})
+            rows[row.get("_step", record.history.step.num)] = row  # wandb 0.17 leaves step.num at 0
     return run_id, rows
 
 

@@ -154,3 +154,40 @@ def test_the_suite_ignores_the_users_dmpf_variables(tmp_path):
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:]
     assert not elsewhere.exists() and not (tmp_path / "models").exists()
+
+
+# -- dependencies: what dmpf imports is what it declares ---------------------------------------------
+
+def _imported_top_modules(path) -> set[str]:
+    """The top-level names of every absolute import in ``path``, at the top or inside a function."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_every_third_party_module_dmpf_imports_is_declared():
+    """A package that only arrives through another one (huggingface_hub through transformers) escapes the floors
+    that the lowest-versions CI job checks, and vanishes when that package stops pulling it in."""
+    import sys
+    from importlib.metadata import packages_distributions
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    reqs = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]
+    declared = {canonicalize_name(Requirement(r).name) for r in reqs}
+    installed = packages_distributions()  # import name -> the distributions that provide it here (yaml -> PyYAML)
+    undeclared = set()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for module in _imported_top_modules(path) - set(sys.stdlib_module_names) - {"dmpf_cli"}:
+            if not {canonicalize_name(d) for d in installed.get(module, [module])} & declared:
+                undeclared.add(f"{path.relative_to(ROOT)}: {module}")
+    assert sorted(undeclared) == []

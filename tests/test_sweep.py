@@ -273,11 +273,13 @@ def test_an_output_directory_holds_one_study(invoke, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["sweep.json"]  # no study.db made either
 
 
-def test_joining_a_study_of_another_space_is_refused(tmp_path):
+@pytest.mark.parametrize("storage", ["journal:{tmp}/j.log", "sqlite:///{tmp}/s.db"], ids=["journal", "sqlite"])
+def test_joining_a_study_of_another_space_is_refused(tmp_path, storage):
+    """On both kinds of storage: the sqlite one also proves the sweep extra's sqlalchemy floor in the fast tier."""
     from dmpf_cli.sweep import SweepError, join_study, load_space, locate
 
     spec = load_space(write_space(tmp_path))
-    where = locate(spec, f"journal:{tmp_path / 'j.log'}", None, tmp_path / "out")
+    where = locate(spec, storage.format(tmp=tmp_path), None, tmp_path / "out")
     join_study(spec, where)
     join_study(load_space(write_space(tmp_path, "same.yaml", trials=7, heartbeat=5)), where)  # budget, beat: fine
     other = load_space(write_space(tmp_path, "other.yaml", space={"mm.gate": {"choices": ["tanh"]}}))

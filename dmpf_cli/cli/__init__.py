@@ -17,7 +17,9 @@
 
 Each verb parses its options, calls the library and renders the result. Start-up stays light: torch,
 transformers and xformers are imported inside the commands that need them, never at import time, so
-``dmpf --help`` answers at once. Every user mistake ends as one line ``error: …`` on stderr with exit
+``dmpf --help`` answers at once, and so does shell completion (``dmpf --install-completion``), which
+only parses the command line. ``--help`` groups the verbs by what users do with them (``VERBS``).
+Every user mistake ends as one line ``error: …`` on stderr with exit
 code 2 — no traceback.
 """
 
@@ -84,7 +86,7 @@ app = typer.Typer(
     name="dmpf",
     help="DMPF: modality-preserving deep fusion for multimodal sentiment analysis.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion; completing runs no command (no torch)
     pretty_exceptions_enable=False,
 )
 
@@ -107,20 +109,24 @@ def _root(
     interval_from_env()  # a bad DMPF_PROGRESS_INTERVAL is refused before a command starts, not in its middle
 
 
-app.add_typer(config.app, name="config")
-app.command("plugins")(plugins.plugins)
-app.command("inspect-mask")(inspect.inspect_mask)
-app.command("prepare")(data.prepare)
-app.command("train")(train.train_command)
-app.command("pretrain-encoders")(curriculum.pretrain_encoders_command)
-app.command("pretrain-lm")(pretrain.pretrain_lm_command)
-app.command("eval")(evaluate.eval_command)
-app.command("predict")(evaluate.predict_command)
-app.command("bench")(bench.bench_command)
-app.command("inspect-model")(inspect.inspect_model)
-app.command("sweep")(sweep.sweep_command)
-app.command("report")(report.report_command)
-app.command("grid")(grid.grid_command)
+# The verbs by what users do with them: `dmpf --help` shows one panel per group, in this order.
+VERBS: dict[str, dict[str, Any]] = {
+    "Data": {"prepare": data.prepare},
+    "Train and evaluate": {"train": train.train_command, "eval": evaluate.eval_command,
+                           "predict": evaluate.predict_command},
+    "Pretrain": {"pretrain-lm": pretrain.pretrain_lm_command,
+                 "pretrain-encoders": curriculum.pretrain_encoders_command},
+    "Experiments": {"grid": grid.grid_command, "sweep": sweep.sweep_command, "report": report.report_command,
+                    "bench": bench.bench_command},
+    "Inspect and configure": {"inspect-model": inspect.inspect_model, "inspect-mask": inspect.inspect_mask,
+                              "plugins": plugins.plugins, "config": config.app},  # typer lists a group last
+}
+for panel, verbs in VERBS.items():
+    for name, verb in verbs.items():
+        if isinstance(verb, typer.Typer):
+            app.add_typer(verb, name=name, rich_help_panel=panel)
+        else:
+            app.command(name, rich_help_panel=panel)(verb)
 
 
 def main() -> None:

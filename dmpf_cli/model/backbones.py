@@ -151,7 +151,8 @@ def gpt2_large_random(cfg: BackboneConfig) -> BackboneArch:
 #
 # Weights are only ever read from disk. A pretrained backbone comes from ``backbone.path`` (a local
 # directory) or from the local Hugging Face cache (``backbone.path`` unset, or set to a hub id),
-# found with huggingface_hub's offline cache scanner (``scan_cache_dir``).
+# found with huggingface_hub's offline look-up (``snapshot_download(local_files_only=True)``), which reads
+# only the one repository's folder: a shared lab cache is never scanned whole.
 # transformers then only ever sees a local directory and ``local_files_only=True``, and the hub
 # client is held in offline mode while it loads: no code path here can open a connection.
 # ---------------------------------------------------------------------------------------------
@@ -203,22 +204,25 @@ def hf_cache_dir() -> Path:
 
 
 def _cached_snapshot(repo_id: str, cache: Path) -> Path | None:
-    """The snapshot folder of ``repo_id`` in the hub cache (the one ``refs/main`` names, else a lone one, as in a
-    cache copied without its refs/), read with huggingface_hub's offline cache scanner; no network."""
-    from huggingface_hub import scan_cache_dir
-    from huggingface_hub.errors import CacheNotFound
+    """The snapshot folder of ``repo_id`` (or its ``openai-community/`` name) in the hub cache: the one ``refs/main``
+    names, else a lone one (a cache copied without its refs/). Looked up with huggingface_hub's offline API, which
+    reads only this repository's folder: never the rest of a shared cache, nor the network."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+    from huggingface_hub.file_download import repo_folder_name
 
-    try:
-        repos = {r.repo_id: r for r in scan_cache_dir(cache).repos if r.repo_type == "model"}
-    except CacheNotFound:
-        return None
-    for rid in (repo_id, _HUB_ALIASES.get(repo_id)):
-        repo = repos.get(rid) if rid else None
-        if repo is None:
+    for rid in filter(None, (repo_id, _HUB_ALIASES.get(repo_id))):
+        try:
+            return Path(snapshot_download(rid, cache_dir=cache, local_files_only=True))
+        except HFValidationError:  # a name the hub would refuse (``a--b``) has no folder in the cache
             continue
-        main = [rev for rev in repo.revisions if "main" in rev.refs]
-        if main or len(repo.revisions) == 1:
-            return Path((main or list(repo.revisions))[0].snapshot_path)
+        except LocalEntryNotFoundError as exc:
+            if getattr(exc, "snapshot_path", None):  # huggingface_hub >= 2 knows it is incomplete: say what's missing
+                return Path(exc.snapshot_path)
+        snapshots = cache / repo_folder_name(repo_id=rid, repo_type="model") / "snapshots"
+        lone = [p for p in snapshots.iterdir() if p.is_dir()] if snapshots.is_dir() else []
+        if len(lone) == 1:
+            return lone[0]
     return None
 
 
