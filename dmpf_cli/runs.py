@@ -27,7 +27,7 @@ from .loggers import check_loggers, open_loggers
 from .model.attention import resolve_backend
 from .model.backbones import check_available
 from .model.dmpf import resolve_device
-from .pretrain import ensure_backbone, names_demo_lm
+from .pretrain import ensure_demo_lm, names_demo_lm
 from .progress import Progress
 from .runtime import check_compile, threads_text
 from .train import Trainer, World, init_distributed, pretrained_encoders
@@ -217,7 +217,7 @@ def ready(cfg: ExperimentConfig, console: Console, *, encoders: bool = True) -> 
         raise DmpfError("\n".join(dict.fromkeys(problems)))
     data = open_data(cfg, console)  # generates the synthetic dataset on first use
     if demo_lm:
-        ensure_backbone(cfg.backbone, console)
+        ensure_demo_lm(console)
         check_available(cfg.backbone)
     if encoders:
         pretrained_encoders(cfg, data.dims)
