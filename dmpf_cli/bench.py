@@ -127,7 +127,7 @@ def run_setup(cfg: ExperimentConfig, setup: Setup, batch: dict, device: str, ste
         with autocast:
             out = net(batch)
         loss, _ = dmpf_loss(out.score.float(), {k: v.float() for k, v in out.aux.items()}, batch["labels"],
-                            cfg.loss, None, batch["weight"])
+                            cfg.loss, None, batch["weight"], clm=out.clm)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -187,6 +187,9 @@ LossConfig = create_model(
     **{TEXT.loss_key: (NonNegFloat, 0.1)},
     tokens=(NonNegFloat, 0.1),
     unimodal_labels=(bool, False),
+    # γ of the causal-LM term (SPEC §5): next-token cross-entropy of the frozen LM's own (tied) head on the text
+    # positions, in training; it trains what runs over the text inside the LM (the MM blocks' FFN). 0: off.
+    clm=(NonNegFloat, 0.0),
 )
 
 
@@ -606,6 +609,20 @@ def _backbone_path_problem(given: str) -> str | None:
         "uncached": f"{shown} is neither a directory nor a hub id in the Hugging Face cache ({found.cache})",
         "missing": f"{shown} does not exist, expected a model directory",
     }[found.kind]
+
+
+def clm_idle(cfg: ExperimentConfig) -> str | None:
+    """Why ``loss.clm`` > 0 trains nothing in ``cfg`` (the text stream stays the frozen LM's, so the term is a
+    constant); None where it trains what runs over the text, or is off."""
+    if cfg.loss.clm <= 0:
+        return None
+    if not any(token_counts(cfg).values()) or not cfg.mm.layers:
+        why = "there are no MM blocks (no stream has fusion tokens, or mm.layers is empty)"
+    elif cfg.mm.ffn == "tokens":
+        why = "mm.ffn=tokens keeps the text stream the frozen LM's"
+    else:
+        return None
+    return f"loss.clm={cfg.loss.clm:g} trains nothing: {why}; the term is computed and logged, a constant"
 
 
 def token_counts(cfg: ExperimentConfig) -> dict[str, int]:

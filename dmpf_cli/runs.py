@@ -19,7 +19,7 @@ from rich.console import Console
 
 from . import provenance
 from .checkpoints import RunDir, RunError, save_predictions
-from .config import SEED_RANGE, ExperimentConfig, are_seeds, is_seed, load_config, to_yaml
+from .config import SEED_RANGE, ExperimentConfig, are_seeds, clm_idle, is_seed, load_config, to_yaml
 from .datasets import data_dir, missing_data, open_data
 from .errors import DmpfError
 from .fileio import atomic_write_text
@@ -215,6 +215,8 @@ def ready(cfg: ExperimentConfig, console: Console, *, encoders: bool = True) -> 
             encoders = False
     if problems:
         raise DmpfError("\n".join(dict.fromkeys(problems)))
+    if idle := clm_idle(cfg):
+        console.print(f"[yellow]warning[/yellow]: {idle}")
     data = open_data(cfg, console)  # generates the synthetic dataset on first use
     if demo_lm:
         ensure_demo_lm(console)

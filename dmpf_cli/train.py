@@ -309,7 +309,7 @@ class Trainer:
         with autocast(self.cfg, self.device):
             out = self.net(batch)
         loss, parts = dmpf_loss(out.score.float(), {k: v.float() for k, v in out.aux.items()}, batch["labels"],
-                                self.cfg.loss, unimodal_labels(batch), batch["weight"])
+                                self.cfg.loss, unimodal_labels(batch), batch["weight"], clm=out.clm)
         (loss / self.cfg.training.grad_accum).backward()  # accumulation averages the micro-batch losses
         return parts
 

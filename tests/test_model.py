@@ -8,12 +8,13 @@ import copy
 import pytest
 import torch
 
-from dmpf_cli.config import LossConfig
+from dmpf_cli.config import LossConfig, load_config
+from dmpf_cli.errors import DmpfError
 from dmpf_cli.model.attention import BackendError, resolve_backend
 from dmpf_cli.model.dmpf import DMPF
 from dmpf_cli.model.losses import dmpf_loss
 
-from conftest import LENGTHS, B, T, make_batch, make_model, one_line
+from conftest import LENGTHS, B, T, make_batch, make_model, one_line, tiny_gpt2
 
 PRESETS = ["avseesall", "original", "allcausal", "av_attends_only_av_a_v"]
 def spans(model: DMPF) -> dict[str, slice]:
@@ -489,6 +490,24 @@ def test_xformers_matches_eager_on_gpu(dtype):
         torch.testing.assert_close(gx[name], ge[name], rtol=tol * 10, atol=grad_atol, msg=name)
 
 
+@cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_clm_is_hugging_faces_lm_loss_on_every_gpu_backend(dtype):
+    pytest.importorskip("xformers.ops")
+    model = make_model("mm.gate=tanh", "loss.clm=1.0").train()
+    batch = make_batch()
+    expected = hugging_face_lm_loss(model, batch)  # fp32, on the CPU
+    model.to("cuda").backbone.to(dtype)
+    batch = {k: v.to("cuda") for k, v in batch.items()}
+    tol = 3e-2 if dtype == torch.bfloat16 else 1e-4
+    for backend in ("xformers", "sdpa", "eager"):
+        model.attention = backend
+        with torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
+            clm = model(batch).clm
+        clm.backward()
+        torch.testing.assert_close(clm.cpu(), expected, rtol=tol, atol=tol, msg=backend)
+
+
 def test_loss_ignores_fillers_of_a_last_batch():
     y = torch.tensor([1.0, -1.0, 5.0])
     score = torch.tensor([0.0, 0.0, -5.0])  # the third sample is a filler: its huge error must not count
@@ -497,3 +516,84 @@ def test_loss_ignores_fillers_of_a_last_batch():
     total, parts = dmpf_loss(score, aux, y, LossConfig(), sample_weight=weight)
     assert float(parts["task"]) == pytest.approx(1.0) and float(parts["text"]) == 0.0
     assert float(total) == pytest.approx(1.0)
+
+
+# -- the causal-LM term (loss.clm) ------------------------------------------------------------------
+
+def hugging_face_lm_loss(model: DMPF, batch) -> torch.Tensor:
+    """The Hugging Face GPT2LMHeadModel's own loss on the batch's text, with the backbone's weights (tied head)."""
+    from transformers import GPT2LMHeadModel
+
+    lm = GPT2LMHeadModel(model.backbone.config)
+    lm.transformer.load_state_dict(model.backbone.state_dict())
+    lm.lm_head.weight = lm.transformer.wte.weight
+    ids, real = batch["text_ids"], batch["text_real"]
+    with torch.no_grad():
+        return lm.eval()(input_ids=ids, attention_mask=real.long(), labels=ids.masked_fill(~real, -100)).loss
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "eager"])
+def test_clm_is_hugging_faces_own_lm_loss(backend):
+    """Closed (tanh) gates leave the text stream the LM's: the term is then exactly GPT2LMHeadModel's loss, with
+    the padded targets ignored (one text fills the length, one is padded, one has no target at all)."""
+    model = make_model("mm.gate=tanh", "loss.clm=1.0", f"training.attention={backend}").train()
+    batch = make_batch()
+    out = model(batch)
+    torch.testing.assert_close(out.clm, hugging_face_lm_loss(model, batch), rtol=1e-5, atol=1e-5)
+    other = dict(batch, text_ids=batch["text_ids"].masked_fill(~batch["text_real"], 7))  # other padding ids
+    torch.testing.assert_close(model(other).clm, out.clm, rtol=0, atol=1e-6)
+
+
+def test_clm_only_in_training_and_only_when_weighted():
+    batch = make_batch()
+    assert make_model("loss.clm=1.0").eval()(batch).clm is None
+    assert make_model().train()(batch).clm is None  # loss.clm 0 (the embedded default): not computed
+
+
+def test_clm_trains_what_runs_over_the_text_and_is_its_own_loss_part():
+    model = make_model("loss.clm=1.0").train()  # sigmoid gates: the MM blocks' FFN runs over the text
+    batch = make_batch()
+    out = model(batch)
+    out.clm.backward()
+    ffn = [p.grad for name, p in model.lm.mm.named_parameters() if "ffn" in name or "mlp" in name]
+    assert ffn and all(g is not None and g.abs().sum() > 0 for g in ffn)
+    # the text never sees the fusion tokens or the encoders: the term gives them nothing
+    assert all(p.grad is None or not p.grad.any() for p in model.encoders.parameters())
+    assert all(p.grad is None or not p.grad.any() for p in model.lm.tokens.parameters())
+    assert all(p.grad is None for p in model.backbone.parameters())  # frozen, its head included
+    y = torch.linspace(-1, 1, B)
+    aux = {k: v.detach() for k, v in out.aux.items()}
+    without, _ = dmpf_loss(out.score.detach(), aux, y, LossConfig())
+    total, parts = dmpf_loss(out.score.detach(), aux, y, LossConfig(clm=2.0), clm=out.clm.detach())
+    assert float(parts["clm"]) == pytest.approx(float(out.clm.detach()))
+    assert float(total) == pytest.approx(float(without) + 2.0 * float(out.clm.detach()))
+
+
+def test_clm_without_a_single_target_is_zero_not_nan():
+    model = make_model("loss.clm=1.0").train()
+    batch = make_batch()
+    batch["text_real"] = torch.arange(T)[None, :].expand(B, -1) < 1  # one real token each: nothing to predict
+    out = model(batch)
+    assert float(out.clm) == 0.0
+    out.clm.backward()  # and the backward is finite
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_clm_under_bf16_autocast_stays_near_fp32():
+    model = make_model("loss.clm=1.0").train()
+    batch = make_batch()
+    torch.manual_seed(0)
+    fp32 = model(batch).clm
+    torch.manual_seed(0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = model(batch).clm
+    assert bf16.dtype == torch.float32  # the cross-entropy runs in fp32
+    torch.testing.assert_close(bf16, fp32, rtol=2e-2, atol=2e-2)
+
+
+def test_clm_refuses_a_backbone_whose_lm_head_is_not_its_embeddings():
+    gpt2 = tiny_gpt2()
+    gpt2.config.tie_word_embeddings = False
+    with pytest.raises(DmpfError, match="loss.clm: backbone .* an LM head of its own"):
+        DMPF(load_config(overrides=["loss.clm=1.0"]), gpt2, (10, 7))
+    DMPF(load_config(), gpt2, (10, 7))  # without the term the head is never used

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import signal
 import subprocess
@@ -257,6 +258,20 @@ def test_relative_data_path_is_stored_absolute_and_recorded(tmp_path, data_home)
          "--overwrite")
     changed = dmpf("eval", "--run", tmp_path / "run")
     assert "was prepared again since" in changed.stderr
+
+
+def test_clm_is_logged_as_its_own_loss_part_and_a_term_that_trains_nothing_is_warned(invoke, tmp_path, data_home):
+    result = invoke("train", "--output", tmp_path / "clm", *TINY, "training.max_epochs=1", "loss.clm=1.0")
+    assert result.exit_code == 0, result.stderr
+    steps = [json.loads(line) for line in (tmp_path / "clm" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["kind"] == "step"]
+    assert all(math.isfinite(r["parts"]["clm"]) and r["parts"]["clm"] > 0 for r in steps)
+    assert "trains nothing" not in result.stdout + result.stderr
+    text_only = invoke("train", "--output", tmp_path / "text", *TINY, "training.max_epochs=1", "loss.clm=1.0",
+                       "fusion.n_a=0", "fusion.n_v=0", "fusion.n_av=0")
+    assert text_only.exit_code == 0, text_only.stderr
+    assert "warning: loss.clm=1 trains nothing: there are no MM blocks" in " ".join(
+        (text_only.stdout + text_only.stderr).split())
 
 
 def test_real_dataset_must_be_prepared_first(invoke, tmp_path):

@@ -8,7 +8,7 @@ ablation is ``n_a = n_v = 0, n_av = 16``.
 
 In training, the reference's regularisers run: GPT-2's own dropouts at ``backbone.dropout`` (its weights
 stay frozen) and SoftPerm (:mod:`~dmpf_cli.model.augment`) on the inputs ``augment.softperm_inputs``
-lists. The task and auxiliary heads always run in fp32, outside autocast: a bf16 score would sit on a
+lists; with ``loss.clm`` > 0 the output also carries the causal-LM term of the LM's own head on the text. The task and auxiliary heads always run in fp32, outside autocast: a bf16 score would sit on a
 grid of 1/64 near ±3, and early stopping reads the validation MAE of those scores.
 
 :func:`build_model` is the front door: the model a config describes, as training, evaluation and the
@@ -40,6 +40,7 @@ class DMPFOutput:
     aux: dict[str, Tensor]  # auxiliary predictions, each (B,), keyed by representation
     reps: dict[str, Tensor]  # the representations, each (B, width)
     hidden: list[Tensor] = field(default_factory=list)  # per-block states (B, L, D) when asked for
+    clm: Tensor | None = None  # the causal-LM term (a scalar), in training with loss.clm > 0
 
 
 def masked_time_mean(seq: Tensor, lengths: Tensor) -> Tensor:
@@ -93,6 +94,11 @@ class DMPF(nn.Module):
         self.rep_dims = {n: widths[n] for n in REPRESENTATIONS if n in widths}
         self.head = registry.create("head", cfg.head.name, cfg.head, dict(self.rep_dims))
         self.aux = AuxHeads(self.rep_dims)
+        # the causal-LM term is computed in training only where its weight is not 0 (loss.clm)
+        self.clm = cfg.loss.clm > 0
+        if self.clm and getattr(gpt2.config, "tie_word_embeddings", True) is False:
+            raise DmpfError(f"loss.clm: backbone '{cfg.backbone.name}' has an LM head of its own (untied from its "
+                            "token embeddings), which dmpf does not load; set loss.clm=0 for it")
 
     @property
     def backbone(self) -> nn.Module:
@@ -167,7 +173,8 @@ class DMPF(nn.Module):
         # and so the loss and the validation MAE are not rounded to bf16
         with torch.autocast(ids.device.type, enabled=False):
             score, aux = self.head(reps), self.aux(reps)
-        return DMPFOutput(score, aux, reps, hidden)
+        clm = self.lm.clm_loss(H, ids, real) if self.clm and self.training else None
+        return DMPFOutput(score, aux, reps, hidden, clm)
 
 
 def build_model(

@@ -17,8 +17,9 @@ a bf16 stream. The LayerNorms run on the fp32 stream (:func:`layer_norm`).
 
 Training (the reference's recipe): GPT-2's own dropouts, at ``backbone.dropout`` — after the embeddings,
 on the attention probabilities (not on the xformers backend, see :mod:`~dmpf_cli.model.attention`) and on
-each residual branch — with the weights frozen; and SoftPerm on the text embeddings
-(:mod:`~dmpf_cli.model.augment`).
+each residual branch — with the weights frozen; SoftPerm on the text embeddings
+(:mod:`~dmpf_cli.model.augment`); and, with ``loss.clm``, the causal-LM term of the LM's own head on the text
+(:meth:`FusedGPT2.clm_loss`).
 """
 
 from __future__ import annotations
@@ -152,6 +153,24 @@ class FusedGPT2(nn.Module):
         h = torch.cat([text, *groups], dim=1)  # (B, L, D)
         pos = torch.arange(h.shape[1], device=ids.device)
         return gpt2.drop(h + gpt2.wpe(pos).to(self.stream_dtype)[None])
+
+    def clm_loss(self, H: Tensor, ids: Tensor, real: Tensor) -> Tensor:
+        """The causal-LM term (SPEC §5, the reference's ``use_clm``): next-token cross-entropy of the LM's own
+        head on the text span of the final states ``H`` (B, L, D), as Hugging Face's ``GPT2LMHeadModel`` computes
+        its loss — position t predicts ``ids[t + 1]`` where both are real text, averaged over those targets.
+
+        The head is GPT-2's, tied to the token embeddings (frozen). Its matrix product runs in what autocast says
+        (bf16 under bf16 training); the cross-entropy in fp32. Every position is scored and the padded targets
+        masked, so the step has no data-dependent shape (no host sync, no recompilation); a batch without a
+        single target gives 0, not NaN.
+        """
+        T = ids.shape[1]
+        weight = self.gpt2.wte.weight  # (V, D): GPT-2's LM head is tied to it
+        logits = F.linear(H[:, : T - 1].to(weight.dtype), weight).float()  # (B, T-1, V)
+        scored = real[:, :-1] & real[:, 1:]  # (B, T-1): a real token with a real next token
+        targets = ids[:, 1:].masked_fill(~scored, -100)
+        total = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum")
+        return total / scored.sum().clamp(min=1)
 
     def forward(
         self,
