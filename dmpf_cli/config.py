@@ -206,7 +206,8 @@ class AugmentConfig(Strict):
 
 
 class OptimizerConfig(Strict):
-    """AdamW with two learning-rate groups; weight decay on weight matrices only."""
+    """AdamW with two learning-rate groups (the LM side, the encoders). dmpf's choices are the defaults; the
+    reference's are ``decay: all-but-biases``, ``clip_by: value``, ``clip_side: lm``, ``grad_clip: 5``."""
 
     name: Literal["adamw"] = "adamw"
     lr_lm: PosFloat = 1e-3
@@ -214,7 +215,14 @@ class OptimizerConfig(Strict):
     betas: tuple[Probability, Probability] = (0.9, 0.95)
     eps: PosFloat = 1e-8
     weight_decay: NonNegFloat = 0.1
-    grad_clip: PosFloat | None = 1.0
+    decay: Literal["matrices", "all-but-biases"] = Field(
+        "matrices", description="what weight decay acts on: weight matrices only (not biases, norms, gates, fusion "
+        "tokens, type embeddings), or every parameter but biases (the reference)")
+    grad_clip: PosFloat | None = Field(1.0, description="the clipping threshold; null: no clipping")
+    clip_by: Literal["norm", "value"] = Field(
+        "norm", description="clip the global gradient norm, or each gradient element (the reference)")
+    clip_side: Literal["both", "lm"] = Field(
+        "both", description="which learning-rate groups are clipped: both, or the LM side only (the reference)")
 
 
 class ScheduleConfig(Strict):
@@ -223,6 +231,12 @@ class ScheduleConfig(Strict):
     kind: Literal["cosine", "constant"] = "cosine"
     warmup_epochs: NonNegFloat = 1.0
     min_lr_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    warmup_from_zero: bool = Field(
+        False, description="the warm-up's first optimizer step runs at rate 0 (the reference); false: at 1/warm-up "
+        "steps of the peak, reaching the peak on the warm-up's last step")
+    cosine_extra_epochs: NonNegFloat = Field(
+        0.0, description="lay the cosine out this many epochs past the run's last, so it ends above min_lr_ratio "
+        "(the reference: 1; 10 epochs then end at 0.025x the peak, 20 at 0.006x)")
 
 
 class TrainingConfig(Strict):

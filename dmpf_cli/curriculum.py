@@ -22,7 +22,6 @@ The run directory is a dmpf one (:class:`~dmpf_cli.checkpoints.RunDir`), with ``
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -46,7 +45,7 @@ from .progress import Progress
 from .runs import clear_output, prepare_run_dir
 from .runtime import autocast, evaluate, threads_text, to_device
 from .streams import SPLITS, STREAM, STREAMS
-from .train import ENCODER_STAGE, LoopState, build_optimizer, lr_factor
+from .train import ENCODER_STAGE, LoopState, build_optimizer, build_scheduler, clip_gradients
 
 
 class EncoderStage(nn.Module):
@@ -149,12 +148,7 @@ def _fit(stage: EncoderStage, cfg: ExperimentConfig, train: SplitDataset, valid,
     """The loop: one optimizer step per batch, validation and early stopping per epoch, the best weights saved."""
     optimizer = build_optimizer(stage, cfg)  # every parameter is on the encoder side: optimizer.lr_encoders
     sampler = EpochBatchSampler(len(train), cfg.training.batch_size, shuffle=True, seed=seed)
-    s = cfg.schedule
-    warmup, total = round(s.warmup_epochs * len(sampler)), cfg.training.max_epochs * len(sampler)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, warmup, total, s.kind, s.min_lr_ratio))
-    params = [p for p in stage.parameters() if p.requires_grad]
-    clip = cfg.optimizer.grad_clip
+    scheduler = build_scheduler(optimizer, cfg, len(sampler))
     st = LoopState()
     while not st.done and st.epoch < cfg.training.max_epochs:
         stage.train()
@@ -169,7 +163,7 @@ def _fit(stage: EncoderStage, cfg: ExperimentConfig, train: SplitDataset, valid,
             # each head regresses the sentiment label; the fillers of a last batch weigh 0
             losses = torch.stack([l1(p.float(), batch["labels"], batch["weight"]) for p in preds.values()])
             losses.mean().backward()
-            nn.utils.clip_grad_norm_(params, clip if clip else math.inf)
+            clip_gradients(optimizer, cfg)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)

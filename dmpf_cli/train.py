@@ -2,9 +2,10 @@
 
 * AdamW, betas from the config, two learning-rate groups — the LM side (MM blocks, fusion tokens,
   heads) and the encoder side — with weight decay on weight matrices only (not biases, norms, gates,
-  fusion tokens or type embeddings).
-* Gradient accumulation that averages, gradient clipping, linear warm-up then cosine decay, per
-  optimizer step.
+  fusion tokens or type embeddings), or on all but biases as the reference (``optimizer.decay``).
+* Gradient accumulation that averages, gradient clipping (by norm on both sides, or by value on the LM side as
+  the reference), linear warm-up then cosine decay, per optimizer step (``schedule``: the reference's rate-0
+  first step and its cosine laid out one epoch past the run are options).
 * Early stopping on validation MAE (patience, max epochs); the best-validation checkpoint is tested once.
 * bf16 autocast on CUDA when ``training.precision: bf16``; evaluation runs in the training precision.
 * Resumable: a checkpoint holds the trainable weights, optimizer, scheduler, RNG and loop position, so
@@ -84,6 +85,15 @@ def init_distributed(device: str) -> World:
 
 # -- optimizer and schedule ------------------------------------------------------------------------
 
+def decays(name: str, param: nn.Parameter, rule: str) -> bool:
+    """Whether weight decay acts on a parameter (``optimizer.decay``): ``matrices`` — weight matrices only, not
+    biases, norms, gates, fusion tokens or type embeddings (dmpf's); ``all-but-biases`` — everything whose name
+    does not say bias (the reference's: norms, gates and fusion tokens decay too)."""
+    if rule == "all-but-biases":
+        return "bias" not in name.rsplit(".", 1)[-1]
+    return param.ndim >= 2 and not any(tag in name for tag in NO_DECAY_NAMES)
+
+
 def build_optimizer(model: nn.Module, cfg: ExperimentConfig) -> torch.optim.AdamW:
     """AdamW with four groups: {LM side, encoders} × {decay, no decay}."""
     groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
@@ -91,8 +101,7 @@ def build_optimizer(model: nn.Module, cfg: ExperimentConfig) -> torch.optim.Adam
         if not p.requires_grad:
             continue
         side = "lm" if name.startswith(LM_SIDE) else "encoders"
-        decay = p.ndim >= 2 and not any(tag in name for tag in NO_DECAY_NAMES)
-        groups.setdefault((side, decay), []).append(p)
+        groups.setdefault((side, decays(name, p, cfg.optimizer.decay)), []).append(p)
     o = cfg.optimizer
     lr = {"lm": o.lr_lm, "encoders": o.lr_encoders}
     return torch.optim.AdamW(
@@ -102,14 +111,48 @@ def build_optimizer(model: nn.Module, cfg: ExperimentConfig) -> torch.optim.Adam
     )
 
 
-def lr_factor(step: int, warmup: int, total: int, kind: str, min_ratio: float) -> float:
-    """Linear warm-up over ``warmup`` optimizer steps, then cosine decay to ``min_ratio`` at ``total``."""
+def lr_factor(step: int, warmup: int, total: int, kind: str, min_ratio: float, *, from_zero: bool = False) -> float:
+    """Linear warm-up over ``warmup`` optimizer steps, then cosine decay to ``min_ratio`` at ``total``.
+
+    ``from_zero``: step 0 runs at rate 0 and the peak is reached at step ``warmup`` (the reference's); otherwise
+    step 0 runs at 1/``warmup`` of the peak and step ``warmup - 1`` at the peak.
+    """
     if warmup and step < warmup:
-        return (step + 1) / warmup
+        return (step if from_zero else step + 1) / warmup
     if kind == "constant" or total <= warmup:
         return 1.0
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ExperimentConfig,
+                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The ``schedule`` section per optimizer step: warm-up over ``warmup_epochs``, then a cosine that reaches
+    ``min_lr_ratio`` ``cosine_extra_epochs`` after the run's last epoch (0: at its last step)."""
+    s = cfg.schedule
+    warmup = round(s.warmup_epochs * steps_per_epoch)
+    horizon = round((cfg.training.max_epochs + s.cosine_extra_epochs) * steps_per_epoch)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, warmup, horizon, s.kind, s.min_lr_ratio, from_zero=s.warmup_from_zero))
+
+
+def clip_gradients(optimizer: torch.optim.Optimizer, cfg: ExperimentConfig) -> torch.Tensor:
+    """Clip as ``optimizer.grad_clip``/``clip_by``/``clip_side`` say; returns the global gradient norm before any
+    clipping (what the records show), without a host sync."""
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    o = cfg.optimizer
+    clipped = [p for g in optimizer.param_groups if o.clip_side == "both" or g["name"].startswith("lm/")
+               for p in g["params"]]
+    if not o.grad_clip or o.clip_by == "value":
+        norm = nn.utils.clip_grad_norm_(params, math.inf)  # measures only
+        if o.grad_clip:
+            nn.utils.clip_grad_value_(clipped, o.grad_clip)
+        return norm
+    if o.clip_side == "both":
+        return nn.utils.clip_grad_norm_(params, o.grad_clip)
+    norm = nn.utils.clip_grad_norm_(params, math.inf)
+    nn.utils.clip_grad_norm_(clipped, o.grad_clip)
+    return norm
 
 
 # -- starting from pre-trained encoders --------------------------------------------------------------
@@ -251,11 +294,7 @@ class Trainer:
                              for name in ("valid", "test")}
         self.optimizer = build_optimizer(model, cfg)
         self.steps_per_epoch = math.ceil(math.ceil(len(self.sampler) / world.size) / cfg.training.grad_accum)
-        s = cfg.schedule
-        warmup = round(s.warmup_epochs * self.steps_per_epoch)
-        total = cfg.training.max_epochs * self.steps_per_epoch
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(step, warmup, total, s.kind, s.min_lr_ratio))
+        self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
         self.state = LoopState()
         # called after every epoch's validation, record written and checkpoint saved, with (state, valid
         # metrics); a hook may raise to stop the run there (a sweep's pruner does), the run stays resumable
@@ -320,8 +359,7 @@ class Trainer:
             for p in params:
                 if p.grad is not None:
                     p.grad.mul_(self.cfg.training.grad_accum / micro_batches)
-        clip = self.cfg.optimizer.grad_clip
-        norm = nn.utils.clip_grad_norm_(params, clip if clip else math.inf)
+        norm = clip_gradients(self.optimizer, self.cfg)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)

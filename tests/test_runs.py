@@ -21,7 +21,7 @@ from dmpf_cli.evaluate import eval_run, load_trained, predict_run
 from dmpf_cli.model.dmpf import build_model
 from dmpf_cli.runs import clear_output, plot_curves, prepare_run_dir, summarize_seeds
 from dmpf_cli.streams import STREAMS
-from dmpf_cli.train import Trainer, World, build_optimizer, lr_factor, shard
+from dmpf_cli.train import Trainer, World, build_optimizer, build_scheduler, clip_gradients, lr_factor, shard
 
 from conftest import TINY, error_line
 
@@ -152,6 +152,76 @@ def test_two_learning_rate_groups_and_decay_on_weight_matrices_only(cfg):
     assert all(names[id(p)].startswith("encoders.") for p in groups["encoders/decay"]["params"])
     frozen = {id(p) for p in model.backbone.parameters()}
     assert not any(id(p) in frozen for g in groups.values() for p in g["params"])
+
+
+def test_the_references_warm_up_starts_at_rate_zero_and_its_cosine_ends_past_the_run(cfg):
+    assert [lr_factor(step, 4, 12, "cosine", 0.0, from_zero=True) for step in range(5)] == [0, 0.25, 0.5, 0.75, 1.0]
+    steps_per_epoch, epochs = 10, 10
+    reference = cfg.model_copy(update={
+        "schedule": cfg.schedule.model_copy(update={"warmup_epochs": 1.0, "min_lr_ratio": 0.0, "warmup_from_zero": True,
+                                                    "cosine_extra_epochs": 1.0}),
+        "training": cfg.training.model_copy(update={"max_epochs": epochs})})
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = build_scheduler(optimizer, reference, steps_per_epoch)
+    rates = []
+    for _ in range(epochs * steps_per_epoch):
+        rates.append(optimizer.param_groups[0]["lr"])  # the rate of this optimizer step
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] == 0.0 and rates[steps_per_epoch] == 1.0
+    # the cosine runs from the warm-up's end over the 10 epochs left of 11: the last step is at 89/100 of it
+    assert rates[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 89 / 100)))
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0245, abs=1e-3)  # where the run ends: 0.025x
+    scheduler = build_scheduler(optimizer, cfg.model_copy(update={"training": reference.training}), steps_per_epoch)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1 / steps_per_epoch)  # dmpf's: 1/warm-up at step 0
+
+
+def with_optimizer(cfg, **options):
+    return cfg.model_copy(update={"optimizer": cfg.optimizer.model_copy(update=options)})
+
+
+def test_the_references_decay_set_is_everything_but_biases(cfg):
+    model, _ = build_model(cfg)
+    reference = with_optimizer(cfg, decay="all-but-biases")
+    groups = {g["name"]: g for g in build_optimizer(model, reference).param_groups}
+    names = {id(p): n for n, p in model.named_parameters()}
+    no_decay = {names[id(p)] for key in ("lm/no_decay", "encoders/no_decay") for p in groups[key]["params"]}
+    decay = {names[id(p)] for key in ("lm/decay", "encoders/decay") for p in groups[key]["params"]}
+    assert no_decay and all(n.rsplit(".", 1)[-1].endswith("bias") for n in no_decay)
+    # gates, norms and fusion tokens decay there (not in dmpf's set)
+    assert any(n.startswith("lm.tokens.") for n in decay) and any("gate" in n for n in decay)
+    assert any("norm" in n and n.endswith(".weight") for n in decay)
+    assert groups["lm/decay"]["weight_decay"] == cfg.optimizer.weight_decay
+
+
+@pytest.mark.parametrize("clip_by, clip_side", [("norm", "both"), ("norm", "lm"), ("value", "both"), ("value", "lm")])
+def test_gradient_clipping_by_norm_or_value_on_both_sides_or_the_lm_side(cfg, clip_by, clip_side):
+    model, _ = build_model(cfg)
+    options = with_optimizer(cfg, grad_clip=0.5, clip_by=clip_by, clip_side=clip_side)
+    optimizer = build_optimizer(model, options)
+    torch.manual_seed(0)
+    for g in optimizer.param_groups:
+        for p in g["params"]:
+            p.grad = torch.randn_like(p) * 3
+    side = {s: [p for g in optimizer.param_groups if g["name"].startswith(s) for p in g["params"]]
+            for s in ("lm/", "encoders/")}
+    before = {s: [p.grad.clone() for p in ps] for s, ps in side.items()}
+    norm = clip_gradients(optimizer, options)
+    everything = [g for grads in before.values() for g in grads]
+    assert float(norm) == pytest.approx(float(torch.linalg.vector_norm(torch.stack(
+        [torch.linalg.vector_norm(g) for g in everything]))), rel=1e-5)  # the norm before clipping
+    for s, ps in side.items():
+        clipped = clip_side == "both" or s == "lm/"
+        grads = [p.grad for p in ps]
+        if not clipped:
+            assert all(torch.equal(g, b) for g, b in zip(grads, before[s]))
+        elif clip_by == "value":
+            assert max(float(g.abs().max()) for g in grads) == pytest.approx(0.5)
+            assert all(torch.equal(g, b.clamp(-0.5, 0.5)) for g, b in zip(grads, before[s]))
+    if clip_by == "norm":
+        clipped = [p.grad for s, ps in side.items() if clip_side == "both" or s == "lm/" for p in ps]
+        total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in clipped]))
+        assert float(total) == pytest.approx(0.5, rel=1e-4)
 
 
 def test_each_rank_gets_an_equal_share_of_the_batches():
