@@ -95,6 +95,10 @@ class DataConfig(Strict):
     num_workers: NonNegInt = 0
 
 
+# encoder keys renamed since an earlier release: old name -> new name (configs that use the old one still load)
+RENAMED_ENCODER_KEYS = {"modality_dropout": "whole_modality_dropout"}
+
+
 class EncoderConfig(Strict):
     """One modality encoder (SPEC §2)."""
 
@@ -104,12 +108,27 @@ class EncoderConfig(Strict):
     layers: NonNegInt = 2
     max_len: PosInt = 16
     dropout: Probability = 0.1
-    p_mask: Probability = 0.0
+    p_mask: Probability = Field(0.0, description="time-step dropout in training: each time step of each branch is "
+                                "zeroed with this probability (after the positions, before the transformer); the "
+                                "reference's AV encoder zeroes its branches' steps with 0.1")
     input_norm: bool = True
-    modality_dropout: Probability = 0.0
+    whole_modality_dropout: Probability = Field(
+        0.0, description="an encoder with several inputs, in training: per sample, with this probability one whole "
+        "input modality (chosen at random, never all) is zeroed; not in the reference")
     fuse_norm: bool = Field(True, description="a LayerNorm after the fuse layer of an encoder with several inputs "
                             "(the reference's AV encoder has one)")
     options: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments for a plugin")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: Any) -> Any:
+        """Read a config written before a key's rename (a run directory's config.yaml, an old grid file)."""
+        if isinstance(data, dict):
+            for old, new in RENAMED_ENCODER_KEYS.items():
+                if old in data:  # an override of the old name replaces the file's value of the new one
+                    data = {k: v for k, v in data.items() if k != new}
+                    data = {(new if k == old else k): v for k, v in data.items()}
+        return data
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "EncoderConfig":
@@ -118,12 +137,13 @@ class EncoderConfig(Strict):
         return self
 
 
-# One encoder per stream (streams.STREAMS): encoders.<encoder_key>; a bimodal encoder drops a whole
-# modality with p=0.1 in training by default (SPEC §2). init_from: the encoders of an encoder pre-training
-# run (the reference's fusion curriculum) to start from; null: random init.
+# One encoder per stream (streams.STREAMS): encoders.<encoder_key>; by default a bimodal encoder drops a whole
+# input modality with p=0.1 in training (the embedded default's choice, measured in configs/default.yaml; the
+# reference drops time steps instead: p_mask). init_from: the encoders of an encoder pre-training run (the
+# reference's fusion curriculum) to start from; null: random init.
 EncodersConfig = create_model(
     "EncodersConfig", __base__=Strict,
-    **{s.encoder_key: (EncoderConfig, EncoderConfig(modality_dropout=0.1 if len(s.inputs) > 1 else 0.0))
+    **{s.encoder_key: (EncoderConfig, EncoderConfig(whole_modality_dropout=0.1 if len(s.inputs) > 1 else 0.0))
        for s in STREAMS},
     init_from=(Optional[str], None),
 )

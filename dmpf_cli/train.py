@@ -52,7 +52,7 @@ from .streams import SPLITS, STREAM, STREAMS
 LM_SIDE = ("lm.", "head.", "aux.")  # parameter name prefixes of the LM-side learning-rate group
 NO_DECAY_NAMES = ("lm.tokens.", "type_emb")  # 2-D, but embeddings, not weight matrices
 ENCODER_STAGE = "pretrain-encoders"  # run.json "kind" of an encoder pre-training run (dmpf_cli.curriculum)
-REGULARISATION = ("dropout", "p_mask", "modality_dropout")  # encoder keys that may differ from the stage's
+REGULARISATION = ("dropout", "p_mask", "whole_modality_dropout")  # encoder keys that may differ from the stage's
 
 
 # -- distributed -----------------------------------------------------------------------------------
@@ -162,7 +162,7 @@ def pretrained_encoders(cfg: ExperimentConfig, dims: tuple[int, ...]) -> tuple[P
     path; None when it is unset. ``dmpf train`` calls it before any run directory is made, the Trainer to load.
 
     The run must be a finished encoder pre-training run whose encoders fit this config and data: the same
-    streams, the same encoder sections (regularisation aside: dropout, p_mask, modality_dropout may change)
+    streams, the same encoder sections (regularisation aside: dropout, p_mask, whole_modality_dropout may change)
     and the same tensor shapes.
 
     Raises:

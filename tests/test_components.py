@@ -40,7 +40,7 @@ def _ids(components: list[registry.Component]) -> list[str]:
 
 
 def enc_cfg(name: str = "transformer", **kw) -> EncoderConfig:
-    base = dict(name=name, d=16, heads=4, layers=1, max_len=MAX_LEN, dropout=0.1, p_mask=0.1, modality_dropout=0.3)
+    base = dict(name=name, d=16, heads=4, layers=1, max_len=MAX_LEN, dropout=0.1, p_mask=0.1, whole_modality_dropout=0.3)
     return EncoderConfig(**(base | kw))
 
 
@@ -333,8 +333,8 @@ def test_encoder_time_step_masking_only_in_training() -> None:
         assert not torch.equal(masked(*streams)[0], plain(*streams)[0])
 
 
-def test_modality_dropout_never_drops_both_streams() -> None:
-    enc = transformer_encoder(2, modality_dropout=0.9, dropout=0.0, p_mask=0.0).train()
+def test_whole_modality_dropout_never_drops_both_inputs() -> None:
+    enc = transformer_encoder(2, whole_modality_dropout=0.9, dropout=0.0, p_mask=0.0).train()
     seen: list[Tensor] = []
     enc.fuse.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
     batch = 64
@@ -350,6 +350,30 @@ def test_modality_dropout_never_drops_both_streams() -> None:
     seen.clear()
     enc(audio, vision)
     assert not (seen[0] == 0).flatten(1).all(1).any(), "no modality dropout in eval"
+
+
+def test_av_time_step_dropout_zeroes_single_steps_of_each_branch_independently() -> None:
+    """The reference's AV dropout (p_mask on an encoder with two inputs): each time step of each branch is zeroed
+    with p in training, the two branches drawn independently, and never a whole input."""
+    p = 0.1
+    enc = transformer_encoder(2, p_mask=p, whole_modality_dropout=0.0, dropout=0.0, layers=0, input_norm=False)
+    seen: list[Tensor] = []
+    enc.fuse.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    batch = 512
+    audio = (torch.randn(batch, 20, AUDIO_DIM), torch.full((batch,), 20))
+    vision = (torch.randn(batch, 12, VISION_DIM), torch.full((batch,), 12))
+    torch.manual_seed(0)
+    enc.train()(audio, vision)
+    steps = seen[0]  # (B, T, 2d): the branches' outputs side by side, before the fuse layer
+    zero_a, zero_v = (steps[..., :16] == 0).all(-1), (steps[..., 16:] == 0).all(-1)  # (B, T) each
+    for zero in (zero_a, zero_v):
+        assert abs(zero.float().mean().item() - p) < 0.02
+        assert not zero.all(1).any(), "a whole input was dropped"
+    both = (zero_a & zero_v).float().mean().item()
+    assert abs(both - p * p) < 0.006, "the branches' steps are drawn independently"
+    seen.clear()
+    enc.eval()(audio, vision)
+    assert not (seen[0][..., :16] == 0).all(-1).any() and not (seen[0][..., 16:] == 0).all(-1).any()
 
 
 def test_encoder_other_widths_and_depths() -> None:

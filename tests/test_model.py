@@ -325,7 +325,7 @@ def test_text_only_model_is_the_lm_plus_head():
 
 # every other source of randomness in training off, so that a difference comes from what a test turns on
 QUIET = [*(f"encoders.{e}.{k}=0" for e in ("audio", "vision", "audio_visual")
-           for k in ("dropout", "p_mask", "modality_dropout")),
+           for k in ("dropout", "p_mask", "whole_modality_dropout")),
          "mm.dropout=0", "head.dropout=0", "backbone.dropout=0", "augment.softperm=0"]
 
 

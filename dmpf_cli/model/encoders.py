@@ -10,8 +10,9 @@ Unimodal recipe, per stream::
     -> dropout -> time-step masking (training) -> pre-LN TransformerEncoder (key padding from the lengths)
 
 The bimodal encoder runs one such branch per stream, concatenates them per time step and projects
-back to ``d`` (then LayerNorm, with ``fuse_norm``); in training it drops a whole stream per sample with
-probability ``modality_dropout``. Its branches stretch short streams onto the full ``max_len`` grid
+back to ``d`` (then LayerNorm, with ``fuse_norm``). In training, each branch zeroes time steps with
+probability ``p_mask`` (the reference's AV encoder: 0.1 per branch), and with ``whole_modality_dropout`` it
+also zeroes one whole input modality per sample (not in the reference). Its branches stretch short streams onto the full ``max_len`` grid
 (``downsample(..., stretch=True)``), so that the steps it pairs come from the same moment of the clip.
 """
 
@@ -153,7 +154,7 @@ class ModalityEncoder(nn.Module):
         if not input_dims:
             raise ValueError("an encoder needs at least one input stream")
         self.out_dim: int = cfg.d
-        self.modality_dropout = cfg.modality_dropout
+        self.whole_modality_dropout = cfg.whole_modality_dropout
         k = len(input_dims)
         self.branches = nn.ModuleList(StreamEncoder(cfg, d_in, stretch=k > 1) for d_in in input_dims)
         self.fuse = nn.Linear(k * cfg.d, cfg.d) if k > 1 else None
@@ -167,7 +168,7 @@ class ModalityEncoder(nn.Module):
             return outs[0]
         seqs = [seq for seq, _ in outs]  # k × (B, T, d)
         lengths = torch.stack([n for _, n in outs]).amax(0)  # (B,)
-        if self.training and self.modality_dropout > 0:
+        if self.training and self.whole_modality_dropout > 0:
             seqs = self._drop_modalities(seqs)
         h = self.fuse(torch.cat(seqs, dim=-1))  # (B, T, k·d) -> (B, T, d)
         if self.fuse_norm is not None:
@@ -176,9 +177,9 @@ class ModalityEncoder(nn.Module):
         return h, lengths
 
     def _drop_modalities(self, seqs: list[Tensor]) -> list[Tensor]:
-        """Per sample, with probability ``modality_dropout`` zero one stream, chosen uniformly (never all)."""
+        """Per sample, with probability ``whole_modality_dropout`` zero one input, chosen uniformly (never all)."""
         B, k, device = seqs[0].shape[0], len(seqs), seqs[0].device
-        drop = torch.rand(B, device=device) < self.modality_dropout  # (B,)
+        drop = torch.rand(B, device=device) < self.whole_modality_dropout  # (B,)
         which = torch.randint(k, (B,), device=device)  # (B,)
         keep = ~(drop[:, None] & (torch.arange(k, device=device)[None, :] == which[:, None]))  # (B, k)
         return [seq * keep[:, i, None, None] for i, seq in enumerate(seqs)]
