@@ -141,7 +141,7 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in (
             "ad8b23d50557045e7d47959ce6c5b955d8d983f2979c7d9b7b9226f6dd6fec1f", "mosei",
             published_as="MOSEI/Processed/unaligned_50.pkl"),
     Dataset("mosi", (5, 20), (375, 500), (-3.0, 3.0), "mosei", False, "unaligned_50.pkl",
-            "78e0f8b5ef8ff71558e7307848fc1fa929ecb078203f565ab22b9daab2e02524", None,
+            "78e0f8b5ef8ff71558e7307848fc1fa929ecb078203f565ab22b9daab2e02524", "mosi",
             published_as="MOSI/Processed/unaligned_50.pkl"),
     Dataset("sims", (33, 709), (400, 55), (-1.0, 1.0), "sims", True, "unaligned_39.pkl",
             "c9e20c13ec0454d98bb9c1e520e490c75146bfa2dfeeea78d84de047dbdd442f", "sims",

@@ -187,7 +187,7 @@ def test_config_cp_copies_a_preset_with_its_comments(invoke, tmp_path):
     assert (tmp_path / "dir" / "sims.yaml").is_file()
     assert_one_line_error(invoke("config", "cp", "mosei", copied), "FILE:", "exists", "never replaces")
     assert copied.read_text() == (CONFIG_DIR / "mosei.yaml").read_text()
-    assert_one_line_error(invoke("config", "cp", "mosie", tmp_path / "x.yaml"), "NAME: no preset 'mosie'",
+    assert_one_line_error(invoke("config", "cp", "moseii", tmp_path / "x.yaml"), "NAME: no preset 'moseii'",
                           "did you mean 'mosei'")
     assert_one_line_error(invoke("config", "cp", "mosei", tmp_path / "x.txt"), "expected a .yaml file name")
 
@@ -281,7 +281,7 @@ def test_inspect_mask_png(invoke, tmp_path):
         (["--format", "yaml"], ["--format"]),
         (["--text-len", "0", "--n-a", "0", "--n-v", "0", "--n-av", "0"], ["at least one position"]),
         (["fusion.n_q=1"], ["fusion.n_q: unknown key"]),
-        (["--dataset", "mosi"], ["did you mean 'mosei'"]),
+        (["--dataset", "moseii"], ["did you mean 'mosei'"]),
         (["--bogus"], ["No such option"]),
         (["--n-a", "100000"], ["expected at most 4096 positions", "got 100040"]),
     ],

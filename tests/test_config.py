@@ -58,6 +58,7 @@ def test_mosei_preset_matches_spec():
     assert {enc.audio.max_len, enc.vision.max_len, enc.audio_visual.max_len} == {50}
     assert (cfg.optimizer.lr_lm, cfg.optimizer.lr_encoders, cfg.optimizer.betas) == (1e-4, 1e-4, (0.9, 0.95))
     assert (cfg.training.batch_size, cfg.training.grad_accum, cfg.training.patience) == (32, 8, 10)
+    assert cfg.training.max_epochs == 20  # the reference's large_best
     assert cfg.training.seeds == [1111, 1112, 1113, 1114, 1115]
 
 
@@ -72,6 +73,49 @@ def test_sims_preset_matches_spec():
     assert (cfg.optimizer.lr_lm, cfg.optimizer.lr_encoders) == (2e-4, 1e-4)
     assert cfg.training.patience == 20
     assert (cfg.encoders.audio.d, cfg.encoders.audio.layers, cfg.encoders.vision.d) == (32, 8, 16)
+    # the reference's base_best encoder sections
+    assert (cfg.encoders.audio.p_mask, cfg.encoders.vision.p_mask, cfg.encoders.audio.dropout) == (0.1, 0.2, 0.2)
+
+
+def reference_loss_and_av_dropout(cfg, clm: float) -> None:
+    """The reference's causal-LM weight, and its AV encoder's time-step dropout 0.1 with no whole-modality drop."""
+    assert cfg.loss.clm == clm
+    av = cfg.encoders.audio_visual
+    assert (av.p_mask, av.whole_modality_dropout) == (0.1, 0.0)
+    # dmpf's optimizer choices stay (the reference's are options)
+    o = cfg.optimizer
+    assert (o.decay, o.clip_by, o.clip_side) == ("matrices", "norm", "both")
+    assert (cfg.schedule.warmup_from_zero, cfg.schedule.cosine_extra_epochs) == (False, 0.0)
+
+
+@pytest.mark.parametrize("name", ["mosei", "sims"])
+def test_paper_presets_take_the_references_clm_and_av_dropout(name):
+    reference_loss_and_av_dropout(load_config(dataset=name), clm=1.0)
+
+
+def test_mosi_preset_takes_the_references_mosi_recipe():
+    cfg = load_config(dataset="mosi")
+    assert (cfg.data.dataset, cfg.data.text_len, cfg.backbone.name) == ("mosi", 50, "gpt2-medium")
+    assert (cfg.fusion.n_a, cfg.fusion.n_v, cfg.fusion.n_av, cfg.fusion.mask) == (0, 0, 8, "avseesall")
+    assert cfg.mm.layers == [11, 14, 17, 20, 23] and (cfg.mm.gate, cfg.mm.dropout) == ("sigmoid", 0.1)
+    loss = cfg.loss
+    assert (loss.task, loss.av, loss.text, loss.tokens) == (1.0, 0.8, 0.8, 0.4)
+    reference_loss_and_av_dropout(cfg, clm=0.0)
+    av = cfg.encoders.audio_visual
+    assert (av.d, av.heads, av.layers, av.max_len, av.dropout) == (30, 6, 3, 50, 0.1)
+    o = cfg.optimizer
+    assert (o.lr_lm, o.lr_encoders, o.betas, o.weight_decay) == (1e-4, 1e-4, (0.9, 0.95), 0.001)
+    t = cfg.training
+    assert (t.batch_size, t.grad_accum, t.max_epochs, t.patience, t.precision) == (32, 8, 150, 30, "bf16")
+    assert cfg.augment.softperm == 0.1 and cfg.backbone.dropout == 0.1
+
+
+def test_a_config_with_the_old_name_of_whole_modality_dropout_still_loads(tmp_path):
+    old = tmp_path / "old.yaml"  # a run directory's config.yaml from before the rename
+    old.write_text("encoders:\n  audio_visual: {modality_dropout: 0.3}\n")
+    assert load_config(config=old).encoders.audio_visual.whole_modality_dropout == 0.3
+    assert load_config(overrides=["encoders.audio_visual.modality_dropout=0.2"]).encoders.audio_visual \
+        .whole_modality_dropout == 0.2
 
 
 def test_overrides_are_parsed_as_yaml(tmp_path):
@@ -291,7 +335,7 @@ def test_missing_file_and_directory(tmp_path):
 
 
 def test_unknown_preset_and_conflicting_sources(tmp_path):
-    assert "did you mean 'mosei'" in one_error(dataset="mosi")
+    assert "did you mean 'mosei'" in one_error(dataset="moseii")
     assert "give one of them" in one_error(dataset="mosei", config=tmp_path / "x.yaml")
 
 

@@ -305,6 +305,20 @@ def test_every_problem_before_a_run_is_reported_at_once(invoke, tmp_path, monkey
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing made: no runs/, no data directory
 
 
+def test_mosi_preset_asks_for_the_mosi_data(invoke, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
+    monkeypatch.setenv("DMPF_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    result = invoke("train", "--dataset", "mosi")
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert any(line.startswith(f"error: data.path: no prepared mosi dataset at {tmp_path / 'data' / 'mosi'}; get "
+                               "MMSA's unaligned_50.pkl") and "MOSI/Processed/unaligned_50.pkl" in line
+               and "dmpf prepare --dataset mosi --source unaligned_50.pkl" in line for line in lines), lines
+    assert any(line.startswith("error: gpt2-medium is not in the Hugging Face cache") for line in lines), lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 # -- eval ----------------------------------------------------------------------------------------
 
 def test_eval_reproduces_the_results(trained):

@@ -35,9 +35,11 @@ class OnError(str, Enum):
 # dmpf prepare --dataset: every dataset of streams.DATASETS
 DatasetName = Enum("DatasetName", {name: name for name in DATASETS}, type=str)
 
-# Options shared by every command that resolves a config.
+# Options shared by every command that resolves a config. The datasets' presets (configs/NAME.yaml), read from
+# streams.DATASETS: the CLI starts without reading the configs directory.
+DATASET_PRESETS = sorted({d.preset for d in DATASETS.values() if d.preset})
 DatasetOpt = Annotated[
-    Optional[str], typer.Option("--dataset", "-d", help="Use the preset configs/NAME.yaml (mosei, sims, default).")
+    Optional[str], typer.Option("--dataset", "-d", help=f"Use the preset configs/NAME.yaml ({', '.join(DATASET_PRESETS)}).")
 ]
 ConfigOpt = Annotated[
     Optional[Path], typer.Option("--config", "-c", help="Use this YAML config file, or a preset by name (mosei).")
