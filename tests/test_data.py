@@ -21,7 +21,7 @@ from dmpf_cli.data.prepared import open_prepared
 
 from conftest import error_line, one_line
 
-DIMS = {"mosei": (74, 35), "sims": (33, 709)}
+DIMS = {"mosei": (74, 35), "mosi": (5, 20), "sims": (33, 709)}
 SIZES = {"train": 7, "valid": 3, "test": 4}
 
 
@@ -29,7 +29,7 @@ def mmsa_layout(dataset: str = "mosei", seed: int = 0, La: int = 12, Lv: int = 9
     """A small dict in exactly the MMSA processed layout (SPEC §7)."""
     rng = np.random.default_rng(seed)
     Da, Dv = DIMS[dataset]
-    bound = 3.0 if dataset == "mosei" else 1.0
+    bound = 1.0 if dataset == "sims" else 3.0
     data = {}
     for split, n in SIZES.items():
         a_len, v_len = rng.integers(1, La + 1, n), rng.integers(1, Lv + 1, n)
@@ -68,7 +68,7 @@ def run_prepare(source, output, dataset="mosei", **kw):
 
 # -- round trips ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("dataset", ["mosei", "sims"])
+@pytest.mark.parametrize("dataset", ["mosei", "mosi", "sims"])
 def test_round_trip(tmp_path, dataset):
     data = mmsa_layout(dataset)
     source = write_pickle(tmp_path, data)
@@ -464,3 +464,17 @@ def test_a_killed_synthetic_prepare_leaves_no_source_behind(invoke, tmp_path):
     assert result.exit_code == 0, result.stderr
     # only the lock stays beside it (dmpf_cli.fileio: removing it would let two processes lock two files)
     assert not dead.exists() and [p.name for p in tmp_path.glob(".syn.*")] == [".syn.lock"]
+
+
+def test_the_mosi_preset_trains_on_a_prepared_mosi_file(invoke, tmp_path):
+    """`dmpf prepare --dataset mosi` then `dmpf train --dataset mosi` (a random tiny GPT-2 for the gpt2-medium)."""
+    source = write_pickle(tmp_path, mmsa_layout("mosi"), "unaligned_50.pkl")
+    prepared = invoke("prepare", "--dataset", "mosi", "--source", source, "--output", tmp_path / "mosi")
+    assert prepared.exit_code == 0, prepared.stderr
+    run = tmp_path / "run"
+    result = invoke("train", "--dataset", "mosi", "--output", run, f"data.path={tmp_path / 'mosi'}",
+                    "backbone.name=gpt2-tiny-random", "mm.layers=[1, 3]", "training.max_epochs=1",
+                    "training.batch_size=4", "training.grad_accum=1", "training.seeds=[1111]")
+    assert result.exit_code == 0, result.stderr
+    results = json.loads((run / "results.json").read_text())
+    assert results["dataset"] == "mosi" and {"MAE", "Mult_acc_7", "Non0_acc_2"} <= set(results["test"])
