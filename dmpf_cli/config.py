@@ -100,7 +100,7 @@ RENAMED_ENCODER_KEYS = {"modality_dropout": "whole_modality_dropout"}
 
 
 class EncoderConfig(Strict):
-    """One modality encoder (SPEC §2)."""
+    """One modality encoder (design.md §2)."""
 
     name: str = "transformer"
     d: PosInt = 32
@@ -160,7 +160,7 @@ class BackboneConfig(Strict):
 
 
 # Learnable fusion tokens appended after the text, per stream (fusion.<tokens_key>; 0 removes the
-# stream), and the attention mask between them (SPEC §3-4).
+# stream), and the attention mask between them (design.md §3-§4).
 FusionConfig = create_model(
     "FusionConfig", __base__=Strict,
     **{s.tokens_key: (NonNegInt, 4) for s in STREAMS},
@@ -174,8 +174,8 @@ class MMConfig(Strict):
     layers: list[NonNegInt] = Field(default_factory=lambda: [1, 3])
     gate: Literal["sigmoid", "tanh"] = "sigmoid"
     dropout: Probability = 0.1
-    # where the gated FFN runs: "sequence" (SPEC §3, text positions included) or "tokens" (the fusion
-    # tokens only, so the text stream stays exactly the pretrained LM's, as SPEC §4 describes it)
+    # where the gated FFN runs: "sequence" (design.md §3, text positions included) or "tokens" (the fusion
+    # tokens only, so the text stream stays exactly the pretrained LM's, as design.md §4 describes it)
     ffn: Literal["sequence", "tokens"] = "sequence"
 
     @field_validator("layers")
@@ -187,7 +187,7 @@ class MMConfig(Strict):
 
 
 class HeadConfig(Strict):
-    """The task head that fuses the seven representations (SPEC §5)."""
+    """The task head that fuses the seven representations (design.md §5)."""
 
     name: str = "self-attention"
     d: PosInt = 64
@@ -196,9 +196,9 @@ class HeadConfig(Strict):
     options: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments for a plugin")
 
 
-# Weights of the L1 terms (SPEC §5): task + one per stream's encoder (loss.<prefix>) + text + fusion
+# Weights of the L1 terms (design.md §5): task + one per stream's encoder (loss.<prefix>) + text + fusion
 # tokens. unimodal_labels — true: the text and single-modality terms regress the dataset's unimodal
-# labels (CH-SIMS T/A/V); false (SPEC §5 as written): every term regresses the sentiment label. The auxiliary
+# labels (CH-SIMS T/A/V); false (design.md §5 as written): every term regresses the sentiment label. The auxiliary
 # weights default to the embedded default's 0.1 (measured: configs/default.yaml); the presets give the paper's.
 LossConfig = create_model(
     "LossConfig", __base__=Strict,
@@ -207,7 +207,7 @@ LossConfig = create_model(
     **{TEXT.loss_key: (NonNegFloat, 0.1)},
     tokens=(NonNegFloat, 0.1),
     unimodal_labels=(bool, False),
-    # γ of the causal-LM term (SPEC §5): next-token cross-entropy of the frozen LM's own (tied) head on the text
+    # γ of the causal-LM term (design.md §5): next-token cross-entropy of the frozen LM's own (tied) head on the text
     # positions, in training; it trains what runs over the text inside the LM (the MM blocks' FFN). 0: off.
     clm=(NonNegFloat, 0.0),
 )

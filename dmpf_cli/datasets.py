@@ -2,7 +2,7 @@
 format, its text tokenised for the dataset's preset), and :func:`open_data`, the prepared dataset a config
 names (the synthetic one generated on first use).
 
-Both import paths go through the same importer: the restricted unpickler and the validation of SPEC §7
+Both import paths go through the same importer: the restricted unpickler and the validation of design.md §7
 (:mod:`dmpf_cli.data.mmsa`), and the atomic writer of :mod:`dmpf_cli.data.prepared`.
 """
 

@@ -1,4 +1,4 @@
-"""Evaluation metrics with the MMSA key names and definitions (SPEC §8), so results compare with papers.
+"""Evaluation metrics with the MMSA key names and definitions (design.md §8), so results compare with papers.
 
 ``p`` = predictions, ``t`` = labels (regression scores). Every value compute_metrics returns is a python ``float``;
 accuracies and F1 scores are fractions in [0, 1] (as MMSA reports them, not percentages) and are not

@@ -98,7 +98,7 @@ SEGMENTS: tuple[str, ...] = (TEXT.name, *STREAM)  # the sequence order inside th
 SHORT: dict[str, str] = {TEXT.name: TEXT.short, **{s.name: s.short for s in STREAMS}}
 COLOURS: dict[str, tuple[str, str]] = {TEXT.name: TEXT.colours, **{s.name: s.colours for s in STREAMS}}
 
-# The seven representations of SPEC §5 in their canonical order (the task head's token order): the
+# The seven representations of design.md §5 in their canonical order (the task head's token order): the
 # fusion-token spans, the text state, the encoder time-means.
 REPRESENTATIONS: tuple[str, ...] = (*(s.tok for s in STREAMS), TEXT.representation, *(s.enc for s in STREAMS))
 
@@ -113,7 +113,7 @@ SPLITS = ("train", "valid", "test")
 
 @dataclass(frozen=True)
 class Dataset:
-    """The facts of one dataset (SPEC §7) that code depends on."""
+    """The facts of one dataset (design.md §7) that code depends on."""
 
     name: str
     feature_dims: tuple[int, ...]  # per modality, in MODALITIES order: the widths a model is built for

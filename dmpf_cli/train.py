@@ -1,4 +1,4 @@
-"""The training recipe (SPEC §6), read top to bottom: data → model → optimizer → loop → best checkpoint → test.
+"""The training recipe (design.md §6), read top to bottom: data → model → optimizer → loop → best checkpoint → test.
 
 * AdamW, betas from the config, two learning-rate groups — the LM side (MM blocks, fusion tokens,
   heads) and the encoder side — with weight decay on weight matrices only (not biases, norms, gates,

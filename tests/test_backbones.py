@@ -1,4 +1,4 @@
-"""Loading the frozen GPT-2 backbone (SPEC §3): random builds, the offline BPE, real loading paths, errors.
+"""Loading the frozen GPT-2 backbone (design.md §3): random builds, the offline BPE, real loading paths, errors.
 
 Only tiny models are built here; gpt2-large exists only on the meta device. Every test runs with the
 network blocked (``no_network``), so a hub connection attempt anywhere fails loudly.

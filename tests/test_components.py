@@ -217,7 +217,7 @@ class TestHeadContract:
 
 
 # ------------------------------------------------------------------------------------------------
-# downsample (SPEC §2: contiguous, length-aware mean)
+# downsample (design.md §2: contiguous, length-aware mean)
 
 
 def frames(L: int, D: int = 2) -> Tensor:

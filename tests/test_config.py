@@ -49,7 +49,7 @@ def test_mosei_preset_matches_spec():
     assert (cfg.fusion.n_a, cfg.fusion.n_v, cfg.fusion.n_av, cfg.fusion.mask) == (10, 10, 12, "avseesall")
     assert cfg.mm.layers == [7, 14, 21, 28, 35]
     loss = cfg.loss
-    assert (loss.task, loss.a, loss.v, loss.av, loss.text, loss.tokens) == (1.0,) * 6  # SPEC §5
+    assert (loss.task, loss.a, loss.v, loss.av, loss.text, loss.tokens) == (1.0,) * 6  # design.md §5
     reference_recipe(cfg)
     enc = cfg.encoders
     assert (enc.audio.d, enc.audio.heads, enc.audio.layers) == (30, 6, 3)

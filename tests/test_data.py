@@ -26,7 +26,7 @@ SIZES = {"train": 7, "valid": 3, "test": 4}
 
 
 def mmsa_layout(dataset: str = "mosei", seed: int = 0, La: int = 12, Lv: int = 9) -> dict:
-    """A small dict in exactly the MMSA processed layout (SPEC §7)."""
+    """A small dict in exactly the MMSA processed layout (design.md §7)."""
     rng = np.random.default_rng(seed)
     Da, Dv = DIMS[dataset]
     bound = 1.0 if dataset == "sims" else 3.0

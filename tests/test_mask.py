@@ -1,4 +1,4 @@
-"""The fusion mask against SPEC §4, position by position, with padding and zero-size blocks."""
+"""The fusion mask against design.md §4, position by position, with padding and zero-size blocks."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import torch.nn.functional as F
 from dmpf_cli import registry
 from dmpf_cli.model.mask import FusionMask, MaskPreset
 
-# SPEC §4, written out independently of dmpf_cli.mask: query segment -> key segment -> relation.
+# design.md §4, written out independently of dmpf_cli.mask: query segment -> key segment -> relation.
 _AVSEESALL = {
     "text": {"text": "causal"},
     "audio": {"text": "all", "audio": "causal"},
     "visual": {"text": "all", "visual": "causal"},
     "audio_visual": {"text": "all", "audio": "all", "visual": "all", "audio_visual": "causal"},
 }
-SPEC_TABLES = {
+DESIGN_TABLES = {
     "avseesall": _AVSEESALL,
     "original": {**_AVSEESALL, "audio_visual": {"text": "all", "audio_visual": "causal"}},
     "allcausal": {**_AVSEESALL, "visual": {"text": "all", "audio": "all", "visual": "causal"}},
@@ -29,7 +29,7 @@ SIZES = [(6, 3, 2, 4), (5, 0, 3, 2), (4, 2, 0, 0), (0, 2, 2, 2), (7, 0, 0, 0), (
 
 
 def expected_allowed(preset: str, sizes: tuple[int, int, int, int], real_text: list[bool] | None = None) -> torch.Tensor:
-    """Position-by-position reading of the SPEC table (plus the padding rule)."""
+    """Position-by-position reading of the design.md §4 table (plus the padding rule)."""
     owner, index = [], []
     for seg, n in zip(ORDER, sizes):
         owner += [seg] * n
@@ -38,7 +38,7 @@ def expected_allowed(preset: str, sizes: tuple[int, int, int, int], real_text: l
     out = torch.zeros(L, L, dtype=torch.bool)
     for q in range(L):
         for k in range(L):
-            rel = SPEC_TABLES[preset][owner[q]].get(owner[k], "none")
+            rel = DESIGN_TABLES[preset][owner[q]].get(owner[k], "none")
             ok = rel == "all" or (rel == "causal" and index[k] <= index[q])
             if real_text is not None and owner[k] == "text" and not real_text[index[k]]:
                 ok = q == k  # padded keys: hidden from everyone but themselves
@@ -46,13 +46,13 @@ def expected_allowed(preset: str, sizes: tuple[int, int, int, int], real_text: l
     return out
 
 
-def test_every_registered_builtin_preset_is_in_the_spec():
+def test_every_registered_builtin_preset_is_in_the_design_notes():
     builtin = [c.name for c in registry.components("mask") if c.origin == registry.BUILTIN]
-    assert sorted(builtin) == sorted(SPEC_TABLES)
+    assert sorted(builtin) == sorted(DESIGN_TABLES)
 
 
 @pytest.mark.parametrize("sizes", SIZES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("preset", sorted(SPEC_TABLES))
+@pytest.mark.parametrize("preset", sorted(DESIGN_TABLES))
 def test_matches_spec_table(preset, sizes):
     mask = FusionMask(*sizes, preset=preset)
     allowed = mask.allowed()
@@ -61,7 +61,7 @@ def test_matches_spec_table(preset, sizes):
     assert allowed.any(dim=-1).all(), "a query row is fully masked"
 
 
-@pytest.mark.parametrize("preset", sorted(SPEC_TABLES))
+@pytest.mark.parametrize("preset", sorted(DESIGN_TABLES))
 def test_padding_per_batch(preset):
     sizes = (6, 2, 3, 2)
     text_padding = torch.tensor([
@@ -115,7 +115,7 @@ def _eager(q, k, v, allowed):
     return scores.masked_fill(~allowed, float("-inf")).softmax(-1) @ v
 
 
-@pytest.mark.parametrize("preset", sorted(SPEC_TABLES))
+@pytest.mark.parametrize("preset", sorted(DESIGN_TABLES))
 def test_every_rendering_gives_the_same_attention_and_no_nan(preset):
     torch.manual_seed(0)
     text_padding = torch.tensor([[True] * 5 + [False] * 3, [False] * 8])  # second sample: all padding

@@ -1,4 +1,4 @@
-"""MMSA metrics (SPEC §8). Every expected number is worked out by hand in the comment beside it."""
+"""MMSA metrics (design.md §8). Every expected number is worked out by hand in the comment beside it."""
 
 from __future__ import annotations
 

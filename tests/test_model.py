@@ -63,7 +63,7 @@ def test_sdpa_and_eager_agree_forward_and_backward(preset):
 @pytest.mark.parametrize("backend", ["sdpa", "eager"])
 def test_the_model_runs_the_fusion_masks_own_rendering(backend, monkeypatch):
     """The fused model asks FusionMask, with the batch's padding, for its backend's rendering: the object and the
-    code path tests/test_mask.py checks against SPEC §4, not a parallel one."""
+    code path tests/test_mask.py checks against design.md §4, not a parallel one."""
     from dmpf_cli.model.mask import FusionMask
 
     rendered = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 import tokenize
+from pathlib import Path
 
 import pytest
 
@@ -136,6 +137,78 @@ def test_the_readme_layout_names_every_module():
     named = set(re.findall(r"^\| `(dmpf_cli/[\w/]+\.py)` \|", layout, re.M))
     modules = {str(p.relative_to(ROOT)) for p in PACKAGE.rglob("*.py")}
     assert named == modules
+
+
+# -- the design notes: every citation of docs/design.md names a section it has ------------------------
+
+DESIGN = ROOT / "docs" / "design.md"
+# where the design notes are cited (besides README.md); CHANGELOG.md's past entries are history, left as written
+CITING = ("dmpf_cli", "tests", "configs", "benchmarks", "scripts", "plugins")
+CITING_SUFFIXES = {".py", ".md", ".yaml", ".yml", ".sh", ".toml", ".txt"}
+CODE_CITATION = re.compile(r"design\.md §(\d+)((?:(?:-|–|, )§\d+)*)")  # design.md §4, §2-§6, §1, §3
+README_LINK = re.compile(r"\[design notes §(\d+)\]\(docs/design\.md#([^)\s]*)\)")
+ANY_ANCHOR = re.compile(r"docs/design\.md#([^)\s]*)")
+OLD_DOCUMENT = re.compile(r"\bSPEC\b")  # the outside document the citations once pointed to
+
+
+def design_sections() -> dict[int, str]:
+    """docs/design.md's numbered sections (``## 4. The fusion mask``): number -> the heading's anchor on GitHub
+    (lower case, punctuation dropped, spaces to hyphens: ``4-the-fusion-mask``)."""
+    headings = re.findall(r"^## (\d+)\. (.+?)\s*$", DESIGN.read_text(encoding="utf-8"), re.M)
+    return {int(n): re.sub(r"[^\w\- ]", "", f"{n}. {title}".lower()).replace(" ", "-") for n, title in headings}
+
+
+def _cited(match: re.Match) -> list[int]:
+    """The sections one code citation names; a range (§2-§6) names every section in it."""
+    sections = [int(match.group(1))]
+    for sep, n in re.findall(r"(-|–|, )§(\d+)", match.group(2)):
+        sections += range(sections[-1] + 1, int(n) + 1) if sep in "-–" else [int(n)]
+    return sections
+
+
+def _citing_files():
+    yield ROOT / "README.md"
+    for top in CITING:
+        for path in sorted((ROOT / top).rglob("*")):
+            parts = path.relative_to(ROOT).parts
+            if (path.suffix in CITING_SUFFIXES and path.is_file() and path != Path(__file__).resolve()
+                    and not any(p in {"build", "__pycache__"} or p.endswith(".egg-info") for p in parts)):
+                yield path
+
+
+def design_citation_problems() -> tuple[list[str], int]:
+    """Every citation of the design notes that names no section of docs/design.md, every README link whose
+    anchor is not its section's heading, and every line still citing the old outside document; and how many
+    citations were checked."""
+    sections = design_sections()
+    problems, checked = [], 0
+    for path in _citing_files():
+        where = path.relative_to(ROOT)
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            at = f"{where}:{lineno}"
+            if OLD_DOCUMENT.search(line):
+                problems.append(f"{at}: cites SPEC, which is not in the repository; cite design.md §N")
+            for match in CODE_CITATION.finditer(line):
+                checked += 1
+                problems += [f"{at}: design.md has no §{n}" for n in _cited(match) if n not in sections]
+            for number, anchor in README_LINK.findall(line):
+                checked += 1
+                if sections.get(int(number)) != anchor:
+                    problems.append(f"{at}: design notes §{number} links #{anchor}, expected "
+                                    f"#{sections.get(int(number), '(no such section)')}")
+            problems += [f"{at}: docs/design.md has no heading #{anchor}" for anchor in ANY_ANCHOR.findall(line)
+                         if anchor not in sections.values()]
+    return problems, checked
+
+
+def test_every_design_citation_names_a_section_of_the_design_notes():
+    """The code, tests, configs and README cite docs/design.md by section number (``design.md §4``; in the README
+    a link to the heading): each cited section exists, each link lands on it, and nothing cites the old SPEC."""
+    sections = design_sections()
+    assert sorted(sections) == list(range(1, 10))  # §1 the model in one picture … §9 ablations, each once
+    problems, checked = design_citation_problems()
+    assert problems == []
+    assert checked >= 50  # the citations are there to check (78 when this test was written)
 
 
 @pytest.mark.slow

@@ -49,7 +49,7 @@ def train_command(
     threads: ThreadsOpt = None,
     format: FormatOpt = OutputFormat.text,
 ) -> None:
-    """Train DMPF (the SPEC §6 recipe), test the best-validation checkpoint, write a run directory."""
+    """Train DMPF (the design.md §6 recipe), test the best-validation checkpoint, write a run directory."""
     from ..config import load_config
     from ..runs import train
     from ..runtime import use_threads

@@ -1,4 +1,4 @@
-"""Reading MMSA processed pickles safely, and checking them against SPEC §7.
+"""Reading MMSA processed pickles safely, and checking them against design.md §7.
 
 A pickle can run code when it is loaded. :func:`load_pickle` therefore uses a restricted unpickler
 that admits only what the MMSA layout needs — builtin containers and scalars, numpy arrays and
@@ -24,7 +24,7 @@ import numpy as np
 from ..streams import DATASETS, MODALITIES, SPLITS, UNIMODAL_LABELS
 from .prepared import DataError, SplitReport
 
-# the keys of an MMSA split (SPEC §7), and CH-SIMS's unimodal labels
+# the keys of an MMSA split (design.md §7), and CH-SIMS's unimodal labels
 REQUIRED = ("raw_text", *(m.key for m in MODALITIES), *(m.lengths for m in MODALITIES), "regression_labels", "id")
 UNIMODAL = tuple(f"regression_labels_{label}" for label in UNIMODAL_LABELS)
 

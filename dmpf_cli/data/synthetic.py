@@ -1,4 +1,4 @@
-"""Synthetic datasets in the MMSA processed-pickle layout (SPEC §7), with planted, known structure.
+"""Synthetic datasets in the MMSA processed-pickle layout (design.md §7), with planted, known structure.
 
 The point of the data is to tell whether a model uses *every* interaction the paper cares about:
 text alone, each non-verbal modality alone, and the audio × vision interaction that neither modality

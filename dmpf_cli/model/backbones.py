@@ -1,4 +1,4 @@
-"""Backbone catalogue: the GPT-2 family the fused language model can sit on (SPEC §3).
+"""Backbone catalogue: the GPT-2 family the fused language model can sit on (design.md §3).
 
 Each registered backbone factory returns a :class:`BackboneArch`: the shapes a config is checked
 against (depth for the MM-block positions, positions for text + fusion tokens) and where the

@@ -1,4 +1,4 @@
-"""The DMPF model (SPEC §1): encoders → fused frozen GPT-2 → task head over seven representations.
+"""The DMPF model (design.md §1): encoders → fused frozen GPT-2 → task head over seven representations.
 
 The streams are :data:`dmpf_cli.streams.STREAMS`. A stream is switched off by giving it zero fusion
 tokens: ``fusion.n_a = 0`` removes the A token group, its cross-attention, the audio encoder and the

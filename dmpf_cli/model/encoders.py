@@ -1,4 +1,4 @@
-"""Modality encoders (SPEC §2): one transformer per stream, and the bimodal AV encoder.
+"""Modality encoders (design.md §2): one transformer per stream, and the bimodal AV encoder.
 
 A stream is ``(x, lengths)``: frames ``x`` (B, L, D_in) and the number of real frames per sample
 ``lengths`` (B,). Frames at or after a sample's length are padding and may hold anything (zeros,
@@ -28,7 +28,7 @@ from ..registry import register
 
 
 def downsample(x: Tensor, lengths: Tensor, max_len: int, *, stretch: bool = False) -> tuple[Tensor, Tensor]:
-    """Contiguous, length-aware mean pooling in time (a SPEC §2 decision).
+    """Contiguous, length-aware mean pooling in time (a design.md §2 decision).
 
     A sample with ``n > max_len`` real frames sends frame ``i < n`` to output step
     ``floor(i * max_len / n)``, so each output step averages one contiguous chunk of real frames
@@ -187,7 +187,7 @@ class ModalityEncoder(nn.Module):
 
 @register("encoder", "transformer")
 def transformer(cfg: EncoderConfig, input_dims: tuple[int, ...]) -> nn.Module:
-    """Transformer encoder per stream (SPEC §2); two streams make the bimodal AV encoder."""
+    """Transformer encoder per stream (design.md §2); two streams make the bimodal AV encoder."""
     if cfg.options:
         raise ValueError(f"encoder 'transformer' takes no options, got: {', '.join(sorted(map(str, cfg.options)))}")
     return ModalityEncoder(cfg, tuple(input_dims))

@@ -1,4 +1,4 @@
-"""The fused language model (SPEC §1, §3): a frozen GPT-2 whose blocks we drive ourselves.
+"""The fused language model (design.md §1, §3): a frozen GPT-2 whose blocks we drive ourselves.
 
 Sequence: ``[text embeddings (T) | A tokens (n_a) | V tokens (n_v) | AV tokens (n_av)]``; the fusion
 tokens are learnable and take the GPT-2 positions after the text. Each frozen block runs its own
@@ -155,7 +155,7 @@ class FusedGPT2(nn.Module):
         return gpt2.drop(h + gpt2.wpe(pos).to(self.stream_dtype)[None])
 
     def clm_loss(self, H: Tensor, ids: Tensor, real: Tensor) -> Tensor:
-        """The causal-LM term (SPEC §5, the reference's ``use_clm``): next-token cross-entropy of the LM's own
+        """The causal-LM term (design.md §5, the reference's ``use_clm``): next-token cross-entropy of the LM's own
         head on the text span of the final states ``H`` (B, L, D), as Hugging Face's ``GPT2LMHeadModel`` computes
         its loss — position t predicts ``ids[t + 1]`` where both are real text, averaged over those targets.
 

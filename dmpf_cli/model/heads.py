@@ -1,4 +1,4 @@
-"""Task heads (SPEC §5): fuse the pooled representations into one sentiment score.
+"""Task heads (design.md §5): fuse the pooled representations into one sentiment score.
 
 A head is built from ``in_dims``, the widths of the representations that exist in this model; a
 representation is absent when its stream is ablated (``fusion.n_a = 0`` drops ``a_tok``, and so on).
@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from ..config import HeadConfig
 from ..registry import register
-from ..streams import REPRESENTATIONS  # the seven of SPEC §5, in their canonical order
+from ..streams import REPRESENTATIONS  # the seven of design.md §5, in their canonical order
 
 
 def _reject_options(name: str, options: dict[str, Any]) -> None:
@@ -90,7 +90,7 @@ class ConcatHead(FusionHead):
 
 @register("head", "self-attention")
 def self_attention(cfg: HeadConfig, in_dims: dict[str, int]) -> nn.Module:
-    """Self-attention over the representations (the paper's late fusion, SPEC §5)."""
+    """Self-attention over the representations (the paper's late fusion, design.md §5)."""
     _reject_options("self-attention", cfg.options)
     return SelfAttentionHead(cfg, in_dims)
 
@@ -103,7 +103,7 @@ def concat(cfg: HeadConfig, in_dims: dict[str, int]) -> nn.Module:
 
 
 class AuxHeads(nn.Module):
-    """The auxiliary heads of SPEC §5: one Linear(width → 1) per representation, for the auxiliary losses."""
+    """The auxiliary heads of design.md §5: one Linear(width → 1) per representation, for the auxiliary losses."""
 
     def __init__(self, in_dims: dict[str, int]):
         super().__init__()

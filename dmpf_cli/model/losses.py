@@ -1,4 +1,4 @@
-"""The DMPF training loss (SPEC §5), returned with its named parts for logging.
+"""The DMPF training loss (design.md §5), returned with its named parts for logging.
 
 Loss = L1(task) + λ_a·L1(a) + λ_v·L1(v) + λ_av·L1(av) + λ_t·L1(text) + λ_tok·L1(fusion tokens) + γ·CLM, where
 the auxiliary predictions come from Linear heads on each stream's encoder (a_enc, v_enc, av_enc), on

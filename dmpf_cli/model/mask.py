@@ -1,4 +1,4 @@
-"""The fusion mask: who may attend to whom inside the frozen GPT-2 (SPEC §4, the paper's core idea).
+"""The fusion mask: who may attend to whom inside the frozen GPT-2 (design.md §4, the paper's core idea).
 
 The sequence is ``text (T) | A (n_a) | V (n_v) | AV (n_av)`` (the segments of :mod:`dmpf_cli.streams`).
 A *preset* says, for each pair of segments, whether queries of one see keys of the other causally,

@@ -1,4 +1,4 @@
-"""The MM block (SPEC §3): gated cross-attention from each fusion-token group to its encoder, then a gated FFN.
+"""The MM block (design.md §3): gated cross-attention from each fusion-token group to its encoder, then a gated FFN.
 
 Inserted after selected frozen GPT-2 blocks. One shared LayerNorm normalises the token spans; each
 token group (A, V, AV) has its own cross-attention into its encoder's sequence (keys and values
