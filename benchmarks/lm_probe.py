@@ -67,7 +67,7 @@ if __name__ == "__main__":
     else:
         from dmpf_cli.config import BackboneConfig
         from dmpf_cli.model.backbones import demo_lm_dir
-        from dmpf_cli.pretrain import ensure_backbone
+        from dmpf_cli.recipes.pretrain_lm import ensure_backbone
 
         ensure_backbone(BackboneConfig())
         target = demo_lm_dir()

@@ -15,13 +15,13 @@ import json
 
 import torch
 
-from dmpf_cli.bench import Setup, make_batch, run_setup
 from dmpf_cli.config import load_config
 from dmpf_cli.model.attention import resolve_backend
 from dmpf_cli.model.backbones import describe
 from dmpf_cli.model.dmpf import resolve_device
 from dmpf_cli.model.fused import FusedGPT2
-from dmpf_cli.pretrain import ensure_backbone
+from dmpf_cli.recipes.bench import Setup, make_batch, run_setup
+from dmpf_cli.recipes.pretrain_lm import ensure_backbone
 from dmpf_cli.streams import DATASETS
 
 THRESHOLD = 0.10  # the issue's: above it, a bf16 stream would be worth its rounding

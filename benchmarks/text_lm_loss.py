@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from dmpf_cli.data.batches import SplitDataset, make_loader
-from dmpf_cli.datasets import open_data
-from dmpf_cli.evaluate import load_trained
+from dmpf_cli.recipes.datasets import open_data
+from dmpf_cli.recipes.evaluate import load_trained
 
 
 def text_lm_loss(root: Path, split_name: str) -> tuple[float, float]:

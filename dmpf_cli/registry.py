@@ -28,7 +28,7 @@ BUILTIN = "built-in"
 
 # Modules whose import registers the built-in components of each kind.
 _BUILTIN_MODULES = ("dmpf_cli.model.mask", "dmpf_cli.model.backbones", "dmpf_cli.model.encoders", "dmpf_cli.model.heads",
-                    "dmpf_cli.loggers")
+                    "dmpf_cli.recipes.loggers")
 
 
 class RegistryError(DmpfError, LookupError):

@@ -78,7 +78,7 @@ def _no_progress_lines(monkeypatch):
 def _no_demo_lm_pretraining(monkeypatch):
     """An in-process test that reaches the demo LM's full pretraining (a command on the default backbone) fails at
     once, instead of spending minutes: it should pass TINY's backbone or build a tiny LM itself."""
-    import dmpf_cli.pretrain as pretrain
+    import dmpf_cli.recipes.pretrain_lm as pretrain
 
     real = pretrain.pretrain
 
@@ -233,11 +233,11 @@ def slurm():
 
     pytest.importorskip("submitit")
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("a local Slurm needs root and Debian's apt-get (scripts/slurm_local.sh)")
+        pytest.skip("a local Slurm needs root and Debian's apt-get (tests/slurm_local.sh)")
     was_up = subprocess.run(["sinfo", "-h"], capture_output=True).returncode == 0 if shutil.which("sinfo") else False
-    started = subprocess.run(["bash", str(ROOT / "scripts" / "slurm_local.sh")], capture_output=True, text=True,
+    started = subprocess.run(["bash", str(ROOT / "tests" / "slurm_local.sh")], capture_output=True, text=True,
                              timeout=600)
     assert started.returncode == 0, started.stderr
     yield started.stdout.strip()
     if not was_up:
-        subprocess.run(["bash", str(ROOT / "scripts" / "slurm_local.sh"), "--stop"], capture_output=True, timeout=120)
+        subprocess.run(["bash", str(ROOT / "tests" / "slurm_local.sh"), "--stop"], capture_output=True, timeout=120)

@@ -367,6 +367,6 @@ def test_piped_output_is_not_wrapped(monkeypatch):
 
 def test_pretrain_lm_sizes_are_the_recipes():
     from dmpf_cli.cli.pretrain import LMSize
-    from dmpf_cli.pretrain import DEMO_SIZES
+    from dmpf_cli.recipes.pretrain_lm import DEMO_SIZES
 
     assert [size.value for size in LMSize] == list(DEMO_SIZES)

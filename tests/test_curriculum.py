@@ -12,14 +12,14 @@ import torch
 from rich.console import Console
 from safetensors.torch import load_file
 
-from dmpf_cli.checkpoints import RunDir, RunError
 from dmpf_cli.config import load_config
-from dmpf_cli.curriculum import pretrain_encoders
-from dmpf_cli.datasets import open_data
 from dmpf_cli.model.dmpf import build_encoders, build_model
-from dmpf_cli.runs import prepare_run_dir
+from dmpf_cli.recipes.datasets import open_data
+from dmpf_cli.recipes.pretrain_encoders import pretrain_encoders
+from dmpf_cli.recipes.runs import prepare_run_dir
+from dmpf_cli.recipes.train import Trainer, World, pretrained_encoders
+from dmpf_cli.store.checkpoints import RunDir, RunError
 from dmpf_cli.streams import STREAMS
-from dmpf_cli.train import Trainer, World, pretrained_encoders
 
 from conftest import TINY, assert_done, error_line, one_line
 

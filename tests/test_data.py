@@ -12,12 +12,12 @@ import pytest
 import torch
 from rich.console import Console
 
-from dmpf_cli import datasets as prep
 from dmpf_cli.data import mmsa
 from dmpf_cli.data import prepared as prepared_format
 from dmpf_cli.data.batches import SplitDataset, make_loader
 from dmpf_cli.data.mmsa import DataError, UnsafePickleError
 from dmpf_cli.data.prepared import open_prepared
+from dmpf_cli.recipes import datasets as prep
 
 from conftest import error_line, one_line
 
@@ -404,7 +404,7 @@ def test_tokens_are_cached_beside_the_prepared_split(prepared_split, tokenizer, 
 def test_prepare_stores_the_presets_tokens_and_runs_reuse_them(invoke, tmp_path, monkeypatch):
     from dmpf_cli.config import load_config
     from dmpf_cli.model.backbones import demo_lm_dir, load_tokenizer
-    from dmpf_cli.pretrain import make_lm
+    from dmpf_cli.recipes.pretrain_lm import make_lm
 
     monkeypatch.setenv("DMPF_MODEL_DIR", str(tmp_path / "models"))  # this test's own demo LM
     # the preset's backbone, gpt2-demo, in seconds instead of minutes (4 blocks, as the default's MM layers need)

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from dmpf_cli.bench import Setup, loader_throughput, setups
 from dmpf_cli.config import LossConfig, load_config
 from dmpf_cli.errors import DmpfError
 from dmpf_cli.model.losses import dmpf_loss
-from dmpf_cli.runtime import compiled
+from dmpf_cli.recipes.bench import Setup, loader_throughput, setups
+from dmpf_cli.recipes.runtime import compiled
 
 from conftest import assert_done, error_line, make_batch, make_model
 
@@ -77,7 +77,7 @@ def test_cuda_graphs_need_cuda(invoke, tmp_path):
 
 
 def test_cuda_graphs_refuse_gradient_accumulation():
-    from dmpf_cli.runtime import check_compile
+    from dmpf_cli.recipes.runtime import check_compile
 
     with pytest.raises(DmpfError, match=r"reduce-overhead cannot accumulate gradients \(training.grad_accum is 8\)"):
         check_compile("reduce-overhead", "cuda", 8)

@@ -43,7 +43,7 @@ def test_follow_umask_gives_files_and_directories_the_modes_open_and_mkdir_would
 
 def test_checkpoints_follow_the_umask(tmp_path):
     """safetensors' save_file creates its file 0600: a labmate could not `dmpf eval` the run."""
-    from dmpf_cli.checkpoints import save_resumable, save_weights
+    from dmpf_cli.store.checkpoints import save_resumable, save_weights
 
     from conftest import make_model
 
@@ -59,7 +59,7 @@ def test_checkpoints_follow_the_umask(tmp_path):
 def test_a_pretrained_language_model_follows_the_umask(tmp_path):
     from dataclasses import replace
 
-    from dmpf_cli.pretrain import DEMO_SIZES, build
+    from dmpf_cli.recipes.pretrain_lm import DEMO_SIZES, build
 
     with umask(0o007):
         build(replace(DEMO_SIZES["tiny"](), documents=200, steps=2), tmp_path / "lm")

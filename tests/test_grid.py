@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dmpf_cli.grid import GridError, plan, read_grid, variant_configs
-from dmpf_cli.jobs import Job, JobError, Launch, launch, make_launch, parse_gpus
+from dmpf_cli.experiments.grid import GridError, plan, read_grid, variant_configs
+from dmpf_cli.experiments.launch import Job, JobError, Launch, launch, make_launch, parse_gpus
 
 from conftest import ROOT, TINY, assert_done, dmpf, env, error_line, one_line
 
@@ -129,7 +129,7 @@ def test_a_damaged_grid_json_in_the_output_is_one_line_and_left_as_it_is(invoke,
 
 
 def test_a_damaged_run_json_in_a_grid_directory_is_one_line_before_anything_is_written(invoke, tmp_path):
-    from dmpf_cli.grid import write_plan
+    from dmpf_cli.experiments.grid import write_plan
 
     out = tmp_path / "out"
     write_plan(plan(read_grid(write_grid(tmp_path)), out))
@@ -307,7 +307,7 @@ def test_local_slots_run_jobs_side_by_side_each_with_its_gpu(tmp_path):
     slot's CUDA_VISIBLE_DEVICES recorded in its job's log."""
     grid = read_grid(write_grid(tmp_path))
     p = plan(grid, tmp_path / "out")
-    from dmpf_cli.grid import write_plan
+    from dmpf_cli.experiments.grid import write_plan
 
     write_plan(p)
     starts = []
@@ -339,7 +339,7 @@ def test_a_failed_job_is_reported_and_the_others_go_on(tmp_path):
     assert "missing.yaml" in outcomes[0].error and "log:" in outcomes[0].error
 
 
-# -- a real single-node Slurm (scripts/slurm_local.sh: slurmctld, slurmd, munge on localhost) ----------
+# -- a real single-node Slurm (tests/slurm_local.sh: slurmctld, slurmd, munge on localhost) ----------
 
 @pytest.mark.slow
 def test_a_grid_on_a_real_slurm_cluster(slurm, tmp_path, invoke):

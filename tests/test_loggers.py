@@ -13,11 +13,12 @@ import pytest
 import torch
 from rich.console import Console
 
-from dmpf_cli import registry, runs
-from dmpf_cli.checkpoints import RunDir
+from dmpf_cli import registry
 from dmpf_cli.config import ConfigError, load_config
-from dmpf_cli.loggers import JsonlLogger, Logger, logger_names, open_loggers
-from dmpf_cli.train import gate_values, model_gates
+from dmpf_cli.recipes import runs
+from dmpf_cli.recipes.loggers import JsonlLogger, Logger, logger_names, open_loggers
+from dmpf_cli.recipes.train import gate_values, model_gates
+from dmpf_cli.store.checkpoints import RunDir
 
 from conftest import TINY, error_line, make_model
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from dmpf_cli import registry
 from dmpf_cli.model.mask import FusionMask, MaskPreset
 
-# design.md §4, written out independently of dmpf_cli.mask: query segment -> key segment -> relation.
+# design.md §4, written out independently of dmpf_cli.model.mask: query segment -> key segment -> relation.
 _AVSEESALL = {
     "text": {"text": "causal"},
     "audio": {"text": "all", "audio": "causal"},

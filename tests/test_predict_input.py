@@ -47,7 +47,7 @@ def test_unwritable_output_is_refused_before_the_run_is_loaded(invoke, trained, 
                                                               fragments):
     source = jsonl(tmp_path / "input.jsonl", sample())
     (tmp_path / "a-dir.csv").mkdir()
-    import dmpf_cli.evaluate as evaluate
+    import dmpf_cli.recipes.evaluate as evaluate
 
     def never(*args, **kwargs):
         raise AssertionError("the run was loaded although --output cannot be written")

@@ -13,7 +13,7 @@ from dmpf_cli.config import BackboneConfig
 from dmpf_cli.data import corpus
 from dmpf_cli.data.synthetic import LEXICON, PHRASES, generate
 from dmpf_cli.model.backbones import BackboneError, demo_lm_dir, describe, load_backbone
-from dmpf_cli.pretrain import DEMO_SIZES, encode_documents, train_tokenizer, unigram_loss
+from dmpf_cli.recipes.pretrain_lm import DEMO_SIZES, encode_documents, train_tokenizer, unigram_loss
 
 from conftest import TINY, dmpf, error_line
 
@@ -132,7 +132,7 @@ def test_the_demo_backbone_is_built_once_on_first_use(tmp_path, monkeypatch):
     (the tiny recipe stands in for the small one)."""
     monkeypatch.setenv("DMPF_MODEL_DIR", str(tmp_path / "models"))  # this test's own demo LM
     monkeypatch.setitem(DEMO_SIZES, "small", DEMO_SIZES["tiny"])  # the first-use path, with seconds of pretraining
-    from dmpf_cli.pretrain import ensure_demo_lm
+    from dmpf_cli.recipes.pretrain_lm import ensure_demo_lm
 
     built = ensure_demo_lm()
     assert built == demo_lm_dir() and (built / "dmpf.json").is_file()

@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from dmpf_cli import provenance
 from dmpf_cli.config import load_config
+from dmpf_cli.store import provenance
 
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="needs the git command")
 

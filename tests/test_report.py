@@ -11,11 +11,11 @@ import math
 import numpy as np
 import pytest
 
-from dmpf_cli.checkpoints import RunDir, save_predictions
 from dmpf_cli.config import load_config, to_yaml
+from dmpf_cli.experiments.report import PAPER_METRICS, RESAMPLES, ReportError, build_report, layout, render
+from dmpf_cli.experiments.stats import betainc, paired_bootstrap, paired_t, t_cdf, t_quantile, t_two_sided_p
 from dmpf_cli.metrics import METRIC_KEYS, batch_metrics, compute_metrics
-from dmpf_cli.report import PAPER_METRICS, RESAMPLES, ReportError, build_report, layout, render
-from dmpf_cli.stats import betainc, paired_bootstrap, paired_t, t_cdf, t_quantile, t_two_sided_p
+from dmpf_cli.store.checkpoints import RunDir, save_predictions
 
 from conftest import error_line, one_line
 

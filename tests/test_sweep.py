@@ -41,7 +41,7 @@ def write_space(tmp_path: Path, filename: str = "space.yaml", **changes) -> Path
 def prepare_tiny_data() -> None:
     """Generate the tiny dataset once, before workers start side by side (each would otherwise make it)."""
     from dmpf_cli.config import load_config
-    from dmpf_cli.datasets import open_data
+    from dmpf_cli.recipes.datasets import open_data
 
     open_data(load_config(overrides=TINY))
 
@@ -70,7 +70,7 @@ def journal(path: Path):
 # -- the space file: checked whole, one line naming the file and the key ---------------------------
 
 def test_the_demo_space_is_valid_and_packaged():
-    from dmpf_cli.sweep import load_space
+    from dmpf_cli.experiments.sweep import load_space
 
     spec = load_space("demo")  # configs/sweeps/demo.yaml by name, as `dmpf sweep demo`
     assert spec.path == ROOT / "configs" / "sweeps" / "demo.yaml"
@@ -82,7 +82,7 @@ def test_the_demo_space_is_valid_and_packaged():
 
 
 def test_a_space_file_parses_into_dimensions(tmp_path):
-    from dmpf_cli.sweep import load_space
+    from dmpf_cli.experiments.sweep import load_space
 
     spec = load_space(write_space(tmp_path, space={
         "optimizer.lr_lm": {"low": 1.0e-4, "high": 1.0e-2, "log": True},
@@ -149,7 +149,7 @@ def test_a_bad_space_file_is_one_line_before_any_trial(invoke, tmp_path, changes
 
 def test_a_space_file_takes_numbers_as_people_write_them(tmp_path):
     from dmpf_cli.config import load_config
-    from dmpf_cli.sweep import load_space
+    from dmpf_cli.experiments.sweep import load_space
 
     path = tmp_path / "space.yaml"
     path.write_text("overrides: [training.device=cpu]\nspace:\n  optimizer.lr_lm: {low: 3e-4, high: 1e-2, log: true}\n"
@@ -211,7 +211,7 @@ def test_a_file_that_is_no_storage_is_refused_and_left_as_it_is(invoke, tmp_path
 
 
 def test_an_optuna_sqlite_storage_still_opens(tmp_path):
-    from dmpf_cli.sweep import open_storage
+    from dmpf_cli.experiments.sweep import open_storage
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
     optuna.create_study(storage=url, study_name="s")
@@ -276,7 +276,7 @@ def test_an_output_directory_holds_one_study(invoke, tmp_path):
 @pytest.mark.parametrize("storage", ["journal:{tmp}/j.log", "sqlite:///{tmp}/s.db"], ids=["journal", "sqlite"])
 def test_joining_a_study_of_another_space_is_refused(tmp_path, storage):
     """On both kinds of storage: the sqlite one also proves the sweep extra's sqlalchemy floor in the fast tier."""
-    from dmpf_cli.sweep import SweepError, join_study, load_space, locate
+    from dmpf_cli.experiments.sweep import SweepError, join_study, load_space, locate
 
     spec = load_space(write_space(tmp_path))
     where = locate(spec, storage.format(tmp=tmp_path), None, tmp_path / "out")
@@ -292,7 +292,7 @@ def test_joining_a_study_of_another_space_is_refused(tmp_path, storage):
 def test_lost_trials_are_failed_and_queued_again_once(tmp_path):
     from optuna.trial import TrialState
 
-    from dmpf_cli.sweep import HEARTBEAT, RETRY_OF, Tally, fail_lost_trials, load_space
+    from dmpf_cli.experiments.sweep import HEARTBEAT, RETRY_OF, Tally, fail_lost_trials, load_space
 
     spec = load_space(write_space(tmp_path, heartbeat=1))
     study = optuna.create_study()
@@ -323,7 +323,7 @@ def test_a_worker_that_loses_the_race_for_the_last_slot_discards_its_trial():
     """Two workers count 1 of 2 trials started and both ask: the second trial's place is past the budget."""
     from optuna.trial import TrialState
 
-    from dmpf_cli.sweep import Tally, claim_trial
+    from dmpf_cli.experiments.sweep import Tally, claim_trial
 
     study = optuna.create_study()
     study.ask()  # this worker's counted trial, started
@@ -404,7 +404,7 @@ def test_a_pruned_trial_is_recorded_in_the_study_and_in_its_run(tmp_path):
     from optuna.trial import TrialState
     from rich.console import Console
 
-    from dmpf_cli.sweep import load_space, run_worker
+    from dmpf_cli.experiments.sweep import load_space, run_worker
 
     prepare_tiny_data()
     space = write_space(tmp_path, space={"optimizer.lr_lm": {"choices": [1.0e-3, 5.0]},

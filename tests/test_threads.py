@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from dmpf_cli.jobs import JobError, make_launch
-from dmpf_cli.runtime import cpu_threads
+from dmpf_cli.experiments.launch import JobError, make_launch
+from dmpf_cli.recipes.runtime import cpu_threads
 
 from conftest import TINY, env, error_line
 

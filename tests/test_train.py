@@ -73,9 +73,9 @@ def test_every_file_of_a_run_follows_the_umask(trained):
 
 def test_stored_predictions_give_the_results(trained, data_home):
     """predictions.npz holds every valid and test sample once, by id, and its scores give results.json's metrics."""
-    from dmpf_cli.checkpoints import RunDir, load_predictions
     from dmpf_cli.data.prepared import Prepared, read_manifest
     from dmpf_cli.metrics import compute_metrics
+    from dmpf_cli.store.checkpoints import RunDir, load_predictions
 
     stored = load_predictions(RunDir(trained).predictions)
     results = json.loads((trained / "results.json").read_text())
@@ -354,7 +354,7 @@ def test_eval_modality_ablation(trained):
 
 def test_planted_drops_follow_what_the_remaining_streams_still_reach():
     from dmpf_cli.data.synthetic import make_info
-    from dmpf_cli.evaluate import planted_drops
+    from dmpf_cli.recipes.evaluate import planted_drops
 
     info = make_info("tiny", 0)
     reference = info["reference"]

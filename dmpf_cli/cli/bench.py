@@ -38,10 +38,10 @@ def bench_command(
     format: FormatOpt = OutputFormat.text,
 ) -> None:
     """Time the full training step for each attention backend × precision × compile mode, reference first."""
-    from ..bench import bench
     from ..config import load_config
     from ..progress import Progress
-    from ..runtime import use_threads
+    from ..recipes.bench import bench
+    from ..recipes.runtime import use_threads
 
     if steps < 1 or warmup < 0 or (batch_size is not None and batch_size < 1):
         raise DmpfError("--steps, --warmup, --batch-size: expected steps >= 1, warmup >= 0, batch size >= 1")

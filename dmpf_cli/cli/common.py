@@ -53,7 +53,7 @@ AttentionOpt = Annotated[
     Optional[str], typer.Option("--attention", help="auto, xformers, sdpa or eager (default: the config's).")
 ]
 
-# Every command that computes: how many CPU threads (dmpf_cli.threads decides, and checks the value).
+# Every command that computes: how many CPU threads (dmpf_cli.recipes.runtime decides, and checks the value).
 ThreadsOpt = Annotated[Optional[str], typer.Option(
     "--threads", metavar="N", show_default=False,
     help="CPU threads to compute with (a grid or sweep with --jobs/--gpus: each job's). Default: "
@@ -97,7 +97,7 @@ def _fmt(value) -> str:
     return f"{value:.4f}"
 
 
-# Where the jobs of a grid or the workers of a sweep run (dmpf_cli.jobs).
+# Where the jobs of a grid or the workers of a sweep run (dmpf_cli.experiments.launch).
 GpusOpt = Annotated[Optional[str], typer.Option(
     "--gpus", help="Run one job per GPU at a time on this machine, e.g. 0,1,2,3.", rich_help_panel="Where jobs run")]
 JobsOpt = Annotated[Optional[int], typer.Option(

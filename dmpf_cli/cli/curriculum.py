@@ -34,8 +34,8 @@ def pretrain_encoders_command(
     """Pre-train the A, V and AV encoders alone, each with an L1 head on the sentiment label (no language
     model); a DMPF run then starts from them with encoders.init_from=DIR."""
     from ..config import load_config
-    from ..curriculum import pretrain_encoders
-    from ..runtime import use_threads
+    from ..recipes.pretrain_encoders import pretrain_encoders
+    from ..recipes.runtime import use_threads
     from ..streams import STREAM
 
     use_threads(threads)

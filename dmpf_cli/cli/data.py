@@ -78,7 +78,7 @@ def prepare(
 ) -> None:
     """Import an MMSA pickle safely (or generate a synthetic one) into the memory-mapped prepared format."""
     from ..data.prepared import open_prepared
-    from ..datasets import prepare_file, prepare_synthetic, pretokenize, tokenize_preset
+    from ..recipes.datasets import prepare_file, prepare_synthetic, pretokenize, tokenize_preset
 
     console = make_console()
     if info is not None:
@@ -92,7 +92,7 @@ def prepare(
     if dataset is None:
         raise DmpfError("--dataset: required (mosei, mosi, sims with --source; or synthetic), or --info DIR")
     dataset = dataset.value
-    from ..runtime import use_threads
+    from ..recipes.runtime import use_threads
 
     use_threads(threads)  # torch tokenises the text (a bad --threads is refused before a long import)
     preset = tokenize_preset(dataset)

@@ -21,8 +21,8 @@ def eval_command(
     format: FormatOpt = OutputFormat.text,
 ) -> None:
     """Evaluate a run's best checkpoint on a split (MMSA metrics)."""
-    from ..evaluate import eval_run
-    from ..runtime import use_threads
+    from ..recipes.evaluate import eval_run
+    from ..recipes.runtime import use_threads
 
     use_threads(threads)
 
@@ -82,8 +82,8 @@ def predict_command(
     threads: ThreadsOpt = None,
 ) -> None:
     """Score samples with a run's best checkpoint: id, score and the dataset's label bins."""
-    from ..evaluate import predict_run
-    from ..runtime import use_threads
+    from ..recipes.evaluate import predict_run
+    from ..recipes.runtime import use_threads
 
     use_threads(threads)
 

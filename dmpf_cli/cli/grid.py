@@ -42,10 +42,10 @@ def grid_command(
 ) -> None:
     """Run every variant × seed of a grid file as a run directory (finished runs kept, killed ones resumed), then
     report them: mean ± std per variant and the difference to the baseline with paired 95% intervals."""
-    from ..grid import GRID_FILE, LOGS, REPORT_FILES, GridError, plan, read_grid, write_plan, write_report
-    from ..jobs import Monitor, launch, make_launch
-    from ..runs import ready
-    from ..runtime import use_threads
+    from ..experiments.grid import GRID_FILE, LOGS, REPORT_FILES, GridError, plan, read_grid, write_plan, write_report
+    from ..experiments.launch import Monitor, launch, make_launch
+    from ..recipes.runs import ready
+    from ..recipes.runtime import use_threads
 
     machine = format is OutputFormat.json
     console = make_console(stderr=machine)

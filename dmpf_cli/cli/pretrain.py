@@ -14,7 +14,7 @@ from .common import FormatOpt, OutputFormat, ThreadsOpt, make_console
 
 
 class LMSize(str, Enum):
-    """dmpf_cli.pretrain.DEMO_SIZES, spelled here so that ``--help`` answers without importing torch (a test keeps
+    """dmpf_cli.recipes.pretrain_lm.DEMO_SIZES, spelled here so that ``--help`` answers without importing torch (a test keeps
     the two in step)."""
 
     small = "small"
@@ -40,8 +40,8 @@ def pretrain_lm_command(
     """Pretrain a small GPT-2 with the causal language-modelling objective (never a label) and report its held-out
     LM loss against a unigram baseline; train on it with backbone.name=gpt2-demo (and backbone.path=DIR)."""
     from ..errors import DmpfError
-    from ..pretrain import make_lm
-    from ..runtime import threads_text, use_threads
+    from ..recipes.pretrain_lm import make_lm
+    from ..recipes.runtime import threads_text, use_threads
 
     use_threads(threads)
 

@@ -1,5 +1,5 @@
 """``dmpf report``: run directories, multi-seed roots and grids → one table per config, with the difference to a
-baseline under two paired tests; text (rich), Markdown, LaTeX, CSV or JSON (:mod:`dmpf_cli.report`)."""
+baseline under two paired tests; text (rich), Markdown, LaTeX, CSV or JSON (:mod:`dmpf_cli.experiments.report`)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def report_command(
             raise DmpfError(f"--output: {output} exists; pass --overwrite to replace it")
         if not output.parent.is_dir():
             raise DmpfError(f"--output: {output.parent}: no such directory")
-    from ..report import build_report, render
+    from ..experiments.report import build_report, render
 
     wanted = None if metrics is None else [m for m in metrics.split(",")]
     report = build_report(paths, metrics=wanted, baseline=baseline)
@@ -78,7 +78,7 @@ def print_report(report, console) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from ..report import layout
+    from ..experiments.report import layout
 
     lay = layout(report, "text")
     for title, table in (("test results: mean ± std over seeds", lay.results),

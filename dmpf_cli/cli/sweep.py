@@ -53,10 +53,10 @@ def sweep_command(
 
     One worker in this process by default; --gpus 0,1 starts one worker per GPU, --jobs N N workers on the CPUs,
     --launcher slurm --jobs N N Slurm jobs (one worker each). Each trial is one process's run either way."""
-    from ..jobs import JobError, make_launch
-    from ..runtime import use_threads
-    from ..sweep import load_space, run_worker, run_workers
-    from ..sweep import show as show_study
+    from ..experiments.launch import JobError, make_launch
+    from ..experiments.sweep import load_space, run_worker, run_workers
+    from ..experiments.sweep import show as show_study
+    from ..recipes.runtime import use_threads
 
     machine = format is OutputFormat.json
     if launcher and jobs is not None and jobs < 1:

@@ -51,8 +51,8 @@ def train_command(
 ) -> None:
     """Train DMPF (the design.md §6 recipe), test the best-validation checkpoint, write a run directory."""
     from ..config import load_config
-    from ..runs import train
-    from ..runtime import use_threads
+    from ..recipes.runs import train
+    from ..recipes.runtime import use_threads
 
     if resume is not None and (dataset or config or overrides or seeds):
         raise DmpfError("--resume: continues a run with its own config; drop --dataset/--config/--seeds/overrides")
@@ -71,8 +71,8 @@ def train_command(
     if format is OutputFormat.json:
         typer.echo(json.dumps(summary, indent=2))
         return
-    from ..checkpoints import RunDir
-    from ..datasets import reference_scores
+    from ..recipes.datasets import reference_scores
+    from ..store.checkpoints import RunDir
 
     for root, results in summary["runs"].items():
         if not results:  # a DDP rank other than 0: rank 0 reports

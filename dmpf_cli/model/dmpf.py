@@ -52,7 +52,7 @@ def masked_time_mean(seq: Tensor, lengths: Tensor) -> Tensor:
 
 def build_encoders(cfg: ExperimentConfig, dims: tuple[int, ...]) -> nn.ModuleDict:
     """One encoder per present stream (fusion tokens > 0), keyed by stream name, in stream order: DMPF's
-    encoders, and the encoder pre-training stage's (:mod:`dmpf_cli.curriculum`), built the same way."""
+    encoders, and the encoder pre-training stage's (:mod:`dmpf_cli.recipes.pretrain_encoders`), built the same way."""
     counts = token_counts(cfg)
     feature_dims = {m.key: d for m, d in zip(MODALITIES, dims)}
     encoders = nn.ModuleDict()

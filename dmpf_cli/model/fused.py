@@ -3,7 +3,7 @@
 Sequence: ``[text embeddings (T) | A tokens (n_a) | V tokens (n_v) | AV tokens (n_av)]``; the fusion
 tokens are learnable and take the GPT-2 positions after the text. Each frozen block runs its own
 weights (ln_1, c_attn, c_proj, ln_2, mlp) with our attention backend and the fusion mask — the same
-prepared mask in every block — and after the configured blocks an :class:`~dmpf_cli.mm.MMBlock` lets
+prepared mask in every block — and after the configured blocks an :class:`~dmpf_cli.model.mm.MMBlock` lets
 each token group read its encoder. The mask is a :class:`~dmpf_cli.model.mask.FusionMask` of this model's
 sizes, given each batch's text padding and rendered for the attention backend. Driving the blocks here
 (rather than through ``GPT2Model.forward``) is what makes MM blocks between layers and a per-backend mask

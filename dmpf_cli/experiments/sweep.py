@@ -39,10 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .config import CONFIG_DIR, MAX_SEED, SEED_RANGE, ConfigError, Slug, config_file, is_seed, load_config, read_yaml
-from .errors import DmpfError, did_you_mean
-from .fileio import atomic_write_text
-from .yamlio import flow
+from ..config import CONFIG_DIR, MAX_SEED, SEED_RANGE, ConfigError, Slug, config_file, is_seed, load_config, read_yaml
+from ..errors import DmpfError, did_you_mean
+from ..fileio import atomic_write_text
+from ..yamlio import flow
 
 DEFAULT_TRIALS = 20
 DEFAULT_HEARTBEAT = 60  # seconds between beats; a trial is lost after GRACE_BEATS beats' silence
@@ -645,7 +645,7 @@ def fail_lost_trials(study, spec: SweepSpec, say=None) -> list[int]:
     (the storage refuses to finish a trial twice). Returns the trials this call failed."""
     from optuna.trial import TrialState
 
-    from .checkpoints import RunDir
+    from ..store.checkpoints import RunDir
 
     grace = GRACE_BEATS * spec.heartbeat
     failed: list[int] = []
@@ -687,9 +687,9 @@ def study_budget(study, spec: SweepSpec, trials: int | None) -> int:
 
 def preflight(spec: SweepSpec, console):
     """What every trial needs, checked (and made, on first use: the synthetic data, the demo LM) once before the
-    first, by :func:`~dmpf_cli.runs.ready` as ``dmpf train`` checks it: a machine that cannot train is one error,
+    first, by :func:`~dmpf_cli.recipes.runs.ready` as ``dmpf train`` checks it: a machine that cannot train is one error,
     not a budget of failed trials. Returns the base config."""
-    from .runs import ready
+    from ..recipes.runs import ready
 
     return ready(load_config(config=spec.base_path, overrides=list(spec.overrides)), console)
 
@@ -802,16 +802,16 @@ def run_worker(spec: SweepSpec, storage_url: str | None, study_name: str | None,
 def run_workers(spec: SweepSpec, storage_url: str | None, study_name: str | None, trials: int | None,
                 output: Path | str | None, how, workers: int, console,
                 on_event: Callable[[dict], None] = lambda event: None, live: bool = True) -> dict[str, Any]:
-    """The sweep as ``workers`` workers started where ``how`` (a :class:`~dmpf_cli.jobs.Launch`) says: one
+    """The sweep as ``workers`` workers started where ``how`` (a :class:`~dmpf_cli.experiments.launch.Launch`) says: one
     ``dmpf sweep`` per local slot (``--gpus``: each sees its GPU; ``--jobs``: on the CPUs), or one submitit job
     each (``--launcher slurm``). They are ordinary workers of the study (:func:`run_worker`); this process makes
     the study and what the trials need first (the data, the backbone: made once, not raced for), then watches
     the study: one progress line per running trial, the overall count, an event per trial start and end
-    (``live``: False shows no live bars on a terminal, as under ``--format json``; see :class:`~dmpf_cli.jobs.Monitor`).
+    (``live``: False shows no live bars on a terminal, as under ``--format json``; see :class:`~dmpf_cli.experiments.launch.Monitor`).
 
     Returns the study's summary; one worker failing is reported, the others go on. Ctrl-C interrupts every
     worker as it would one: their trials are failed and queued again, so the same command continues."""
-    from .jobs import Job, Monitor, Outcome, start_commands
+    from .launch import Job, Monitor, Outcome, start_commands
 
     where, study, budget = open_sweep(spec, storage_url, study_name, trials, output)
     argv = ["sweep", str(spec.path.resolve()), "--storage", where.storage, "--study", where.study,
@@ -902,8 +902,8 @@ def _run_trial(study, trial, spec: SweepSpec, where: Where, console, on_event) -
     """Train one trial's run directory; never raises but for KeyboardInterrupt (after recording it)."""
     import optuna
 
-    from .checkpoints import RunDir
-    from .runs import train
+    from ..recipes.runs import train
+    from ..store.checkpoints import RunDir
 
     params = {d.key: d.suggest(trial) for d in spec.dims}
     overrides = spec.trial_overrides(params)

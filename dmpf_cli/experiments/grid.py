@@ -36,10 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import yamlio
-from .config import SEED_RANGE, ConfigError, ExperimentConfig, are_seeds, load_config, to_yaml
-from .errors import DmpfError, did_you_mean
-from .fileio import atomic_write_text
+from .. import yamlio
+from ..config import SEED_RANGE, ConfigError, ExperimentConfig, are_seeds, load_config, to_yaml
+from ..errors import DmpfError, did_you_mean
+from ..fileio import atomic_write_text
 
 GRID_KEYS = ("name", "description", "base", "overrides", "seeds", "baseline", "variants")
 GRID_FILE, GRID_RECORD, VARIANT_CONFIG, LOGS = "grid.yaml", "grid.json", "config.yaml", "logs"
@@ -77,14 +77,14 @@ def _strings(value: Any, where: str) -> list[str]:
 
 def shipped_grids() -> list[str]:
     """The grid files dmpf ships (``configs/grids/NAME.yaml``), by name."""
-    from .config import CONFIG_DIR
+    from ..config import CONFIG_DIR
 
     return sorted(p.stem for p in (CONFIG_DIR / "grids").glob("*.yaml"))
 
 
 def grid_file(given: Path) -> Path:
     """A grid file's path, or a shipped grid's by name (``dmpf grid demo``) where no such file exists."""
-    from .config import CONFIG_DIR
+    from ..config import CONFIG_DIR
 
     if given.exists() or given.suffix or len(given.parts) > 1:
         return given
@@ -160,7 +160,7 @@ def _base_config(grid: Grid) -> Path | str:
 def variant_configs(grid: Grid) -> dict[str, ExperimentConfig]:
     """Every variant resolved: the base, the grid's overrides, then the variant's (data and encoder paths made
     absolute, as a run stores them). A problem names the grid file and the variant."""
-    from .runs import absolute_paths
+    from ..recipes.runs import absolute_paths
 
     out = {}
     for variant, overrides in grid.variants.items():
@@ -230,7 +230,7 @@ def read_record(path: Path) -> dict[str, Any]:
 
 def plan(grid: Grid, root: Path, seeds: list[int] | None = None, *, resume: bool = False) -> Plan:
     """What to run where; refuses a directory that holds something else, or this grid with a variant changed."""
-    from .jobs import Job
+    from .launch import Job
 
     configs = variant_configs(grid)
     seeds = seeds or grid.seeds or next(iter(configs.values())).training.seeds
@@ -283,7 +283,7 @@ def write_plan(p: Plan) -> None:
 
 
 def write_report(root: Path) -> dict[str, Any]:
-    """``report.md`` and ``report.json`` of the grid in ``root`` (:mod:`dmpf_cli.report`); returns the report."""
+    """``report.md`` and ``report.json`` of the grid in ``root`` (:mod:`dmpf_cli.experiments.report`); returns the report."""
     from .report import build_report, render
 
     report = build_report([root])

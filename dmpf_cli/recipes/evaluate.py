@@ -15,22 +15,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoints import RunDir, RunError, load_weights
-from .config import ExperimentConfig, load_config
-from .data.batches import SplitDataset, make_loader, tokenize
-from .data.mmsa import validate
-from .data.prepared import Split, open_prepared
-from .data.samples import InputError, Sample, read_jsonl
+from ..config import ExperimentConfig, load_config
+from ..data.batches import SplitDataset, make_loader, tokenize
+from ..data.mmsa import validate
+from ..data.prepared import Split, open_prepared
+from ..data.samples import InputError, Sample, read_jsonl
+from ..errors import DmpfError
+from ..fileio import atomic_write_text, temporary_name
+from ..metrics import LOWER_IS_BETTER, label_bins
+from ..model.backbones import demo_lm_dir
+from ..model.dmpf import build_model, resolve_device
+from ..progress import Progress
+from ..store.checkpoints import RunDir, RunError, load_weights
+from ..streams import MODALITIES, SPLITS, STREAM
 from .datasets import open_data, read_source
-from .errors import DmpfError
-from .fileio import atomic_write_text, temporary_name
-from .metrics import LOWER_IS_BETTER, label_bins
-from .model.backbones import demo_lm_dir
-from .model.dmpf import build_model, resolve_device
-from .pretrain import ensure_backbone, names_demo_lm
-from .progress import Progress
+from .pretrain_lm import ensure_backbone, names_demo_lm
 from .runtime import autocast, compiled, evaluate
-from .streams import MODALITIES, SPLITS, STREAM
 
 
 def _warn_stderr(message: str) -> None:
@@ -141,7 +141,7 @@ def planted_drops(manifest: dict[str, Any], streams: list[str]) -> dict[str, dic
     model loses that stream and keeps the others — the drop no model can avoid, since the other streams may carry
     the same terms (the AV stream carries audio and vision too; only it carries their interaction). Empty for
     other data, whose manifest has no planted structure."""
-    from .data.synthetic import reference_for
+    from ..data.synthetic import reference_for
 
     reference = (manifest.get("synthetic") or {}).get("reference") or {}
     if not reference:

@@ -36,12 +36,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from .errors import DmpfError
-from .registry import register
+from ..errors import DmpfError
+from ..registry import register
 
 if TYPE_CHECKING:
-    from .checkpoints import RunDir
-    from .config import ExperimentConfig
+    from ..config import ExperimentConfig
+    from ..store.checkpoints import RunDir
 
 KEY = "training.loggers"
 ALWAYS = "jsonl"  # the run's own record: on whatever training.loggers lists
@@ -101,7 +101,7 @@ def check_loggers(names: list[str]) -> None:
     Raises:
         LoggerError: ``training.loggers: 'tensorboard' needs the tensorboard package: pip install dmpf[tensorboard]``.
     """
-    from . import registry
+    from .. import registry
 
     for name in logger_names(names):
         try:
@@ -115,7 +115,7 @@ def check_loggers(names: list[str]) -> None:
 
 def open_loggers(cfg: ExperimentConfig, run: RunDir, *, resume_step: int | None) -> Loggers:
     """The run's loggers (rank 0 only), opened in ``training.loggers`` order, ``jsonl`` first."""
-    from . import registry
+    from .. import registry
 
     opened: list[Logger] = []
     try:
@@ -166,7 +166,7 @@ def scalars(record: dict[str, Any]) -> dict[str, float]:
 class JsonlLogger(Logger):
     """``metrics.jsonl``: one line per step and epoch record, appended and closed at once, so a killed run's file
     ends at its last whole record. On resume the Trainer cuts it back to the checkpoint's record count
-    (:meth:`~dmpf_cli.train.Trainer.restore`). Test records are not written: they are ``results.json``'s."""
+    (:meth:`~dmpf_cli.recipes.train.Trainer.restore`). Test records are not written: they are ``results.json``'s."""
 
     def __init__(self, run: RunDir):
         self.path = run.metrics

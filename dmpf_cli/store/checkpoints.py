@@ -32,8 +32,8 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from .errors import DmpfError
-from .fileio import LockHeld, atomic_write_text, follow_umask, hold, temporary_name
+from ..errors import DmpfError
+from ..fileio import LockHeld, atomic_write_text, follow_umask, hold, temporary_name
 
 BACKBONE_PREFIX = "lm.gpt2."
 

@@ -7,7 +7,7 @@ process may run on (its affinity: ``taskset``, a cgroup's cpuset). torch alone t
 the machine, whatever share of it the process was given: on a lab machine two such runs side by side, or a Slurm
 job without cgroups, crawl. :func:`cpu_threads` is the one place that decides the count, :func:`use_threads`
 applies it; a grid's or sweep's local slots get their share of the cores through ``OMP_NUM_THREADS``
-(:mod:`dmpf_cli.jobs`; ``--threads N`` there: N each), which each slot's process then honours here.
+(:mod:`dmpf_cli.experiments.launch`; ``--threads N`` there: N each), which each slot's process then honours here.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import os
 import torch
 from torch import nn
 
-from .config import ExperimentConfig
-from .errors import DmpfError
+from ..config import ExperimentConfig
+from ..errors import DmpfError
 
 
 def check_compile(mode: str, device: str, grad_accum: int = 1) -> None:
@@ -75,7 +75,7 @@ def predict(model: nn.Module, loader, cfg: ExperimentConfig, device: str, drop_s
 def evaluate(model, loader, cfg: ExperimentConfig, device: str, drop_streams: tuple[str, ...] = (), progress=None,
              what: str = "scoring") -> dict[str, float]:
     """The MMSA metrics of the model's scores over a loader (``drop_streams``: the modality ablation)."""
-    from .metrics import compute_metrics
+    from ..metrics import compute_metrics
 
     scores, labels, _ = predict(model, loader, cfg, device, drop_streams, progress, what)
     return compute_metrics(scores, labels, cfg.data.dataset)

@@ -13,11 +13,11 @@
 * Distributed: under ``torchrun`` each rank trains on its share of every epoch's batches through DDP;
   rank 0 alone writes files.
 * ``encoders.init_from``: the encoders start from an encoder pre-training run's (``dmpf pretrain-encoders``,
-  :mod:`dmpf_cli.curriculum`) instead of a random init; checked by :func:`pretrained_encoders`.
+  :mod:`dmpf_cli.recipes.pretrain_encoders`) instead of a random init; checked by :func:`pretrained_encoders`.
 * Records (per logged step: loss parts, learning rates, grad norm, samples/s, the MM gates' values; per epoch:
-  validation metrics) go to the run's metric loggers (:mod:`dmpf_cli.loggers`), ``metrics.jsonl`` among them.
+  validation metrics) go to the run's metric loggers (:mod:`dmpf_cli.recipes.loggers`), ``metrics.jsonl`` among them.
 
-Where the run's directory comes from, several seeds and resuming them: :mod:`dmpf_cli.runs`.
+Where the run's directory comes from, several seeds and resuming them: :mod:`dmpf_cli.recipes.runs`.
 """
 
 from __future__ import annotations
@@ -36,22 +36,22 @@ from pydantic import ValidationError
 from rich.console import Console
 from torch import nn
 
-from .checkpoints import RunDir, RunError, load_resumable, load_weights, save_resumable, save_weights
-from .config import ConfigError, ExperimentConfig, read_yaml
-from .data.batches import EpochBatchSampler, SplitDataset, batch_loader, make_loader, unimodal_labels
+from ..config import ConfigError, ExperimentConfig, read_yaml
+from ..data.batches import EpochBatchSampler, SplitDataset, batch_loader, make_loader, unimodal_labels
+from ..fileio import atomic_write_text
+from ..metrics import compute_metrics
+from ..model.dmpf import build_encoders, build_model, resolve_device
+from ..model.losses import dmpf_loss
+from ..model.mm import Gate, MMBlock
+from ..store.checkpoints import RunDir, RunError, load_resumable, load_weights, save_resumable, save_weights
+from ..streams import SPLITS, STREAM, STREAMS
 from .datasets import open_data
-from .fileio import atomic_write_text
 from .loggers import JsonlLogger, Logger
-from .metrics import compute_metrics
-from .model.dmpf import build_encoders, build_model, resolve_device
-from .model.losses import dmpf_loss
-from .model.mm import Gate, MMBlock
 from .runtime import autocast, compiled, predict, to_device
-from .streams import SPLITS, STREAM, STREAMS
 
 LM_SIDE = ("lm.", "head.", "aux.")  # parameter name prefixes of the LM-side learning-rate group
 NO_DECAY_NAMES = ("lm.tokens.", "type_emb")  # 2-D, but embeddings, not weight matrices
-ENCODER_STAGE = "pretrain-encoders"  # run.json "kind" of an encoder pre-training run (dmpf_cli.curriculum)
+ENCODER_STAGE = "pretrain-encoders"  # run.json "kind" of an encoder pre-training run (dmpf_cli.recipes.pretrain_encoders)
 REGULARISATION = ("dropout", "p_mask", "whole_modality_dropout")  # encoder keys that may differ from the stage's
 
 
@@ -264,8 +264,8 @@ def shard(batches: list[list[int]], world: World) -> list[list[int]]:
 class Trainer:
     """The recipe for one seed: data, model, optimizer and schedule, the loop, early stopping, the test.
 
-    Its files go to ``run`` (a :class:`~dmpf_cli.checkpoints.RunDir`): metrics.jsonl, the resumable and
-    the best checkpoint. Making and finishing the directory is :mod:`dmpf_cli.runs`'s job. ``resume``: the
+    Its files go to ``run`` (a :class:`~dmpf_cli.store.checkpoints.RunDir`): metrics.jsonl, the resumable and
+    the best checkpoint. Making and finishing the directory is :mod:`dmpf_cli.recipes.runs`'s job. ``resume``: the
     run will be restored (:meth:`restore`), so ``encoders.init_from`` is not loaded: its checkpoint already
     holds the encoders it trained.
     """

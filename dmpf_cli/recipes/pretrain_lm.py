@@ -26,10 +26,10 @@ from typing import Any, Callable
 
 import torch
 
-from . import __version__
-from .errors import DmpfError
-from .fileio import atomic_write_text, building, follow_umask, move_into_place
-from .progress import Progress
+from .. import __version__
+from ..errors import DmpfError
+from ..fileio import atomic_write_text, building, follow_umask, move_into_place
+from ..progress import Progress
 from .train import lr_factor
 
 MANIFEST = "dmpf.json"
@@ -62,8 +62,8 @@ class LMRecipe:
 
 def _demo_recipe() -> LMRecipe:
     """gpt2-demo's recipe, in the shapes its catalogue entry (dmpf_cli.model.backbones) declares."""
-    from .config import BackboneConfig
-    from .registry import get
+    from ..config import BackboneConfig
+    from ..registry import get
 
     arch = get("backbone", "gpt2-demo").factory(BackboneConfig(name="gpt2-demo"))
     return LMRecipe(n_layer=arch.n_layer, n_embd=arch.n_embd, n_head=arch.n_head, n_positions=arch.n_positions,
@@ -229,7 +229,7 @@ def save(model, tokenizer, output: Path, manifest: dict[str, Any]) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.parent / f".{output.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
-    from .model.backbones import offline_and_quiet
+    from ..model.backbones import offline_and_quiet
 
     try:
         with offline_and_quiet():  # no progress bars or load reports from transformers
@@ -254,7 +254,7 @@ def build(recipe: LMRecipe, output: Path, *, corpus: Path | None = None, texts: 
           progress=None) -> dict[str, Any]:
     """Pretrain on generated reviews (or ``corpus``, whose ``texts`` may be read already) with ``recipe`` and save to
     ``output``; returns the manifest."""
-    from .data.corpus import GENERATOR, reviews
+    from ..data.corpus import GENERATOR, reviews
 
     if corpus is None:
         texts, source = reviews(recipe.documents, recipe.seed), GENERATOR
@@ -262,7 +262,7 @@ def build(recipe: LMRecipe, output: Path, *, corpus: Path | None = None, texts: 
         texts = texts if texts is not None else read_corpus(corpus)
         digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:12]
         source = f"corpus {Path(corpus).resolve()} ({digest})"
-    from .model.backbones import offline_and_quiet
+    from ..model.backbones import offline_and_quiet
 
     with offline_and_quiet():  # transformers' load reports and length warnings are not the user's business here
         model, tokenizer, stats = pretrain(texts, recipe, progress)
@@ -285,7 +285,7 @@ def ensure_demo_lm(console=None, size: str = "small") -> Path:
 
 def names_demo_lm(cfg) -> bool:
     """Whether ``cfg`` (a BackboneConfig) is the demo backbone in its own directory (no ``backbone.path``)."""
-    from .model.backbones import describe
+    from ..model.backbones import describe
 
     return not cfg.path and describe(cfg).built_by_dmpf
 
@@ -308,8 +308,8 @@ def make_lm(*, size: str = "small", corpus: Path | None = None, output: Path | N
     """
     from dataclasses import replace
 
-    from .data.corpus import GENERATOR
-    from .model.backbones import demo_lm_dir
+    from ..data.corpus import GENERATOR
+    from ..model.backbones import demo_lm_dir
 
     if size not in DEMO_SIZES:
         raise PretrainError(f"--size: expected one of {', '.join(DEMO_SIZES)}, got '{size}'")

@@ -1,6 +1,6 @@
 """Runs on disk: a run directory made (never over a finished run), trained and finished; several seeds under
-one root with their mean ± std; an interrupted run or root resumed. The recipe itself is :mod:`dmpf_cli.train`;
-the files of a run directory are :mod:`dmpf_cli.checkpoints`'.
+one root with their mean ± std; an interrupted run or root resumed. The recipe itself is :mod:`dmpf_cli.recipes.train`;
+the files of a run directory are :mod:`dmpf_cli.store.checkpoints`'.
 """
 
 from __future__ import annotations
@@ -17,18 +17,18 @@ import torch
 import torch.distributed as dist
 from rich.console import Console
 
-from . import provenance
-from .checkpoints import RunDir, RunError, save_predictions
-from .config import SEED_RANGE, ExperimentConfig, are_seeds, clm_idle, is_seed, load_config, to_yaml
+from ..config import SEED_RANGE, ExperimentConfig, are_seeds, clm_idle, is_seed, load_config, to_yaml
+from ..errors import DmpfError
+from ..fileio import atomic_write_text
+from ..model.attention import resolve_backend
+from ..model.backbones import check_available
+from ..model.dmpf import resolve_device
+from ..progress import Progress
+from ..store import provenance
+from ..store.checkpoints import RunDir, RunError, save_predictions
 from .datasets import data_dir, missing_data, open_data
-from .errors import DmpfError
-from .fileio import atomic_write_text
 from .loggers import check_loggers, open_loggers
-from .model.attention import resolve_backend
-from .model.backbones import check_available
-from .model.dmpf import resolve_device
-from .pretrain import ensure_demo_lm, names_demo_lm
-from .progress import Progress
+from .pretrain_lm import ensure_demo_lm, names_demo_lm
 from .runtime import check_compile, threads_text
 from .train import Trainer, World, init_distributed, pretrained_encoders
 
@@ -253,7 +253,7 @@ def train(
     overwrite: bool = False, console: Console, epoch_hooks: tuple = (),
 ) -> dict[str, Any]:
     """``dmpf train``: every seed, one run directory each (``DIR`` itself for one seed, ``DIR/seed-N`` for several).
-    ``epoch_hooks``: called after each epoch of each seed (:attr:`~dmpf_cli.train.Trainer.epoch_hooks`)."""
+    ``epoch_hooks``: called after each epoch of each seed (:attr:`~dmpf_cli.recipes.train.Trainer.epoch_hooks`)."""
     multi_seed_root = resume is not None and (Path(resume) / SEEDS_FILE).is_file()
     if resume is not None:  # a resumed run keeps its own config (a multi-seed root holds one beside its seeds)
         if not multi_seed_root:

@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .checkpoints import RunDir
-from .errors import DmpfError
-from .runtime import available_cpus, cpu_threads, threads_text, use_threads
+from ..errors import DmpfError
+from ..recipes.runtime import available_cpus, cpu_threads, threads_text, use_threads
+from ..store.checkpoints import RunDir
 
 LAUNCHERS = ("in-process", "local", "slurm", "submitit-local")
 
@@ -82,8 +82,8 @@ def run_job(job: Job, log: Path | None = None) -> dict[str, Any]:
     Its console output goes to ``log`` (appended), or nowhere."""
     from rich.console import Console
 
-    from .config import load_config
-    from .runs import train
+    from ..config import load_config
+    from ..recipes.runs import train
 
     _export_distributed()
     state = _agreed_state(job)
@@ -113,9 +113,9 @@ def _agreed_state(job: Job) -> str:
         return job.state()
     import torch.distributed as dist
 
-    from .config import load_config
-    from .model.dmpf import resolve_device
-    from .train import init_distributed
+    from ..config import load_config
+    from ..model.dmpf import resolve_device
+    from ..recipes.train import init_distributed
 
     world = init_distributed(resolve_device(load_config(config=job.config).training.device))
     said = [job.state() if world.main else None]
@@ -506,7 +506,7 @@ class Monitor:
     """
 
     def __init__(self, console, total: int, title: str, done: int = 0, live: bool = True, unit: str = "runs"):
-        from .progress import Progress
+        from ..progress import Progress
 
         self.progress = Progress(console, live=live, transient=False)
         self.overall = self.progress.add_task(title, total=total, completed=done, unit=unit)

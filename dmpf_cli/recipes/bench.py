@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from .config import ExperimentConfig, token_counts
-from .progress import Progress
-from .streams import DATASETS, MODALITIES
+from ..config import ExperimentConfig, token_counts
+from ..progress import Progress
+from ..streams import DATASETS, MODALITIES
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class Setup:
 def padded_lengths(cfg: ExperimentConfig) -> tuple[int, ...]:
     """Each modality's padded length in the config's dataset (the synthetic sizes have their own)."""
     if DATASETS[cfg.data.dataset].generated:
-        from .data.synthetic import SIZES
+        from ..data.synthetic import SIZES
 
         spec = SIZES[cfg.data.synthetic_size]
         return spec.audio_len, spec.vision_len
@@ -83,7 +83,7 @@ def _sync(device: str) -> None:
 def setups(device: str, backends: list[str] | None, precisions: list[str] | None,
            compiles: list[str] | None) -> tuple[list[Setup], list[str]]:
     """The rows to run (reference first) and notes on what is unavailable here."""
-    from .model.attention import xformers_problem
+    from ..model.attention import xformers_problem
 
     notes = []
     backends = backends or ["xformers", "sdpa", "eager"]
@@ -104,8 +104,8 @@ def setups(device: str, backends: list[str] | None, precisions: list[str] | None
 def run_setup(cfg: ExperimentConfig, setup: Setup, batch: dict, device: str, steps: int, warmup: int,
               dims: tuple[int, int], count_flops: bool = False) -> dict[str, Any]:
     """Build the model for one row and time ``steps`` full training steps after ``warmup``."""
-    from .model.dmpf import build_model
-    from .model.losses import dmpf_loss
+    from ..model.dmpf import build_model
+    from ..model.losses import dmpf_loss
     from .runtime import compiled
     from .train import build_optimizer
 
@@ -165,10 +165,10 @@ def loader_throughput(cfg: ExperimentConfig, batch_size: int, batches: int = 50,
 
     The synthetic dataset is generated on first use, as ``dmpf train`` does; other datasets must have
     been prepared."""
-    from .data.batches import SplitDataset, make_loader
+    from ..data.batches import SplitDataset, make_loader
+    from ..errors import DmpfError
+    from ..model.backbones import load_tokenizer
     from .datasets import open_data
-    from .errors import DmpfError
-    from .model.backbones import load_tokenizer
 
     try:
         prepared = open_data(cfg, console)
@@ -188,9 +188,9 @@ def loader_throughput(cfg: ExperimentConfig, batch_size: int, batches: int = 50,
 def bench(cfg: ExperimentConfig, *, batch_size: int | None, steps: int, warmup: int, backends: list[str] | None,
           precisions: list[str] | None, compiles: list[str] | None, progress: Progress | None = None,
           console=None) -> dict[str, Any]:
-    from .model.backbones import describe
-    from .model.dmpf import resolve_device
-    from .pretrain import ensure_backbone
+    from ..model.backbones import describe
+    from ..model.dmpf import resolve_device
+    from .pretrain_lm import ensure_backbone
 
     device = resolve_device(cfg.training.device)
     ensure_backbone(cfg.backbone, console)  # the demo LM is pretrained on first use, as train does

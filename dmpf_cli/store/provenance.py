@@ -16,8 +16,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from . import __version__, registry
-from .config import ExperimentConfig, selected_components
+from .. import __version__, registry
+from ..config import ExperimentConfig, selected_components
 
 
 def record(cfg: ExperimentConfig) -> dict[str, Any]:

@@ -5,7 +5,7 @@ The A, V and AV encoders are trained alone, without the language model (none is 
 own ``Linear(width, 1)`` head on the masked time-mean of its output, regressing the sentiment label; the
 loss is the mean over the streams of their L1 terms. A DMPF run then starts its encoders from this run's
 best checkpoint with ``encoders.init_from: DIR`` (checked and loaded by
-:func:`dmpf_cli.train.pretrained_encoders`).
+:func:`dmpf_cli.recipes.train.pretrained_encoders`).
 
 The encoders are the config's (the streams with fusion tokens), built exactly as DMPF builds them
 (:func:`dmpf_cli.model.dmpf.build_encoders`), from the same seed. The recipe is DMPF's where it applies:
@@ -14,7 +14,7 @@ step, gradient clipping, ``training.batch_size`` and ``max_epochs``, early stopp
 of the mean of the stream heads (``training.patience``), seed ``training.seeds[0]``. One process, no
 gradient accumulation, no ``torch.compile``.
 
-The run directory is a dmpf one (:class:`~dmpf_cli.checkpoints.RunDir`), with ``"kind":
+The run directory is a dmpf one (:class:`~dmpf_cli.store.checkpoints.RunDir`), with ``"kind":
 "pretrain-encoders"`` in run.json; ``checkpoints/best.safetensors`` holds ``encoders.<stream>.*`` and
 ``heads.<stream>.*``; results.json has each stream head's test MAE and Corr from the best checkpoint.
 """
@@ -32,19 +32,19 @@ import torch
 from rich.console import Console
 from torch import Tensor, nn
 
-from .checkpoints import RunDir, load_weights, save_weights
-from .config import ExperimentConfig
-from .data.batches import EpochBatchSampler, SplitDataset, batch_loader, make_loader
-from .data.prepared import Split
+from ..config import ExperimentConfig
+from ..data.batches import EpochBatchSampler, SplitDataset, batch_loader, make_loader
+from ..data.prepared import Split
+from ..errors import DmpfError
+from ..fileio import atomic_write_text
+from ..model.dmpf import build_encoders, masked_time_mean, resolve_device
+from ..model.losses import l1
+from ..progress import Progress
+from ..store.checkpoints import RunDir, load_weights, save_weights
+from ..streams import SPLITS, STREAM, STREAMS
 from .datasets import open_data
-from .errors import DmpfError
-from .fileio import atomic_write_text
-from .model.dmpf import build_encoders, masked_time_mean, resolve_device
-from .model.losses import l1
-from .progress import Progress
 from .runs import clear_output, prepare_run_dir
 from .runtime import autocast, evaluate, threads_text, to_device
-from .streams import SPLITS, STREAM, STREAMS
 from .train import ENCODER_STAGE, LoopState, build_optimizer, build_scheduler, clip_gradients
 
 
@@ -72,7 +72,7 @@ class _Scores:
 
 
 class _Scored(nn.Module):
-    """The stage as :func:`dmpf_cli.runtime.evaluate` scores a model: one stream's head, or (``stream`` None)
+    """The stage as :func:`dmpf_cli.recipes.runtime.evaluate` scores a model: one stream's head, or (``stream`` None)
     the mean of the heads, which early stopping watches."""
 
     def __init__(self, stage: EncoderStage, stream: str | None = None):

@@ -26,7 +26,7 @@ as a second seed). The baseline is ``baseline`` if given, else the (first) grid'
 are counted and named in the notes, never dropped silently; a row without a finished run stays, empty. Values
 are the test split's, from ``results.json``; the bootstrap reads ``predictions.npz``.
 
-**Tests** (each row against the baseline, per metric; :mod:`dmpf_cli.stats`). Δ and both tests use the seeds
+**Tests** (each row against the baseline, per metric; :mod:`dmpf_cli.experiments.stats`). Δ and both tests use the seeds
 the two rows share (paired: Δ is the mean per-seed difference, the centre of the t interval), or every seed of
 each when they share none (Δ: the difference of the means):
 
@@ -58,13 +58,13 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoints import RunDir, RunError, load_predictions
-from .errors import DmpfError, did_you_mean
+from ..errors import DmpfError, did_you_mean
+from ..metrics import FRACTIONS, LOWER_IS_BETTER, METRIC_KEYS, batch_metrics, compute_metrics
+from ..recipes.runs import SEEDS_FILE, read_seeds
+from ..store.checkpoints import RunDir, RunError, load_predictions
+from ..streams import DATASETS
 from .grid import GRID_RECORD, GridError, read_record
-from .metrics import FRACTIONS, LOWER_IS_BETTER, METRIC_KEYS, batch_metrics, compute_metrics
-from .runs import SEEDS_FILE, read_seeds
 from .stats import paired_bootstrap, paired_t
-from .streams import DATASETS
 
 SPLIT = "test"
 RESAMPLES = 2000
@@ -234,7 +234,7 @@ def _read_json(path: Path) -> Any:
 
 
 def _read_config(path: Path) -> dict[str, Any]:
-    from . import yamlio
+    from .. import yamlio
 
     try:
         config = yamlio.load(path.read_text(encoding="utf-8"), str(path))

@@ -16,9 +16,9 @@ from typing import Any
 
 from rich.console import Console
 
-from .config import ExperimentConfig
-from .data.mmsa import load_pickle, validate
-from .data.prepared import (
+from ..config import ExperimentConfig
+from ..data.mmsa import load_pickle, validate
+from ..data.prepared import (
     MANIFEST,
     DataError,
     Prepared,
@@ -31,10 +31,10 @@ from .data.prepared import (
     source_stamp,
     write_prepared,
 )
-from .errors import DmpfError
-from .fileio import building
-from .progress import Progress
-from .streams import DATASETS, MODALITIES, SPLITS
+from ..errors import DmpfError
+from ..fileio import building
+from ..progress import Progress
+from ..streams import DATASETS, MODALITIES, SPLITS
 
 
 @dataclass
@@ -53,8 +53,8 @@ def pretokenize(output: Path, cfg: Any, origin: str, progress: Progress | None =
     instead of tokenising. A tokenizer that is not on this machine yet (a pretrained backbone not yet
     downloaded) is not an error: the result says so, and the first run tokenises and stores instead.
     """
-    from .data.batches import cached_tokens, token_cache_dir
-    from .model.backbones import BackboneError, load_tokenizer
+    from ..data.batches import cached_tokens, token_cache_dir
+    from ..model.backbones import BackboneError, load_tokenizer
 
     prepared = open_prepared(output)
     info: dict[str, Any] = {"config": origin, "backbone": cfg.backbone.name, "text_len": cfg.data.text_len}
@@ -144,7 +144,7 @@ def prepare_synthetic(
     size: str, seed: int, output: Path | None, *, overwrite: bool, console: Console,
 ) -> PrepareResult:
     """``dmpf prepare --dataset synthetic``: generate an MMSA pickle with planted structure, then import it."""
-    from .data.synthetic import GENERATOR, SIZES
+    from ..data.synthetic import GENERATOR, SIZES
 
     if size not in SIZES:
         raise DataError(f"--size: expected one of {', '.join(SIZES)}, got '{size}'")
@@ -169,7 +169,7 @@ def prepare_synthetic(
 
 def _generate(size: str, seed: int, output: Path, *, overwrite: bool, console: Console) -> PrepareResult:
     """Generate the synthetic dataset into ``output`` (its lock held)."""
-    from .data.synthetic import SIZES, generate
+    from ..data.synthetic import SIZES, generate
 
     check_output(output)
     existing = read_manifest(output) if output.is_dir() else None

@@ -2,8 +2,8 @@
 # Bring up a real single-node Slurm cluster on this machine, for the tests of dmpf's
 # `--launcher slurm` (they submit real jobs through submitit). Idempotent and quiet:
 #
-#   bash scripts/slurm_local.sh          # install if needed, configure, start, wait until ready
-#   bash scripts/slurm_local.sh --stop   # cancel every job, stop every daemon this script starts
+#   bash tests/slurm_local.sh          # install if needed, configure, start, wait until ready
+#   bash tests/slurm_local.sh --stop   # cancel every job, stop every daemon this script starts
 #
 # On success it prints one line, `slurm_local: ready (partition debug, N CPUs)`; on failure it
 # exits non-zero with one line on stderr saying why (details in /var/log/slurm-local/).
@@ -31,7 +31,8 @@
 set -euo pipefail
 
 ME=slurm_local
-MARK="# Written by dmpf scripts/slurm_local.sh; edit that script, not this file."
+MARK="# Written by dmpf tests/slurm_local.sh; edit that script, not this file."
+OLD_MARK="# Written by dmpf scripts/slurm_local.sh; edit that script, not this file."  # before it moved
 ETC=/etc/slurm
 CONF_FILE=$ETC/slurm.conf
 DBD_CONF=$ETC/slurmdbd.conf
@@ -244,7 +245,7 @@ socket=$RUN/mariadb.sock"
 put_file() {
   if [[ -f $1 ]]; then
     [[ "$(cat "$1")" == "$2" ]] && return 1
-    [[ "$(head -n1 "$1")" == "$MARK" ]] ||
+    [[ "$(head -n1 "$1")" == "$MARK" || "$(head -n1 "$1")" == "$OLD_MARK" ]] ||
       die "$1 exists and was not written by this script; move it away to use the local cluster"
   fi
   mkdir -p "$(dirname "$1")"

@@ -1,0 +1,1 @@
+"""Many runs: launching them, grids, sweeps, reports and their statistics."""
