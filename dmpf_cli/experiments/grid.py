@@ -37,9 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import yamlio
-from ..config import SEED_RANGE, ConfigError, ExperimentConfig, are_seeds, load_config, to_yaml
+from ..config import SEED_RANGE, ConfigError, ExperimentConfig, are_seeds, to_yaml
 from ..errors import DmpfError, did_you_mean
 from ..fileio import atomic_write_text
+from ..recipes.preflight import absolute_paths, resolve_config
 
 GRID_KEYS = ("name", "description", "base", "overrides", "seeds", "baseline", "variants")
 GRID_FILE, GRID_RECORD, VARIANT_CONFIG, LOGS = "grid.yaml", "grid.json", "config.yaml", "logs"
@@ -160,12 +161,10 @@ def _base_config(grid: Grid) -> Path | str:
 def variant_configs(grid: Grid) -> dict[str, ExperimentConfig]:
     """Every variant resolved: the base, the grid's overrides, then the variant's (data and encoder paths made
     absolute, as a run stores them). A problem names the grid file and the variant."""
-    from ..recipes.runs import absolute_paths
-
     out = {}
     for variant, overrides in grid.variants.items():
         try:
-            out[variant] = absolute_paths(load_config(config=_base_config(grid), overrides=[*grid.overrides, *overrides]))
+            out[variant] = absolute_paths(resolve_config(config=_base_config(grid), overrides=[*grid.overrides, *overrides]))
         except ConfigError as exc:
             raise GridError("\n".join(f"{grid.path}: variant '{variant}': {line}"
                                       for line in str(exc).splitlines())) from None
@@ -246,7 +245,7 @@ def plan(grid: Grid, root: Path, seeds: list[int] | None = None, *, resume: bool
             stored = root / variant / VARIANT_CONFIG
             if stored.is_file():
                 try:
-                    then = load_config(config=stored)
+                    then = resolve_config(config=stored)
                 except DmpfError:
                     raise GridError(f"--output: {stored}: unreadable; choose another --output") from None
                 if _seedless(then) != _seedless(cfg):

@@ -82,7 +82,7 @@ def run_job(job: Job, log: Path | None = None) -> dict[str, Any]:
     Its console output goes to ``log`` (appended), or nowhere."""
     from rich.console import Console
 
-    from ..config import load_config
+    from ..recipes.preflight import resolve_config
     from ..recipes.runs import train
 
     _export_distributed()
@@ -94,7 +94,7 @@ def run_job(job: Job, log: Path | None = None) -> dict[str, Any]:
         if state == "resume":
             summary = train(None, None, None, resume=job.run_dir, console=console)
         else:
-            cfg = load_config(config=job.config)
+            cfg = resolve_config(config=job.config)
             summary = train(cfg, job.run_dir, [job.seed], overwrite=state == "restart", console=console)
     return next(iter(summary["runs"].values()), {})
 
