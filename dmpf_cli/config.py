@@ -526,8 +526,8 @@ def load_config(
 ) -> ExperimentConfig:
     """Resolve a config: a preset (``--dataset``) or a file or preset (``--config``), then the overrides.
 
-    With neither, the embedded default (``configs/default.yaml``). Beyond the schema, component names
-    are checked against the registry and the MM layers against the backbone's depth.
+    With neither, the embedded default (``configs/default.yaml``). The schema only: the checks of the components
+    (registry names, the backbone's files and shapes) are :func:`dmpf_cli.recipes.preflight.resolve_config`'s.
     """
     path = config_file(dataset, config)
     source = str(path)
@@ -554,27 +554,7 @@ def load_config(
             problems.append(f"{_origin_of(loc, origins, source)}: {dotted}: {_expected(err)}{got}")
         raise ConfigError(problems) from None
 
-    problems = [f"{_origin_of_any(loc, origins, source)}: {loc}: {msg}" for loc, msg in component_problems(cfg)]
-    if problems:
-        raise ConfigError(problems)
     return cfg
-
-
-# a check that involves several keys: whichever of them an override set is what the error blames
-RELATED_KEYS = {
-    "mm.layers": ("mm.layers", "backbone.name", "backbone.path"),
-    "data.text_len": ("data.text_len", *(f"fusion.{s.tokens_key}" for s in STREAMS), "backbone.name", "backbone.path"),
-}
-
-
-def _origin_of_any(loc: str, overrides: dict[tuple[str, ...], str], source: str) -> str:
-    """Who set ``loc`` or a key its check involves (:data:`RELATED_KEYS`): the overrides that did, else the file."""
-    found: list[str] = []
-    for key in RELATED_KEYS.get(loc, (loc,)):
-        origin = _origin_of(tuple(key.split(".")), overrides, source)
-        if origin != source and origin not in found:
-            found.append(origin)
-    return ", ".join(found) if found else source
 
 
 def selected_components(cfg: ExperimentConfig) -> list[tuple[str, str, str]]:
@@ -583,66 +563,6 @@ def selected_components(cfg: ExperimentConfig) -> list[tuple[str, str, str]]:
     found += [("backbone.name", "backbone", cfg.backbone.name), ("head.name", "head", cfg.head.name),
               ("fusion.mask", "mask", cfg.fusion.mask)]
     return found + [("training.loggers", "logger", name) for name in cfg.training.loggers]
-
-
-def component_problems(cfg: ExperimentConfig) -> list[tuple[str, str]]:
-    """Checks beyond the schema: component names exist, ``backbone.path`` names a model, MM layers exist in the backbone."""
-    from . import registry
-
-    problems: list[tuple[str, str]] = []
-
-    def check(kind: str, name: str, loc: str) -> bool:
-        try:
-            registry.get(kind, name)
-            return True
-        except registry.RegistryError as exc:
-            problems.append((loc, str(exc)))
-            return False
-
-    for key, kind, name in selected_components(cfg):
-        if kind != "backbone":
-            check(kind, name, key)
-    if cfg.backbone.path:
-        problem = _backbone_path_problem(cfg.backbone.path)
-        if problem:
-            problems.append(("backbone.path", problem))
-    if check("backbone", cfg.backbone.name, "backbone.name"):
-        from .model.backbones import describe
-
-        try:
-            arch = describe(cfg.backbone)
-        except ValueError as exc:
-            problems.append(("backbone.path", str(exc)))
-        else:
-            bad = [layer for layer in cfg.mm.layers if layer >= arch.n_layer]
-            if bad:
-                problems.append((
-                    "mm.layers",
-                    f"expected block indices 0..{arch.n_layer - 1} ({cfg.backbone.name} has {arch.n_layer} blocks), got {bad}",
-                ))
-            needed = cfg.data.text_len + sum(token_counts(cfg).values())
-            if needed > arch.n_positions:
-                problems.append((
-                    "data.text_len",
-                    f"text_len + fusion tokens = {needed} exceeds {cfg.backbone.name}'s {arch.n_positions} positions",
-                ))
-    return problems
-
-
-def _backbone_path_problem(given: str) -> str | None:
-    """Why ``backbone.path`` names no model directory (None when it does): it must be an existing
-    directory, or a hub id that is in the local Hugging Face cache (the two forms load_backbone reads)."""
-    from .model.backbones import classify_path
-
-    found = classify_path(given)
-    shown = given if str(found.path) == given else f"{given} ({found.path})"
-    return {
-        "directory": None,
-        "cached": None,
-        "file": f"{shown} is a file, expected a model directory",
-        "uncached": f"{shown} is neither a directory nor a hub id in the Hugging Face cache ({found.cache})",
-        "missing": f"{shown} does not exist, expected a model directory",
-    }[found.kind]
 
 
 def clm_idle(cfg: ExperimentConfig) -> str | None:

@@ -17,6 +17,7 @@ from dmpf_cli.config import (
     preset_names,
     to_yaml,
 )
+from dmpf_cli.recipes.preflight import resolve_config
 
 from conftest import error_line
 
@@ -128,7 +129,7 @@ def test_overrides_are_parsed_as_yaml(tmp_path):
 
 def one_error(**kwargs) -> str:
     with pytest.raises(ConfigError) as info:
-        load_config(**kwargs)
+        resolve_config(**kwargs)
     message = str(info.value)
     assert "\n" not in message, f"expected one line, got:\n{message}"
     assert "Traceback" not in message
@@ -178,7 +179,7 @@ def test_mm_layer_depth_read_from_local_config_json(tmp_path):
     model_dir = tmp_path / "gpt2-small-local"
     model_dir.mkdir()
     (model_dir / "config.json").write_text(json.dumps({"n_layer": 6, "n_embd": 64, "n_head": 4, "n_positions": 128}))
-    ok = load_config("mosei", None, [f"backbone.path={model_dir}", "mm.layers=[5]", "data.text_len=40"])
+    ok = resolve_config("mosei", None, [f"backbone.path={model_dir}", "mm.layers=[5]", "data.text_len=40"])
     assert ok.mm.layers == [5]
     assert "has 6 blocks" in one_error(dataset="mosei", overrides=[f"backbone.path={model_dir}", "mm.layers=[6]"])
     (model_dir / "config.json").write_text("{not json")
@@ -253,7 +254,7 @@ def test_backbone_path_must_exist(tmp_path, monkeypatch):
         "does not exist, expected a model directory"
     )
     (tmp_path / "models" / "gpt2").mkdir(parents=True)
-    assert load_config(overrides=["backbone.path=~/models/gpt2"]).backbone.path == "~/models/gpt2"
+    assert resolve_config(overrides=["backbone.path=~/models/gpt2"]).backbone.path == "~/models/gpt2"
     (tmp_path / "weights.bin").write_bytes(b"")
     assert one_error(overrides=[f"backbone.path={tmp_path / 'weights.bin'}"]).endswith(
         f"backbone.path: {tmp_path / 'weights.bin'} is a file, expected a model directory"
@@ -271,7 +272,7 @@ def test_backbone_path_hub_id_must_be_in_the_cache(tmp_path, monkeypatch):
         f"is neither a directory nor a hub id in the Hugging Face cache ({cache})"
     )
     (cache / "models--openai-community--gpt2-large" / "snapshots" / "0123abc").mkdir(parents=True)
-    cfg = load_config(dataset="mosei", overrides=["backbone.path=openai-community/gpt2-large"])
+    cfg = resolve_config(dataset="mosei", overrides=["backbone.path=openai-community/gpt2-large"])
     assert cfg.backbone.path == "openai-community/gpt2-large"
 
 

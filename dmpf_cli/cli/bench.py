@@ -38,9 +38,9 @@ def bench_command(
     format: FormatOpt = OutputFormat.text,
 ) -> None:
     """Time the full training step for each attention backend × precision × compile mode, reference first."""
-    from ..config import load_config
     from ..progress import Progress
     from ..recipes.bench import bench
+    from ..recipes.preflight import resolve_config
     from ..recipes.runtime import use_threads
 
     if steps < 1 or warmup < 0 or (batch_size is not None and batch_size < 1):
@@ -50,7 +50,7 @@ def bench_command(
         # the first call compiles and CUDA graphs record on a later one: timing those would time the compiler
         raise DmpfError(f"--warmup: compiled rows need at least 2 warm-up steps, got {warmup}")
     use_threads(threads)
-    cfg = load_config(dataset, config, overrides or [])
+    cfg = resolve_config(dataset, config, overrides or [])
     console = make_console(stderr=True)
     with Progress(console) as bar:
         result = bench(cfg, batch_size=batch_size, steps=steps, warmup=warmup,

@@ -21,9 +21,10 @@ def config_show(
     format: FormatOpt = OutputFormat.text,
 ) -> None:
     """Print the resolved config (preset or file, then the overrides)."""
-    from ..config import load_config, to_yaml
+    from ..config import to_yaml
+    from ..recipes.preflight import resolve_config
 
-    cfg = load_config(dataset, config, overrides or [])
+    cfg = resolve_config(dataset, config, overrides or [])
     if format is OutputFormat.json:
         typer.echo(json.dumps(cfg.model_dump(mode="json"), indent=2))
     else:
@@ -36,9 +37,9 @@ def config_validate(
     overrides: OverridesArg = None,
 ) -> None:
     """Check a config file: keys, types, values, component names, MM layers against the backbone."""
-    from ..config import load_config
+    from ..recipes.preflight import resolve_config
 
-    cfg = load_config(config=file, overrides=overrides or [])
+    cfg = resolve_config(config=file, overrides=overrides or [])
     make_console().print(f"[green]ok[/green] {file}: experiment '{cfg.name}' is valid")
 
 

@@ -33,13 +33,13 @@ def pretrain_encoders_command(
 ) -> None:
     """Pre-train the A, V and AV encoders alone, each with an L1 head on the sentiment label (no language
     model); a DMPF run then starts from them with encoders.init_from=DIR."""
-    from ..config import load_config
+    from ..recipes.preflight import resolve_config
     from ..recipes.pretrain_encoders import pretrain_encoders
     from ..recipes.runtime import use_threads
     from ..streams import STREAM
 
     use_threads(threads)
-    cfg = load_config(dataset, config, overrides or [])
+    cfg = resolve_config(dataset, config, overrides or [])
     console = make_console(stderr=format is OutputFormat.json)
     results = pretrain_encoders(cfg, output, overwrite=overwrite, console=console)
     if format is OutputFormat.json:

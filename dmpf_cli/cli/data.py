@@ -98,9 +98,9 @@ def prepare(
     preset = tokenize_preset(dataset)
     tok_cfg = None  # checked before the data: a bad --config must not cost a long import first
     if config is not None or preset:
-        from ..config import load_config
+        from ..recipes.preflight import resolve_config
 
-        tok_cfg = load_config(None if config else preset, config)
+        tok_cfg = resolve_config(None if config else preset, config)
     if dataset == "synthetic":
         if source is not None:
             raise DmpfError("--source: not used with --dataset synthetic (the data is generated)")

@@ -197,11 +197,11 @@ def inspect_mask(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also draw the mask to this PNG file.")] = None,
 ) -> None:
     """Show the fusion attention mask: who may attend to whom inside the backbone."""
-    from ..config import load_config
+    from ..recipes.preflight import resolve_config
 
     if output is not None and output.suffix.lower() != ".png":
         raise DmpfError(f"--output: expected a .png file name, got '{output}'")
-    cfg = load_config(dataset, config, overrides or [])
+    cfg = resolve_config(dataset, config, overrides or [])
     counts = {f"--{key.replace('_', '-')}": getattr(cfg.fusion, key) if value is None else value
               for key, value in (tokens or {}).items()}
     values = {**counts, "--text-len": cfg.data.text_len if text_len is None else text_len}
@@ -252,10 +252,10 @@ def inspect_model(
     format: FormatOpt = OutputFormat.text,
 ) -> None:
     """Describe the model a config builds: parameters, attention backend, sequence layout, MM blocks."""
-    from ..config import load_config
+    from ..recipes.preflight import resolve_config
 
     extra = [f"training.attention={attention}"] if attention else []
-    cfg = load_config(dataset, config, [*(overrides or []), *extra])
+    cfg = resolve_config(dataset, config, [*(overrides or []), *extra])
     from ..model.dmpf import summarize
 
     info = summarize(cfg)

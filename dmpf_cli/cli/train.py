@@ -50,7 +50,7 @@ def train_command(
     format: FormatOpt = OutputFormat.text,
 ) -> None:
     """Train DMPF (the design.md §6 recipe), test the best-validation checkpoint, write a run directory."""
-    from ..config import load_config
+    from ..recipes.preflight import resolve_config
     from ..recipes.runs import train
     from ..recipes.runtime import use_threads
 
@@ -58,7 +58,7 @@ def train_command(
         raise DmpfError("--resume: continues a run with its own config; drop --dataset/--config/--seeds/overrides")
     use_threads(threads)
     extra = [f"training.attention={attention}"] if attention else []
-    cfg = load_config(dataset, config, [*(overrides or []), *extra])
+    cfg = resolve_config(dataset, config, [*(overrides or []), *extra])
     console = make_console(stderr=format is OutputFormat.json)
     if resume is None and dataset is None and config is None and cfg.data.dataset == "synthetic":
         from ..model.backbones import describe

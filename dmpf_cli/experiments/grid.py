@@ -32,14 +32,16 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .. import yamlio
-from ..config import SEED_RANGE, ConfigError, ExperimentConfig, are_seeds, load_config, to_yaml
+from ..config import SEED_RANGE, ConfigError, ExperimentConfig, are_seeds, to_yaml
 from ..errors import DmpfError, did_you_mean
 from ..fileio import atomic_write_text
+from ..recipes.preflight import absolute_paths, resolve_config
 
 GRID_KEYS = ("name", "description", "base", "overrides", "seeds", "baseline", "variants")
 GRID_FILE, GRID_RECORD, VARIANT_CONFIG, LOGS = "grid.yaml", "grid.json", "config.yaml", "logs"
@@ -160,12 +162,10 @@ def _base_config(grid: Grid) -> Path | str:
 def variant_configs(grid: Grid) -> dict[str, ExperimentConfig]:
     """Every variant resolved: the base, the grid's overrides, then the variant's (data and encoder paths made
     absolute, as a run stores them). A problem names the grid file and the variant."""
-    from ..recipes.runs import absolute_paths
-
     out = {}
     for variant, overrides in grid.variants.items():
         try:
-            out[variant] = absolute_paths(load_config(config=_base_config(grid), overrides=[*grid.overrides, *overrides]))
+            out[variant] = absolute_paths(resolve_config(config=_base_config(grid), overrides=[*grid.overrides, *overrides]))
         except ConfigError as exc:
             raise GridError("\n".join(f"{grid.path}: variant '{variant}': {line}"
                                       for line in str(exc).splitlines())) from None
@@ -246,7 +246,7 @@ def plan(grid: Grid, root: Path, seeds: list[int] | None = None, *, resume: bool
             stored = root / variant / VARIANT_CONFIG
             if stored.is_file():
                 try:
-                    then = load_config(config=stored)
+                    then = resolve_config(config=stored)
                 except DmpfError:
                     raise GridError(f"--output: {stored}: unreadable; choose another --output") from None
                 if _seedless(then) != _seedless(cfg):
@@ -290,3 +290,79 @@ def write_report(root: Path) -> dict[str, Any]:
     for name in REPORT_FILES:
         atomic_write_text(root / name, render(report, name.rpartition(".")[2]))
     return report
+
+
+# -- running -------------------------------------------------------------------------------------
+
+def grid_target(given: Path, output: Path | None) -> tuple[Path, Path | None]:
+    """(the grid file, the output) for ``dmpf grid GIVEN``: a grid directory holds its own copy of the grid file
+    and is its own output."""
+    if not given.is_dir():
+        return given, output
+    if output is not None and output.resolve() != given.resolve():
+        raise GridError(f"--output: {given} is a grid directory and is its own output; drop --output")
+    if not (given / GRID_FILE).is_file():
+        raise GridError(f"{given}: not a grid directory (no {GRID_FILE}); pass a grid file")
+    return given / GRID_FILE, given
+
+
+@dataclass
+class GridRun:
+    """What :func:`run_grid` did: the grid's directory, its runs' outcomes, and the report where any run finished."""
+
+    root: Path
+    jobs: list  # launch.Job, every run of the grid
+    outcomes: list  # launch.Outcome, of the runs started or resumed now
+    report: dict[str, Any] | None
+
+    def raise_failures(self) -> None:
+        """A one-line :class:`GridError` where a run failed: how many, which, the first one's error."""
+        failed = [o for o in self.outcomes if not o.ok]
+        if failed:
+            raise GridError(f"{len(failed)} of {len(self.jobs)} runs failed ({', '.join(o.job.name for o in failed)});"
+                            f" the first: {failed[0].error}; `dmpf grid {self.root}` retries them")
+
+
+def run_grid(path: Path, output: Path | None, seeds: list[int] | None, *, resume: bool, how, console,
+             on_start: Callable = lambda job: None, on_end: Callable = lambda outcome: None,
+             live: bool = True) -> GridRun:
+    """``dmpf grid``: plan the grid file at ``path`` into ``output`` (default ``runs/grids/NAME``), check every variant
+    (:func:`~dmpf_cli.recipes.preflight.check`) before anything is written, run the runs not finished yet where
+    ``how`` (a :class:`~dmpf_cli.experiments.launch.Launch`) says — ``on_start``/``on_end`` see each — and write the
+    report. Ctrl-C stops the runs (a Slurm job is cancelled) and is a one-line :class:`GridError`: they resume."""
+    from ..recipes.preflight import check
+    from .launch import launch
+    from .monitor import Monitor
+
+    spec = read_grid(path)
+    root = output or Path("runs") / "grids" / spec.name
+    p = plan(spec, root, seeds, resume=resume)
+    states = {job.name: job.state() for job in p.jobs}  # a damaged run.json is an error before anything is written
+    for cfg in {json.dumps(cfg.model_dump(mode="json"), sort_keys=True): cfg for cfg in p.configs.values()}.values():
+        check(cfg, console)  # every variant can run here: data, backbone, device — before the first run starts
+    write_plan(p)
+    state = Counter(states.values())
+    todo = [job for job in p.jobs if states[job.name] != "finished"]
+    synthetic = any(cfg.data.dataset == "synthetic" for cfg in p.configs.values())
+    console.print(f"[bold]grid {spec.name}[/bold]: {len(spec.variants)} variants × {len(p.seeds)} seeds = "
+                  f"{len(p.jobs)} runs in {root} ({state['finished']} finished and kept, {state['resume']} to "
+                  f"resume, {state['new'] + state['restart']} to start); {how.describe()}"
+                  + ("; [yellow]synthetic data[/yellow]" if synthetic else ""))
+    monitor = Monitor(console, total=len(p.jobs), title=f"grid {spec.name}", done=state["finished"], live=live)
+
+    def started(job) -> None:
+        on_start(job)
+        monitor.started(job)
+
+    def ended(outcome) -> None:
+        monitor.ended(outcome)
+        on_end(outcome)
+
+    try:
+        with monitor:
+            outcomes = launch(todo, how, root / LOGS, on_start=started, on_end=ended, submitit_folder=root / ".submitit")
+    except KeyboardInterrupt:
+        stopped = "; its Slurm jobs are cancelled" if how.launcher in ("slurm", "submitit-local") else ""
+        raise GridError(f"interrupted{stopped}: the runs are resumable; `dmpf grid {root}` finishes the grid") from None
+    report = write_report(root) if any(job.state() == "finished" for job in p.jobs) else None
+    return GridRun(root, p.jobs, outcomes, report)

@@ -440,18 +440,29 @@ def _gpt2_config(arch: BackboneArch) -> Any:
     )
 
 
-def check_available(cfg: BackboneConfig) -> None:
-    """A one-line :class:`BackboneError` now if :func:`load_backbone` would miss files; reads no weights."""
+@dataclass(frozen=True)
+class FoundBackbone:
+    """What :func:`check_available` found: :func:`load_backbone` given it builds from it without looking again."""
+
+    arch: BackboneArch  # the catalogue shapes
+    located: _Located | None = None  # where the pretrained files are; None for a random-init name
+    tokenizer: "PreTrainedTokenizerBase | None" = None  # a pretrained backbone's, loaded from its directory
+
+
+def check_available(cfg: BackboneConfig) -> FoundBackbone:
+    """A one-line :class:`BackboneError` now if :func:`load_backbone` would miss files; reads no weights. Returns
+    what it found (the directory, the tokenizer) for :func:`load_backbone`."""
     arch = _catalogue(cfg)
     if arch.random_init:
-        return
+        return FoundBackbone(arch)
     loc = _locate(cfg, arch)
     _check_gpt2_config(loc, cfg)
     _check_weights(loc)
-    load_tokenizer(cfg, arch)
+    return FoundBackbone(arch, loc, _pretrained_tokenizer(loc, arch))
 
 
-def load_backbone(cfg: BackboneConfig, *, seed: int = 0, meta: bool = False) -> LoadedBackbone:
+def load_backbone(cfg: BackboneConfig, *, seed: int = 0, meta: bool = False,
+                  found: FoundBackbone | None = None) -> LoadedBackbone:
     """Build or load the frozen GPT-2 that ``cfg`` selects.
 
     * random-init names: built in the catalogue shapes from ``seed`` (the global RNG is left as it
@@ -461,6 +472,7 @@ def load_backbone(cfg: BackboneConfig, *, seed: int = 0, meta: bool = False) -> 
     * ``meta=True``: the architecture on the meta device: no weights, no memory, no tokenizer, and
       no need for the weights to be present (pretrained shapes come from :func:`describe`).
 
+    ``found``: what :func:`check_available` found for ``cfg`` (a run's preflight), not looked for again.
     Every failure is a one-line :class:`BackboneError`.
     """
     if meta:
@@ -478,7 +490,7 @@ def load_backbone(cfg: BackboneConfig, *, seed: int = 0, meta: bool = False) -> 
             f"architecture only ({cfg.name} on the meta device, no weights)",
             _DEFAULT_PAD.get(arch.tokenizer, arch.vocab_size - 1),
         )
-    arch = _catalogue(cfg)  # a pretrained model's real shapes are read back from what gets loaded
+    arch = found.arch if found else _catalogue(cfg)  # a pretrained model's real shapes are read back from the load
     if arch.random_init:
         import torch
         from transformers import GPT2Model
@@ -498,10 +510,8 @@ def load_backbone(cfg: BackboneConfig, *, seed: int = 0, meta: bool = False) -> 
             f"random weights ({cfg.name}, seed {seed})", tokenizer.pad_token_id, weights_fingerprint(model),
         )
 
-    loc = _locate(cfg, arch)
-    _check_gpt2_config(loc, cfg)
-    _check_weights(loc)
-    tokenizer = _pretrained_tokenizer(loc, arch)
+    found = found or check_available(cfg)
+    loc, tokenizer = found.located, found.tokenizer
 
     import torch
     from transformers import GPT2Model

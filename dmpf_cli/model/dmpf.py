@@ -29,7 +29,7 @@ from ..errors import DmpfError
 from ..streams import DATASETS, MODALITIES, REPRESENTATIONS, STREAMS, TEXT
 from .attention import resolve_backend
 from .augment import softperm
-from .backbones import LoadedBackbone, load_backbone
+from .backbones import FoundBackbone, LoadedBackbone, load_backbone
 from .fused import FusedGPT2
 from .heads import AuxHeads
 
@@ -179,7 +179,7 @@ class DMPF(nn.Module):
 
 def build_model(
     cfg: ExperimentConfig, *, dims: tuple[int, ...] | None = None, seed: int = 0, device: str = "cpu",
-    precision: str | None = None, meta: bool = False,
+    precision: str | None = None, meta: bool = False, found: FoundBackbone | None = None,
 ) -> tuple[DMPF, LoadedBackbone]:
     """The model for ``cfg``, as training, evaluation and benchmarks all build it.
 
@@ -191,6 +191,7 @@ def build_model(
         device: where the model goes; with ``precision`` (default: the config's) bf16 on CUDA, the frozen
             backbone is stored in bf16 rather than cast every step.
         meta: shapes only, on the meta device: no weights, no memory (``dmpf inspect-model``).
+        found: where the backbone's files are, as a run's preflight found them (not looked for again).
 
     Returns:
         The model and the loaded backbone (its tokenizer, source and weights' fingerprint).
@@ -201,7 +202,7 @@ def build_model(
     Example:
         >>> model, backbone = build_model(load_config("default"))  # doctest: +SKIP
     """
-    backbone = load_backbone(cfg.backbone, seed=0, meta=meta)
+    backbone = load_backbone(cfg.backbone, seed=0, meta=meta, found=found)
     torch.manual_seed(seed)
     with torch.device("meta") if meta else contextlib.nullcontext():
         model = DMPF(cfg, backbone.model, dims or DATASETS[cfg.data.dataset].feature_dims)

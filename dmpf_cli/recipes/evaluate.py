@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import ExperimentConfig, load_config
+from ..config import ExperimentConfig
 from ..data.batches import SplitDataset, make_loader, tokenize
 from ..data.mmsa import validate
 from ..data.prepared import Split, open_prepared
@@ -29,6 +29,7 @@ from ..progress import Progress
 from ..store.checkpoints import RunDir, RunError, load_weights
 from ..streams import MODALITIES, SPLITS, STREAM
 from .datasets import open_data, read_source
+from .preflight import resolve_config
 from .pretrain_lm import ensure_backbone, names_demo_lm
 from .runtime import autocast, compiled, evaluate
 
@@ -62,7 +63,7 @@ def load_trained(root: Path, warn=_warn_stderr, console=None) -> TrainedModel:
     run.require()
     if not run.best.is_file():
         raise RunError(f"--run: {run.root}: no best checkpoint yet (checkpoints/best.safetensors)")
-    cfg = load_config(config=run.config)
+    cfg = resolve_config(config=run.config)
     status = run.read_status()
     dims = status.get("dims")
     if not dims:

@@ -17,20 +17,17 @@ import torch
 import torch.distributed as dist
 from rich.console import Console
 
-from ..config import SEED_RANGE, ExperimentConfig, are_seeds, clm_idle, is_seed, load_config, to_yaml
-from ..errors import DmpfError
+from ..config import SEED_RANGE, ExperimentConfig, are_seeds, is_seed, to_yaml
 from ..fileio import atomic_write_text
-from ..model.attention import resolve_backend
-from ..model.backbones import check_available
 from ..model.dmpf import resolve_device
 from ..progress import Progress
 from ..store import provenance
 from ..store.checkpoints import RunDir, RunError, save_predictions
-from .datasets import data_dir, missing_data, open_data
-from .loggers import check_loggers, open_loggers
-from .pretrain_lm import ensure_demo_lm, names_demo_lm
-from .runtime import check_compile, threads_text
-from .train import Trainer, World, init_distributed, pretrained_encoders
+from . import preflight
+from .loggers import open_loggers
+from .preflight import Ready
+from .runtime import threads_text
+from .train import Trainer, World, init_distributed
 
 SEEDS_FILE = "seeds.json"  # in the root of a multi-seed run: the seeds, so `--resume ROOT` can finish them all
 
@@ -66,22 +63,24 @@ def prepare_run_dir(run: RunDir, cfg: ExperimentConfig, seed: int, *, resume: bo
 
 
 def train_one(cfg: ExperimentConfig, run: RunDir, seed: int, *, resume: bool, overwrite: bool, console: Console,
-              world: World, epoch_hooks: tuple = ()) -> dict[str, Any]:
+              world: World, epoch_hooks: tuple = (), ready: Ready | None = None) -> dict[str, Any]:
     """Train one seed into ``run`` (or resume it) and test its best checkpoint; returns the results.
+    ``ready``: what rank 0's preflight opened (:func:`~dmpf_cli.recipes.preflight.check`); None: the Trainer opens
+    it (another rank, once rank 0 has made it).
     ``epoch_hooks``: :attr:`Trainer.epoch_hooks` (a sweep's pruner). Rank 0 holds the run (:meth:`RunDir.claim`)
     from before it touches the directory until the run ends."""
     with run.claim() if world.main else nullcontext():
         return _train_one(cfg, run, seed, resume=resume, overwrite=overwrite, console=console, world=world,
-                          epoch_hooks=epoch_hooks)
+                          epoch_hooks=epoch_hooks, ready=ready)
 
 
 def _train_one(cfg: ExperimentConfig, run: RunDir, seed: int, *, resume: bool, overwrite: bool, console: Console,
-               world: World, epoch_hooks: tuple) -> dict[str, Any]:
+               world: World, epoch_hooks: tuple, ready: Ready | None) -> dict[str, Any]:
     if world.main:  # train() has checked everything that can refuse the run: only now is the directory touched
         prepare_run_dir(run, cfg, seed, resume=resume, overwrite=overwrite)
     if world.size > 1:
         dist.barrier()
-    trainer = Trainer(cfg, run, seed, console, world, resume=resume)
+    trainer = Trainer(cfg, run, seed, console, world, resume=resume, ready=ready)
     trainer.epoch_hooks.extend(epoch_hooks)
     if resume:
         if why := run.backbone_mismatch(trainer.backbone_fingerprint):  # its checkpoints fit that backbone only
@@ -168,62 +167,10 @@ def summarize_seeds(results: list[dict[str, Any]]) -> dict[str, dict[str, float]
     return out
 
 
-def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
-    """``cfg`` with its data and encoder paths absolute (from the working directory), as a run's config stores them."""
-    if cfg.data.path and not Path(cfg.data.path).expanduser().is_absolute():
-        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(
-            update={"path": str(Path(cfg.data.path).expanduser().resolve())})})
-    if cfg.encoders.init_from and not Path(cfg.encoders.init_from).expanduser().is_absolute():
-        cfg = cfg.model_copy(update={"encoders": cfg.encoders.model_copy(
-            update={"init_from": str(Path(cfg.encoders.init_from).expanduser().resolve())})})
-    return cfg
-
-
-def ready(cfg: ExperimentConfig, console: Console, *, encoders: bool = True) -> ExperimentConfig:
-    """Check everything that can refuse a run of ``cfg`` — the device, compile mode, attention backend, the loggers'
-    packages, data, backbone files and (``encoders``) the pre-trained encoders — and make what is made on first use
-    (the synthetic data, the demo LM), before any run directory is made, written or (with --overwrite) emptied.
-
-    Every problem found is reported at once, one line each (a missing MOSEI pickle and missing gpt2-large weights
-    are one round trip, not two); nothing is built while any is left. Returns ``cfg`` with its data and encoder
-    paths absolute, as stored in the run's config, so eval, predict and a later resume find them from any
-    directory. A grid checks every variant with it before its first run starts."""
-    problems: list[str] = []
-
-    def check(step, *args):
-        try:
-            return step(*args)
-        except DmpfError as exc:
-            problems.extend(str(exc).splitlines())
-            return None
-
-    if device := check(resolve_device, cfg.training.device):
-        check(check_compile, cfg.training.compile, device, cfg.training.grad_accum)
-        check(resolve_backend, cfg.training.attention, device)
-    check(check_loggers, cfg.training.loggers)
-    cfg = absolute_paths(cfg)
-    if problem := missing_data(cfg):
-        problems.append(problem)
-    demo_lm = names_demo_lm(cfg.backbone)  # built below, on first use
-    if not demo_lm:
-        check(check_available, cfg.backbone)
-    # the pre-trained encoders must fit the data's feature widths: checked now where the data is there already
-    encoders = encoders and bool(cfg.encoders.init_from)  # a resumed run has its encoders in its checkpoint
-    if encoders and not problem and data_dir(cfg).is_dir():
-        if data := check(lambda: open_data(cfg, console, prepare_missing=False)):
-            check(pretrained_encoders, cfg, data.dims)
-            encoders = False
-    if problems:
-        raise DmpfError("\n".join(dict.fromkeys(problems)))
-    if idle := clm_idle(cfg):
-        console.print(f"[yellow]warning[/yellow]: {idle}")
-    data = open_data(cfg, console)  # generates the synthetic dataset on first use
-    if demo_lm:
-        ensure_demo_lm(console)
-        check_available(cfg.backbone)
-    if encoders:
-        pretrained_encoders(cfg, data.dims)
-    return cfg
+def ready(cfg: ExperimentConfig, console: Console) -> ExperimentConfig:
+    """:func:`preflight.check <dmpf_cli.recipes.preflight.check>`'s config: kept for
+    :func:`dmpf_cli.experiments.sweep.preflight` until it calls :func:`~dmpf_cli.recipes.preflight.check` itself."""
+    return preflight.check(cfg, console).cfg
 
 
 def read_seeds(root: Path) -> list[int]:
@@ -258,19 +205,21 @@ def train(
     if resume is not None:  # a resumed run keeps its own config (a multi-seed root holds one beside its seeds)
         if not multi_seed_root:
             RunDir(resume).require("--resume")
-        cfg = load_config(config=Path(resume) / "config.yaml")
+        cfg = preflight.resolve_config(config=Path(resume) / "config.yaml")
         try:  # its seeds, read (and checked) before anything is made
             seeds = read_seeds(Path(resume)) if multi_seed_root else [_run_seed(RunDir(resume), cfg)]
         except RunError as exc:
             raise RunError(f"--resume: {exc}") from None
-    # one process: nothing to resolve yet (ready() reports a bad device with every other problem)
+    # one process: nothing to resolve yet (the preflight reports a bad device with every other problem)
     world = init_distributed(resolve_device(cfg.training.device)) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else World()
+    ready = None
     if world.main:  # the data and the demo LM are made on first use here, once, before any rank reads them
-        cfg = ready(cfg, console, encoders=resume is None or multi_seed_root)
+        ready = preflight.check(cfg, console, encoders=resume is None or multi_seed_root)
+        cfg = ready.cfg
     if resume is not None and not multi_seed_root:
         run = RunDir(resume)
         results = train_one(cfg, run, seeds[0], resume=True, overwrite=False, console=console, world=world,
-                            epoch_hooks=epoch_hooks)
+                            epoch_hooks=epoch_hooks, ready=ready)
         return {"runs": {str(run.root): results}}
     if multi_seed_root:  # finished seeds are kept, the others resumed or started
         root = Path(resume)
@@ -296,7 +245,7 @@ def train(
             all_results[str(run.root)] = json.loads(run.results.read_text(encoding="utf-8")) if world.main else {}
             continue
         all_results[str(run.root)] = train_one(cfg, run, seed, resume=status is not None, overwrite=overwrite,
-                                               console=console, world=world, epoch_hooks=epoch_hooks)
+                                               console=console, world=world, epoch_hooks=epoch_hooks, ready=ready)
     summary = {"runs": all_results}
     if len(seeds) > 1 and world.main:
         summary["summary"] = summarize_seeds(list(all_results.values()))

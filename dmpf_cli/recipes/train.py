@@ -28,7 +28,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -45,9 +45,11 @@ from ..model.losses import dmpf_loss
 from ..model.mm import Gate, MMBlock
 from ..store.checkpoints import RunDir, RunError, load_resumable, load_weights, save_resumable, save_weights
 from ..streams import SPLITS, STREAM, STREAMS
-from .datasets import open_data
 from .loggers import JsonlLogger, Logger
 from .runtime import autocast, compiled, predict, to_device
+
+if TYPE_CHECKING:  # pragma: no cover - preflight imports this module
+    from .preflight import Ready
 
 LM_SIDE = ("lm.", "head.", "aux.")  # parameter name prefixes of the LM-side learning-rate group
 NO_DECAY_NAMES = ("lm.tokens.", "type_emb")  # 2-D, but embeddings, not weight matrices
@@ -267,20 +269,25 @@ class Trainer:
     Its files go to ``run`` (a :class:`~dmpf_cli.store.checkpoints.RunDir`): metrics.jsonl, the resumable and
     the best checkpoint. Making and finishing the directory is :mod:`dmpf_cli.recipes.runs`'s job. ``resume``: the
     run will be restored (:meth:`restore`), so ``encoders.init_from`` is not loaded: its checkpoint already
-    holds the encoders it trained.
+    holds the encoders it trained. ``ready``: the data, the backbone's files and the encoders' weights as the run's
+    preflight opened them (:func:`dmpf_cli.recipes.preflight.check`), not opened again.
     """
 
     def __init__(self, cfg: ExperimentConfig, run: RunDir, seed: int, console: Console, world: World, *,
-                 resume: bool = False):
+                 resume: bool = False, ready: Ready | None = None):
+        from .preflight import opened
+
         self.cfg, self.run, self.seed, self.console, self.world = cfg, run, seed, console, world
         self.device = resolve_device(cfg.training.device)
-        self.data = open_data(cfg, prepare_missing=False)  # train_one has prepared it (rank 0 only)
-        model, backbone = build_model(cfg, dims=self.data.dims, seed=seed, device=self.device)
+        # what the run's preflight opened (rank 0); else opened now (another rank: rank 0 has made it)
+        ready = ready or opened(cfg, encoders=not resume)
+        self.data = ready.data
+        model, backbone = build_model(cfg, dims=self.data.dims, seed=seed, device=self.device, found=ready.backbone)
         self.backbone_source = backbone.source
         self.backbone_fingerprint = backbone.fingerprint
         self.encoders_from: Path | None = None  # encoders.init_from, resolved, where it was loaded
-        if not resume and (found := pretrained_encoders(cfg, self.data.dims)):
-            self.encoders_from, state = found
+        if not resume and ready.encoders:
+            self.encoders_from, state = ready.encoders
             model.encoders.load_state_dict(state)
         self.model = model
         self.ddp = nn.parallel.DistributedDataParallel(model) if world.size > 1 else None

@@ -1,0 +1,216 @@
+"""Everything that can refuse a run, checked once before anything is written, and what the checks opened.
+
+Two steps, both reporting every problem at once (one line each, naming who set the key):
+
+* :func:`resolve_config` — the config as :func:`~dmpf_cli.config.load_config` reads it (the schema), then the checks
+  that need the components: names in the registry, ``backbone.path`` naming a model, the MM layers and the text
+  length within the backbone's shapes. Every command that reads a config the user gave calls it.
+* :func:`check` — what this machine must have for a run: the device, compile mode and attention backend, the
+  loggers' packages, the data, the backbone's files and the pre-trained encoders; the synthetic data and the demo
+  LM are made here on first use. It returns a :class:`Ready`: the prepared data, the backbone's files as found and
+  the encoders' weights, which the :class:`~dmpf_cli.recipes.train.Trainer` takes instead of opening them again.
+
+The config module itself knows the schema only; the component checks live here, above the backbone catalogue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from .. import registry
+from ..config import (
+    ConfigError,
+    ExperimentConfig,
+    _origin_of,
+    clm_idle,
+    config_file,
+    load_config,
+    parse_override,
+    selected_components,
+    token_counts,
+)
+from ..data.prepared import Prepared
+from ..errors import DmpfError
+from ..model.attention import resolve_backend
+from ..model.backbones import FoundBackbone, check_available, classify_path, describe
+from ..model.dmpf import resolve_device
+from ..streams import STREAMS
+from .datasets import data_dir, missing_data, open_data
+from .loggers import check_loggers
+from .pretrain_lm import ensure_demo_lm, names_demo_lm
+from .runtime import check_compile
+
+# -- the config's components ---------------------------------------------------------------------
+
+# a check that involves several keys: whichever of them an override set is what the error blames
+RELATED_KEYS = {
+    "mm.layers": ("mm.layers", "backbone.name", "backbone.path"),
+    "data.text_len": ("data.text_len", *(f"fusion.{s.tokens_key}" for s in STREAMS), "backbone.name", "backbone.path"),
+}
+
+
+def resolve_config(
+    dataset: str | None = None,
+    config: Path | str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> ExperimentConfig:
+    """:func:`~dmpf_cli.config.load_config`, then :func:`component_problems`: every problem a :class:`ConfigError`
+    line that names the file or the override that set the key."""
+    cfg = load_config(dataset, config, overrides)
+    found = component_problems(cfg)
+    if not found:
+        return cfg
+    source = str(config_file(dataset, config))
+    origins = {tuple(parse_override(text)[0]): text for text in overrides}
+    raise ConfigError([f"{_origin_of_any(loc, origins, source)}: {loc}: {msg}" for loc, msg in found])
+
+
+def _origin_of_any(loc: str, overrides: dict[tuple[str, ...], str], source: str) -> str:
+    """Who set ``loc`` or a key its check involves (:data:`RELATED_KEYS`): the overrides that did, else the file."""
+    found: list[str] = []
+    for key in RELATED_KEYS.get(loc, (loc,)):
+        origin = _origin_of(tuple(key.split(".")), overrides, source)
+        if origin != source and origin not in found:
+            found.append(origin)
+    return ", ".join(found) if found else source
+
+
+def component_problems(cfg: ExperimentConfig) -> list[tuple[str, str]]:
+    """Checks beyond the schema: component names exist, ``backbone.path`` names a model, MM layers exist in the backbone."""
+    problems: list[tuple[str, str]] = []
+
+    def check(kind: str, name: str, loc: str) -> bool:
+        try:
+            registry.get(kind, name)
+            return True
+        except registry.RegistryError as exc:
+            problems.append((loc, str(exc)))
+            return False
+
+    for key, kind, name in selected_components(cfg):
+        if kind != "backbone":
+            check(kind, name, key)
+    if cfg.backbone.path:
+        problem = _backbone_path_problem(cfg.backbone.path)
+        if problem:
+            problems.append(("backbone.path", problem))
+    if check("backbone", cfg.backbone.name, "backbone.name"):
+        try:
+            arch = describe(cfg.backbone)
+        except ValueError as exc:
+            problems.append(("backbone.path", str(exc)))
+        else:
+            bad = [layer for layer in cfg.mm.layers if layer >= arch.n_layer]
+            if bad:
+                problems.append((
+                    "mm.layers",
+                    f"expected block indices 0..{arch.n_layer - 1} ({cfg.backbone.name} has {arch.n_layer} blocks), got {bad}",
+                ))
+            needed = cfg.data.text_len + sum(token_counts(cfg).values())
+            if needed > arch.n_positions:
+                problems.append((
+                    "data.text_len",
+                    f"text_len + fusion tokens = {needed} exceeds {cfg.backbone.name}'s {arch.n_positions} positions",
+                ))
+    return problems
+
+
+def _backbone_path_problem(given: str) -> str | None:
+    """Why ``backbone.path`` names no model directory (None when it does): it must be an existing
+    directory, or a hub id that is in the local Hugging Face cache (the two forms load_backbone reads)."""
+    found = classify_path(given)
+    shown = given if str(found.path) == given else f"{given} ({found.path})"
+    return {
+        "directory": None,
+        "cached": None,
+        "file": f"{shown} is a file, expected a model directory",
+        "uncached": f"{shown} is neither a directory nor a hub id in the Hugging Face cache ({found.cache})",
+        "missing": f"{shown} does not exist, expected a model directory",
+    }[found.kind]
+
+
+# -- this machine ------------------------------------------------------------------------------------
+
+@dataclass
+class Ready:
+    """What :func:`check` opened for a run of ``cfg``, so the run does not open it again."""
+
+    cfg: ExperimentConfig  # data and encoder paths absolute, as the run's config stores them
+    data: Prepared
+    backbone: FoundBackbone
+    encoders: tuple[Path, dict[str, Any]] | None = None  # encoders.init_from resolved and its weights, where loaded
+
+
+def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` with its data and encoder paths absolute (from the working directory), as a run's config stores them."""
+    if cfg.data.path and not Path(cfg.data.path).expanduser().is_absolute():
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(
+            update={"path": str(Path(cfg.data.path).expanduser().resolve())})})
+    if cfg.encoders.init_from and not Path(cfg.encoders.init_from).expanduser().is_absolute():
+        cfg = cfg.model_copy(update={"encoders": cfg.encoders.model_copy(
+            update={"init_from": str(Path(cfg.encoders.init_from).expanduser().resolve())})})
+    return cfg
+
+
+def check(cfg: ExperimentConfig, console: Console, *, encoders: bool = True) -> Ready:
+    """Check everything that can refuse a run of ``cfg`` — the device, compile mode, attention backend, the loggers'
+    packages, data, backbone files and (``encoders``) the pre-trained encoders — and make what is made on first use
+    (the synthetic data, the demo LM), before any run directory is made, written or (with --overwrite) emptied.
+
+    Every problem found is reported at once, one line each (a missing MOSEI pickle and missing gpt2-large weights
+    are one round trip, not two); nothing is built while any is left. The returned config has its data and encoder
+    paths absolute, as stored in the run's config, so eval, predict and a later resume find them from any
+    directory. A grid checks every variant with it before its first run starts."""
+    from .train import pretrained_encoders
+
+    problems: list[str] = []
+
+    def step(action, *args, **kwargs):
+        try:
+            return action(*args, **kwargs)
+        except DmpfError as exc:
+            problems.extend(str(exc).splitlines())
+            return None
+
+    if device := step(resolve_device, cfg.training.device):
+        step(check_compile, cfg.training.compile, device, cfg.training.grad_accum)
+        step(resolve_backend, cfg.training.attention, device)
+    step(check_loggers, cfg.training.loggers)
+    cfg = absolute_paths(cfg)
+    if problem := missing_data(cfg):
+        problems.append(problem)
+    demo_lm = names_demo_lm(cfg.backbone)  # built below, on first use
+    backbone = None if demo_lm else step(check_available, cfg.backbone)
+    # the pre-trained encoders must fit the data's feature widths: checked now where the data is there already
+    encoders = encoders and bool(cfg.encoders.init_from)  # a resumed run has its encoders in its checkpoint
+    data, loaded = None, None
+    if encoders and not problem and data_dir(cfg).is_dir():
+        # opened for good where nothing else is wrong (a synthetic dataset is brought up to date first)
+        if data := step(open_data, cfg, console, prepare_missing=not problems):
+            loaded = step(pretrained_encoders, cfg, data.dims)
+            encoders = False
+    if problems:
+        raise DmpfError("\n".join(dict.fromkeys(problems)))
+    if idle := clm_idle(cfg):
+        console.print(f"[yellow]warning[/yellow]: {idle}")
+    data = data or open_data(cfg, console)  # generates the synthetic dataset on first use
+    if demo_lm:
+        ensure_demo_lm(console)
+        backbone = check_available(cfg.backbone)
+    if encoders:
+        loaded = pretrained_encoders(cfg, data.dims)
+    return Ready(cfg, data, backbone, loaded)
+
+
+def opened(cfg: ExperimentConfig, *, encoders: bool = True) -> Ready:
+    """What :func:`check` returns, opened without checking or making anything: for a rank of a distributed run
+    (rank 0 has checked and made it) and for a :class:`~dmpf_cli.recipes.train.Trainer` built on its own."""
+    from .train import pretrained_encoders
+
+    cfg = absolute_paths(cfg)
+    data = open_data(cfg, prepare_missing=False)
+    return Ready(cfg, data, check_available(cfg.backbone), pretrained_encoders(cfg, data.dims) if encoders else None)
