@@ -43,7 +43,8 @@ from ..metrics import compute_metrics
 from ..model.dmpf import build_encoders, build_model, resolve_device
 from ..model.losses import dmpf_loss
 from ..model.mm import Gate, MMBlock
-from ..store.checkpoints import RunDir, RunError, load_resumable, load_weights, save_resumable, save_weights
+from ..store.checkpoints import load_resumable, load_weights, save_resumable, save_weights
+from ..store.run import RunDir, RunError, RunState
 from ..streams import SPLITS, STREAM, STREAMS
 from .datasets import open_data
 from .loggers import JsonlLogger, Logger
@@ -176,7 +177,7 @@ def pretrained_encoders(cfg: ExperimentConfig, dims: tuple[int, ...]) -> tuple[P
     status = run.read_status()
     if status.get("kind") != ENCODER_STAGE:
         raise RunError(f"{key}: {run.root} is not an encoder pre-training run; make one with `dmpf pretrain-encoders`")
-    if status.get("status") != "finished" or not run.best.is_file():
+    if run.state is not RunState.FINISHED or not run.best.is_file():
         raise RunError(f"{key}: {run.root} is unfinished (status {status.get('status')!r}); run "
                        "`dmpf pretrain-encoders` to the end first")
     try:
