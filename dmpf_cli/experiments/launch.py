@@ -317,7 +317,7 @@ def _local(jobs: list[Job], how: Launch, logs: Path, on_start, on_end) -> list[O
             with lock:
                 children.discard(child)
             run = RunDir(job.run_dir)
-            if code == 0 and run.results.is_file():
+            if code == 0 and run.finished:
                 outcome = Outcome(job, True, run.read_results())
             else:
                 outcome = _failure(job, log, f"exit code {code}")
