@@ -14,7 +14,7 @@ step, gradient clipping, ``training.batch_size`` and ``max_epochs``, early stopp
 of the mean of the stream heads (``training.patience``), seed ``training.seeds[0]``. One process, no
 gradient accumulation, no ``torch.compile``.
 
-The run directory is a dmpf one (:class:`~dmpf_cli.store.checkpoints.RunDir`), with ``"kind":
+The run directory is a dmpf one (:class:`~dmpf_cli.store.run.RunDir`), with ``"kind":
 "pretrain-encoders"`` in run.json; ``checkpoints/best.safetensors`` holds ``encoders.<stream>.*`` and
 ``heads.<stream>.*``; results.json has each stream head's test MAE and Corr from the best checkpoint.
 """

@@ -265,7 +265,7 @@ def shard(batches: list[list[int]], world: World) -> list[list[int]]:
 class Trainer:
     """The recipe for one seed: data, model, optimizer and schedule, the loop, early stopping, the test.
 
-    Its files go to ``run`` (a :class:`~dmpf_cli.store.checkpoints.RunDir`): metrics.jsonl, the resumable and
+    Its files go to ``run`` (a :class:`~dmpf_cli.store.run.RunDir`): metrics.jsonl, the resumable and
     the best checkpoint. Making and finishing the directory is :mod:`dmpf_cli.recipes.runs`'s job. ``resume``: the
     run will be restored (:meth:`restore`), so ``encoders.init_from`` is not loaded: its checkpoint already
     holds the encoders it trained.
