@@ -18,7 +18,7 @@ from dmpf_cli.recipes.datasets import open_data
 from dmpf_cli.recipes.pretrain_encoders import pretrain_encoders
 from dmpf_cli.recipes.runs import prepare_run_dir
 from dmpf_cli.recipes.train import Trainer, World, pretrained_encoders
-from dmpf_cli.store.checkpoints import RunDir, RunError
+from dmpf_cli.store.run import RunDir, RunError
 from dmpf_cli.streams import STREAMS
 
 from conftest import TINY, assert_done, error_line, one_line

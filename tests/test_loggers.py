@@ -18,7 +18,7 @@ from dmpf_cli.config import ConfigError, load_config
 from dmpf_cli.recipes import runs
 from dmpf_cli.recipes.loggers import JsonlLogger, Logger, logger_names, open_loggers
 from dmpf_cli.recipes.train import gate_values, model_gates
-from dmpf_cli.store.checkpoints import RunDir
+from dmpf_cli.store.run import RunDir
 
 from conftest import TINY, error_line, make_model
 

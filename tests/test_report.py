@@ -12,10 +12,14 @@ import numpy as np
 import pytest
 
 from dmpf_cli.config import load_config, to_yaml
-from dmpf_cli.experiments.report import PAPER_METRICS, RESAMPLES, ReportError, build_report, layout, render
+from dmpf_cli.experiments.report import PAPER_METRICS, build_report
+from dmpf_cli.experiments.report_compare import RESAMPLES
+from dmpf_cli.experiments.report_render import layout, render
+from dmpf_cli.experiments.report_rows import ReportError
 from dmpf_cli.experiments.stats import betainc, paired_bootstrap, paired_t, t_cdf, t_quantile, t_two_sided_p
 from dmpf_cli.metrics import METRIC_KEYS, batch_metrics, compute_metrics
-from dmpf_cli.store.checkpoints import RunDir, save_predictions
+from dmpf_cli.store.checkpoints import save_predictions
+from dmpf_cli.store.run import RunDir
 
 from conftest import error_line, one_line
 

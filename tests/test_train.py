@@ -75,7 +75,8 @@ def test_stored_predictions_give_the_results(trained, data_home):
     """predictions.npz holds every valid and test sample once, by id, and its scores give results.json's metrics."""
     from dmpf_cli.data.prepared import Prepared, read_manifest
     from dmpf_cli.metrics import compute_metrics
-    from dmpf_cli.store.checkpoints import RunDir, load_predictions
+    from dmpf_cli.store.checkpoints import load_predictions
+    from dmpf_cli.store.run import RunDir
 
     stored = load_predictions(RunDir(trained).predictions)
     results = json.loads((trained / "results.json").read_text())

@@ -45,7 +45,8 @@ def report_command(
             raise DmpfError(f"--output: {output} exists; pass --overwrite to replace it")
         if not output.parent.is_dir():
             raise DmpfError(f"--output: {output.parent}: no such directory")
-    from ..experiments.report import build_report, render
+    from ..experiments.report import build_report
+    from ..experiments.report_render import render
 
     wanted = None if metrics is None else [m for m in metrics.split(",")]
     report = build_report(paths, metrics=wanted, baseline=baseline)
@@ -78,7 +79,7 @@ def print_report(report, console) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from ..experiments.report import layout
+    from ..experiments.report_render import layout
 
     lay = layout(report, "text")
     for title, table in (("test results: mean ± std over seeds", lay.results),

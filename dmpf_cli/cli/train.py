@@ -72,7 +72,7 @@ def train_command(
         typer.echo(json.dumps(summary, indent=2))
         return
     from ..recipes.datasets import reference_scores
-    from ..store.checkpoints import RunDir
+    from ..store.run import RunDir
 
     for root, results in summary["runs"].items():
         if not results:  # a DDP rank other than 0: rank 0 reports

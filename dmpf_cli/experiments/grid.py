@@ -42,9 +42,11 @@ from ..config import SEED_RANGE, ConfigError, ExperimentConfig, are_seeds, to_ya
 from ..errors import DmpfError, did_you_mean
 from ..fileio import atomic_write_text
 from ..recipes.preflight import absolute_paths, resolve_config
+from ..store.roots import GRID_RECORD, is_grid_dir, read_grid_record, write_grid_record
+from ..store.run import RunError
 
 GRID_KEYS = ("name", "description", "base", "overrides", "seeds", "baseline", "variants")
-GRID_FILE, GRID_RECORD, VARIANT_CONFIG, LOGS = "grid.yaml", "grid.json", "config.yaml", "logs"
+GRID_FILE, VARIANT_CONFIG, LOGS = "grid.yaml", "config.yaml", "logs"
 REPORT_FILES = ("report.md", "report.json")
 # what the grid directory holds beside the variants' directories: no variant may be named so (nor differ from one
 # of them only in case, as on a case-insensitive file system)
@@ -201,46 +203,19 @@ class Plan:
     record: dict[str, Any]  # the grid directory's grid.json as it was ({} for a new grid)
 
 
-RECORD_SHAPE = '{"variants": {VARIANT: {"overrides": [OVERRIDE, ...], "runs": {SEED: PATH}}}, "baseline": VARIANT}'
-
-
-def read_record(path: Path) -> dict[str, Any]:
-    """A grid directory's ``grid.json`` (what :func:`write_plan` writes and ``dmpf report`` reads), checked: a
-    damaged one is a one-line :class:`GridError` naming it, never a traceback later."""
-    try:
-        record = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise GridError(f"{path}: unreadable ({type(exc).__name__}: {' '.join(str(exc).split())})") from None
-
-    def strings(value: Any) -> bool:
-        return isinstance(value, list) and all(isinstance(v, str) for v in value)
-
-    def runs(value: Any) -> bool:
-        return isinstance(value, dict) and all(re.fullmatch(r"-?[0-9]+", k) and isinstance(v, str) and v
-                                               for k, v in value.items())
-
-    variants = record.get("variants") if isinstance(record, dict) else None
-    if not (isinstance(variants, dict)
-            and all(isinstance(v, dict) and strings(v.get("overrides", [])) and runs(v.get("runs", {}))
-                    for v in variants.values())
-            and all(isinstance(record.get(k), (str, type(None))) for k in ("name", "baseline", "description"))):
-        raise GridError(f"{path}: damaged: expected {RECORD_SHAPE}")
-    return record
-
-
 def plan(grid: Grid, root: Path, seeds: list[int] | None = None, *, resume: bool = False) -> Plan:
     """What to run where; refuses a directory that holds something else, or this grid with a variant changed."""
     from .launch import Job
 
     configs = variant_configs(grid)
     seeds = seeds or grid.seeds or next(iter(configs.values())).training.seeds
-    record_path, record = root / GRID_RECORD, {}
+    record = {}
     if root.exists() and not root.is_dir():
         raise GridError(f"--output: {root} is a file, not a directory; choose another --output")
-    if record_path.is_file():
+    if is_grid_dir(root):
         try:
-            record = read_record(record_path)
-        except GridError as exc:
+            record = read_grid_record(root)
+        except RunError as exc:
             raise GridError(f"--output: {exc}; choose another --output") from None
         for variant, cfg in configs.items():
             stored = root / variant / VARIANT_CONFIG
@@ -276,15 +251,14 @@ def write_plan(p: Plan) -> None:
         for seed in p.seeds:
             entry["runs"][str(seed)] = f"{variant}/seed-{seed}"
     order = list(p.grid.variants) + [v for v in variants if v not in p.grid.variants]
-    atomic_write_text(p.root / GRID_RECORD, json.dumps({
-        "name": p.grid.name, "description": p.grid.description, "base": p.grid.base,
-        "overrides": p.grid.overrides, "baseline": p.grid.baseline,
-        "variants": {v: variants[v] for v in order}}, indent=1))
+    write_grid_record(p.root, name=p.grid.name, description=p.grid.description, base=p.grid.base,
+                      overrides=p.grid.overrides, baseline=p.grid.baseline, variants={v: variants[v] for v in order})
 
 
 def write_report(root: Path) -> dict[str, Any]:
     """``report.md`` and ``report.json`` of the grid in ``root`` (:mod:`dmpf_cli.experiments.report`); returns the report."""
-    from .report import build_report, render
+    from .report import build_report
+    from .report_render import render
 
     report = build_report([root])
     for name in REPORT_FILES:

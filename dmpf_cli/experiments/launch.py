@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import signal
 import subprocess
@@ -38,7 +37,8 @@ from typing import Any, Callable
 
 from ..errors import DmpfError
 from ..recipes.runtime import available_cpus, cpu_threads, threads_text, use_threads
-from ..store.checkpoints import RunDir
+from ..store.checkpoints import resumable_folder
+from ..store.run import RunDir, RunState
 from .monitor import Monitor  # noqa: F401  (experiments.sweep imports it from here)
 
 LAUNCHERS = ("in-process", "local", "slurm", "submitit-local")
@@ -62,13 +62,12 @@ class Job:
         """``finished``, ``resume`` (a killed run with a resumable checkpoint), ``restart`` (a run that died before
         its first checkpoint: nothing of it can be kept) or ``new``."""
         run = RunDir(self.run_dir)
-        status = run.read_status().get("status") if run.status.is_file() else None
-        if status is None:
+        state = run.state
+        if state is RunState.NEW:
             return "new"
-        if status == "finished" and run.results.is_file():
+        if state is RunState.FINISHED:
             return "finished"
-        last = run.last
-        return "resume" if last.is_dir() or last.with_name(f"{last.name}.old").is_dir() else "restart"
+        return "resume" if resumable_folder(run.last) is not None else "restart"
 
     def argv(self) -> list[str]:
         """The ``dmpf train`` command that finishes this job from where it stands."""
@@ -90,7 +89,7 @@ def run_job(job: Job, log: Path | None = None) -> dict[str, Any]:
     _export_distributed()
     state = _agreed_state(job)
     if state == "finished":
-        return json.loads(RunDir(job.run_dir).results.read_text(encoding="utf-8"))
+        return RunDir(job.run_dir).read_results()
     with open(log, "a", encoding="utf-8") if log else open(os.devnull, "w") as stream:
         console = Console(file=stream, width=160, soft_wrap=True, highlight=False)
         if state == "resume":
@@ -319,8 +318,8 @@ def _local(jobs: list[Job], how: Launch, logs: Path, on_start, on_end) -> list[O
             with lock:
                 children.discard(child)
             run = RunDir(job.run_dir)
-            if code == 0 and run.results.is_file():
-                outcome = Outcome(job, True, json.loads(run.results.read_text(encoding="utf-8")))
+            if code == 0 and run.finished:
+                outcome = Outcome(job, True, run.read_results())
             else:
                 outcome = _failure(job, log, f"exit code {code}")
             with lock:

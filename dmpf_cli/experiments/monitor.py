@@ -12,7 +12,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
-from ..store.checkpoints import RunDir
+from ..store.run import RunDir
 
 if TYPE_CHECKING:  # pragma: no cover - launch imports this module
     from .launch import Job, Outcome

@@ -645,7 +645,7 @@ def fail_lost_trials(study, spec: SweepSpec, say=None) -> list[int]:
     (the storage refuses to finish a trial twice). Returns the trials this call failed."""
     from optuna.trial import TrialState
 
-    from ..store.checkpoints import RunDir
+    from ..store.run import RunDir
 
     grace = GRACE_BEATS * spec.heartbeat
     failed: list[int] = []
@@ -661,7 +661,7 @@ def fail_lost_trials(study, spec: SweepSpec, say=None) -> list[int]:
         retry = queue_again(study, trial)
         why = f"its worker ({trial.user_attrs.get(WORKER, '?')}) sent no heartbeat for {silent:.0f} s"
         run_dir = trial.user_attrs.get(RUN_DIR)
-        if run_dir and RunDir(Path(run_dir)).status.is_file():
+        if run_dir and RunDir(Path(run_dir)).status_file.is_file():
             try:
                 RunDir(Path(run_dir)).write_status(status="failed", error=why)
             except (OSError, DmpfError):
@@ -903,7 +903,7 @@ def _run_trial(study, trial, spec: SweepSpec, where: Where, console, on_event) -
     import optuna
 
     from ..recipes.runs import train
-    from ..store.checkpoints import RunDir
+    from ..store.run import RunDir
 
     params = {d.key: d.suggest(trial) for d in spec.dims}
     overrides = spec.trial_overrides(params)
@@ -958,7 +958,7 @@ def _record_failure(run, trial, message: str) -> None:
         trial.set_user_attr(ERROR, message)
     except RuntimeError:  # another worker declared the trial lost meanwhile: the study keeps its verdict
         pass
-    if run.status.is_file():
+    if run.status_file.is_file():
         run.write_status(status="failed", error=message)
 
 

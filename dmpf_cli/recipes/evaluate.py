@@ -26,7 +26,8 @@ from ..metrics import LOWER_IS_BETTER, label_bins
 from ..model.backbones import demo_lm_dir
 from ..model.dmpf import build_model, resolve_device
 from ..progress import Progress
-from ..store.checkpoints import RunDir, RunError, load_weights
+from ..store.checkpoints import load_weights
+from ..store.run import RunDir, RunError, RunState
 from ..streams import MODALITIES, SPLITS, STREAM
 from .datasets import open_data, read_source
 from .preflight import resolve_config
@@ -49,7 +50,7 @@ class TrainedModel:
     device: str
     dims: tuple[int, ...]
     backbone_source: str
-    status: str  # run.json's status: "finished", or "running" for a run that was killed or is still training
+    status: str  # run.json's status (RunState's value): "finished", or "running" for a run killed or still training
     record: dict[str, Any]  # the whole run.json: data, data_fingerprint, dims, ...
 
 
@@ -73,13 +74,13 @@ def load_trained(root: Path, warn=_warn_stderr, console=None) -> TrainedModel:
             raise ValueError
         dims = tuple(int(d) for d in dims)
     except (TypeError, ValueError):
-        raise RunError(f"{run.status}: dims: expected {len(MODALITIES)} integers "
+        raise RunError(f"{run.status_file}: dims: expected {len(MODALITIES)} integers "
                        f"({', '.join(m.key for m in MODALITIES)}), got {dims!r}") from None
     if not isinstance(status.get("data"), (str, type(None))):
-        raise RunError(f"{run.status}: data: expected the prepared data directory, got {json.dumps(status['data'])[:60]}")
-    state = str(status.get("status") or "unknown")
-    if state != "finished":
-        warn(f"{run.root} is unfinished (status {state}): scoring its best checkpoint so far")
+        raise RunError(f"{run.status_file}: data: expected the prepared data directory, got {json.dumps(status['data'])[:60]}")
+    state = run.state
+    if state is not RunState.FINISHED:
+        warn(f"{run.root} is unfinished (status {state.value}): scoring its best checkpoint so far")
     device = resolve_device(cfg.training.device)
     if names_demo_lm(cfg.backbone) and not demo_lm_dir().is_dir():
         warn(f"the demo language model {run.root} trained on is not in {demo_lm_dir()}: pretraining it again first")
@@ -90,7 +91,7 @@ def load_trained(root: Path, warn=_warn_stderr, console=None) -> TrainedModel:
     load_weights(model, run.best)
     model.eval()
     return TrainedModel(run, cfg, compiled(model, cfg.training.compile, device), backbone.tokenizer, device, dims,
-                     backbone.source, state, status)
+                     backbone.source, state.value, status)
 
 
 def _drop(full: dict[str, float], ablated: dict[str, float]) -> dict[str, float]:

@@ -41,7 +41,7 @@ from ..registry import register
 
 if TYPE_CHECKING:
     from ..config import ExperimentConfig
-    from ..store.checkpoints import RunDir
+    from ..store.run import RunDir
 
 KEY = "training.loggers"
 ALWAYS = "jsonl"  # the run's own record: on whatever training.loggers lists

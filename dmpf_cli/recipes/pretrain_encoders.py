@@ -14,7 +14,7 @@ step, gradient clipping, ``training.batch_size`` and ``max_epochs``, early stopp
 of the mean of the stream heads (``training.patience``), seed ``training.seeds[0]``. One process, no
 gradient accumulation, no ``torch.compile``.
 
-The run directory is a dmpf one (:class:`~dmpf_cli.store.checkpoints.RunDir`), with ``"kind":
+The run directory is a dmpf one (:class:`~dmpf_cli.store.run.RunDir`), with ``"kind":
 "pretrain-encoders"`` in run.json; ``checkpoints/best.safetensors`` holds ``encoders.<stream>.*`` and
 ``heads.<stream>.*``; results.json has each stream head's test MAE and Corr from the best checkpoint.
 """
@@ -36,11 +36,11 @@ from ..config import ExperimentConfig
 from ..data.batches import EpochBatchSampler, SplitDataset, batch_loader, make_loader
 from ..data.prepared import Split
 from ..errors import DmpfError
-from ..fileio import atomic_write_text
 from ..model.dmpf import build_encoders, masked_time_mean, resolve_device
 from ..model.losses import l1
 from ..progress import Progress
-from ..store.checkpoints import RunDir, load_weights, save_weights
+from ..store.checkpoints import load_weights, save_weights
+from ..store.run import RunDir, RunState
 from ..streams import SPLITS, STREAM, STREAMS
 from .datasets import open_data
 from .runs import clear_output, prepare_run_dir
@@ -111,9 +111,9 @@ def pretrain_encoders(cfg: ExperimentConfig, output: Path | None, *, overwrite: 
     seed = cfg.training.seeds[0]
 
     run = RunDir(Path(output) if output else Path("runs") / f"{cfg.name}-encoders-{time.strftime('%Y%m%d-%H%M%S')}")
-    status = run.read_status() if run.status.is_file() else {}
-    clear_output(run.root, holds_run=bool(status), overwrite=overwrite,
-                 what="a finished run" if status.get("status") == "finished" else "an unfinished run")
+    there = run.state  # what --output holds already
+    clear_output(run.root, holds_run=there is not RunState.NEW, overwrite=overwrite,
+                 what="a finished run" if there is RunState.FINISHED else "an unfinished run")
     prepare_run_dir(run, cfg, seed, resume=False, overwrite=overwrite)
     run.write_status(kind=ENCODER_STAGE, streams=[s.name for s in streams], data=str(data.path),
                      data_fingerprint=data.fingerprint, dims=list(data.dims), device=device,
@@ -138,7 +138,7 @@ def pretrain_encoders(cfg: ExperimentConfig, output: Path | None, *, overwrite: 
                "best_epoch": state.best_epoch, "epochs": state.epoch, "steps": state.step, "valid_mae": state.best_mae,
                "test": {name: {"MAE": m["MAE"], "Corr": m["Corr"]} for name, m in scored.items()},
                "test_mean_of_heads": {"MAE": mean["MAE"], "Corr": mean["Corr"]}}
-    atomic_write_text(run.results, json.dumps(results, indent=1))
+    run.write_results(results)
     run.write_status(status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     return results
 

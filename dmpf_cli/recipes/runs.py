@@ -1,6 +1,6 @@
 """Runs on disk: a run directory made (never over a finished run), trained and finished; several seeds under
 one root with their mean ± std; an interrupted run or root resumed. The recipe itself is :mod:`dmpf_cli.recipes.train`;
-the files of a run directory are :mod:`dmpf_cli.store.checkpoints`'.
+the files of a run directory are :mod:`dmpf_cli.store.run`'s, a multi-seed root's :mod:`dmpf_cli.store.roots`'.
 """
 
 from __future__ import annotations
@@ -17,19 +17,19 @@ import torch
 import torch.distributed as dist
 from rich.console import Console
 
-from ..config import SEED_RANGE, ExperimentConfig, are_seeds, is_seed, to_yaml
+from ..config import SEED_RANGE, ExperimentConfig, is_seed, to_yaml
 from ..fileio import atomic_write_text
 from ..model.dmpf import resolve_device
 from ..progress import Progress
 from ..store import provenance
-from ..store.checkpoints import RunDir, RunError, save_predictions
+from ..store.checkpoints import save_predictions
+from ..store.roots import is_multi_seed_root, read_seeds, write_seeds
+from ..store.run import RunDir, RunError, RunState
 from . import preflight
 from .loggers import open_loggers
 from .preflight import Ready
 from .runtime import threads_text
 from .train import Trainer, World, init_distributed
-
-SEEDS_FILE = "seeds.json"  # in the root of a multi-seed run: the seeds, so `--resume ROOT` can finish them all
 
 
 def clear_output(root: Path, *, holds_run: bool, what: str, overwrite: bool, hint: str = "") -> None:
@@ -48,14 +48,14 @@ def clear_output(root: Path, *, holds_run: bool, what: str, overwrite: bool, hin
 
 def prepare_run_dir(run: RunDir, cfg: ExperimentConfig, seed: int, *, resume: bool, overwrite: bool) -> None:
     """Create (or check, for --resume) the run directory; never clobbers a finished run without --overwrite."""
-    status = run.read_status() if run.status.exists() else {}
+    state = run.state
     if resume:
         run.require("--resume")
-        if status.get("status") == "finished":
+        if state is RunState.FINISHED:
             raise RunError(f"--resume: {run.root} has already finished")
         return
-    what = "a finished run" if status.get("status") == "finished" else "an unfinished run (use --resume)"
-    clear_output(run.root, holds_run=bool(status), what=what, overwrite=overwrite)
+    what = "a finished run" if state is RunState.FINISHED else "an unfinished run (use --resume)"
+    clear_output(run.root, holds_run=state is not RunState.NEW, what=what, overwrite=overwrite)
     run.checkpoints.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run.config, to_yaml(cfg))
     run.metrics.write_text("", encoding="utf-8")
@@ -123,7 +123,7 @@ def _train_one(cfg: ExperimentConfig, run: RunDir, seed: int, *, resume: bool, o
             results["ddp"] = ddp
         if world.main:
             save_predictions(run.predictions, trainer.predictions)
-            atomic_write_text(run.results, json.dumps(results, indent=1))
+            run.write_results(results)
             trainer.logger.log({"kind": "test", "step": trainer.state.step, "test": results["test"]})
             plot_curves(run)
             trainer.logger.image("curves", run.curves)
@@ -173,25 +173,11 @@ def ready(cfg: ExperimentConfig, console: Console) -> ExperimentConfig:
     return preflight.check(cfg, console).cfg
 
 
-def read_seeds(root: Path) -> list[int]:
-    """The seeds of a multi-seed root, from its seeds.json; a damaged one is a one-line :class:`RunError`."""
-    path = Path(root) / SEEDS_FILE
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RunError(f"{path}: unreadable ({type(exc).__name__}: {' '.join(str(exc).split())})") from None
-    seeds = record.get("seeds") if isinstance(record, dict) else None
-    if not are_seeds(seeds):
-        raise RunError(f"{path}: expected {{\"seeds\": [1111, ...]}}, distinct integers {SEED_RANGE}, got "
-                       f"{json.dumps(record)[:60]}")
-    return seeds
-
-
 def _run_seed(run: RunDir, cfg: ExperimentConfig) -> int:
     """The seed a run directory trains with (run.json's; its config's first before it has one)."""
     seed = run.read_status().get("seed", cfg.training.seeds[0])
     if not is_seed(seed):
-        raise RunError(f"{run.status}: seed: expected an integer {SEED_RANGE}, got {json.dumps(seed)[:60]}")
+        raise RunError(f"{run.status_file}: seed: expected an integer {SEED_RANGE}, got {json.dumps(seed)[:60]}")
     return seed
 
 
@@ -201,7 +187,7 @@ def train(
 ) -> dict[str, Any]:
     """``dmpf train``: every seed, one run directory each (``DIR`` itself for one seed, ``DIR/seed-N`` for several).
     ``epoch_hooks``: called after each epoch of each seed (:attr:`~dmpf_cli.recipes.train.Trainer.epoch_hooks`)."""
-    multi_seed_root = resume is not None and (Path(resume) / SEEDS_FILE).is_file()
+    multi_seed_root = resume is not None and is_multi_seed_root(resume)
     if resume is not None:  # a resumed run keeps its own config (a multi-seed root holds one beside its seeds)
         if not multi_seed_root:
             RunDir(resume).require("--resume")
@@ -231,20 +217,20 @@ def train(
             raise RunError(f"--output: {root} is a file, not a directory; choose another --output")
     runs = {seed: RunDir(root if len(seeds) == 1 else root / f"seed-{seed}") for seed in seeds}
     if len(seeds) > 1 and resume is None and world.main:  # what --resume ROOT needs to finish every seed
-        clear_output(root, holds_run=RunDir(root).status.is_file() or (root / SEEDS_FILE).is_file(), what="a run",
+        clear_output(root, holds_run=RunDir(root).status_file.is_file() or is_multi_seed_root(root), what="a run",
                      overwrite=overwrite, hint=f", or --resume {root} to finish an interrupted one")
         root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(root / "config.yaml", to_yaml(cfg))
-        atomic_write_text(root / SEEDS_FILE, json.dumps({"seeds": seeds}))
+        write_seeds(root, seeds)
     all_results = {}
     for seed, run in runs.items():
-        status = run.read_status().get("status") if resume is not None and run.status.is_file() else None
-        if status == "finished" and run.results.is_file():
+        state = run.state if resume is not None else RunState.NEW
+        if state is RunState.FINISHED:
             if world.main:
                 console.print(f"seed {seed}: finished already in {run.root}")
-            all_results[str(run.root)] = json.loads(run.results.read_text(encoding="utf-8")) if world.main else {}
+            all_results[str(run.root)] = run.read_results() if world.main else {}
             continue
-        all_results[str(run.root)] = train_one(cfg, run, seed, resume=status is not None, overwrite=overwrite,
+        all_results[str(run.root)] = train_one(cfg, run, seed, resume=state is not RunState.NEW, overwrite=overwrite,
                                                console=console, world=world, epoch_hooks=epoch_hooks, ready=ready)
     summary = {"runs": all_results}
     if len(seeds) > 1 and world.main:

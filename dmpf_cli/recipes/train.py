@@ -43,7 +43,8 @@ from ..metrics import compute_metrics
 from ..model.dmpf import build_encoders, build_model, resolve_device
 from ..model.losses import dmpf_loss
 from ..model.mm import Gate, MMBlock
-from ..store.checkpoints import RunDir, RunError, load_resumable, load_weights, save_resumable, save_weights
+from ..store.checkpoints import load_resumable, load_weights, save_resumable, save_weights
+from ..store.run import RunDir, RunError, RunState
 from ..streams import SPLITS, STREAM, STREAMS
 from .loggers import JsonlLogger, Logger
 from .runtime import autocast, compiled, predict, to_device
@@ -178,7 +179,7 @@ def pretrained_encoders(cfg: ExperimentConfig, dims: tuple[int, ...]) -> tuple[P
     status = run.read_status()
     if status.get("kind") != ENCODER_STAGE:
         raise RunError(f"{key}: {run.root} is not an encoder pre-training run; make one with `dmpf pretrain-encoders`")
-    if status.get("status") != "finished" or not run.best.is_file():
+    if run.state is not RunState.FINISHED or not run.best.is_file():
         raise RunError(f"{key}: {run.root} is unfinished (status {status.get('status')!r}); run "
                        "`dmpf pretrain-encoders` to the end first")
     try:
@@ -266,7 +267,7 @@ def shard(batches: list[list[int]], world: World) -> list[list[int]]:
 class Trainer:
     """The recipe for one seed: data, model, optimizer and schedule, the loop, early stopping, the test.
 
-    Its files go to ``run`` (a :class:`~dmpf_cli.store.checkpoints.RunDir`): metrics.jsonl, the resumable and
+    Its files go to ``run`` (a :class:`~dmpf_cli.store.run.RunDir`): metrics.jsonl, the resumable and
     the best checkpoint. Making and finishing the directory is :mod:`dmpf_cli.recipes.runs`'s job. ``resume``: the
     run will be restored (:meth:`restore`), so ``encoders.init_from`` is not loaded: its checkpoint already
     holds the encoders it trained. ``ready``: the data, the backbone's files and the encoders' weights as the run's

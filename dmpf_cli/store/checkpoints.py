@@ -1,20 +1,6 @@
-"""Run directories and checkpoints.
-
-A run directory holds everything one training run produced::
-
-    DIR/config.yaml         the resolved config it ran with
-    DIR/run.json            status (running / finished), seed, data, backbone (and its weights' fingerprint), versions
-    DIR/metrics.jsonl       one record per optimizer step and per epoch
-    DIR/checkpoints/last/weights.safetensors + state.pt   resumable: trainable weights; optimizer, scheduler, RNG, loop
-    DIR/checkpoints/best.safetensors                     the best validation epoch's weights
-    DIR/predictions.npz     the best checkpoint's scores on valid and test, with the sample ids and labels
-    DIR/results.json        test metrics of the best checkpoint (written last)
-    DIR/curves.png          training curves
-    DIR/tensorboard/, DIR/wandb/   the event files of those metric loggers, when configured (training.loggers)
-
-Beside it, ``PARENT/.DIR.lock``: held (``flock``) by the process training the run, so a second one (a grid run
-again while its jobs still train, ``--resume`` twice) is refused instead of writing the same files; it sits outside
-the directory, so ``--overwrite`` cannot remove it from under its holder.
+"""A run's checkpoints: its trainable weights (``checkpoints/best.safetensors``), its resumable state
+(``checkpoints/last/``: weights and the optimizer, scheduler, RNG and loop state of one step) and its stored
+predictions (``predictions.npz``). Where these files sit in a run directory is :class:`dmpf_cli.store.run.RunDir`'s.
 
 Checkpoints hold the trainable state only (everything but the frozen backbone), as safetensors;
 every file is written to a temporary name and renamed, so a killed run never leaves a torn file, and
@@ -23,91 +9,17 @@ the resumable pair is published as one directory, so its two files always belong
 
 from __future__ import annotations
 
-import json
 import os
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import DmpfError
-from ..fileio import LockHeld, atomic_write_text, follow_umask, hold, temporary_name
+from ..fileio import follow_umask, temporary_name
+from .run import RunError
 
 BACKBONE_PREFIX = "lm.gpt2."
-
-
-class RunError(DmpfError):
-    """A run directory or checkpoint that cannot be used; one line."""
-
-
-class RunDir:
-    def __init__(self, root: Path):
-        self.root = Path(root).expanduser()
-
-    config = property(lambda self: self.root / "config.yaml")
-    status = property(lambda self: self.root / "run.json")
-    metrics = property(lambda self: self.root / "metrics.jsonl")
-    checkpoints = property(lambda self: self.root / "checkpoints")
-    last = property(lambda self: self.checkpoints / "last")
-    best = property(lambda self: self.checkpoints / "best.safetensors")
-    results = property(lambda self: self.root / "results.json")
-    predictions = property(lambda self: self.root / "predictions.npz")
-    curves = property(lambda self: self.root / "curves.png")
-
-    @contextmanager
-    def claim(self) -> Iterator[None]:
-        """Hold the run for this process while it trains (its lock, :func:`dmpf_cli.fileio.hold`, let go when the
-        process ends, however it ends); a run another process holds is a one-line error naming it."""
-        with ExitStack() as stack:
-            try:
-                stack.enter_context(hold(self.root))
-            except LockHeld as held:
-                raise RunError(f"{self.root}: being trained by {held.holder or 'another process'}; wait for it to end, or stop it "
-                               "(a killed run resumes)") from None
-            yield
-
-    def read_status(self) -> dict[str, Any]:
-        """run.json ({} before the run has written one); a damaged one is a one-line :class:`RunError`."""
-        try:
-            record = json.loads(self.status.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            raise RunError(f"{self.status}: unreadable ({exc})") from None
-        if not isinstance(record, dict):
-            raise RunError(f"{self.status}: damaged: expected a JSON object of the run's status, got "
-                           f"{json.dumps(record)[:60]}")
-        return record
-
-    def write_status(self, **fields: Any) -> None:
-        atomic_write_text(self.status, json.dumps({**self.read_status(), **fields}, indent=1))
-
-    def backbone_mismatch(self, fingerprint: str | None) -> str | None:
-        """Why the frozen backbone built now is not the one this run trained with (None when it is, or
-        when either side has no fingerprint: a run from before fingerprints, a meta build)."""
-        record = self.read_status()
-        then = record.get("backbone_fingerprint")
-        if not then or not fingerprint or then == fingerprint:
-            return None
-        import transformers
-
-        trained_with = (record.get("versions") or {}).get("transformers")
-        versions = (f"; transformers {trained_with} then, {transformers.__version__} now"
-                    if trained_with and trained_with != transformers.__version__ else "")
-        return (f"the frozen backbone's weights differ from the ones {self.root} trained with (fingerprint "
-                f"{fingerprint} now, {then} then{versions})")
-
-    def require(self, option: str = "--run") -> None:
-        """A one-line error (naming ``option``) unless this is a dmpf run directory."""
-        if self.root.is_file():
-            raise RunError(f"{option}: {self.root} is a file; pass the run directory that holds it (with "
-                           "config.yaml and run.json)")
-        if not self.root.is_dir():
-            raise RunError(f"{option}: {self.root}: no such run directory")
-        if not self.config.is_file() or not self.status.is_file():
-            raise RunError(f"{option}: {self.root}: not a dmpf run directory (no config.yaml / run.json)")
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -205,10 +117,19 @@ def save_resumable(model: nn.Module, state: dict[str, Any], last: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def resumable_folder(last: Path) -> Path | None:
+    """The newest complete resumable checkpoint: ``last``, else the ``last.old`` a kill during its swap left; None
+    when the run has none (it died before its first checkpoint)."""
+    for folder in (last, last.with_name(f"{last.name}.old")):
+        if folder.is_dir():
+            return folder
+    return None
+
+
 def load_resumable(model: nn.Module, last: Path) -> dict[str, Any]:
     """Load the newest complete resumable checkpoint into ``model``; returns its training state."""
-    folder = last if last.is_dir() else last.with_name(f"{last.name}.old")
-    if not folder.is_dir():
+    folder = resumable_folder(last)
+    if folder is None:
         raise RunError(f"{last}: no resumable checkpoint in this run")
     load_weights(model, folder / "weights.safetensors")
     try:
