@@ -7,7 +7,7 @@ VALUE``, where SOURCE is the file, or the command-line override that set the key
 key lists the model's keys with the close matches first. The rules several files share live here too: the one
 rule for names that become directories (:data:`Slug`), and lists of ``key=value`` overrides (:data:`Overrides`).
 
-A validator whose message shows the value itself raises :func:`whole` instead of ``ValueError``, so the line gets
+A validator whose message shows the value itself raises :class:`Whole` instead of ``ValueError``, so the line gets
 no second ``, got VALUE``.
 """
 
@@ -20,13 +20,11 @@ import typing
 from typing import Annotated, Any, Iterable, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ValidationError
-from pydantic_core import PydanticCustomError
 
 from . import yamlio
 from .errors import DmpfError, did_you_mean
 
 M = TypeVar("M", bound=BaseModel)
-WHOLE = "dmpf_whole"  # the error type of whole(): its message names the value
 
 
 class Invalid(DmpfError):
@@ -37,9 +35,8 @@ class Invalid(DmpfError):
         super().__init__("\n".join(self.problems))
 
 
-def whole(message: str) -> PydanticCustomError:
-    """An error for a validator to raise whose message already shows the value (no ``, got VALUE`` is added)."""
-    return PydanticCustomError(WHOLE, "{message}", {"message": message})
+class Whole(ValueError):
+    """What a validator raises when its message already shows the value (no ``, got VALUE`` is added)."""
 
 
 # -- names and overrides, the same rule in every file -----------------------------------------------
@@ -134,7 +131,7 @@ def problems(model: type[BaseModel], exc: ValidationError, source: str,
         loc = tuple(err["loc"])
         dotted = ".".join(str(p) for p in loc)
         # a section's own check (a model validator) names the values itself: no ", got {whole section}"
-        quiet = err["type"] in ("extra_forbidden", "missing", WHOLE) or (
+        quiet = err["type"] in ("extra_forbidden", "missing") or _whole(err) or (
             isinstance(err.get("input"), dict) and _is_section(model, loc))
         got = "" if quiet else f", got {describe(err.get('input'))}"
         key = f"{dotted}: " if dotted else ""
@@ -159,6 +156,10 @@ def describe(value: Any) -> str:
     """A value in an error line: JSON, a string quoted, at most 60 characters."""
     text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _whole(err: dict[str, Any]) -> bool:
+    return isinstance((err.get("ctx") or {}).get("error"), Whole)
 
 
 def _unwrap(annotation: Any) -> Any:
@@ -222,8 +223,6 @@ def _expected(model: type[BaseModel], err: dict[str, Any]) -> str:
     """Turn one pydantic error into a short 'expected …' phrase."""
     kind, ctx, msg = err["type"], err.get("ctx") or {}, err["msg"]
     number = _field_type(model, tuple(err["loc"]))
-    if kind == WHOLE:
-        return msg
     if kind == "extra_forbidden":
         holder = _model_at(model, tuple(err["loc"]))
         known = list(holder.model_fields) if holder else []

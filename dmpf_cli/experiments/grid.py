@@ -42,7 +42,7 @@ from .. import yamlio
 from ..config import SEED_RANGE, ConfigError, ExperimentConfig, are_seeds, load_config, to_yaml
 from ..errors import DmpfError, did_you_mean
 from ..fileio import atomic_write_text
-from ..validation import Invalid, Overrides, describe, is_slug, slug, validate, whole
+from ..validation import Invalid, Overrides, Whole, describe, is_slug, slug, validate
 
 GRID_FILE, GRID_RECORD, VARIANT_CONFIG, LOGS = "grid.yaml", "grid.json", "config.yaml", "logs"
 REPORT_FILES = ("report.md", "report.json")
@@ -73,7 +73,7 @@ class GridFile(BaseModel):
     def _known_keys(cls, data: Any) -> Any:
         for key in data if isinstance(data, dict) else ():
             if key not in GRID_KEYS:
-                raise whole(f"unknown key '{key}': {did_you_mean(str(key), GRID_KEYS, cutoff=0.6)}expected one of "
+                raise Whole(f"unknown key '{key}': {did_you_mean(str(key), GRID_KEYS, cutoff=0.6)}expected one of "
                             f"{', '.join(GRID_KEYS)}")
         return data
 
@@ -112,12 +112,12 @@ class GridFile(BaseModel):
         taken: dict[str, str] = {}
         for variant in variants:
             if not is_slug(variant):
-                raise whole(f"the name {variant!r} is not a directory name (letters, digits, '-', '_', '.')")
+                raise Whole(f"the name {variant!r} is not a directory name (letters, digits, '-', '_', '.')")
             if variant.lower() in (r.lower() for r in RESERVED):
-                raise whole(f"the name {variant!r} is reserved: the grid directory holds {', '.join(RESERVED)} "
+                raise Whole(f"the name {variant!r} is reserved: the grid directory holds {', '.join(RESERVED)} "
                             "beside the variants; rename the variant")
             if variant.lower() in taken:
-                raise whole(f"{taken[variant.lower()]!r} and {variant!r} differ only in case; on a case-insensitive "
+                raise Whole(f"{taken[variant.lower()]!r} and {variant!r} differ only in case; on a case-insensitive "
                             "file system they would share one directory: rename one")
             taken[variant.lower()] = variant
         return variants
@@ -132,7 +132,7 @@ class GridFile(BaseModel):
             return next(iter(variants))
         if not isinstance(baseline, str) or baseline not in variants:
             hint = did_you_mean(baseline, variants, cutoff=0.6) if isinstance(baseline, str) else ""
-            raise whole(f"{_shown(baseline)} is not a variant: {hint}the variants are {', '.join(variants)}")
+            raise Whole(f"{_shown(baseline)} is not a variant: {hint}the variants are {', '.join(variants)}")
         return baseline
 
 
