@@ -3,35 +3,23 @@
 Every model forbids unknown keys, so a typo in a YAML file is an error that names the key. The
 defaults of the models are the embedded default experiment (``configs/default.yaml``): a generated
 dataset and a tiny random GPT-2. Files and override values are read by :mod:`dmpf_cli.yamlio` (YAML 1.2's
-numbers: ``3e-4`` is a float), and ``to_yaml`` writes through it.
-
-Errors in a config never surface as a traceback: :func:`load_config` raises :class:`ConfigError`,
-whose message has one line per problem, each naming the file (or the command-line override), the
-key path and what was expected.
+numbers: ``3e-4`` is a float), and ``to_yaml`` writes through it. :func:`load_config` checks the tree through
+:mod:`dmpf_cli.validation` and raises :class:`ConfigError`: one line per problem, each naming the file (or the
+command-line override), the key path and what was expected.
 """
 
 from __future__ import annotations
 
-import json
 import re
-import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    create_model,
-    field_validator,
-    model_validator,
-)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from . import yamlio
-from .errors import DmpfError, did_you_mean
+from .errors import did_you_mean
 from .streams import DATASETS, MODALITIES, STREAMS, TEXT
+from .validation import Invalid, Slug, apply_overrides, validate
 
 NonNegInt = Annotated[int, Field(ge=0)]
 PosInt = Annotated[int, Field(ge=1)]
@@ -63,20 +51,6 @@ def are_seeds(values: Any) -> bool:
     """Whether ``values`` is a non-empty list of distinct seeds."""
     return (isinstance(values, list) and bool(values) and all(is_seed(v) for v in values)
             and len(set(values)) == len(values))
-
-_SLUG = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
-
-
-def _slug(value: str) -> str:
-    """A name that is safe as one path component (the run directory is ``runs/NAME-DATE-TIME``)."""
-    if not _SLUG.fullmatch(value):
-        raise ValueError(
-            "expected a non-empty name of at most 100 letters, digits, '.', '_' or '-', not starting with '.'"
-        )
-    return value
-
-
-Slug = Annotated[str, AfterValidator(_slug)]
 
 
 class Strict(BaseModel):
@@ -311,12 +285,8 @@ class ExperimentConfig(Strict):
 # Loading
 
 
-class ConfigError(DmpfError, ValueError):
+class ConfigError(Invalid, ValueError):
     """A config that cannot be used. ``str(err)`` is one line per problem, ready to print."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("\n".join(problems))
 
 
 def _config_dir() -> Path:
@@ -391,15 +361,7 @@ def copy_preset(name: str, destination: Path) -> Path:
 def read_yaml(path: Path) -> dict[str, Any]:
     """Read a YAML mapping; every failure is a one-line :class:`ConfigError` naming the file."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError([f"{path}: no such config file"]) from None
-    except IsADirectoryError:
-        raise ConfigError([f"{path}: is a directory, expected a YAML file"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"{path}: cannot read: {exc}"]) from None
-    try:
-        data = yamlio.load(text, str(path))
+        data, _ = yamlio.read(path, "config file")
     except yamlio.YamlError as exc:
         raise ConfigError([str(exc)]) from None
     if data is None:
@@ -409,121 +371,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``a.b.c=value`` → (["a","b","c"], value); the value is parsed as YAML 1.2 (``[7, 14]``, ``true``, ``1e-4``:
-    :mod:`dmpf_cli.yamlio`); a value that is not YAML (``[1,``) is kept as the string it is."""
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError([f"override '{text}': expected key.sub=value, e.g. fusion.n_a=8"])
-    try:
-        value = yamlio.load(raw, f"override '{text}'") if raw.strip() else ""
-    except yamlio.YamlError:
-        value = raw  # not YAML: keep it as a plain string
-    return key.split("."), value
-
-
-def _set_path(tree: dict[str, Any], path: list[str], value: Any, origin: str) -> None:
-    node = tree
-    for depth, part in enumerate(path[:-1]):
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            where = ".".join(path[: depth + 1])
-            raise ConfigError([f"{origin}: {where}: is a {type(child).__name__} value, it has no key '{path[depth + 1]}'"])
-        node = child
-    node[path[-1]] = value
-
-
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The pydantic model that holds the key at ``loc`` (for suggesting close key names)."""
-    model: Any = ExperimentConfig
-    for part in loc[:-1]:
-        field = model.model_fields.get(part) if isinstance(part, str) else None
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
-            return None
-        model = field.annotation
-    return model
-
-
-def _field_type(loc: tuple[Any, ...]) -> str:
-    """'an integer' or 'a number' for the field at ``loc`` (for bound errors); list items count as their list's."""
-    if loc and isinstance(loc[-1], int):  # an item of a list field, e.g. mm.layers.0
-        loc = loc[:-1]
-    model = _model_at(loc)
-    field = model.model_fields.get(loc[-1]) if model and loc and isinstance(loc[-1], str) else None
-    if field is None:
-        return "a number"
-    annotation = field.annotation
-    if typing.get_origin(annotation) is list:
-        annotation = typing.get_args(annotation)[0]
-    if typing.get_origin(annotation) is Annotated:
-        annotation = typing.get_args(annotation)[0]
-    return "an integer" if annotation is int else "a number"
-
-
-def _expected(err: dict[str, Any]) -> str:
-    """Turn one pydantic error into a short 'expected …' phrase."""
-    kind, ctx, msg = err["type"], err.get("ctx") or {}, err["msg"]
-    number = _field_type(tuple(err["loc"]))
-    if kind == "extra_forbidden":
-        model = _model_at(tuple(err["loc"]))
-        known = list(model.model_fields) if model else []
-        return f"unknown key; {did_you_mean(str(err['loc'][-1]), known)}expected one of: {', '.join(known)}"
-    if kind == "greater_than_equal":
-        return f"expected {number} >= {ctx['ge']}"
-    if kind == "greater_than":
-        return f"expected {number} > {ctx['gt']}"
-    if kind in ("less_than", "less_than_equal"):
-        return f"expected {number} {'<' if kind == 'less_than' else '<='} {ctx.get('lt', ctx.get('le'))}"
-    if kind == "literal_error":
-        return f"expected one of {ctx['expected']}"
-    if kind.startswith("int_"):
-        return "expected an integer"
-    if kind.startswith("float_"):
-        return "expected a number"
-    if kind == "finite_number":
-        return "expected a finite number"
-    if kind.startswith("bool_"):
-        return "expected true or false"
-    if kind in ("string_type",):
-        return "expected a string"
-    if kind in ("list_type", "tuple_type"):
-        return "expected a list"
-    if kind in ("dict_type", "model_type", "model_attributes_type"):
-        return "expected a mapping of keys"
-    if kind == "value_error":
-        return msg.removeprefix("Value error, ")
-    return msg[0].lower() + msg[1:]
-
-
-def _describe(value: Any) -> str:
-    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _is_section(loc: tuple[Any, ...]) -> bool:
-    """Whether ``loc`` names a whole config section (a pydantic model), e.g. ``mm`` or ``encoders.audio``."""
-    return _model_at(loc + ("",)) is not None
-
-
-def _origin_of(loc: tuple[Any, ...], overrides: dict[tuple[str, ...], str], source: str) -> str:
-    """Who set the key at ``loc``: the override of it (or of a section above it), else the overrides of
-    keys inside it (a section whose check failed after an override changed one of its keys), else the file."""
-    path = tuple(str(p) for p in loc)
-    for n in range(len(path), 0, -1):
-        if path[:n] in overrides:
-            return f"override '{overrides[path[:n]]}'"
-    inside = [f"'{text}'" for keys, text in overrides.items() if path and keys[: len(path)] == path]
-    if inside:
-        return f"override{'s' if len(inside) > 1 else ''} {', '.join(inside)}"
-    return source
-
-
-def load_config(
-    dataset: str | None = None,
-    config: Path | str | None = None,
-    overrides: list[str] | tuple[str, ...] = (),
-) -> ExperimentConfig:
+def load_config(dataset: str | None = None, config: Path | str | None = None,
+                overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
     """Resolve a config: a preset (``--dataset``) or a file or preset (``--config``), then the overrides.
 
     With neither, the embedded default (``configs/default.yaml``). The schema only: the checks of the components
@@ -533,28 +382,8 @@ def load_config(
     source = str(path)
     tree = read_yaml(path)
 
-    origins: dict[tuple[str, ...], str] = {}
-    for text in overrides:
-        keys, value = parse_override(text)
-        _set_path(tree, keys, value, f"override '{text}'")
-        origins[tuple(keys)] = text
-
-    try:
-        cfg = ExperimentConfig.model_validate(tree)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors(include_url=False):
-            loc = tuple(err["loc"])
-            dotted = ".".join(str(p) for p in loc) or "(top level)"
-            # a section's own check (a model validator) names the values itself: no ", got {whole section}"
-            quiet = err["type"] in ("extra_forbidden", "missing") or (
-                isinstance(err.get("input"), dict) and _is_section(loc)
-            )
-            got = "" if quiet else f", got {_describe(err.get('input'))}"
-            problems.append(f"{_origin_of(loc, origins, source)}: {dotted}: {_expected(err)}{got}")
-        raise ConfigError(problems) from None
-
-    return cfg
+    origins = apply_overrides(tree, overrides, error=ConfigError)
+    return validate(ExperimentConfig, tree, source, origins, error=ConfigError)
 
 
 def selected_components(cfg: ExperimentConfig) -> list[tuple[str, str, str]]:

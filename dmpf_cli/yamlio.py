@@ -25,6 +25,7 @@ for something else (``yes``, ``1:30``) are quoted too, so other programs' YAML r
 
 API::
 
+    read(path, what)    # -> (the file's value, its text); YamlError naming the file on any problem
     load(text, where)   # -> the document's value (None for an empty one); YamlError on any problem
     dump(value)         # -> block YAML, keys in their order (a run's config.yaml)
     flow(value)         # -> one line of flow YAML, e.g. an override's value: f"{key}={flow(value)}"
@@ -33,6 +34,7 @@ API::
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -136,6 +138,20 @@ def _children(node: Node) -> list[Node]:
     if isinstance(node, MappingNode):
         return [part for pair in node.value for part in pair]
     return []
+
+
+def read(path: Path, what: str = "YAML file") -> tuple[Any, str]:
+    """The value of the YAML file at ``path`` (None when it is empty) and its text. A file that is not there
+    (``no such {what}``), cannot be read or is not YAML is one line of :class:`YamlError` naming it."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise YamlError(f"{path}: no such {what}") from None
+    except IsADirectoryError:
+        raise YamlError(f"{path}: is a directory, expected a YAML file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise YamlError(f"{path}: cannot read: {exc}") from None
+    return load(text, str(path)), text
 
 
 def load(text: str, where: str) -> Any:

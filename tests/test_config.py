@@ -13,11 +13,11 @@ from dmpf_cli.config import (
     ConfigError,
     ExperimentConfig,
     load_config,
-    parse_override,
     preset_names,
     to_yaml,
 )
 from dmpf_cli.recipes.preflight import resolve_config
+from dmpf_cli.validation import parse_override
 
 from conftest import error_line
 

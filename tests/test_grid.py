@@ -49,6 +49,28 @@ def test_grid_file_mistakes_are_one_line(tmp_path, fields, fragments):
         assert fragment in message
 
 
+def test_every_mistake_in_a_grid_file_is_its_own_line_naming_the_file_and_the_key(tmp_path):
+    """The grid file is a pydantic model checked as the configs are: all its problems at once, one line each."""
+    path = write_grid(tmp_path, description=["a"], seeds=[1, 1], variants={"full": "fusion.n_a=0"})
+    with pytest.raises(GridError) as err:
+        read_grid(path)
+    lines = str(err.value).splitlines()
+    assert [line.partition(": ")[2].partition(":")[0] for line in lines] == ["description", "seeds", "variants.full"]
+    assert all(line.startswith(f"{path}: ") for line in lines)
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump({"basline": "full", "variants": {"full": []}}))
+    with pytest.raises(GridError) as err:
+        read_grid(path)
+    assert one_line(err).startswith(f"{path}: unknown key 'basline': did you mean 'baseline' or 'base'? expected one of ")
+
+
+def test_a_grid_file_that_is_not_text_is_one_line(invoke, tmp_path):
+    path = tmp_path / "grid.yaml"
+    path.write_bytes(b"variants: {full: []}\nname: \xff\xfe\n")
+    result = invoke("grid", path, "--output", tmp_path / "out")
+    error_line(result.exit_code, result.stderr, f"{path}: cannot read")
+    assert not (tmp_path / "out").exists()
+
+
 def listing(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` with its bytes: what a refused command must leave as it found it."""
     return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else b"" for p in sorted(folder.rglob("*"))}

@@ -147,6 +147,25 @@ def test_a_bad_space_file_is_one_line_before_any_trial(invoke, tmp_path, changes
     assert not out.exists()
 
 
+def test_every_mistake_in_a_space_file_is_its_own_line_naming_the_file_the_key_and_a_close_match(invoke, tmp_path):
+    """The space file is a pydantic model checked as the configs are: all its problems at once, one line each."""
+    from dmpf_cli.experiments.sweep import SweepError, load_space
+
+    space = write_space(tmp_path, pruner={"kind": "median", "n_warmup_step": 1}, sampler={"sede": 1},
+                        heartbeat="soon")
+    with pytest.raises(SweepError) as err:
+        load_space(space)
+    assert str(err.value).splitlines() == [
+        f"{space}: pruner.n_warmup_step: unknown key; did you mean 'n_warmup_steps'? expected one of: kind, "
+        "n_startup_trials, n_warmup_steps",
+        f"{space}: sampler.sede: unknown key; did you mean 'seed'? expected one of: seed, n_startup_trials",
+        f"{space}: heartbeat: expected an integer >= 1, got 'soon'",
+    ]
+    result = invoke("sweep", space, "--output", tmp_path / "out")
+    assert result.exit_code == 2 and result.stderr.count("error: ") == 3 and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_space_file_takes_numbers_as_people_write_them(tmp_path):
     from dmpf_cli.config import load_config
     from dmpf_cli.experiments.sweep import load_space

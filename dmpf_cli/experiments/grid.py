@@ -31,11 +31,12 @@ refused — its runs would mix two configs — and nothing finished is ever over
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .. import yamlio
 from ..config import SEED_RANGE, ConfigError, ExperimentConfig, are_seeds, to_yaml
@@ -44,18 +45,101 @@ from ..fileio import atomic_write_text
 from ..recipes.preflight import absolute_paths, resolve_config
 from ..store.roots import GRID_RECORD, is_grid_dir, read_grid_record, write_grid_record
 from ..store.run import RunError
+from ..validation import Invalid, Overrides, Whole, describe, is_slug, slug, validate
 
-GRID_KEYS = ("name", "description", "base", "overrides", "seeds", "baseline", "variants")
 GRID_FILE, VARIANT_CONFIG, LOGS = "grid.yaml", "config.yaml", "logs"
 REPORT_FILES = ("report.md", "report.json")
 # what the grid directory holds beside the variants' directories: no variant may be named so (nor differ from one
 # of them only in case, as on a case-insensitive file system)
 RESERVED = (GRID_FILE, GRID_RECORD, *REPORT_FILES, LOGS)
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a variant names a directory (fullmatch: no final newline)
 
 
-class GridError(DmpfError):
+class GridError(Invalid):
     """A grid file or grid directory that cannot be used; one line naming the file and key."""
+
+
+class GridFile(BaseModel):
+    """A grid file's keys, checked (:func:`read_grid` reads it through :func:`~dmpf_cli.validation.validate`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Optional[slug("expected letters, digits, '-', '_' or '.'")] = None  # type: ignore[valid-type]
+    description: str = ""
+    base: str = "default"
+    overrides: Overrides = []
+    seeds: Optional[list[int]] = None
+    variants: dict[str, Overrides] = Field(None, validate_default=True)  # before baseline: its check reads them
+    baseline: Any = Field(None, validate_default=True)  # null: the first variant
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        for key in data if isinstance(data, dict) else ():
+            if key not in GRID_KEYS:
+                raise Whole(f"unknown key '{key}': {did_you_mean(str(key), GRID_KEYS, cutoff=0.6)}expected one of "
+                            f"{', '.join(GRID_KEYS)}")
+        return data
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: Any) -> Any:
+        return value or None
+
+    @field_validator("description", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> str:
+        if value is not None and not isinstance(value, str):
+            raise ValueError("expected a line of text")
+        return value or ""
+
+    @field_validator("base", mode="before")
+    @classmethod
+    def _base(cls, value: Any) -> str:
+        if not isinstance(value, str) or not value:
+            raise ValueError("expected a preset name or a config file")
+        return value
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seeds(cls, value: Any) -> Any:
+        if value is not None and not are_seeds(value):
+            raise ValueError(f"expected a list of distinct integers {SEED_RANGE} like [1111, 1112]")
+        return value
+
+    @field_validator("variants", mode="before")
+    @classmethod
+    def _variant_names(cls, variants: Any) -> Any:
+        if not isinstance(variants, dict) or not variants:
+            raise ValueError("expected a mapping of variant names to override lists, "
+                             "e.g. {full: [], text-only: [fusion.n_a=0, fusion.n_v=0, fusion.n_av=0]}")
+        taken: dict[str, str] = {}
+        for variant in variants:
+            if not is_slug(variant):
+                raise Whole(f"the name {variant!r} is not a directory name (letters, digits, '-', '_', '.')")
+            if variant.lower() in (r.lower() for r in RESERVED):
+                raise Whole(f"the name {variant!r} is reserved: the grid directory holds {', '.join(RESERVED)} "
+                            "beside the variants; rename the variant")
+            if variant.lower() in taken:
+                raise Whole(f"{taken[variant.lower()]!r} and {variant!r} differ only in case; on a case-insensitive "
+                            "file system they would share one directory: rename one")
+            taken[variant.lower()] = variant
+        return variants
+
+    @field_validator("baseline")
+    @classmethod
+    def _a_variant(cls, baseline: Any, info) -> Any:
+        variants = info.data.get("variants")
+        if variants is None:  # the variants' own error says what is wrong
+            return baseline
+        if baseline is None:
+            return next(iter(variants))
+        if not isinstance(baseline, str) or baseline not in variants:
+            hint = did_you_mean(baseline, variants, cutoff=0.6) if isinstance(baseline, str) else ""
+            raise Whole(f"{_shown(baseline)} is not a variant: {hint}the variants are {', '.join(variants)}")
+        return baseline
+
+
+GRID_KEYS = tuple(GridFile.model_fields)
 
 
 @dataclass
@@ -69,14 +153,6 @@ class Grid:
     baseline: str
     variants: dict[str, list[str]]  # in the file's order
     text: str
-
-
-def _strings(value: Any, where: str) -> list[str]:
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-        raise GridError(f"{where}: expected a list of key=value overrides, got {value!r}")
-    return [v.strip() for v in value]
 
 
 def shipped_grids() -> list[str]:
@@ -102,57 +178,18 @@ def grid_file(given: Path) -> Path:
 def read_grid(path: Path) -> Grid:
     """Read and check a grid file's structure (not yet its configs: :func:`variant_configs`)."""
     path = grid_file(Path(path))
-    if not path.is_file():
-        raise GridError(f"{path}: no such grid file")
-    text = path.read_text(encoding="utf-8")
-    tree = yamlio.load(text, str(path))
-    if not isinstance(tree, dict):
-        raise GridError(f"{path}: expected a mapping with {', '.join(GRID_KEYS)}")
-    for key in tree:
-        if key not in GRID_KEYS:
-            raise GridError(f"{path}: unknown key '{key}': {did_you_mean(str(key), GRID_KEYS, cutoff=0.6)}expected one of "
-                            f"{', '.join(GRID_KEYS)}")
-    name = tree.get("name") or path.stem
-    if not isinstance(name, str) or not NAME.fullmatch(name):
-        raise GridError(f"{path}: name: expected letters, digits, '-', '_' or '.', got {name!r}")
-    description = tree.get("description") or ""
-    if not isinstance(description, str):
-        raise GridError(f"{path}: description: expected a line of text, got {_shown(description)}")
-    variants = tree.get("variants")
-    if not isinstance(variants, dict) or not variants:
-        raise GridError(f"{path}: variants: expected a mapping of variant names to override lists, "
-                        "e.g. {full: [], text-only: [fusion.n_a=0, fusion.n_v=0, fusion.n_av=0]}")
-    taken: dict[str, str] = {}
-    for variant in variants:
-        if not isinstance(variant, str) or not NAME.fullmatch(variant):
-            raise GridError(f"{path}: variants: the name {variant!r} is not a directory name (letters, digits, "
-                            "'-', '_', '.')")
-        if variant.lower() in (r.lower() for r in RESERVED):
-            raise GridError(f"{path}: variants: the name {variant!r} is reserved: the grid directory holds "
-                            f"{', '.join(RESERVED)} beside the variants; rename the variant")
-        if variant.lower() in taken:
-            raise GridError(f"{path}: variants: {taken[variant.lower()]!r} and {variant!r} differ only in case; "
-                            "on a case-insensitive file system they would share one directory: rename one")
-        taken[variant.lower()] = variant
-    parsed = {v: _strings(ov, f"{path}: variants.{v}") for v, ov in variants.items()}
-    baseline = tree.get("baseline", next(iter(parsed)))
-    if not isinstance(baseline, str) or baseline not in parsed:
-        hint = did_you_mean(baseline, parsed, cutoff=0.6) if isinstance(baseline, str) else ""
-        raise GridError(f"{path}: baseline: {_shown(baseline)} is not a variant: {hint}the variants are "
-                        f"{', '.join(parsed)}")
-    seeds = tree.get("seeds", None)
-    if seeds is not None and not are_seeds(seeds):
-        raise GridError(f"{path}: seeds: expected a list of distinct integers {SEED_RANGE} like [1111, 1112], got {_shown(seeds)}")
-    base = tree.get("base", "default")
-    if not isinstance(base, str) or not base:
-        raise GridError(f"{path}: base: expected a preset name or a config file, got {base!r}")
-    return Grid(path, name, description, base, _strings(tree.get("overrides"), f"{path}: overrides"),
-                list(seeds or []), baseline, parsed, text)
+    try:
+        tree, text = yamlio.read(path, "grid file")
+    except yamlio.YamlError as exc:
+        raise GridError(str(exc)) from None
+    grid = validate(GridFile, tree, str(path), error=GridError)
+    return Grid(path, grid.name or path.stem, grid.description, grid.base, grid.overrides, grid.seeds or [],
+                grid.baseline, grid.variants, text)
 
 
 def _shown(value: Any) -> str:
     """A value read from a file, in an error: short, and 'text' for a string."""
-    return f"'{value}'" if isinstance(value, str) else json.dumps(value, default=str)[:60]
+    return f"'{value}'" if isinstance(value, str) else describe(value)
 
 
 def _base_config(grid: Grid) -> Path | str:

@@ -39,7 +39,6 @@ from ..errors import DmpfError
 from ..recipes.runtime import available_cpus, cpu_threads, threads_text, use_threads
 from ..store.checkpoints import resumable_folder
 from ..store.run import RunDir, RunState
-from .monitor import Monitor  # noqa: F401  (experiments.sweep imports it from here)
 
 LAUNCHERS = ("in-process", "local", "slurm", "submitit-local")
 

@@ -25,11 +25,9 @@ from .. import registry
 from ..config import (
     ConfigError,
     ExperimentConfig,
-    _origin_of,
     clm_idle,
     config_file,
     load_config,
-    parse_override,
     selected_components,
     token_counts,
 )
@@ -39,6 +37,7 @@ from ..model.attention import resolve_backend
 from ..model.backbones import FoundBackbone, check_available, classify_path, describe
 from ..model.dmpf import resolve_device
 from ..streams import STREAMS
+from ..validation import origin_of, parse_override
 from .datasets import data_dir, missing_data, open_data
 from .loggers import check_loggers
 from .pretrain_lm import ensure_demo_lm, names_demo_lm
@@ -73,7 +72,7 @@ def _origin_of_any(loc: str, overrides: dict[tuple[str, ...], str], source: str)
     """Who set ``loc`` or a key its check involves (:data:`RELATED_KEYS`): the overrides that did, else the file."""
     found: list[str] = []
     for key in RELATED_KEYS.get(loc, (loc,)):
-        origin = _origin_of(tuple(key.split(".")), overrides, source)
+        origin = origin_of(tuple(key.split(".")), overrides, source)
         if origin != source and origin not in found:
             found.append(origin)
     return ", ".join(found) if found else source

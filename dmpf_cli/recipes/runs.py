@@ -167,12 +167,6 @@ def summarize_seeds(results: list[dict[str, Any]]) -> dict[str, dict[str, float]
     return out
 
 
-def ready(cfg: ExperimentConfig, console: Console) -> ExperimentConfig:
-    """:func:`preflight.check <dmpf_cli.recipes.preflight.check>`'s config: kept for
-    :func:`dmpf_cli.experiments.sweep.preflight` until it calls :func:`~dmpf_cli.recipes.preflight.check` itself."""
-    return preflight.check(cfg, console).cfg
-
-
 def _run_seed(run: RunDir, cfg: ExperimentConfig) -> int:
     """The seed a run directory trains with (run.json's; its config's first before it has one)."""
     seed = run.read_status().get("seed", cfg.training.seeds[0])
