@@ -15,9 +15,10 @@ from safetensors.torch import load_file
 from dmpf_cli.config import load_config
 from dmpf_cli.model.dmpf import build_encoders, build_model
 from dmpf_cli.recipes.datasets import open_data
+from dmpf_cli.recipes.preflight import pretrained_encoders
 from dmpf_cli.recipes.pretrain_encoders import pretrain_encoders
 from dmpf_cli.recipes.runs import prepare_run_dir
-from dmpf_cli.recipes.train import Trainer, World, pretrained_encoders
+from dmpf_cli.recipes.train import Trainer, World
 from dmpf_cli.store.run import RunDir, RunError
 from dmpf_cli.streams import STREAMS
 

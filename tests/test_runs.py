@@ -19,7 +19,8 @@ from dmpf_cli.model.dmpf import build_model
 from dmpf_cli.recipes.datasets import open_data
 from dmpf_cli.recipes.evaluate import eval_run, load_trained, predict_run
 from dmpf_cli.recipes.runs import clear_output, plot_curves, prepare_run_dir, summarize_seeds
-from dmpf_cli.recipes.train import Trainer, World, build_optimizer, build_scheduler, clip_gradients, lr_factor, shard
+from dmpf_cli.recipes.schedule import build_optimizer, build_scheduler, clip_gradients, lr_factor
+from dmpf_cli.recipes.train import Trainer, World, shard
 from dmpf_cli.store.checkpoints import load_resumable, load_weights, save_resumable, save_weights
 from dmpf_cli.store.run import RunDir, RunError
 from dmpf_cli.streams import STREAMS

@@ -107,7 +107,7 @@ def run_setup(cfg: ExperimentConfig, setup: Setup, batch: dict, device: str, ste
     from ..model.dmpf import build_model
     from ..model.losses import dmpf_loss
     from .runtime import compiled
-    from .train import build_optimizer
+    from .schedule import build_optimizer
 
     # every row compiles the same DMPF.forward: without a reset, rows past dynamo's recompile limit (8)
     # would silently run uncompiled, and earlier rows' CUDA graphs would count in this row's peak memory

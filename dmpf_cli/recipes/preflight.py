@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+from pydantic import ValidationError
 from rich.console import Console
 
 from .. import registry
@@ -28,6 +30,7 @@ from ..config import (
     clm_idle,
     config_file,
     load_config,
+    read_yaml,
     selected_components,
     token_counts,
 )
@@ -35,8 +38,9 @@ from ..data.prepared import Prepared
 from ..errors import DmpfError
 from ..model.attention import resolve_backend
 from ..model.backbones import FoundBackbone, check_available, classify_path, describe
-from ..model.dmpf import resolve_device
-from ..streams import STREAMS
+from ..model.dmpf import build_encoders, resolve_device
+from ..store.run import ENCODER_STAGE, RunDir, RunError, RunState
+from ..streams import STREAM, STREAMS
 from ..validation import origin_of, parse_override
 from .datasets import data_dir, missing_data, open_data
 from .loggers import check_loggers
@@ -164,7 +168,6 @@ def check(cfg: ExperimentConfig, console: Console, *, encoders: bool = True) -> 
     are one round trip, not two); nothing is built while any is left. The returned config has its data and encoder
     paths absolute, as stored in the run's config, so eval, predict and a later resume find them from any
     directory. A grid checks every variant with it before its first run starts."""
-    from .train import pretrained_encoders
 
     problems: list[str] = []
 
@@ -208,8 +211,72 @@ def check(cfg: ExperimentConfig, console: Console, *, encoders: bool = True) -> 
 def opened(cfg: ExperimentConfig, *, encoders: bool = True) -> Ready:
     """What :func:`check` returns, opened without checking or making anything: for a rank of a distributed run
     (rank 0 has checked and made it) and for a :class:`~dmpf_cli.recipes.train.Trainer` built on its own."""
-    from .train import pretrained_encoders
 
     cfg = absolute_paths(cfg)
     data = open_data(cfg, prepare_missing=False)
     return Ready(cfg, data, check_available(cfg.backbone), pretrained_encoders(cfg, data.dims) if encoders else None)
+
+
+# -- starting from pre-trained encoders --------------------------------------------------------------
+
+REGULARISATION = ("dropout", "p_mask", "whole_modality_dropout")  # encoder keys that may differ from the stage's
+
+
+def pretrained_encoders(cfg: ExperimentConfig, dims: tuple[int, ...]) -> tuple[Path, dict[str, torch.Tensor]] | None:
+    """The encoder weights ``encoders.init_from`` names, keyed as in ``model.encoders``, and the run's absolute
+    path; None when it is unset. The preflight loads it once, before any run directory is made; the Trainer takes it.
+
+    The run must be a finished encoder pre-training run whose encoders fit this config and data: the same
+    streams, the same encoder sections (regularisation aside: dropout, p_mask, whole_modality_dropout may change)
+    and the same tensor shapes.
+
+    Raises:
+        RunError: one line naming ``encoders.init_from`` and what does not fit.
+    """
+    if not cfg.encoders.init_from:
+        return None
+    key = "encoders.init_from"
+    run = RunDir(Path(cfg.encoders.init_from).expanduser().resolve())
+    run.require(key)
+    status = run.read_status()
+    if status.get("kind") != ENCODER_STAGE:
+        raise RunError(f"{key}: {run.root} is not an encoder pre-training run; make one with `dmpf pretrain-encoders`")
+    if run.state is not RunState.FINISHED or not run.best.is_file():
+        raise RunError(f"{key}: {run.root} is unfinished (status {status.get('status')!r}); run "
+                       "`dmpf pretrain-encoders` to the end first")
+    try:
+        then = ExperimentConfig.model_validate(read_yaml(run.config))
+    except (ConfigError, ValidationError):
+        raise RunError(f"{key}: {run.config}: not a config this dmpf reads") from None
+    from safetensors.torch import load_file
+
+    try:
+        state = {k.removeprefix("encoders."): v for k, v in load_file(str(run.best)).items() if k.startswith("encoders.")}
+    except Exception as exc:  # safetensors raises its own error types for damaged files
+        raise RunError(f"{key}: {run.best}: damaged checkpoint ({type(exc).__name__})") from None
+
+    with torch.device("meta"):  # shapes only
+        expected = build_encoders(cfg, dims)
+    here, there = list(expected), [s.name for s in STREAMS if any(k.startswith(f"{s.name}.") for k in state)]
+    if here != there:
+        here, there = (", ".join(STREAM[n].display for n in names) or "no" for names in (here, there))
+        raise RunError(f"{key}: {run.root} pre-trained the {there} encoders; this config has the {here} encoders "
+                       "(the streams with fusion tokens)")
+    for name in here:
+        section = STREAM[name].encoder_key
+        now, before = (getattr(c.encoders, section).model_dump(exclude=set(REGULARISATION)) for c in (cfg, then))
+        for field, value in now.items():
+            if before.get(field) != value:
+                raise RunError(f"{key}: {run.root} trained encoders.{section}.{field}={before.get(field)!r}; this "
+                               f"config has {value!r}")
+    shapes = {k: tuple(v.shape) for k, v in expected.state_dict().items()}
+    dims_then = (f" (data dims {tuple(status['dims'])} there, {tuple(dims)} here)"
+                 if status.get("dims") and list(status["dims"]) != list(dims) else "")
+    for k in sorted(set(shapes) | set(state)):
+        if k not in state or k not in shapes:
+            raise RunError(f"{key}: {run.best} {'lacks' if k not in state else 'has an unexpected'} encoders.{k}: "
+                           "an encoder of another kind or version")
+        if tuple(state[k].shape) != shapes[k]:
+            raise RunError(f"{key}: {run.best}: encoders.{k} has shape {tuple(state[k].shape)}, this config "
+                           f"needs {shapes[k]}{dims_then}")
+    return run.root, state

@@ -5,7 +5,7 @@ The A, V and AV encoders are trained alone, without the language model (none is 
 own ``Linear(width, 1)`` head on the masked time-mean of its output, regressing the sentiment label; the
 loss is the mean over the streams of their L1 terms. A DMPF run then starts its encoders from this run's
 best checkpoint with ``encoders.init_from: DIR`` (checked and loaded by
-:func:`dmpf_cli.recipes.train.pretrained_encoders`).
+:func:`dmpf_cli.recipes.preflight.pretrained_encoders`).
 
 The encoders are the config's (the streams with fusion tokens), built exactly as DMPF builds them
 (:func:`dmpf_cli.model.dmpf.build_encoders`), from the same seed. The recipe is DMPF's where it applies:
@@ -40,12 +40,13 @@ from ..model.dmpf import build_encoders, masked_time_mean, resolve_device
 from ..model.losses import l1
 from ..progress import Progress
 from ..store.checkpoints import load_weights, save_weights
-from ..store.run import RunDir, RunState
+from ..store.run import ENCODER_STAGE, RunDir, RunState
 from ..streams import SPLITS, STREAM, STREAMS
 from .datasets import open_data
 from .runs import clear_output, prepare_run_dir
 from .runtime import autocast, evaluate, threads_text, to_device
-from .train import ENCODER_STAGE, LoopState, build_optimizer, build_scheduler, clip_gradients
+from .schedule import build_optimizer, build_scheduler, clip_gradients
+from .train import LoopState
 
 
 class EncoderStage(nn.Module):

@@ -30,7 +30,7 @@ from .. import __version__
 from ..errors import DmpfError
 from ..fileio import atomic_write_text, building, follow_umask, move_into_place
 from ..progress import Progress
-from .train import lr_factor
+from .schedule import lr_factor
 
 MANIFEST = "dmpf.json"
 EOT = "<|endoftext|>"

@@ -13,7 +13,7 @@
 * Distributed: under ``torchrun`` each rank trains on its share of every epoch's batches through DDP;
   rank 0 alone writes files.
 * ``encoders.init_from``: the encoders start from an encoder pre-training run's (``dmpf pretrain-encoders``,
-  :mod:`dmpf_cli.recipes.pretrain_encoders`) instead of a random init; checked by :func:`pretrained_encoders`.
+  :mod:`dmpf_cli.recipes.pretrain_encoders`) instead of a random init; checked by :func:`~dmpf_cli.recipes.preflight.pretrained_encoders`.
 * Records (per logged step: loss parts, learning rates, grad norm, samples/s, the MM gates' values; per epoch:
   validation metrics) go to the run's metric loggers (:mod:`dmpf_cli.recipes.loggers`), ``metrics.jsonl`` among them.
 
@@ -28,35 +28,27 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
-from pydantic import ValidationError
 from rich.console import Console
 from torch import nn
 
-from ..config import ConfigError, ExperimentConfig, read_yaml
+from ..config import ExperimentConfig
 from ..data.batches import EpochBatchSampler, SplitDataset, batch_loader, make_loader, unimodal_labels
 from ..fileio import atomic_write_text
 from ..metrics import compute_metrics
-from ..model.dmpf import build_encoders, build_model, resolve_device
+from ..model.dmpf import build_model, resolve_device
 from ..model.losses import dmpf_loss
 from ..model.mm import Gate, MMBlock
 from ..store.checkpoints import load_resumable, load_weights, save_resumable, save_weights
-from ..store.run import RunDir, RunError, RunState
-from ..streams import SPLITS, STREAM, STREAMS
+from ..store.run import RunDir, RunError
+from ..streams import SPLITS, STREAM
 from .loggers import JsonlLogger, Logger
+from .preflight import Ready, opened
 from .runtime import autocast, compiled, predict, to_device
-
-if TYPE_CHECKING:  # pragma: no cover - preflight imports this module
-    from .preflight import Ready
-
-LM_SIDE = ("lm.", "head.", "aux.")  # parameter name prefixes of the LM-side learning-rate group
-NO_DECAY_NAMES = ("lm.tokens.", "type_emb")  # 2-D, but embeddings, not weight matrices
-ENCODER_STAGE = "pretrain-encoders"  # run.json "kind" of an encoder pre-training run (dmpf_cli.recipes.pretrain_encoders)
-REGULARISATION = ("dropout", "p_mask", "whole_modality_dropout")  # encoder keys that may differ from the stage's
-
+from .schedule import build_optimizer, build_scheduler, clip_gradients
 
 # -- distributed -----------------------------------------------------------------------------------
 
@@ -84,140 +76,6 @@ def init_distributed(device: str) -> World:
     if device == "cuda":
         torch.cuda.set_device(info.local_rank)
     return info
-
-
-# -- optimizer and schedule ------------------------------------------------------------------------
-
-def decays(name: str, param: nn.Parameter, rule: str) -> bool:
-    """Whether weight decay acts on a parameter (``optimizer.decay``): ``matrices`` — weight matrices only, not
-    biases, norms, gates, fusion tokens or type embeddings (dmpf's); ``all-but-biases`` — everything whose name
-    does not say bias (the reference's: norms, gates and fusion tokens decay too)."""
-    if rule == "all-but-biases":
-        return "bias" not in name.rsplit(".", 1)[-1]
-    return param.ndim >= 2 and not any(tag in name for tag in NO_DECAY_NAMES)
-
-
-def build_optimizer(model: nn.Module, cfg: ExperimentConfig) -> torch.optim.AdamW:
-    """AdamW with four groups: {LM side, encoders} × {decay, no decay}."""
-    groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        side = "lm" if name.startswith(LM_SIDE) else "encoders"
-        groups.setdefault((side, decays(name, p, cfg.optimizer.decay)), []).append(p)
-    o = cfg.optimizer
-    lr = {"lm": o.lr_lm, "encoders": o.lr_encoders}
-    return torch.optim.AdamW(
-        [{"params": ps, "lr": lr[side], "weight_decay": o.weight_decay if decay else 0.0, "name": f"{side}/{'decay' if decay else 'no_decay'}"}
-         for (side, decay), ps in sorted(groups.items())],
-        betas=tuple(o.betas), eps=o.eps,
-    )
-
-
-def lr_factor(step: int, warmup: int, total: int, kind: str, min_ratio: float, *, from_zero: bool = False) -> float:
-    """Linear warm-up over ``warmup`` optimizer steps, then cosine decay to ``min_ratio`` at ``total``.
-
-    ``from_zero``: step 0 runs at rate 0 and the peak is reached at step ``warmup`` (the reference's); otherwise
-    step 0 runs at 1/``warmup`` of the peak and step ``warmup - 1`` at the peak.
-    """
-    if warmup and step < warmup:
-        return (step if from_zero else step + 1) / warmup
-    if kind == "constant" or total <= warmup:
-        return 1.0
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ExperimentConfig,
-                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """The ``schedule`` section per optimizer step: warm-up over ``warmup_epochs``, then a cosine that reaches
-    ``min_lr_ratio`` ``cosine_extra_epochs`` after the run's last epoch (0: at its last step)."""
-    s = cfg.schedule
-    warmup = round(s.warmup_epochs * steps_per_epoch)
-    horizon = round((cfg.training.max_epochs + s.cosine_extra_epochs) * steps_per_epoch)
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, warmup, horizon, s.kind, s.min_lr_ratio, from_zero=s.warmup_from_zero))
-
-
-def clip_gradients(optimizer: torch.optim.Optimizer, cfg: ExperimentConfig) -> torch.Tensor:
-    """Clip as ``optimizer.grad_clip``/``clip_by``/``clip_side`` say; returns the global gradient norm before any
-    clipping (what the records show), without a host sync."""
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    o = cfg.optimizer
-    clipped = [p for g in optimizer.param_groups if o.clip_side == "both" or g["name"].startswith("lm/")
-               for p in g["params"]]
-    if not o.grad_clip or o.clip_by == "value":
-        norm = nn.utils.clip_grad_norm_(params, math.inf)  # measures only
-        if o.grad_clip:
-            nn.utils.clip_grad_value_(clipped, o.grad_clip)
-        return norm
-    if o.clip_side == "both":
-        return nn.utils.clip_grad_norm_(params, o.grad_clip)
-    norm = nn.utils.clip_grad_norm_(params, math.inf)
-    nn.utils.clip_grad_norm_(clipped, o.grad_clip)
-    return norm
-
-
-# -- starting from pre-trained encoders --------------------------------------------------------------
-
-def pretrained_encoders(cfg: ExperimentConfig, dims: tuple[int, ...]) -> tuple[Path, dict[str, torch.Tensor]] | None:
-    """The encoder weights ``encoders.init_from`` names, keyed as in ``model.encoders``, and the run's absolute
-    path; None when it is unset. ``dmpf train`` calls it before any run directory is made, the Trainer to load.
-
-    The run must be a finished encoder pre-training run whose encoders fit this config and data: the same
-    streams, the same encoder sections (regularisation aside: dropout, p_mask, whole_modality_dropout may change)
-    and the same tensor shapes.
-
-    Raises:
-        RunError: one line naming ``encoders.init_from`` and what does not fit.
-    """
-    if not cfg.encoders.init_from:
-        return None
-    key = "encoders.init_from"
-    run = RunDir(Path(cfg.encoders.init_from).expanduser().resolve())
-    run.require(key)
-    status = run.read_status()
-    if status.get("kind") != ENCODER_STAGE:
-        raise RunError(f"{key}: {run.root} is not an encoder pre-training run; make one with `dmpf pretrain-encoders`")
-    if run.state is not RunState.FINISHED or not run.best.is_file():
-        raise RunError(f"{key}: {run.root} is unfinished (status {status.get('status')!r}); run "
-                       "`dmpf pretrain-encoders` to the end first")
-    try:
-        then = ExperimentConfig.model_validate(read_yaml(run.config))
-    except (ConfigError, ValidationError):
-        raise RunError(f"{key}: {run.config}: not a config this dmpf reads") from None
-    from safetensors.torch import load_file
-
-    try:
-        state = {k.removeprefix("encoders."): v for k, v in load_file(str(run.best)).items() if k.startswith("encoders.")}
-    except Exception as exc:  # safetensors raises its own error types for damaged files
-        raise RunError(f"{key}: {run.best}: damaged checkpoint ({type(exc).__name__})") from None
-
-    with torch.device("meta"):  # shapes only
-        expected = build_encoders(cfg, dims)
-    here, there = list(expected), [s.name for s in STREAMS if any(k.startswith(f"{s.name}.") for k in state)]
-    if here != there:
-        here, there = (", ".join(STREAM[n].display for n in names) or "no" for names in (here, there))
-        raise RunError(f"{key}: {run.root} pre-trained the {there} encoders; this config has the {here} encoders "
-                       "(the streams with fusion tokens)")
-    for name in here:
-        section = STREAM[name].encoder_key
-        now, before = (getattr(c.encoders, section).model_dump(exclude=set(REGULARISATION)) for c in (cfg, then))
-        for field, value in now.items():
-            if before.get(field) != value:
-                raise RunError(f"{key}: {run.root} trained encoders.{section}.{field}={before.get(field)!r}; this "
-                               f"config has {value!r}")
-    shapes = {k: tuple(v.shape) for k, v in expected.state_dict().items()}
-    dims_then = (f" (data dims {tuple(status['dims'])} there, {tuple(dims)} here)"
-                 if status.get("dims") and list(status["dims"]) != list(dims) else "")
-    for k in sorted(set(shapes) | set(state)):
-        if k not in state or k not in shapes:
-            raise RunError(f"{key}: {run.best} {'lacks' if k not in state else 'has an unexpected'} encoders.{k}: "
-                           "an encoder of another kind or version")
-        if tuple(state[k].shape) != shapes[k]:
-            raise RunError(f"{key}: {run.best}: encoders.{k} has shape {tuple(state[k].shape)}, this config "
-                           f"needs {shapes[k]}{dims_then}")
-    return run.root, state
 
 
 # -- what the records show of the model ---------------------------------------------------------------
@@ -276,7 +134,6 @@ class Trainer:
 
     def __init__(self, cfg: ExperimentConfig, run: RunDir, seed: int, console: Console, world: World, *,
                  resume: bool = False, ready: Ready | None = None):
-        from .preflight import opened
 
         self.cfg, self.run, self.seed, self.console, self.world = cfg, run, seed, console, world
         self.device = resolve_device(cfg.training.device)

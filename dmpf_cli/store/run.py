@@ -54,6 +54,7 @@ class RunState(Enum):
 
 
 WRITTEN = tuple(s.value for s in RunState if s is not RunState.NEW)  # the statuses a run.json may hold
+ENCODER_STAGE = "pretrain-encoders"  # run.json "kind" of an encoder pre-training run (dmpf pretrain-encoders)
 
 
 def read_json(path: Path) -> Any:

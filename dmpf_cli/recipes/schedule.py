@@ -1,0 +1,86 @@
+"""The optimizer and its schedule, shared by every recipe that trains (DMPF, the encoder pre-training stage, the
+demo LM): AdamW with {LM side, encoders} × {decay, no decay} groups, the warm-up and cosine schedule per optimizer
+step, and gradient clipping — dmpf's choices by default, the reference's as options (design.md §6).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..config import ExperimentConfig
+
+LM_SIDE = ("lm.", "head.", "aux.")  # parameter name prefixes of the LM-side learning-rate group
+NO_DECAY_NAMES = ("lm.tokens.", "type_emb")  # 2-D, but embeddings, not weight matrices
+
+
+def decays(name: str, param: nn.Parameter, rule: str) -> bool:
+    """Whether weight decay acts on a parameter (``optimizer.decay``): ``matrices`` — weight matrices only, not
+    biases, norms, gates, fusion tokens or type embeddings (dmpf's); ``all-but-biases`` — everything whose name
+    does not say bias (the reference's: norms, gates and fusion tokens decay too)."""
+    if rule == "all-but-biases":
+        return "bias" not in name.rsplit(".", 1)[-1]
+    return param.ndim >= 2 and not any(tag in name for tag in NO_DECAY_NAMES)
+
+
+def build_optimizer(model: nn.Module, cfg: ExperimentConfig) -> torch.optim.AdamW:
+    """AdamW with four groups: {LM side, encoders} × {decay, no decay}."""
+    groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        side = "lm" if name.startswith(LM_SIDE) else "encoders"
+        groups.setdefault((side, decays(name, p, cfg.optimizer.decay)), []).append(p)
+    o = cfg.optimizer
+    lr = {"lm": o.lr_lm, "encoders": o.lr_encoders}
+    return torch.optim.AdamW(
+        [{"params": ps, "lr": lr[side], "weight_decay": o.weight_decay if decay else 0.0, "name": f"{side}/{'decay' if decay else 'no_decay'}"}
+         for (side, decay), ps in sorted(groups.items())],
+        betas=tuple(o.betas), eps=o.eps,
+    )
+
+
+def lr_factor(step: int, warmup: int, total: int, kind: str, min_ratio: float, *, from_zero: bool = False) -> float:
+    """Linear warm-up over ``warmup`` optimizer steps, then cosine decay to ``min_ratio`` at ``total``.
+
+    ``from_zero``: step 0 runs at rate 0 and the peak is reached at step ``warmup`` (the reference's); otherwise
+    step 0 runs at 1/``warmup`` of the peak and step ``warmup - 1`` at the peak.
+    """
+    if warmup and step < warmup:
+        return (step if from_zero else step + 1) / warmup
+    if kind == "constant" or total <= warmup:
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ExperimentConfig,
+                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The ``schedule`` section per optimizer step: warm-up over ``warmup_epochs``, then a cosine that reaches
+    ``min_lr_ratio`` ``cosine_extra_epochs`` after the run's last epoch (0: at its last step)."""
+    s = cfg.schedule
+    warmup = round(s.warmup_epochs * steps_per_epoch)
+    horizon = round((cfg.training.max_epochs + s.cosine_extra_epochs) * steps_per_epoch)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, warmup, horizon, s.kind, s.min_lr_ratio, from_zero=s.warmup_from_zero))
+
+
+def clip_gradients(optimizer: torch.optim.Optimizer, cfg: ExperimentConfig) -> torch.Tensor:
+    """Clip as ``optimizer.grad_clip``/``clip_by``/``clip_side`` say; returns the global gradient norm before any
+    clipping (what the records show), without a host sync."""
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    o = cfg.optimizer
+    clipped = [p for g in optimizer.param_groups if o.clip_side == "both" or g["name"].startswith("lm/")
+               for p in g["params"]]
+    if not o.grad_clip or o.clip_by == "value":
+        norm = nn.utils.clip_grad_norm_(params, math.inf)  # measures only
+        if o.grad_clip:
+            nn.utils.clip_grad_value_(clipped, o.grad_clip)
+        return norm
+    if o.clip_side == "both":
+        return nn.utils.clip_grad_norm_(params, o.grad_clip)
+    norm = nn.utils.clip_grad_norm_(params, math.inf)
+    nn.utils.clip_grad_norm_(clipped, o.grad_clip)
+    return norm
