@@ -29,7 +29,7 @@ from ..errors import DmpfError
 from ..streams import DATASETS, MODALITIES, REPRESENTATIONS, STREAMS, TEXT
 from .attention import resolve_backend
 from .augment import softperm
-from .backbones import FoundBackbone, LoadedBackbone, load_backbone
+from .backbone_loader import FoundBackbone, LoadedBackbone, load_backbone
 from .fused import FusedGPT2
 from .heads import AuxHeads
 

@@ -34,7 +34,9 @@ from ..config import (
 from ..data.prepared import Prepared
 from ..errors import DmpfError
 from ..model.attention import resolve_backend
-from ..model.backbones import FoundBackbone, check_available, classify_path, describe
+from ..model.backbone_files import classify_path
+from ..model.backbone_loader import FoundBackbone, check_available
+from ..model.backbones import backbone_shapes
 from ..model.dmpf import resolve_device
 from ..streams import STREAMS
 from ..validation import origin_of, parse_override
@@ -99,7 +101,7 @@ def component_problems(cfg: ExperimentConfig) -> list[tuple[str, str]]:
             problems.append(("backbone.path", problem))
     if check("backbone", cfg.backbone.name, "backbone.name"):
         try:
-            arch = describe(cfg.backbone)
+            arch = backbone_shapes(cfg.backbone)
         except ValueError as exc:
             problems.append(("backbone.path", str(exc)))
         else:
