@@ -11,7 +11,8 @@ import torch
 
 from dmpf_cli.config import BackboneConfig
 from dmpf_cli.data import corpus
-from dmpf_cli.data.synthetic import LEXICON, PHRASES, generate
+from dmpf_cli.data.review_text import LEXICON, PHRASES
+from dmpf_cli.data.synthetic import generate
 from dmpf_cli.model.backbone_files import BackboneError
 from dmpf_cli.model.backbone_loader import load_backbone
 from dmpf_cli.model.backbones import backbone_shapes, demo_lm_dir
