@@ -224,7 +224,7 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
-def summarize(cfg: ExperimentConfig) -> dict:
+def model_summary(cfg: ExperimentConfig) -> dict:
     """Parameter counts by component, attention backend, sequence layout and MM blocks — no weights loaded."""
 
     model, backbone = build_model(cfg, meta=True)

@@ -45,7 +45,7 @@ from ..model.losses import dmpf_loss
 from ..model.mm import Gate, MMBlock
 from ..store.checkpoints import load_resumable, load_weights, save_resumable, save_weights
 from ..store.run import RunDir, RunError, RunState
-from ..streams import SPLITS, STREAM, STREAMS
+from ..streams import SPLITS, STREAM_BY_NAME, STREAMS
 from .loggers import JsonlLogger, Logger
 from .runtime import autocast, compiled, predict, to_device
 
@@ -197,11 +197,11 @@ def pretrained_encoders(cfg: ExperimentConfig, dims: tuple[int, ...]) -> tuple[P
         expected = build_encoders(cfg, dims)
     here, there = list(expected), [s.name for s in STREAMS if any(k.startswith(f"{s.name}.") for k in state)]
     if here != there:
-        here, there = (", ".join(STREAM[n].display for n in names) or "no" for names in (here, there))
+        here, there = (", ".join(STREAM_BY_NAME[n].display for n in names) or "no" for names in (here, there))
         raise RunError(f"{key}: {run.root} pre-trained the {there} encoders; this config has the {here} encoders "
                        "(the streams with fusion tokens)")
     for name in here:
-        section = STREAM[name].encoder_key
+        section = STREAM_BY_NAME[name].encoder_key
         now, before = (getattr(c.encoders, section).model_dump(exclude=set(REGULARISATION)) for c in (cfg, then))
         for field, value in now.items():
             if before.get(field) != value:
@@ -229,7 +229,7 @@ def model_gates(model: nn.Module) -> dict[str, Gate]:
     for name, module in model.named_modules():
         if isinstance(module, MMBlock):
             block = f"block{name.rsplit('.', 1)[-1]}"
-            gates.update({f"{block}/xattn_{STREAM[g].prefix}": module.xgate[g] for g in module.groups})
+            gates.update({f"{block}/xattn_{STREAM_BY_NAME[g].prefix}": module.xgate[g] for g in module.groups})
             gates[f"{block}/ffn"] = module.ffn_gate
     return gates
 
