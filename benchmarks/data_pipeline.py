@@ -20,7 +20,7 @@ from pathlib import Path
 
 LOADER_PASS = """
 import sys, time
-from dmpf_cli.model.backbones import offline_gpt2_tokenizer
+from dmpf_cli.model.tokenizer import offline_gpt2_tokenizer
 from dmpf_cli.data.batches import SplitDataset, make_loader
 from dmpf_cli.data.prepared import open_prepared
 split = open_prepared(sys.argv[1]).split("train")

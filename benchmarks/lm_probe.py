@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from dmpf_cli.data.corpus import CONTRASTS
-from dmpf_cli.data.synthetic import LEXICON, PHRASES
+from dmpf_cli.data.review_text import LEXICON, PHRASES
 
 SUBJECT_PAIRS = (("the film", "the music"), ("the acting", "the plot"), ("the story", "the ending"))
 

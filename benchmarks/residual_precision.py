@@ -17,7 +17,7 @@ import torch
 
 from dmpf_cli.config import load_config
 from dmpf_cli.model.attention import resolve_backend
-from dmpf_cli.model.backbones import describe
+from dmpf_cli.model.backbones import backbone_shapes
 from dmpf_cli.model.dmpf import resolve_device
 from dmpf_cli.model.fused import FusedGPT2
 from dmpf_cli.recipes.bench import Setup, make_batch, run_setup
@@ -41,7 +41,7 @@ def main() -> None:
     device = resolve_device(cfg.training.device)
     batch_size = args.batch_size or cfg.training.batch_size
     dims = DATASETS[cfg.data.dataset].feature_dims
-    batch = make_batch(cfg, batch_size, dims, describe(cfg.backbone).vocab_size, device)
+    batch = make_batch(cfg, batch_size, dims, backbone_shapes(cfg.backbone).vocab_size, device)
     backend = resolve_backend("auto", device)
     rows = {}
     for name, dtype in (("fp32 stream", torch.float32), ("bf16 stream", torch.bfloat16)):

@@ -11,3 +11,8 @@ def did_you_mean(word: str, known, n: int = 2, cutoff: float = 0.5) -> str:
 
     close = difflib.get_close_matches(word, list(known), n=n, cutoff=cutoff)
     return f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+
+
+def one_line(text: object) -> str:
+    """``text`` (an exception's message, say) with every run of whitespace, newlines included, one space."""
+    return " ".join(str(text).split())

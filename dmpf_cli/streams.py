@@ -92,9 +92,9 @@ STREAMS: tuple[Stream, ...] = (
     Stream("audio_visual", "AV", "audio-visual", "av", "n_av", "audio_visual", (_AUDIO, _VISION),
            ("dark_orange", "#ff7f0e")),
 )
-STREAM = {s.name: s for s in STREAMS}
+STREAM_BY_NAME: dict[str, Stream] = {s.name: s for s in STREAMS}
 
-SEGMENTS: tuple[str, ...] = (TEXT.name, *STREAM)  # the sequence order inside the LM
+SEGMENTS: tuple[str, ...] = (TEXT.name, *STREAM_BY_NAME)  # the sequence order inside the LM
 SHORT: dict[str, str] = {TEXT.name: TEXT.short, **{s.name: s.short for s in STREAMS}}
 COLOURS: dict[str, tuple[str, str]] = {TEXT.name: TEXT.colours, **{s.name: s.colours for s in STREAMS}}
 

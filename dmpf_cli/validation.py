@@ -133,7 +133,7 @@ def problems(model: type[BaseModel], exc: ValidationError, source: str,
         # a section's own check (a model validator) names the values itself: no ", got {whole section}"
         quiet = err["type"] in ("extra_forbidden", "missing") or _whole(err) or (
             isinstance(err.get("input"), dict) and _is_section(model, loc))
-        got = "" if quiet else f", got {describe(err.get('input'))}"
+        got = "" if quiet else f", got {shown_value(err.get('input'))}"
         key = f"{dotted}: " if dotted else ""
         lines.append(f"{origin_of(loc, origins, source)}: {key}{_expected(model, err)}{got}")
     return lines
@@ -152,7 +152,7 @@ def origin_of(loc: tuple[Any, ...], overrides: dict[tuple[str, ...], str], sourc
     return source
 
 
-def describe(value: Any) -> str:
+def shown_value(value: Any) -> str:
     """A value in an error line: JSON, a string quoted, at most 60 characters."""
     text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

@@ -20,18 +20,10 @@ import torch
 
 from dmpf_cli.config import BackboneConfig
 from dmpf_cli.data.batches import tokenize
-from dmpf_cli.model.backbones import (
-    BackboneError,
-    LoadedBackbone,
-    PathKind,
-    classify_path,
-    describe,
-    freeze,
-    hf_cache_dir,
-    load_backbone,
-    load_tokenizer,
-    weights_fingerprint,
-)
+from dmpf_cli.model.backbone_files import BackboneError, PathKind, classify_path, hf_cache_dir
+from dmpf_cli.model.backbone_loader import LoadedBackbone, freeze, load_backbone, weights_fingerprint
+from dmpf_cli.model.backbones import backbone_shapes
+from dmpf_cli.model.tokenizer import load_tokenizer
 
 from conftest import ROOT, one_line
 
@@ -168,7 +160,7 @@ def assert_same_gpt2(loaded: LoadedBackbone, lm) -> None:
 
 def test_random_tiny_build_has_the_catalogue_shapes_and_is_frozen():
     cfg = BackboneConfig(name="gpt2-tiny-random")
-    arch = describe(cfg)
+    arch = backbone_shapes(cfg)
     lb = load_backbone(cfg)
     assert lb.arch == arch
     m = lb.model
@@ -581,7 +573,8 @@ def test_no_network_is_attempted_on_any_failure(empty_cache):
 @pytest.mark.slow
 def test_importing_the_module_loads_neither_torch_nor_transformers():
     code = (
-        "import sys, dmpf_cli.model.backbones, dmpf_cli.config;"
+        "import sys, dmpf_cli.config, dmpf_cli.model.backbones, dmpf_cli.model.backbone_files,"
+        " dmpf_cli.model.backbone_loader, dmpf_cli.model.tokenizer;"
         "bad = [m for m in ('torch', 'transformers', 'huggingface_hub') if m in sys.modules];"
         "assert not bad, bad"
     )

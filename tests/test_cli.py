@@ -313,11 +313,11 @@ def test_inspect_model_default_json(invoke):
 
 def test_inspect_model_counts_match_a_real_build():
     from dmpf_cli.config import load_config
-    from dmpf_cli.model.dmpf import build_model, summarize
+    from dmpf_cli.model.dmpf import build_model, model_summary
 
     cfg = load_config(overrides=["backbone.name=gpt2-tiny-random"])  # built for real: no LM to pretrain first
     model, _ = build_model(cfg)
-    info = summarize(cfg)["parameters"]
+    info = model_summary(cfg)["parameters"]
     assert info["total"] == sum(p.numel() for p in model.parameters())
     assert info["trainable"] == sum(p.numel() for p in model.parameters() if p.requires_grad)
 

@@ -40,8 +40,8 @@ def stage(tmp_path_factory):
     """One finished stage run with every stream, trained without any way to load a language model."""
     root = tmp_path_factory.mktemp("stage") / "encoders"
     with pytest.MonkeyPatch.context() as mp:
-        for target in ("dmpf_cli.model.backbones.load_backbone", "dmpf_cli.model.dmpf.load_backbone",
-                       "dmpf_cli.model.backbones.load_tokenizer"):
+        for target in ("dmpf_cli.model.backbone_loader.load_backbone", "dmpf_cli.model.dmpf.load_backbone",
+                       "dmpf_cli.model.tokenizer.load_tokenizer", "dmpf_cli.model.backbone_loader.load_tokenizer"):
             mp.setattr(target, no_language_model)
         pretrain_encoders(tiny(), root, overwrite=False, console=Console(quiet=True))
     return root

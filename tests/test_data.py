@@ -346,7 +346,7 @@ def prepared_split(tmp_path):
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from dmpf_cli.model.backbones import offline_gpt2_tokenizer
+    from dmpf_cli.model.tokenizer import offline_gpt2_tokenizer
 
     return offline_gpt2_tokenizer()
 
@@ -403,7 +403,8 @@ def test_tokens_are_cached_beside_the_prepared_split(prepared_split, tokenizer, 
 
 def test_prepare_stores_the_presets_tokens_and_runs_reuse_them(invoke, tmp_path, monkeypatch):
     from dmpf_cli.config import load_config
-    from dmpf_cli.model.backbones import demo_lm_dir, load_tokenizer
+    from dmpf_cli.model.backbones import demo_lm_dir
+    from dmpf_cli.model.tokenizer import load_tokenizer
     from dmpf_cli.recipes.pretrain_lm import make_lm
 
     monkeypatch.setenv("DMPF_MODEL_DIR", str(tmp_path / "models"))  # this test's own demo LM

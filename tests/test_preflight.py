@@ -16,7 +16,7 @@ def save_pretrained_gpt2(directory):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from dmpf_cli.config import BackboneConfig
-    from dmpf_cli.model.backbones import load_tokenizer
+    from dmpf_cli.model.tokenizer import load_tokenizer
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -27,7 +27,8 @@ def save_pretrained_gpt2(directory):
 
 @pytest.mark.slow
 def test_a_run_opens_its_data_and_finds_its_backbone_once(tmp_path, monkeypatch):
-    import dmpf_cli.model.backbones as backbones
+    import dmpf_cli.model.backbone_loader as backbone_loader
+    import dmpf_cli.model.tokenizer as tokenizer
     import dmpf_cli.recipes.datasets as datasets
     from dmpf_cli.recipes.runs import train
 
@@ -43,7 +44,8 @@ def test_a_run_opens_its_data_and_finds_its_backbone_once(tmp_path, monkeypatch)
         return call
 
     monkeypatch.setattr(datasets, "open_prepared", counted("open data", datasets.open_prepared))
-    monkeypatch.setattr(backbones, "_locate", counted("locate backbone", backbones._locate))
+    for module in (backbone_loader, tokenizer):  # the two callers of locate_pretrained
+        monkeypatch.setattr(module, "locate_pretrained", counted("locate backbone", module.locate_pretrained))
     summary = train(cfg, tmp_path / "run", [1111], console=Console(quiet=True))
     assert next(iter(summary["runs"].values()))["backbone"] == f"pretrained from {tmp_path / 'gpt2'}"
     assert calls == {"open data": 1, "locate backbone": 1}

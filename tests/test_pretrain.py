@@ -11,8 +11,11 @@ import torch
 
 from dmpf_cli.config import BackboneConfig
 from dmpf_cli.data import corpus
-from dmpf_cli.data.synthetic import LEXICON, PHRASES, generate
-from dmpf_cli.model.backbones import BackboneError, demo_lm_dir, describe, load_backbone
+from dmpf_cli.data.review_text import LEXICON, PHRASES
+from dmpf_cli.data.synthetic import generate
+from dmpf_cli.model.backbone_files import BackboneError
+from dmpf_cli.model.backbone_loader import load_backbone
+from dmpf_cli.model.backbones import backbone_shapes, demo_lm_dir
 from dmpf_cli.recipes.pretrain_lm import DEMO_SIZES, encode_documents, train_tokenizer, unigram_loss
 
 from conftest import TINY, dmpf, error_line
@@ -71,7 +74,7 @@ def test_unigram_baseline_and_documents_from_position_zero():
 def test_the_demo_backbone_says_how_to_build_it_until_it_exists():
     with pytest.raises(BackboneError, match=r"demo language model is not built yet .*`dmpf pretrain-lm` builds it"):
         load_backbone(BackboneConfig(name="gpt2-demo"))
-    arch = describe(BackboneConfig(name="gpt2-demo"))
+    arch = backbone_shapes(BackboneConfig(name="gpt2-demo"))
     assert arch.built_by_dmpf and arch.n_positions == 64 and arch.label == "pretrained by dmpf"
     assert DEMO_SIZES["small"]().n_embd == arch.n_embd  # the recipe builds the catalogue's shapes
 

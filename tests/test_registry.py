@@ -9,7 +9,7 @@ import pytest
 
 from dmpf_cli import registry
 from dmpf_cli.config import BackboneConfig
-from dmpf_cli.model.backbones import BackboneArch, describe
+from dmpf_cli.model.backbones import BackboneArch, backbone_shapes
 from dmpf_cli.model.mask import SEGMENTS, MaskPreset
 
 from conftest import dmpf
@@ -55,7 +55,7 @@ def test_mask_preset_contract(name):
 
 @pytest.mark.parametrize("name", registry.names("backbone"))
 def test_backbone_contract(name):
-    arch = describe(BackboneConfig(name=name))
+    arch = backbone_shapes(BackboneConfig(name=name))
     assert isinstance(arch, BackboneArch)
     assert arch.n_layer > 0 and arch.n_embd % arch.n_head == 0 and arch.n_positions > 0 and arch.vocab_size > 0
     assert arch.random_init == name.endswith("-random")

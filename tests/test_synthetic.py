@@ -9,6 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from dmpf_cli.data import review_text as R
 from dmpf_cli.data import synthetic as S
 
 KEYS = {"raw_text", "audio", "vision", "audio_lengths", "vision_lengths", "regression_labels",
@@ -174,13 +175,13 @@ def test_splits_differ(tiny):
 
 def test_text_lexicon_and_term(small, small_terms):
     data, info = small
-    assert info["lexicon_size"] == len(S.LEXICON) == 32
-    assert sorted(set(S.LEXICON.values())) == [-1.0, -0.5, 0.5, 1.0]
-    assert not set(" ".join(S.NEUTRAL_PHRASES).split()) & set(S.LEXICON)  # filler never carries polarity
+    assert info["lexicon_size"] == len(R.LEXICON) == 32
+    assert sorted(set(R.LEXICON.values())) == [-1.0, -0.5, 0.5, 1.0]
+    assert not set(" ".join(R.NEUTRAL_PHRASES).split()) & set(R.LEXICON)  # filler never carries polarity
     for name, split in data.items():
-        polarity = np.array([S.text_polarity(t) for t in split["raw_text"]])
+        polarity = np.array([R.text_polarity(t) for t in split["raw_text"]])
         np.testing.assert_allclose(S.W_TEXT * polarity, small_terms[name]["text_term"], atol=1e-12)
-        assert all(any(w in S.LEXICON for w in t.split()) for t in split["raw_text"])
+        assert all(any(w in R.LEXICON for w in t.split()) for t in split["raw_text"])
     words = np.array([len(t.split()) for t in data["train"]["raw_text"]])
     assert words.min() <= 6 and words.max() >= 18  # variable length
     assert len(set(data["train"]["raw_text"])) > 0.9 * len(data["train"]["raw_text"])
@@ -205,7 +206,7 @@ def test_frames_carry_exactly_the_latents(small, small_terms):
                 np.testing.assert_allclose(got, terms[latent], atol=2e-5)
     # the labels are the planted formula of what the inputs carry, plus the noise
     train, terms = data["train"], small_terms["train"]
-    text = S.W_TEXT * np.array([S.text_polarity(t) for t in train["raw_text"]])
+    text = S.W_TEXT * np.array([R.text_polarity(t) for t in train["raw_text"]])
     au = info["structure"]["audio"]
     vi = info["structure"]["vision"]
     z_a = _recover(train["audio"], train["audio_lengths"], au["z"], frame="first")

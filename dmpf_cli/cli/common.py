@@ -85,11 +85,12 @@ def metrics_table(title: str, rows: dict[str, dict[str, float]]):
     table = Table("metric", *rows, title=title, title_justify="left")
     keys = list(next(iter(rows.values())))
     for key in keys:
-        table.add_row(key, *(_fmt(r.get(key)) for r in rows.values()))
+        table.add_row(key, *(_metric_cell(r.get(key)) for r in rows.values()))
     return table
 
 
-def _fmt(value) -> str:
+def _metric_cell(value) -> str:
+    """One metric in a table cell: a value, or mean ± std over seeds; – where the row has none."""
     if value is None:
         return "–"
     if isinstance(value, dict):  # mean ± std

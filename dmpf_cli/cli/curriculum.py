@@ -36,7 +36,7 @@ def pretrain_encoders_command(
     from ..recipes.preflight import resolve_config
     from ..recipes.pretrain_encoders import pretrain_encoders
     from ..recipes.runtime import use_threads
-    from ..streams import STREAM
+    from ..streams import STREAM_BY_NAME
 
     use_threads(threads)
     cfg = resolve_config(dataset, config, overrides or [])
@@ -45,7 +45,7 @@ def pretrain_encoders_command(
     if format is OutputFormat.json:
         typer.echo(json.dumps(results, indent=2))
         return
-    rows = {STREAM[name].display: metrics for name, metrics in results["test"].items()}
+    rows = {STREAM_BY_NAME[name].display: metrics for name, metrics in results["test"].items()}
     rows["mean of heads"] = results["test_mean_of_heads"]
     console.print(metrics_table(f"{results['run']}: encoders pre-trained, seed {results['seed']}, best epoch "
                                 f"{results['best_epoch'] + 1} of {results['epochs']} — test", rows))

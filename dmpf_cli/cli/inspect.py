@@ -256,9 +256,9 @@ def inspect_model(
 
     extra = [f"training.attention={attention}"] if attention else []
     cfg = resolve_config(dataset, config, [*(overrides or []), *extra])
-    from ..model.dmpf import summarize
+    from ..model.dmpf import model_summary
 
-    info = summarize(cfg)
+    info = model_summary(cfg)
     if format is OutputFormat.json:
         typer.echo(json.dumps(info, indent=2))
         return

@@ -104,7 +104,7 @@ def _print_show(console, summary: dict[str, Any]) -> None:
                       title=f"the best {min(SHOWN, len(ranked))} of {len(ranked)} complete trials", title_justify="left")
         for row in ranked[:SHOWN]:
             table.add_row(str(row["rank"]), str(row["trial"]), f"{row['value']:.4f}", row["state"],
-                          " ".join(f"{k}={_fmt(v)}" for k, v in row["params"].items()), row["run_dir"] or "–")
+                          " ".join(f"{k}={_shown_param(v)}" for k, v in row["params"].items()), row["run_dir"] or "–")
         console.print(table)
     for row in summary["rows"]:
         if row["state"] == "running":
@@ -115,5 +115,6 @@ def _print_show(console, summary: dict[str, Any]) -> None:
                       f"(dmpf train --config {summary['best']['config']})")
 
 
-def _fmt(value: Any) -> str:
+def _shown_param(value: Any) -> str:
+    """A trial's parameter value in the table: floats to 4 significant digits."""
     return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -61,10 +61,10 @@ def train_command(
     cfg = resolve_config(dataset, config, [*(overrides or []), *extra])
     console = make_console(stderr=format is OutputFormat.json)
     if resume is None and dataset is None and config is None and cfg.data.dataset == "synthetic":
-        from ..model.backbones import describe
+        from ..model.backbones import backbone_shapes
 
         lm = ("a small GPT-2 that dmpf pretrains itself on generated reviews (language modelling only)"
-              if describe(cfg.backbone).built_by_dmpf else f"the {cfg.backbone.name} backbone")
+              if backbone_shapes(cfg.backbone).built_by_dmpf else f"the {cfg.backbone.name} backbone")
         console.print(f"[yellow]embedded default[/yellow]: a generated synthetic dataset and {lm} — a "
                       "demonstration of the method, not the paper's numbers")
     summary = train(cfg, output, _parse_seeds(seeds), resume=resume, overwrite=overwrite, console=console)

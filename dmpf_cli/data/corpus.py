@@ -3,7 +3,7 @@
 The synthetic dataset's ``raw_text`` plants a text term: the mean polarity of its sentiment adjectives. A frozen
 language model only helps DMPF read that term if its representations order those adjectives by sentiment, and
 a language model learns that only when its language gives it a reason to. This module writes reviews in the
-synthetic dataset's own words and templates (``synthetic.LEXICON``, ``synthetic.PHRASES``) whose statistics
+synthetic dataset's own words and templates (``review_text.LEXICON``, ``review_text.PHRASES``) whose statistics
 carry sentiment the way real reviews do:
 
 * **A review has an attitude.** Each review draws its reviewer's attitude ``v`` uniformly in [-1, 1]: its sign
@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .synthetic import LEXICON, PHRASES
+from .review_text import LEXICON, PHRASES
 
 GENERATOR = "dmpf.corpus/1"  # bump when the text generated for a seed changes
 SPREAD = 0.3  # how tightly a clause's adjective follows its attitude

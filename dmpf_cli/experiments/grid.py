@@ -45,7 +45,7 @@ from ..fileio import atomic_write_text
 from ..recipes.preflight import absolute_paths, resolve_config
 from ..store.roots import GRID_RECORD, is_grid_dir, read_grid_record, write_grid_record
 from ..store.run import RunError
-from ..validation import Invalid, Overrides, Whole, describe, is_slug, slug, validate
+from ..validation import Invalid, Overrides, Whole, is_slug, shown_value, slug, validate
 
 GRID_FILE, VARIANT_CONFIG, LOGS = "grid.yaml", "config.yaml", "logs"
 REPORT_FILES = ("report.md", "report.json")
@@ -189,7 +189,7 @@ def read_grid(path: Path) -> Grid:
 
 def _shown(value: Any) -> str:
     """A value read from a file, in an error: short, and 'text' for a string."""
-    return f"'{value}'" if isinstance(value, str) else describe(value)
+    return f"'{value}'" if isinstance(value, str) else shown_value(value)
 
 
 def _base_config(grid: Grid) -> Path | str:

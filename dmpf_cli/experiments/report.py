@@ -29,7 +29,7 @@ from ..errors import did_you_mean
 from ..metrics import LOWER_IS_BETTER, METRIC_KEYS
 from ..store.run import RunDir
 from ..streams import DATASETS
-from .report_compare import BOOTSTRAP_SEED, BOOTSTRAP_TEST, LEVEL, RESAMPLES, T_TEST, Predictions, compare, summarize
+from .report_compare import BOOTSTRAP_SEED, BOOTSTRAP_TEST, LEVEL, RESAMPLES, T_TEST, Predictions, compare, seed_summary
 from .report_rows import SPLIT, ReportError, Row, collect_rows
 
 # The paper's table, per metric family (streams.Dataset.metrics): the default --metrics
@@ -189,7 +189,7 @@ def build_report(paths: list[Path], metrics: list[str] | None = None, baseline: 
     chosen = _choose_metrics(rows, family, metrics, notes)
     base_name = _choose_baseline(rows, baseline, grid_baseline)
     for row in rows:
-        row.summary = summarize(row, chosen)
+        row.summary = seed_summary(row, chosen)
     base = next(r for r in rows if r.name == base_name)
     cache = Predictions(chosen, notes)
     for row in rows:

@@ -35,7 +35,7 @@ T_TEST = "paired t over seeds"
 BOOTSTRAP_TEST = "paired bootstrap over test samples"
 
 
-def summarize(row: Row, metrics: list[str]) -> dict[str, dict[str, Any]]:
+def seed_summary(row: Row, metrics: list[str]) -> dict[str, dict[str, Any]]:
     """mean ± sample std over the row's seeds (std 0 for one seed, as ``dmpf train``'s summary)."""
     out = {}
     for metric in metrics:

@@ -29,7 +29,7 @@ from ..errors import DmpfError
 from ..streams import DATASETS, MODALITIES, REPRESENTATIONS, STREAMS, TEXT
 from .attention import resolve_backend
 from .augment import softperm
-from .backbones import FoundBackbone, LoadedBackbone, load_backbone
+from .backbone_loader import FoundBackbone, LoadedBackbone, load_backbone
 from .fused import FusedGPT2
 from .heads import AuxHeads
 
@@ -224,7 +224,7 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
-def summarize(cfg: ExperimentConfig) -> dict:
+def model_summary(cfg: ExperimentConfig) -> dict:
     """Parameter counts by component, attention backend, sequence layout and MM blocks — no weights loaded."""
 
     model, backbone = build_model(cfg, meta=True)

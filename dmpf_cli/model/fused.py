@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..streams import STREAM
+from ..streams import STREAM_BY_NAME
 from .attention import PreparedMask, attend, prepare_mask
 from .augment import softperm
 from .mask import FusionMask
@@ -110,9 +110,9 @@ class FusedGPT2(nn.Module):
         self.text_softperm = text_softperm
         D = gpt2.config.n_embd
         self.n_head = gpt2.config.n_head
-        self.counts = {g: tokens.get(g, 0) for g in STREAM}  # in sequence order
+        self.counts = {g: tokens.get(g, 0) for g in STREAM_BY_NAME}  # in sequence order
         self.mask_preset = mask_preset
-        present = {g: encoder_dims[g] for g in STREAM if self.counts[g] > 0}
+        present = {g: encoder_dims[g] for g in STREAM_BY_NAME if self.counts[g] > 0}
         self.tokens = nn.ParameterDict({g: nn.Parameter(torch.randn(self.counts[g], D) * 0.02) for g in present})
         bad = [layer for layer in mm_layers if not 0 <= layer < len(gpt2.h)]
         if bad:
@@ -149,7 +149,7 @@ class FusedGPT2(nn.Module):
         text = gpt2.wte(ids).to(self.stream_dtype)  # (B, T, D)
         if self.training and self.text_softperm is not None:
             text = softperm(text, real.sum(dim=1), *self.text_softperm)
-        groups = [self.tokens[g].to(self.stream_dtype)[None].expand(B, -1, -1) for g in STREAM if g in self.tokens]
+        groups = [self.tokens[g].to(self.stream_dtype)[None].expand(B, -1, -1) for g in STREAM_BY_NAME if g in self.tokens]
         h = torch.cat([text, *groups], dim=1)  # (B, L, D)
         pos = torch.arange(h.shape[1], device=ids.device)
         return gpt2.drop(h + gpt2.wpe(pos).to(self.stream_dtype)[None])

@@ -167,7 +167,7 @@ def loader_throughput(cfg: ExperimentConfig, batch_size: int, batches: int = 50,
     been prepared."""
     from ..data.batches import SplitDataset, make_loader
     from ..errors import DmpfError
-    from ..model.backbones import load_tokenizer
+    from ..model.tokenizer import load_tokenizer
     from .datasets import open_data
 
     try:
@@ -188,7 +188,7 @@ def loader_throughput(cfg: ExperimentConfig, batch_size: int, batches: int = 50,
 def bench(cfg: ExperimentConfig, *, batch_size: int | None, steps: int, warmup: int, backends: list[str] | None,
           precisions: list[str] | None, compiles: list[str] | None, progress: Progress | None = None,
           console=None) -> dict[str, Any]:
-    from ..model.backbones import describe
+    from ..model.backbones import backbone_shapes
     from ..model.dmpf import resolve_device
     from .pretrain_lm import ensure_backbone
 
@@ -196,7 +196,7 @@ def bench(cfg: ExperimentConfig, *, batch_size: int | None, steps: int, warmup: 
     ensure_backbone(cfg.backbone, console)  # the demo LM is pretrained on first use, as train does
     batch_size = batch_size or cfg.training.batch_size
     dims = DATASETS[cfg.data.dataset].feature_dims
-    arch = describe(cfg.backbone)
+    arch = backbone_shapes(cfg.backbone)
     batch = make_batch(cfg, batch_size, dims, arch.vocab_size, device)
     lengths = padded_lengths(cfg)
     rows, notes = setups(device, backends, precisions, compiles)

@@ -54,7 +54,8 @@ def pretokenize(output: Path, cfg: Any, origin: str, progress: Progress | None =
     downloaded) is not an error: the result says so, and the first run tokenises and stores instead.
     """
     from ..data.batches import cached_tokens, token_cache_dir
-    from ..model.backbones import BackboneError, load_tokenizer
+    from ..model.backbone_files import BackboneError
+    from ..model.tokenizer import load_tokenizer
 
     prepared = open_prepared(output)
     info: dict[str, Any] = {"config": origin, "backbone": cfg.backbone.name, "text_len": cfg.data.text_len}

@@ -28,7 +28,7 @@ from ..model.dmpf import build_model, resolve_device
 from ..progress import Progress
 from ..store.checkpoints import load_weights
 from ..store.run import RunDir, RunError, RunState
-from ..streams import MODALITIES, SPLITS, STREAM
+from ..streams import MODALITIES, SPLITS, STREAM_BY_NAME
 from .datasets import open_data, read_source
 from .preflight import resolve_config
 from .pretrain_lm import ensure_backbone, names_demo_lm
@@ -129,11 +129,11 @@ def eval_run(root: Path, split: str = "test", modality_ablation: bool = False, w
             planted = planted_drops(prepared.manifest, groups) if split == "test" else {}
             for group in groups:
                 ablated = evaluate(loaded.model, loader, cfg, loaded.device, drop_streams=(group,), progress=bar,
-                                   what=f"scoring {split} without {STREAM[group].display}")
+                                   what=f"scoring {split} without {STREAM_BY_NAME[group].display}")
                 entry = {"metrics": ablated, "drop": _drop(full, ablated)}
                 if group in planted:
                     entry["planted"] = planted[group]
-                result["ablation"][STREAM[group].display] = entry
+                result["ablation"][STREAM_BY_NAME[group].display] = entry
     return result
 
 
@@ -150,7 +150,7 @@ def planted_drops(manifest: dict[str, Any], streams: list[str]) -> dict[str, dic
         return {}
 
     def terms(names) -> frozenset[str]:  # the planted terms the text and these streams' inputs can reach
-        keys = [{m.key for m in STREAM[name].inputs} for name in names]
+        keys = [{m.key for m in STREAM_BY_NAME[name].inputs} for name in names]
         reached = {"text", *(key for inputs in keys for key in inputs)}
         if any(len(inputs) > 1 for inputs in keys):
             reached.add("interaction")  # only a stream that reads both modalities together reaches it

@@ -37,10 +37,12 @@ from ..config import (
 from ..data.prepared import Prepared
 from ..errors import DmpfError
 from ..model.attention import resolve_backend
-from ..model.backbones import FoundBackbone, check_available, classify_path, describe
+from ..model.backbone_files import classify_path
+from ..model.backbone_loader import FoundBackbone, check_available
+from ..model.backbones import backbone_shapes
 from ..model.dmpf import build_encoders, resolve_device
 from ..store.run import ENCODER_STAGE, RunDir, RunError, RunState
-from ..streams import STREAM, STREAMS
+from ..streams import STREAM_BY_NAME, STREAMS
 from ..validation import origin_of, parse_override
 from .datasets import data_dir, missing_data, open_data
 from .loggers import check_loggers
@@ -103,7 +105,7 @@ def component_problems(cfg: ExperimentConfig) -> list[tuple[str, str]]:
             problems.append(("backbone.path", problem))
     if check("backbone", cfg.backbone.name, "backbone.name"):
         try:
-            arch = describe(cfg.backbone)
+            arch = backbone_shapes(cfg.backbone)
         except ValueError as exc:
             problems.append(("backbone.path", str(exc)))
         else:
@@ -259,11 +261,11 @@ def pretrained_encoders(cfg: ExperimentConfig, dims: tuple[int, ...]) -> tuple[P
         expected = build_encoders(cfg, dims)
     here, there = list(expected), [s.name for s in STREAMS if any(k.startswith(f"{s.name}.") for k in state)]
     if here != there:
-        here, there = (", ".join(STREAM[n].display for n in names) or "no" for names in (here, there))
+        here, there = (", ".join(STREAM_BY_NAME[n].display for n in names) or "no" for names in (here, there))
         raise RunError(f"{key}: {run.root} pre-trained the {there} encoders; this config has the {here} encoders "
                        "(the streams with fusion tokens)")
     for name in here:
-        section = STREAM[name].encoder_key
+        section = STREAM_BY_NAME[name].encoder_key
         now, before = (getattr(c.encoders, section).model_dump(exclude=set(REGULARISATION)) for c in (cfg, then))
         for field, value in now.items():
             if before.get(field) != value:

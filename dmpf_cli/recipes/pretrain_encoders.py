@@ -41,7 +41,7 @@ from ..model.losses import l1
 from ..progress import Progress
 from ..store.checkpoints import load_weights, save_weights
 from ..store.run import ENCODER_STAGE, RunDir, RunState
-from ..streams import SPLITS, STREAM, STREAMS
+from ..streams import SPLITS, STREAM_BY_NAME, STREAMS
 from .datasets import open_data
 from .runs import clear_output, prepare_run_dir
 from .runtime import autocast, evaluate, threads_text, to_device
@@ -182,7 +182,7 @@ def _fit(stage: EncoderStage, cfg: ExperimentConfig, train: SplitDataset, valid,
             f.write(json.dumps({"kind": "epoch", "epoch": st.epoch, "step": st.step, "loss": sum(parts.values()) / len(parts),
                                 "parts": parts, "lr_encoders": optimizer.param_groups[0]["lr"],
                                 "valid": valid_metrics, "best": improved}) + "\n")
-        console.print(f"epoch {st.epoch + 1}: train L1 {' '.join(f'{STREAM[n].short} {v:.3f}' for n, v in parts.items())}; "
+        console.print(f"epoch {st.epoch + 1}: train L1 {' '.join(f'{STREAM_BY_NAME[n].short} {v:.3f}' for n, v in parts.items())}; "
                       f"valid MAE (mean of heads) {valid_metrics['MAE']:.4f}"
                       + ("  [green]best[/green]" if improved else f"  (no gain for {st.bad_epochs})"))
         st.epoch += 1

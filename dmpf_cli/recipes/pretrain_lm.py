@@ -229,7 +229,7 @@ def save(model, tokenizer, output: Path, manifest: dict[str, Any]) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.parent / f".{output.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
-    from ..model.backbones import offline_and_quiet
+    from ..model.backbone_files import offline_and_quiet
 
     try:
         with offline_and_quiet():  # no progress bars or load reports from transformers
@@ -262,7 +262,7 @@ def build(recipe: LMRecipe, output: Path, *, corpus: Path | None = None, texts: 
         texts = texts if texts is not None else read_corpus(corpus)
         digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:12]
         source = f"corpus {Path(corpus).resolve()} ({digest})"
-    from ..model.backbones import offline_and_quiet
+    from ..model.backbone_files import offline_and_quiet
 
     with offline_and_quiet():  # transformers' load reports and length warnings are not the user's business here
         model, tokenizer, stats = pretrain(texts, recipe, progress)
@@ -285,9 +285,9 @@ def ensure_demo_lm(console=None, size: str = "small") -> Path:
 
 def names_demo_lm(cfg) -> bool:
     """Whether ``cfg`` (a BackboneConfig) is the demo backbone in its own directory (no ``backbone.path``)."""
-    from ..model.backbones import describe
+    from ..model.backbones import backbone_shapes
 
-    return not cfg.path and describe(cfg).built_by_dmpf
+    return not cfg.path and backbone_shapes(cfg).built_by_dmpf
 
 
 def ensure_backbone(cfg, console=None) -> None:

@@ -44,7 +44,7 @@ from ..model.losses import dmpf_loss
 from ..model.mm import Gate, MMBlock
 from ..store.checkpoints import load_resumable, load_weights, save_resumable, save_weights
 from ..store.run import RunDir, RunError
-from ..streams import SPLITS, STREAM
+from ..streams import SPLITS, STREAM_BY_NAME
 from .loggers import JsonlLogger, Logger
 from .preflight import Ready, opened
 from .runtime import autocast, compiled, predict, to_device
@@ -87,7 +87,7 @@ def model_gates(model: nn.Module) -> dict[str, Gate]:
     for name, module in model.named_modules():
         if isinstance(module, MMBlock):
             block = f"block{name.rsplit('.', 1)[-1]}"
-            gates.update({f"{block}/xattn_{STREAM[g].prefix}": module.xgate[g] for g in module.groups})
+            gates.update({f"{block}/xattn_{STREAM_BY_NAME[g].prefix}": module.xgate[g] for g in module.groups})
             gates[f"{block}/ffn"] = module.ffn_gate
     return gates
 

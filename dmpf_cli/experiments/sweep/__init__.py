@@ -32,7 +32,7 @@ the package's interface.
 """
 
 from .heartbeat import Heartbeat, fail_lost_trials, last_beat, queue_again
-from .result import show, summarize
+from .result import show, study_summary
 from .run import run_workers
 from .space import Dimension, SweepError, SweepSpec, check_study_name, load_space, space_file
 from .study import (
@@ -55,4 +55,4 @@ from .worker import check_base_config, run_worker
 __all__ = ["DISCARDED", "HEARTBEAT", "RETRY_OF", "RUN_DIR", "Dimension", "Heartbeat", "SweepError", "SweepSpec",
            "Tally", "Where", "check_output", "check_study_name", "claim_trial", "fail_lost_trials", "join_study",
            "last_beat", "load_space", "locate", "open_storage", "open_sweep", "check_base_config", "queue_again",
-           "run_worker", "run_workers", "show", "space_file", "study_budget", "summarize"]
+           "run_worker", "run_workers", "show", "space_file", "study_budget", "study_summary"]

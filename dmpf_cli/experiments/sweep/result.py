@@ -41,10 +41,10 @@ def show(spec: SweepSpec, storage_url: str | None, study_name: str | None, outpu
                          + (f"; {_close(where.study, names)}" if names else " (it holds none)")) from None
     except Exception as exc:
         raise SweepError(f"--storage {where.shown}: cannot open: {_why(exc)}") from None
-    return summarize(study, spec, where, study.user_attrs.get(STUDY_TRIALS))
+    return study_summary(study, spec, where, study.user_attrs.get(STUDY_TRIALS))
 
 
-def summarize(study, spec: SweepSpec, where: Where, budget: int | None) -> dict[str, Any]:
+def study_summary(study, spec: SweepSpec, where: Where, budget: int | None) -> dict[str, Any]:
     """Every trial (the complete ones ranked by value), counts per state, the best — written to DIR/best.yaml."""
     from optuna.trial import TrialState
 

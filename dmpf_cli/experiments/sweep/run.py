@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .result import _state_name, summarize
+from .result import _state_name, study_summary
 from .space import SweepError, SweepSpec
 from .study import ERROR, RUN_DIR, WORKER, Tally, open_sweep
 from .worker import check_base_config
@@ -37,7 +37,7 @@ def run_workers(spec: SweepSpec, storage_url: str | None, study_name: str | None
     tally = Tally.of(study)
     if tally.started() >= budget and not tally.running():
         console.print(f"the study's {budget} trials are done: no worker started")
-        return summarize(study, spec, where, budget)
+        return study_summary(study, spec, where, budget)
     # the data and the backbone, made here once rather than raced for by the workers
     epochs = check_base_config(spec, console).training.max_epochs
     seen = {t.number for t in tally.trials if t.state.is_finished()}
@@ -97,7 +97,7 @@ def run_workers(spec: SweepSpec, storage_url: str | None, study_name: str | None
             worker.wait(STOP_S)
         raise SweepError(f"interrupted: the workers' trials are queued again; the same command continues study "
                          f"{where.study}") from None
-    summary = summarize(study, spec, where, budget)
+    summary = study_summary(study, spec, where, budget)
     if failures and summary["done"] < budget:
         raise SweepError(f"{len(failures)} of {workers} workers failed before the study's {budget} trials were "
                          f"done ({summary['done']} are); the first: {failures[0]}")

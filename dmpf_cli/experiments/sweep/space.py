@@ -34,7 +34,7 @@ from ... import yamlio
 from ...config import CONFIG_DIR, SEED_RANGE, ConfigError, config_file, is_seed
 from ...errors import did_you_mean
 from ...recipes.preflight import resolve_config
-from ...validation import SLUG_RULE, Invalid, Overrides, Slug, describe, is_slug, validate
+from ...validation import SLUG_RULE, Invalid, Overrides, Slug, is_slug, shown_value, validate
 from ...yamlio import flow
 
 DEFAULT_HEARTBEAT = 60  # seconds between beats; a trial is lost after GRACE_BEATS beats' silence
@@ -323,7 +323,7 @@ def space_file(given: Path | str) -> Path:
 def check_study_name(name: Any, where: str) -> str:
     """A study name is also a directory name (``runs/sweeps/NAME``): the one rule for names."""
     if not is_slug(name):
-        raise SweepError(f"{where}: {SLUG_RULE}, got {describe(name)}")
+        raise SweepError(f"{where}: {SLUG_RULE}, got {shown_value(name)}")
     return name
 
 

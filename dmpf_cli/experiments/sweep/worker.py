@@ -22,7 +22,7 @@ from ...errors import DmpfError
 from ...recipes.preflight import resolve_config
 from ...yamlio import flow
 from .heartbeat import Heartbeat, fail_lost_trials, queue_again
-from .result import summarize
+from .result import study_summary
 from .space import SweepSpec
 from .study import (
     CONFIG,
@@ -121,7 +121,7 @@ def run_worker(spec: SweepSpec, storage_url: str | None, study_name: str | None,
                   **({"error": outcome.message} if outcome.state == "failed" else {})})
         tally = Tally.of(study)
         say(f"[{tally.done()}/{budget} trials] " + _best_line(study))
-    summary = summarize(study, spec, where, budget)
+    summary = study_summary(study, spec, where, budget)
     summary["worker"] = {"id": worker_id(), "trials": ran}
     if summary["best"]:
         say(f"best: trial {summary['best']['trial']}, valid MAE {summary['best']['value']:.4f}; its config: "
@@ -227,14 +227,15 @@ def _tell(study, trial, outcome: _Outcome, console) -> None:
                       "late) and queued it again; its run directory stays")
 
 
-def _fmt(value: Any) -> str:
+def _param_as_yaml(value: Any) -> str:
+    """A trial's parameter value in a log line: floats to 4 significant digits, the rest as YAML flow."""
     if isinstance(value, float):
         return f"{value:.4g}"
     return flow(value)
 
 
 def _params_line(params: dict[str, Any]) -> str:
-    return " ".join(f"{key}={_fmt(value)}" for key, value in params.items())
+    return " ".join(f"{key}={_param_as_yaml(value)}" for key, value in params.items())
 
 
 def _best_line(study) -> str:
