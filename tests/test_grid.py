@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from dmpf_cli.experiments.grid import GridError, plan, read_grid, variant_configs
-from dmpf_cli.experiments.launch import Job, JobError, Launch, launch, make_launch, parse_gpus
+from dmpf_cli.experiments.job import Job
+from dmpf_cli.experiments.launch import JobError, Launch, launch, make_launch, parse_gpus
 
 from conftest import ROOT, TINY, assert_done, dmpf, env, error_line, one_line
 
@@ -286,6 +287,22 @@ def test_a_grid_runs_every_variant_and_seed_then_reports(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+def test_an_in_process_grid_opens_each_variants_data_once(tmp_path, monkeypatch, invoke):
+    """The variants are checked before the first run (their data opened); their runs in this process take what the
+    check opened rather than checking and opening it again."""
+    from dmpf_cli.recipes import datasets
+
+    path = write_grid(tmp_path, overrides=[*TINY, "training.device=cpu", "training.max_epochs=1"])
+    datasets.open_data(variant_configs(read_grid(path))["full"])  # made on first use before counting
+    opened, real = [], datasets.open_prepared
+    monkeypatch.setattr(datasets, "open_prepared", lambda folder: opened.append(folder) or real(folder))
+    result = invoke("grid", path, "--output", tmp_path / "out")
+    assert result.exit_code == 0, result.stderr
+    assert all(_finished(tmp_path / "out" / v / f"seed-{s}") for v in ("full", "no-av") for s in (1, 2))
+    assert len(opened) == 2  # full and no-av, once each, for their four runs
+
+
+@pytest.mark.slow
 def test_a_killed_grid_is_finished_by_running_it_again(tmp_path):
     path = write_grid(tmp_path, overrides=[*TINY, "training.device=cpu", "training.max_epochs=3"],
                       variants={"full": []}, seeds=[1, 2])
@@ -334,7 +351,7 @@ def test_local_slots_run_jobs_side_by_side_each_with_its_gpu(tmp_path):
     write_plan(p)
     starts = []
     how = Launch("local", slots=[{"CUDA_VISIBLE_DEVICES": g, "OMP_NUM_THREADS": "1"} for g in "01"])
-    outcomes = launch(p.jobs, how, tmp_path / "out" / "logs", on_start=lambda job: starts.append(time.time()))
+    outcomes = launch(how).run(p.jobs, tmp_path / "out" / "logs", on_start=lambda job: starts.append(time.time()))
     assert all(o.ok for o in outcomes), [o.error for o in outcomes]
     assert starts[1] - starts[0] < 5  # the second slot did not wait for the first job
     devices = [(tmp_path / "out" / "logs" / f"{j.name.replace('/', '-')}.log").read_text().splitlines()[0]
@@ -356,7 +373,7 @@ def test_a_failed_job_is_reported_and_the_others_go_on(tmp_path):
     jobs = [Job("bad/seed-1", tmp_path / "bad", tmp_path / "missing.yaml", 1),
             Job("bad/seed-2", tmp_path / "bad2", tmp_path / "missing.yaml", 2)]
     ended = []
-    outcomes = launch(jobs, Launch(), tmp_path / "logs", on_end=ended.append)
+    outcomes = launch(Launch()).run(jobs, tmp_path / "logs", on_end=ended.append)
     assert len(outcomes) == len(ended) == 2 and not any(o.ok for o in outcomes)
     assert "missing.yaml" in outcomes[0].error and "log:" in outcomes[0].error
 
@@ -394,13 +411,13 @@ def test_a_job_of_several_tasks_on_slurm_is_one_ddp_run(slurm, tmp_path):
                       encoding="utf-8")
     job = Job("ddp/seed-1", tmp_path / "run", config, 1, 1)
     how = Launch("slurm", slurm_partition="debug", slurm_time=10, gpus_per_job=0, tasks_per_job=2, cpus_per_job=2)
-    [outcome] = launch([job], how, tmp_path / "logs", submitit_folder=tmp_path / ".submitit")
+    [outcome] = launch(how).run([job], tmp_path / "logs", folder=tmp_path / ".submitit")
     assert outcome.ok, outcome.error
     results = json.loads((tmp_path / "run" / "results.json").read_text(encoding="utf-8"))
     assert results["ddp"]["world_size"] == 2 and results["ddp"]["ranks_agree"]
     assert "#SBATCH --ntasks-per-node=2" in next((tmp_path / ".submitit").glob("*_submission.sh")).read_text()
     # submitted again, the finished run is kept: every rank agrees there is nothing to do
-    [again] = launch([job], how, tmp_path / "logs", submitit_folder=tmp_path / ".submitit")
+    [again] = launch(how).run([job], tmp_path / "logs", folder=tmp_path / ".submitit")
     assert again.ok and again.results == outcome.results
 
 

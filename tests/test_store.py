@@ -9,7 +9,7 @@ import pytest
 from test_report import LABELS, noise, write_run
 
 from dmpf_cli.config import load_config
-from dmpf_cli.experiments.launch import Job
+from dmpf_cli.experiments.job import Job
 from dmpf_cli.recipes.runs import prepare_run_dir
 from dmpf_cli.store.checkpoints import resumable_folder
 from dmpf_cli.store.roots import (

@@ -242,7 +242,7 @@ class Plan:
 
 def plan(grid: Grid, root: Path, seeds: list[int] | None = None, *, resume: bool = False) -> Plan:
     """What to run where; refuses a directory that holds something else, or this grid with a variant changed."""
-    from .launch import Job
+    from .job import Job
 
     configs = variant_configs(grid)
     seeds = seeds or grid.seeds or next(iter(configs.values())).training.seeds
@@ -322,8 +322,8 @@ class GridRun:
     """What :func:`run_grid` did: the grid's directory, its runs' outcomes, and the report where any run finished."""
 
     root: Path
-    jobs: list  # launch.Job, every run of the grid
-    outcomes: list  # launch.Outcome, of the runs started or resumed now
+    jobs: list  # job.Job, every run of the grid
+    outcomes: list  # job.JobOutcome, of the runs started or resumed now
     report: dict[str, Any] | None
 
     def raise_failures(self) -> None:
@@ -340,24 +340,28 @@ def run_grid(path: Path, output: Path | None, seeds: list[int] | None, *, resume
     """``dmpf grid``: plan the grid file at ``path`` into ``output`` (default ``runs/grids/NAME``), check every variant
     (:func:`~dmpf_cli.recipes.preflight.check`) before anything is written, run the runs not finished yet where
     ``how`` (a :class:`~dmpf_cli.experiments.launch.Launch`) says — ``on_start``/``on_end`` see each — and write the
-    report. Ctrl-C stops the runs (a Slurm job is cancelled) and is a one-line :class:`GridError`: they resume."""
+    report. A run in this process takes what its variant's check opened. Ctrl-C stops the runs (a Slurm job is
+    cancelled) and is a one-line :class:`GridError`: they resume."""
     from ..recipes.preflight import check
     from .launch import launch
     from .monitor import Monitor
 
+    launcher = launch(how)
     spec = read_grid(path)
     root = output or Path("runs") / "grids" / spec.name
     p = plan(spec, root, seeds, resume=resume)
     states = {job.name: job.state() for job in p.jobs}  # a damaged run.json is an error before anything is written
-    for cfg in {json.dumps(cfg.model_dump(mode="json"), sort_keys=True): cfg for cfg in p.configs.values()}.values():
-        check(cfg, console)  # every variant can run here: data, backbone, device — before the first run starts
+    same = {variant: json.dumps(cfg.model_dump(mode="json"), sort_keys=True) for variant, cfg in p.configs.items()}
+    ready = {}  # every variant can run here: data, backbone, device — before the first run starts
+    for variant, key in same.items():
+        ready[key] = ready.get(key) or check(p.configs[variant], console)
     write_plan(p)
     state = Counter(states.values())
     todo = [job for job in p.jobs if states[job.name] != "finished"]
     synthetic = any(cfg.data.dataset == "synthetic" for cfg in p.configs.values())
     console.print(f"[bold]grid {spec.name}[/bold]: {len(spec.variants)} variants × {len(p.seeds)} seeds = "
                   f"{len(p.jobs)} runs in {root} ({state['finished']} finished and kept, {state['resume']} to "
-                  f"resume, {state['new'] + state['restart']} to start); {how.describe()}"
+                  f"resume, {state['new'] + state['restart']} to start); {launcher.describe()}"
                   + ("; [yellow]synthetic data[/yellow]" if synthetic else ""))
     monitor = Monitor(console, total=len(p.jobs), title=f"grid {spec.name}", done=state["finished"], live=live)
 
@@ -371,9 +375,10 @@ def run_grid(path: Path, output: Path | None, seeds: list[int] | None, *, resume
 
     try:
         with monitor:
-            outcomes = launch(todo, how, root / LOGS, on_start=started, on_end=ended, submitit_folder=root / ".submitit")
+            outcomes = launcher.run(todo, root / LOGS, on_start=started, on_end=ended, folder=root / ".submitit",
+                                    checked={root / v / VARIANT_CONFIG: ready[key] for v, key in same.items()})
     except KeyboardInterrupt:
-        stopped = "; its Slurm jobs are cancelled" if how.launcher in ("slurm", "submitit-local") else ""
+        stopped = "; its Slurm jobs are cancelled" if launcher.submits else ""
         raise GridError(f"interrupted{stopped}: the runs are resumable; `dmpf grid {root}` finishes the grid") from None
     report = write_report(root) if any(job.state() == "finished" for job in p.jobs) else None
     return GridRun(root, p.jobs, outcomes, report)

@@ -1,11 +1,9 @@
 """Where the runs of a grid (or the workers of a sweep) go: this process, one process per GPU or CPU slot of this
 machine, or a Slurm cluster through submitit — and watching them from the run directories they write.
 
-A :class:`Job` is one run directory to finish: started when it is new, resumed when a killed run left a resumable
-checkpoint, started again when it died before its first checkpoint, and left alone when finished. What it runs is
-decided where it runs (:func:`run_job`), so a job submitted twice never trains a finished run again.
-
-Launchers (:func:`launch`):
+A job is one run directory to finish (:class:`~dmpf_cli.experiments.job.Job`). :func:`launch` picks the
+:class:`Launcher` a :class:`Launch` names, once; it runs a grid's jobs (:meth:`Launcher.run`) or starts a sweep's
+workers (:meth:`Launcher.start`):
 
 * ``in-process`` (the default): one job after the other in this process.
 * ``local`` with slots: ``--gpus 0,1,2,3`` runs one ``dmpf train`` subprocess per GPU at a time, each seeing only its
@@ -36,91 +34,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import DmpfError
-from ..recipes.runtime import available_cpus, cpu_threads, threads_text, use_threads
-from ..store.checkpoints import resumable_folder
-from ..store.run import RunDir, RunState
+from ..recipes.runtime import available_cpus, cpu_threads, threads_text
+from ..store.run import RunDir
+from .job import Job, JobOutcome, run_job, run_submitted
 
 LAUNCHERS = ("in-process", "local", "slurm", "submitit-local")
 
 
 class JobError(DmpfError):
     """A launcher that cannot run here (no submitit, no CUDA for --gpus, …); one line."""
-
-
-@dataclass(frozen=True)
-class Job:
-    """One run directory to finish: ``config`` (a resolved config file) trained with ``seed`` into ``run_dir``."""
-
-    name: str  # e.g. "full/seed-1111": names the log and the progress line
-    run_dir: Path
-    config: Path
-    seed: int
-    max_epochs: int = 0  # for the progress bar
-
-    def state(self) -> str:
-        """``finished``, ``resume`` (a killed run with a resumable checkpoint), ``restart`` (a run that died before
-        its first checkpoint: nothing of it can be kept) or ``new``."""
-        run = RunDir(self.run_dir)
-        state = run.state
-        if state is RunState.NEW:
-            return "new"
-        if state is RunState.FINISHED:
-            return "finished"
-        return "resume" if resumable_folder(run.last) is not None else "restart"
-
-    def argv(self) -> list[str]:
-        """The ``dmpf train`` command that finishes this job from where it stands."""
-        state = self.state()
-        if state == "resume":
-            return ["train", "--resume", str(self.run_dir)]
-        return ["train", "--config", str(self.config), "--seeds", str(self.seed), "--output", str(self.run_dir),
-                *(["--overwrite"] if state == "restart" else [])]
-
-
-def run_job(job: Job, log: Path | None = None) -> dict[str, Any]:
-    """Finish ``job`` in this process (the in-process launcher, and the body of a Slurm job); returns its results.
-    Its console output goes to ``log`` (appended), or nowhere."""
-    from rich.console import Console
-
-    from ..recipes.preflight import resolve_config
-    from ..recipes.runs import train
-
-    _export_distributed()
-    state = _agreed_state(job)
-    if state == "finished":
-        return RunDir(job.run_dir).read_results()
-    with open(log, "a", encoding="utf-8") if log else open(os.devnull, "w") as stream:
-        console = Console(file=stream, width=160, soft_wrap=True, highlight=False)
-        if state == "resume":
-            summary = train(None, None, None, resume=job.run_dir, console=console)
-        else:
-            cfg = resolve_config(config=job.config)
-            summary = train(cfg, job.run_dir, [job.seed], overwrite=state == "restart", console=console)
-    return next(iter(summary["runs"].values()), {})
-
-
-def run_submitted(job: Job, log: Path) -> dict[str, Any]:
-    """The body of a submitit job: :func:`run_job` with the job's CPU threads (its SLURM_CPUS_PER_TASK, unless the
-    user set OMP_NUM_THREADS)."""
-    use_threads()
-    return run_job(job, log)
-
-
-def _agreed_state(job: Job) -> str:
-    """The job's state as rank 0 sees it, for every rank of a multi-task job: a rank that looked after rank 0
-    had begun writing the run directory would otherwise take a fresh run for a dead one and start it over."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return job.state()
-    import torch.distributed as dist
-
-    from ..config import load_config
-    from ..model.dmpf import resolve_device
-    from ..recipes.train import init_distributed
-
-    world = init_distributed(resolve_device(load_config(config=job.config).training.device))
-    said = [job.state() if world.main else None]
-    dist.broadcast_object_list(said, src=0)
-    return said[0]
 
 
 def _slurm_threads() -> dict[str, str]:
@@ -131,20 +53,11 @@ def _slurm_threads() -> dict[str, str]:
     return {"OMP_NUM_THREADS": str(threads)} if where == "SLURM_CPUS_PER_TASK" else {}
 
 
-def _export_distributed() -> None:
-    """Inside a Slurm job with several tasks: the environment torch.distributed reads (RANK, WORLD_SIZE, …)."""
-    if int(os.environ.get("SLURM_NTASKS", "1")) <= 1 or "WORLD_SIZE" in os.environ:
-        return
-    from submitit.helpers import TorchDistributedEnvironment
-
-    TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-
-
 # -- launchers -------------------------------------------------------------------------------------
 
 @dataclass
 class Launch:
-    """How to run jobs: the launcher and its options (see the module docstring)."""
+    """How to run jobs: the launcher and its options (see the module docstring); :func:`launch` runs them."""
 
     launcher: str = "in-process"
     slots: list[dict[str, str]] = field(default_factory=list)  # local: one environment per parallel slot
@@ -154,22 +67,8 @@ class Launch:
     cpus_per_job: int | None = None
     tasks_per_job: int | None = None  # DDP ranks per Slurm job; default one per GPU (CPU-only DDP: set it)
 
-    @property
-    def parallel(self) -> int:
-        return len(self.slots) if self.launcher == "local" else 1
-
     def describe(self) -> str:
-        if self.launcher == "local":
-            gpus = [s.get("CUDA_VISIBLE_DEVICES") for s in self.slots]
-            threads = self.slots[0].get("OMP_NUM_THREADS")
-            each = f", {threads_text(threads)} each" if threads else ""
-            return (f"one job per GPU ({', '.join(gpus)}){each}" if all(gpus)
-                    else f"{len(self.slots)} jobs at a time{each}")
-        if self.launcher in ("slurm", "submitit-local"):
-            where = f"partition {self.slurm_partition}" if self.slurm_partition else "the default partition"
-            return (f"submitit, {'Slurm ' + where if self.launcher == 'slurm' else 'local executor'}, "
-                    f"{self.gpus_per_job} GPU(s) and {self.slurm_time} min per job")
-        return "in this process"
+        return launch(self).describe()
 
 
 def parse_gpus(text: str, available: int | None = None) -> list[str]:
@@ -241,104 +140,187 @@ def _thread_share(parallel: int) -> dict[str, str]:
     return {"OMP_NUM_THREADS": str(max(1, available_cpus() // parallel))}
 
 
-@dataclass
-class Outcome:
-    job: Job
-    ok: bool
-    results: dict[str, Any] = field(default_factory=dict)
-    error: str = ""  # one line: why it failed, and where its log is
+def launch(how: Launch) -> Launcher:
+    """The launcher ``how`` names: the one place the choice is made, for a grid's jobs and a sweep's workers alike."""
+    return {"in-process": InProcess, "local": LocalSlots, "slurm": Submitit, "submitit-local": Submitit}[how.launcher](how)
 
 
-def launch(jobs: list[Job], how: Launch, logs: Path, on_start: Callable[[Job], None] = lambda job: None,
-           on_end: Callable[[Outcome], None] = lambda outcome: None, submitit_folder: Path | None = None) -> list[Outcome]:
-    """Run every job the way ``how`` says; a failed job is reported and the others go on."""
-    logs.mkdir(parents=True, exist_ok=True)
-    if how.launcher == "in-process":
+class Launcher:
+    """One way of running (the module docstring): :meth:`run` finishes a grid's jobs, :meth:`start` starts a
+    sweep's workers; each one's console output goes to ``LOGS/NAME.log``."""
+
+    submits = False  # its jobs are submitit jobs (Ctrl-C cancels them)
+
+    def __init__(self, how: Launch):
+        self.how = how
+
+    def run(self, jobs: list[Job], logs: Path, on_start: Callable[[Job], None] = lambda job: None,
+            on_end: Callable[[JobOutcome], None] = lambda outcome: None, folder: Path | None = None,
+            checked: dict[Path, Any] | None = None) -> list[JobOutcome]:
+        """Run every job; a failed job is reported and the others go on. ``folder``: submitit's (default
+        ``LOGS/../.submitit``). ``checked``: the :class:`~dmpf_cli.recipes.preflight.Ready` of each config file,
+        reused by a job run in this process (a subprocess or a Slurm job checks again)."""
+        logs.mkdir(parents=True, exist_ok=True)
+        return self._run(jobs, logs, on_start, on_end, folder or logs.parent / ".submitit", checked or {})
+
+    def start(self, commands: list[tuple[str, list[str]]], logs: Path, folder: Path | None = None) -> list[Started]:
+        """Start every ``(name, dmpf arguments)`` at once (a sweep's workers); they run on their own."""
+        logs.mkdir(parents=True, exist_ok=True)
+        return self._start(commands, logs, folder or logs.parent / ".submitit")
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def _run(self, jobs, logs, on_start, on_end, folder, checked) -> list[JobOutcome]:
+        raise NotImplementedError
+
+    def _start(self, commands, logs, folder) -> list[Started]:
+        raise JobError(f"Launcher.start: expected a local or submitit launcher, got {self.how.launcher}")
+
+
+class InProcess(Launcher):
+    """One job after the other in this process (no workers: a sweep runs its one worker itself)."""
+
+    def describe(self) -> str:
+        return "in this process"
+
+    def _run(self, jobs, logs, on_start, on_end, folder, checked) -> list[JobOutcome]:
         outcomes = []
         for job in jobs:
             on_start(job)
-            outcome = _in_process(job, logs)
-            on_end(outcome)
-            outcomes.append(outcome)
+            outcomes.append(self._one(job, log_path(logs, job), checked.get(job.config)))
+            on_end(outcomes[-1])
         return outcomes
-    if how.launcher == "local":
-        return _local(jobs, how, logs, on_start, on_end)
-    return _submitit(jobs, how, logs, on_start, on_end, submitit_folder or logs.parent / ".submitit")
+
+    @staticmethod
+    def _one(job: Job, log: Path, ready) -> JobOutcome:
+        try:
+            return JobOutcome(job, True, run_job(job, log, ready))
+        except DmpfError as exc:
+            return JobOutcome(job, False, error=f"{' '.join(str(exc).split())} (log: {log})")
+        except Exception as exc:  # a crash of one run must not end the grid: report it, keep the traceback in the log
+            import traceback
+
+            with open(log, "a", encoding="utf-8") as f:
+                traceback.print_exc(file=f)
+            return JobOutcome(job, False, error=f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]} (log: {log})")
 
 
 def log_path(logs: Path, job: Job) -> Path:
     return logs / f"{job.name.replace('/', '-')}.log"
 
 
-def _failure(job: Job, log: Path, what: str) -> Outcome:
-    """The outcome of a failed job: its own last ``error:`` line when it printed one, else ``what``."""
-    return Outcome(job, False, error=_failure_line(log, what))
-
-
 def _failure_line(log: Path, what: str) -> str:
+    """A failed job's own last ``error:`` line when it printed one, else ``what``; and where its log is."""
     lines = log.read_text(encoding="utf-8", errors="replace").splitlines() if log.is_file() else []
     said = next((ln.removeprefix("error: ") for ln in reversed(lines) if ln.startswith("error: ")), None)
     return f"{said or what} (log: {log})"
 
 
-def _in_process(job: Job, logs: Path) -> Outcome:
-    log = log_path(logs, job)
-    try:
-        return Outcome(job, True, run_job(job, log))
-    except DmpfError as exc:
-        return Outcome(job, False, error=f"{' '.join(str(exc).split())} (log: {log})")
-    except Exception as exc:  # a crash of one run must not end the grid: report it, keep the traceback in the log
-        import traceback
+class LocalSlots(Launcher):
+    """A pool of slots (an environment each: its GPU, its CPU threads) on this machine."""
 
-        with open(log, "a", encoding="utf-8") as f:
-            traceback.print_exc(file=f)
-        return Outcome(job, False, error=f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]} (log: {log})")
+    def describe(self) -> str:
+        slots = self.how.slots
+        gpus = [s.get("CUDA_VISIBLE_DEVICES") for s in slots]
+        threads = slots[0].get("OMP_NUM_THREADS")
+        each = f", {threads_text(threads)} each" if threads else ""
+        return f"one job per GPU ({', '.join(gpus)}){each}" if all(gpus) else f"{len(slots)} jobs at a time{each}"
 
+    def _run(self, jobs, logs, on_start, on_end, folder, checked) -> list[JobOutcome]:
+        """Each slot takes the next job and runs it as a ``dmpf train`` subprocess with its environment."""
+        pending = list(jobs)
+        lock = threading.Lock()
+        outcomes: list[JobOutcome] = []
+        children: set[subprocess.Popen] = set()
 
-def _local(jobs: list[Job], how: Launch, logs: Path, on_start, on_end) -> list[Outcome]:
-    """A pool of slots; each takes the next job and runs it as a ``dmpf train`` subprocess with its environment."""
-    pending = list(jobs)
-    lock = threading.Lock()
-    outcomes: list[Outcome] = []
-    children: set[subprocess.Popen] = set()
+        def worker(slot: dict[str, str]) -> None:
+            while True:
+                with lock:
+                    if not pending:
+                        return
+                    job = pending.pop(0)
+                on_start(job)
+                log = log_path(logs, job)
+                child = _spawn([*job.argv(), "--format", "json"], slot, log)
+                with lock:
+                    children.add(child)
+                code = child.wait()
+                with lock:
+                    children.discard(child)
+                run = RunDir(job.run_dir)
+                if code == 0 and run.finished:
+                    outcome = JobOutcome(job, True, run.read_results())
+                else:
+                    outcome = JobOutcome(job, False, error=_failure_line(log, f"exit code {code}"))
+                with lock:
+                    outcomes.append(outcome)
+                on_end(outcome)
 
-    def worker(slot: dict[str, str]) -> None:
-        while True:
+        pool = ThreadPoolExecutor(max_workers=len(self.how.slots))
+        try:
+            for future in [pool.submit(worker, slot) for slot in self.how.slots]:
+                future.result()
+        except KeyboardInterrupt:  # the runs stay resumable: stop the children, keep their directories
             with lock:
-                if not pending:
-                    return
-                job = pending.pop(0)
+                pending.clear()
+                for child in children:
+                    child.terminate()
+            raise
+        finally:
+            pool.shutdown(wait=True)
+        order = {job.name: i for i, job in enumerate(jobs)}
+        return sorted(outcomes, key=lambda o: order[o.job.name])
+
+    def _start(self, commands, logs, folder) -> list[Started]:
+        """One per slot, with the slot's environment."""
+        if len(commands) > len(self.how.slots):
+            raise JobError(f"{len(commands)} workers for {len(self.how.slots)} slots")
+        # a session of its own: Ctrl-C reaches the parent only, which interrupts each worker exactly once (a
+        # second SIGINT would cut short the worker's own handling of the first)
+        return [Started(name, logs / f"{name}.log", process=_spawn(argv, slot, logs / f"{name}.log", own_session=True))
+                for (name, argv), slot in zip(commands, self.how.slots)]
+
+
+class Submitit(Launcher):
+    """Each job (or worker) a submitit job: on Slurm, or submitit's local executor."""
+
+    submits = True
+
+    def describe(self) -> str:
+        how = self.how
+        where = f"partition {how.slurm_partition}" if how.slurm_partition else "the default partition"
+        return (f"submitit, {'Slurm ' + where if how.launcher == 'slurm' else 'local executor'}, "
+                f"{how.gpus_per_job} GPU(s) and {how.slurm_time} min per job")
+
+    def _run(self, jobs, logs, on_start, on_end, folder, checked) -> list[JobOutcome]:
+        """Every job submitted; waits for them all."""
+        executor = _executor(self.how, folder)
+        submitted = []
+        for job in jobs:
+            handle = _submit(executor, self.how, job.name, run_submitted, job, log_path(logs, job))
             on_start(job)
-            log = log_path(logs, job)
-            child = _spawn([*job.argv(), "--format", "json"], slot, log)
-            with lock:
-                children.add(child)
-            code = child.wait()
-            with lock:
-                children.discard(child)
-            run = RunDir(job.run_dir)
-            if code == 0 and run.finished:
-                outcome = Outcome(job, True, run.read_results())
-            else:
-                outcome = _failure(job, log, f"exit code {code}")
-            with lock:
-                outcomes.append(outcome)
-            on_end(outcome)
+            submitted.append((job, handle))
+        outcomes = []
+        try:
+            for job, handle in submitted:
+                outcomes.append(_submitted_outcome(job, handle, logs, folder))
+                on_end(outcomes[-1])
+        except KeyboardInterrupt:  # Ctrl-C stops what this command started; the runs stay resumable
+            for _, handle in submitted:
+                if not handle.done():
+                    handle.cancel(check=False)
+            raise
+        return outcomes
 
-    pool = ThreadPoolExecutor(max_workers=how.parallel)
-    try:
-        for future in [pool.submit(worker, slot) for slot in how.slots]:
-            future.result()
-    except KeyboardInterrupt:  # the runs stay resumable: stop the children, keep their directories
-        with lock:
-            pending.clear()
-            for child in children:
-                child.terminate()
-        raise
-    finally:
-        pool.shutdown(wait=True)
-    order = {job.name: i for i, job in enumerate(jobs)}
-    return sorted(outcomes, key=lambda o: order[o.job.name])
+    def _start(self, commands, logs, folder) -> list[Started]:
+        """One submitit job each, running the command (:func:`run_command`)."""
+        executor = _executor(self.how, folder)
+        started = []
+        for name, argv in commands:
+            log = logs / f"{name}.log"
+            started.append(Started(name, log, handle=_submit(executor, self.how, name, run_command, argv, str(log))))
+        return started
 
 
 def _executor(how: Launch, folder: Path):
@@ -373,34 +355,13 @@ def _submit(executor, how: Launch, name: str, fn: Callable, *args):
         raise JobError(f"--launcher {how.launcher}: submitting {name} failed: {said}{hint}") from None
 
 
-def _submitit(jobs: list[Job], how: Launch, logs: Path, on_start, on_end, folder: Path) -> list[Outcome]:
-    """Each job submitted to Slurm (or submitit's local executor); waits for them all."""
-    executor = _executor(how, folder)
-    submitted = []
-    for job in jobs:
-        handle = _submit(executor, how, job.name, run_submitted, job, log_path(logs, job))
-        on_start(job)
-        submitted.append((job, handle))
-    outcomes = []
-    try:
-        for job, handle in submitted:
-            outcomes.append(_submitted_outcome(job, handle, logs, folder))
-            on_end(outcomes[-1])
-    except KeyboardInterrupt:  # Ctrl-C stops what this command started; the runs stay resumable
-        for _, handle in submitted:
-            if not handle.done():
-                handle.cancel(check=False)
-        raise
-    return outcomes
-
-
-def _submitted_outcome(job: Job, handle, logs: Path, folder: Path) -> Outcome:
+def _submitted_outcome(job: Job, handle, logs: Path, folder: Path) -> JobOutcome:
     """Wait for a submitted job; its results, or one line saying why it failed and where to look."""
     try:
-        return Outcome(job, True, handle.results()[0])  # rank 0's, for a job of several tasks
+        return JobOutcome(job, True, handle.results()[0])  # rank 0's, for a job of several tasks
     except Exception as exc:
-        return Outcome(job, False, error=f"{_job_said(exc)} (job {handle.job_id}; log: {log_path(logs, job)}; "
-                                         f"submitit: {folder})")
+        return JobOutcome(job, False, error=f"{_job_said(exc)} (job {handle.job_id}; log: {log_path(logs, job)}; "
+                                            f"submitit: {folder})")
 
 
 def _job_said(exc: Exception) -> str:
@@ -470,25 +431,3 @@ def run_command(argv: list[str], log: str) -> None:
     code = _spawn(argv, _slurm_threads(), Path(log)).wait()
     if code:
         raise JobError(_failure_line(Path(log), f"dmpf {argv[0]} exited with code {code}"))
-
-
-def start_commands(commands: list[tuple[str, list[str]]], how: Launch, logs: Path,
-                   folder: Path | None = None) -> list[Started]:
-    """Start every ``(name, dmpf arguments)`` at once, where ``how`` says: one per local slot (the slot's
-    environment, e.g. its GPU), or one submitit job each; output in ``LOGS/NAME.log``."""
-    logs.mkdir(parents=True, exist_ok=True)
-    if how.launcher == "local":
-        if len(commands) > len(how.slots):
-            raise JobError(f"{len(commands)} workers for {len(how.slots)} slots")
-        # a session of its own: Ctrl-C reaches the parent only, which interrupts each worker exactly once (a
-        # second SIGINT would cut short the worker's own handling of the first)
-        return [Started(name, logs / f"{name}.log", process=_spawn(argv, slot, logs / f"{name}.log", own_session=True))
-                for (name, argv), slot in zip(commands, how.slots)]
-    if how.launcher not in ("slurm", "submitit-local"):
-        raise JobError(f"start_commands: expected a local or submitit launcher, got {how.launcher}")
-    executor = _executor(how, folder or logs.parent / ".submitit")
-    started = []
-    for name, argv in commands:
-        log = logs / f"{name}.log"
-        started.append(Started(name, log, handle=_submit(executor, how, name, run_command, argv, str(log))))
-    return started

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..store.run import RunDir
 
 if TYPE_CHECKING:  # pragma: no cover - launch imports this module
-    from .launch import Job, Outcome
+    from .job import Job, JobOutcome
 
 
 class Monitor:
@@ -52,7 +52,7 @@ class Monitor:
             task = self.progress.add_task(f"  {job.name}", total=job.max_epochs or None, unit="epochs", info="starting")
             self.active[job.name] = (task, job, [0])
 
-    def ended(self, outcome: Outcome, count: bool = True) -> None:
+    def ended(self, outcome: JobOutcome, count: bool = True) -> None:
         """The job's line goes; the overall count goes up by one unless ``count`` is False (then see :meth:`done`)."""
         with self.lock:
             task, _, _ = self.active.pop(outcome.job.name, (None, None, None))

@@ -199,8 +199,7 @@ def check(cfg: ExperimentConfig, console: Console, *, encoders: bool = True) -> 
             encoders = False
     if problems:
         raise DmpfError("\n".join(dict.fromkeys(problems)))
-    if idle := clm_idle(cfg):
-        console.print(f"[yellow]warning[/yellow]: {idle}")
+    _warn(cfg, console)
     data = data or open_data(cfg, console)  # generates the synthetic dataset on first use
     if demo_lm:
         ensure_demo_lm(console)
@@ -217,6 +216,19 @@ def opened(cfg: ExperimentConfig, *, encoders: bool = True) -> Ready:
     cfg = absolute_paths(cfg)
     data = open_data(cfg, prepare_missing=False)
     return Ready(cfg, data, check_available(cfg.backbone), pretrained_encoders(cfg, data.dims) if encoders else None)
+
+
+def reuse(ready: Ready, cfg: ExperimentConfig, console: Console) -> Ready:
+    """What :func:`check` returned for ``cfg`` (its seeds aside), for a run of ``cfg`` itself: nothing checked or
+    opened again (a grid's run in its process), the warning :func:`check` gives said again for the run's log."""
+    cfg = absolute_paths(cfg)
+    _warn(cfg, console)
+    return Ready(cfg, ready.data, ready.backbone, ready.encoders)
+
+
+def _warn(cfg: ExperimentConfig, console: Console) -> None:
+    if idle := clm_idle(cfg):
+        console.print(f"[yellow]warning[/yellow]: {idle}")
 
 
 # -- starting from pre-trained encoders --------------------------------------------------------------

@@ -177,10 +177,12 @@ def _run_seed(run: RunDir, cfg: ExperimentConfig) -> int:
 
 def train(
     cfg: ExperimentConfig, output: Path | None, seeds: list[int] | None, *, resume: Path | None = None,
-    overwrite: bool = False, console: Console, epoch_hooks: tuple = (),
+    overwrite: bool = False, console: Console, epoch_hooks: tuple = (), ready: Ready | None = None,
 ) -> dict[str, Any]:
     """``dmpf train``: every seed, one run directory each (``DIR`` itself for one seed, ``DIR/seed-N`` for several).
-    ``epoch_hooks``: called after each epoch of each seed (:attr:`~dmpf_cli.recipes.train.Trainer.epoch_hooks`)."""
+    ``epoch_hooks``: called after each epoch of each seed (:attr:`~dmpf_cli.recipes.train.Trainer.epoch_hooks`).
+    ``ready``: :func:`~dmpf_cli.recipes.preflight.check`'s result for this config (its seeds aside), where the caller
+    checked it already (a grid's run in its process): used as it is, nothing checked or opened twice."""
     multi_seed_root = resume is not None and is_multi_seed_root(resume)
     if resume is not None:  # a resumed run keeps its own config (a multi-seed root holds one beside its seeds)
         if not multi_seed_root:
@@ -192,9 +194,10 @@ def train(
             raise RunError(f"--resume: {exc}") from None
     # one process: nothing to resolve yet (the preflight reports a bad device with every other problem)
     world = init_distributed(resolve_device(cfg.training.device)) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else World()
-    ready = None
+    checked, ready = ready, None
     if world.main:  # the data and the demo LM are made on first use here, once, before any rank reads them
-        ready = preflight.check(cfg, console, encoders=resume is None or multi_seed_root)
+        ready = (preflight.check(cfg, console, encoders=resume is None or multi_seed_root) if checked is None
+                 else preflight.reuse(checked, cfg, console))
         cfg = ready.cfg
     if resume is not None and not multi_seed_root:
         run = RunDir(resume)

@@ -26,14 +26,16 @@ def run_workers(spec: SweepSpec, storage_url: str | None, study_name: str | None
 
     Returns the study's summary; one worker failing is reported, the others go on. Ctrl-C interrupts every
     worker as it would one: their trials are failed and queued again, so the same command continues."""
-    from ..launch import Job, Outcome, start_commands
+    from ..job import Job, JobOutcome
+    from ..launch import launch
     from ..monitor import Monitor
 
+    launcher = launch(how)
     where, study, budget = open_sweep(spec, storage_url, study_name, trials, output)
     argv = ["sweep", str(spec.path.resolve()), "--storage", where.storage, "--study", where.study,
             "--trials", str(budget), "--output", str(where.output.resolve()), "--format", "json"]
     console.print(f"sweep [bold]{where.study}[/bold] in {where.shown}: {budget} trials, {workers} workers "
-                  f"({how.describe()}), trial directories in {where.output}, worker logs in {where.output / 'logs'}")
+                  f"({launcher.describe()}), trial directories in {where.output}, worker logs in {where.output / 'logs'}")
     tally = Tally.of(study)
     if tally.started() >= budget and not tally.running():
         console.print(f"the study's {budget} trials are done: no worker started")
@@ -41,7 +43,7 @@ def run_workers(spec: SweepSpec, storage_url: str | None, study_name: str | None
     # the data and the backbone, made here once rather than raced for by the workers
     epochs = check_base_config(spec, console).training.max_epochs
     seen = {t.number for t in tally.trials if t.state.is_finished()}
-    started = start_commands([(f"worker-{i + 1}", argv) for i in range(workers)], how, where.output / "logs",
+    started = launcher.start([(f"worker-{i + 1}", argv) for i in range(workers)], where.output / "logs",
                              where.output / ".submitit")
     watched: dict[int, Job] = {}
     monitor = Monitor(console, total=budget, title=f"sweep {where.study}", done=tally.done(), live=live,
@@ -66,7 +68,7 @@ def run_workers(spec: SweepSpec, storage_url: str | None, study_name: str | None
             if finished:
                 seen.add(t.number)
                 job = watched.pop(t.number)
-                monitor.ended(Outcome(job, t.state == TrialState.COMPLETE), count=False)
+                monitor.ended(JobOutcome(job, t.state == TrialState.COMPLETE), count=False)
                 state = _state_name(t, tally)
                 on_event({"event": "end", "trial": t.number, "state": state, "value": t.value,
                           **({"error": t.user_attrs[ERROR]} if ERROR in t.user_attrs else {})})

@@ -130,13 +130,15 @@ def run_worker(spec: SweepSpec, storage_url: str | None, study_name: str | None,
 
 
 @dataclass
-class _Outcome:
+class TrialResult:
+    """How one trial of this worker ended, as the study is told (:func:`_tell`)."""
+
     state: str  # "complete", "pruned" or "failed"
     value: float | None = None
     message: str = ""
 
 
-def _run_trial(study, trial, spec: SweepSpec, where: Where, console, on_event) -> _Outcome:
+def _run_trial(study, trial, spec: SweepSpec, where: Where, console, on_event) -> TrialResult:
     """Train one trial's run directory; never raises but for KeyboardInterrupt (after recording it)."""
     import optuna
 
@@ -170,19 +172,19 @@ def _run_trial(study, trial, spec: SweepSpec, where: Where, console, on_event) -
         cfg = resolve_config(config=spec.base_path, overrides=overrides)
         summary = train(cfg, run.root, [spec.seed], console=console, epoch_hooks=(report,))
         value = float(next(iter(summary["runs"].values()))["valid"]["MAE"])
-        outcome = (_Outcome("complete", value) if math.isfinite(value)
-                   else _Outcome("failed", message=f"the validation MAE is {value} (training diverged)"))
+        outcome = (TrialResult("complete", value) if math.isfinite(value)
+                   else TrialResult("failed", message=f"the validation MAE is {value} (training diverged)"))
     except optuna.TrialPruned as exc:
-        outcome = _Outcome("pruned", message=str(exc))
+        outcome = TrialResult("pruned", message=str(exc))
     except DmpfError as exc:
-        outcome = _Outcome("failed", message=" ".join(str(exc).split()))
+        outcome = TrialResult("failed", message=" ".join(str(exc).split()))
     except KeyboardInterrupt:  # not the trial's fault: failed, and queued again for the next worker
         _record_failure(run, trial, "interrupted")
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         queue_again(study, study.get_trials(deepcopy=False)[trial.number])
         raise
     except Exception as exc:  # a trial's crash (out of memory, NaN in a kernel, …) fails the trial, not the sweep
-        outcome = _Outcome("failed", message=_why(exc) if str(exc) else type(exc).__name__)
+        outcome = TrialResult("failed", message=_why(exc) if str(exc) else type(exc).__name__)
         outcome.message = f"{type(exc).__name__}: {outcome.message}"
     if outcome.state == "failed":
         _record_failure(run, trial, outcome.message)
@@ -200,7 +202,7 @@ def _record_failure(run, trial, message: str) -> None:
         run.write_status(status="failed", error=message)
 
 
-def _tell(study, trial, outcome: _Outcome, console) -> None:
+def _tell(study, trial, outcome: TrialResult, console) -> None:
     """Finish the trial in the study. If another worker declared it lost meanwhile (this worker's heartbeat
     stalled past the grace period), the study keeps that verdict and the run directory stays."""
     from optuna.trial import TrialState
