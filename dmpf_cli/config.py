@@ -329,6 +329,22 @@ def config_file(dataset: str | None = None, config: Path | str | None = None) ->
     raise ConfigError([f"{path}: no such config file or preset: {_close_presets(str(config))}"])
 
 
+def base_config(named_in: Path, base: str) -> Path:
+    """The base config a grid file or a sweep space file names, by one rule for both: a config file beside the file
+    that names it, else a file from the working directory, else a preset's name. A name that is not found is a
+    :class:`ConfigError` with the presets close to it; a file that is not found is the path beside the naming file
+    (reading it says so)."""
+    given = Path(base).expanduser()
+    beside = Path(named_in).parent / given
+    if beside.is_file():
+        return beside.resolve()
+    if given.is_file():
+        return given.resolve()
+    if given.suffix in (".yaml", ".yml") or "/" in base:
+        return beside
+    return config_file(config=base)
+
+
 def preset_names() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 

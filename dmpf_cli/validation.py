@@ -77,6 +77,16 @@ def _overrides(value: Any) -> list[str]:
 Overrides = Annotated[list[str], BeforeValidator(_overrides)]
 
 
+def _base_name(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("expected a preset name or a config file")
+    return value
+
+
+# the base config a grid file or a space file names (config.base_config finds it, by one rule for both)
+BaseName = Annotated[str, BeforeValidator(_base_name)]
+
+
 # -- key.sub=value overrides ----------------------------------------------------------------------
 
 def parse_override(text: str, error: type[Invalid] = Invalid) -> tuple[list[str], Any]:

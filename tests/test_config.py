@@ -431,3 +431,24 @@ def test_infinities_and_nan_are_refused(override):
     key, _, value = override.partition("=")
     shown = {".inf": "Infinity", "-.inf": "-Infinity", ".nan": "NaN"}[value]
     assert one_error(overrides=[override]) == f"override '{override}': {key}: expected a finite number, got {shown}"
+
+
+def test_grid_files_and_space_files_find_their_base_config_by_one_rule(tmp_path, monkeypatch):
+    """Beside the naming file, else from the working directory, else a preset's name: grid files and sweep space
+    files used two rules (a space file could not name a config from the working directory)."""
+    from dmpf_cli.config import CONFIG_DIR, base_config
+    from dmpf_cli.experiments.sweep import load_space
+
+    (tmp_path / "sub").mkdir()
+    named_in = tmp_path / "sub" / "space.yaml"
+    (tmp_path / "sub" / "beside.yaml").write_text("name: beside\n")
+    (tmp_path / "here.yaml").write_text("name: here\n")
+    monkeypatch.chdir(tmp_path)
+    assert base_config(named_in, "beside.yaml") == tmp_path / "sub" / "beside.yaml"
+    assert base_config(named_in, "here.yaml") == tmp_path / "here.yaml"
+    assert base_config(named_in, "mosei") == CONFIG_DIR / "mosei.yaml"
+    assert base_config(named_in, "missing.yaml") == tmp_path / "sub" / "missing.yaml"  # reading it says so
+    with pytest.raises(ConfigError, match="did you mean 'mosei'"):
+        base_config(named_in, "moseii")
+    named_in.write_text("base: here.yaml\nspace:\n  optimizer.lr_lm: {low: 1.0e-4, high: 1.0e-2, log: true}\n")
+    assert load_space(named_in).base_path == tmp_path / "here.yaml"

@@ -39,13 +39,13 @@ from typing import Any, Callable, Optional
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .. import yamlio
-from ..config import SEED_RANGE, ConfigError, ExperimentConfig, are_seeds, to_yaml
+from ..config import SEED_RANGE, ConfigError, ExperimentConfig, are_seeds, base_config, to_yaml
 from ..errors import DmpfError, did_you_mean
 from ..fileio import atomic_write_text
 from ..recipes.preflight import absolute_paths, resolve_config
 from ..store.roots import GRID_RECORD, is_grid_dir, read_grid_record, write_grid_record
 from ..store.run import RunError
-from ..validation import Invalid, Overrides, Whole, is_slug, shown_value, slug, validate
+from ..validation import BaseName, Invalid, Overrides, Whole, is_slug, shown_value, slug, validate
 
 GRID_FILE, VARIANT_CONFIG, LOGS = "grid.yaml", "config.yaml", "logs"
 REPORT_FILES = ("report.md", "report.json")
@@ -65,7 +65,7 @@ class GridFile(BaseModel):
 
     name: Optional[slug("expected letters, digits, '-', '_' or '.'")] = None  # type: ignore[valid-type]
     description: str = ""
-    base: str = "default"
+    base: BaseName = "default"
     overrides: Overrides = []
     seeds: Optional[list[int]] = None
     variants: dict[str, Overrides] = Field(None, validate_default=True)  # before baseline: its check reads them
@@ -91,13 +91,6 @@ class GridFile(BaseModel):
         if value is not None and not isinstance(value, str):
             raise ValueError("expected a line of text")
         return value or ""
-
-    @field_validator("base", mode="before")
-    @classmethod
-    def _base(cls, value: Any) -> str:
-        if not isinstance(value, str) or not value:
-            raise ValueError("expected a preset name or a config file")
-        return value
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -192,10 +185,6 @@ def _shown(value: Any) -> str:
     return f"'{value}'" if isinstance(value, str) else shown_value(value)
 
 
-def _base_config(grid: Grid) -> Path | str:
-    """The base: a config file beside the grid file, else a preset by name (or a path from here)."""
-    beside = grid.path.parent / grid.base
-    return beside if beside.is_file() else grid.base
 
 
 def variant_configs(grid: Grid) -> dict[str, ExperimentConfig]:
@@ -204,7 +193,7 @@ def variant_configs(grid: Grid) -> dict[str, ExperimentConfig]:
     out = {}
     for variant, overrides in grid.variants.items():
         try:
-            out[variant] = absolute_paths(resolve_config(config=_base_config(grid), overrides=[*grid.overrides, *overrides]))
+            out[variant] = absolute_paths(resolve_config(config=base_config(grid.path, grid.base), overrides=[*grid.overrides, *overrides]))
         except ConfigError as exc:
             raise GridError("\n".join(f"{grid.path}: variant '{variant}': {line}"
                                       for line in str(exc).splitlines())) from None

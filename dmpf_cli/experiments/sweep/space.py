@@ -31,10 +31,10 @@ from typing import Annotated, Any, Literal, Optional
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from ... import yamlio
-from ...config import CONFIG_DIR, SEED_RANGE, ConfigError, config_file, is_seed
+from ...config import CONFIG_DIR, SEED_RANGE, ConfigError, base_config, is_seed
 from ...errors import did_you_mean
 from ...recipes.preflight import resolve_config
-from ...validation import SLUG_RULE, Invalid, Overrides, Slug, is_slug, shown_value, validate
+from ...validation import SLUG_RULE, BaseName, Invalid, Overrides, Slug, is_slug, shown_value, validate
 from ...yamlio import flow
 
 DEFAULT_HEARTBEAT = 60  # seconds between beats; a trial is lost after GRACE_BEATS beats' silence
@@ -176,7 +176,7 @@ class SpaceFile(Forbid):
     """A space file's keys (see the module's docstring)."""
 
     name: Slug = None  # null when not given: the file's name
-    base: str = "default"
+    base: BaseName = "default"
     overrides: Overrides = []
     seed: SeedValue = None  # not given: the base config's first seed
     space: dict[str, Range] = Field(None, validate_default=True)
@@ -184,13 +184,6 @@ class SpaceFile(Forbid):
     sampler: Sampler = Sampler()
     trials: Optional[_at_least(1)] = None  # type: ignore[valid-type]
     heartbeat: _at_least(1) = DEFAULT_HEARTBEAT  # type: ignore[valid-type]
-
-    @field_validator("base", mode="before")
-    @classmethod
-    def _base(cls, base: Any) -> Any:
-        if not isinstance(base, str) or not base:
-            raise ValueError("expected a preset name or a config file path")
-        return base
 
     @field_validator("space", mode="before")
     @classmethod
@@ -328,12 +321,10 @@ def check_study_name(name: Any, where: str) -> str:
 
 
 def _resolve_base(space: Path, base: str) -> Path:
-    """``base``: a config file relative to the space file, or a preset's name."""
-    beside = space.parent / Path(base).expanduser()
-    if beside.is_file() or Path(base).suffix in (".yaml", ".yml") or "/" in base:
-        return beside.resolve() if beside.exists() else beside
+    """``base``: :func:`~dmpf_cli.config.base_config`'s rule, as a grid file's; a name that is not found is the space
+    file's error."""
     try:
-        return config_file(config=base)
+        return base_config(space, base)
     except ConfigError as exc:
         raise SweepError(f"{space}: base: {exc}") from None
 
