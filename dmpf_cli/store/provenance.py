@@ -54,7 +54,7 @@ def distribution_version(name: str) -> str:
         return "unknown"
 
 
-CHECKOUT = Path(__file__).resolve().parent.parent  # the repository, when dmpf runs from a checkout
+CHECKOUT = Path(__file__).resolve().parents[2]  # the repository, when dmpf runs from a checkout (dmpf_cli/store/ is two below it)
 
 
 def git_revision(checkout: Path = CHECKOUT) -> dict[str, Any] | None:
