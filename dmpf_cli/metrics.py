@@ -366,3 +366,10 @@ def label_bins(preds: Any, dataset: str) -> dict[str, list[str]]:
             "bin7": (np.round(np.clip(p, -3.0, 3.0)) + 3).astype(np.int64),
         }
     return {key: [classes[key][i] for i in index[key]] for key in classes}
+
+
+def mean_std(values: Any) -> dict[str, Any]:
+    """A metric over seeds, as ``dmpf train``'s summary and ``dmpf report`` both give it: the mean, the sample
+    standard deviation (0 for one value) and the values, in float64."""
+    arr = np.asarray(values, dtype=np.float64)
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0, "values": arr.tolist()}

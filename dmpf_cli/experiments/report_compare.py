@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DmpfError
-from ..metrics import LOWER_IS_BETTER, batch_metrics, compute_metrics
+from ..metrics import LOWER_IS_BETTER, batch_metrics, compute_metrics, mean_std
 from ..store.checkpoints import load_predictions
 from ..store.run import RunDir, RunError
 from .report_rows import SPLIT, Row, Run
@@ -36,16 +36,9 @@ BOOTSTRAP_TEST = "paired bootstrap over test samples"
 
 
 def seed_summary(row: Row, metrics: list[str]) -> dict[str, dict[str, Any]]:
-    """mean ± sample std over the row's seeds (std 0 for one seed, as ``dmpf train``'s summary)."""
-    out = {}
-    for metric in metrics:
-        values = np.array([run.test(metric) for run in row.runs], dtype=np.float64)
-        if values.size == 0:
-            continue
-        out[metric] = {"mean": float(values.mean()),
-                       "std": float(values.std(ddof=1)) if values.size > 1 else 0.0,
-                       "values": values.tolist()}
-    return out
+    """mean ± std over the row's seeds (:func:`~dmpf_cli.metrics.mean_std`), per metric its runs have."""
+    values = {metric: [run.test(metric) for run in row.runs] for metric in metrics}
+    return {metric: mean_std(v) for metric, v in values.items() if v}
 
 
 def _pairs(row: Row, base: Row) -> list[tuple[Run, Run]]:

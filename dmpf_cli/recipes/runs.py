@@ -19,6 +19,7 @@ from rich.console import Console
 
 from ..config import SEED_RANGE, ExperimentConfig, is_seed, to_yaml
 from ..fileio import atomic_write_text
+from ..metrics import mean_std
 from ..model.dmpf import resolve_device
 from ..progress import Progress
 from ..store import provenance
@@ -157,14 +158,8 @@ def plot_curves(run: RunDir) -> None:
 
 
 def summarize_seeds(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """mean ± std (sample std; 0 for one seed) of every test metric over the seeds."""
-    keys = results[0]["test"].keys()
-    out = {}
-    for key in keys:
-        values = torch.tensor([r["test"][key] for r in results], dtype=torch.float64)
-        out[key] = {"mean": float(values.mean()), "std": float(values.std()) if len(values) > 1 else 0.0,
-                    "values": values.tolist()}
-    return out
+    """mean ± std (:func:`~dmpf_cli.metrics.mean_std`) of every test metric over the seeds."""
+    return {key: mean_std([r["test"][key] for r in results]) for key in results[0]["test"]}
 
 
 def _run_seed(run: RunDir, cfg: ExperimentConfig) -> int:
@@ -181,8 +176,9 @@ def train(
 ) -> dict[str, Any]:
     """``dmpf train``: every seed, one run directory each (``DIR`` itself for one seed, ``DIR/seed-N`` for several).
     ``epoch_hooks``: called after each epoch of each seed (:attr:`~dmpf_cli.recipes.train.Trainer.epoch_hooks`).
-    ``ready``: :func:`~dmpf_cli.recipes.preflight.check`'s result for this config (its seeds aside), where the caller
-    checked it already (a grid's run in its process): used as it is, nothing checked or opened twice."""
+    ``ready``: :func:`~dmpf_cli.recipes.preflight.check`'s result, where the caller checked this config already (a
+    grid's run in its process) or one that reads the same (a sweep's base config, for its trials): used as it is,
+    nothing checked or opened twice (:func:`~dmpf_cli.recipes.preflight.reuse`)."""
     multi_seed_root = resume is not None and is_multi_seed_root(resume)
     if resume is not None:  # a resumed run keeps its own config (a multi-seed root holds one beside its seeds)
         if not multi_seed_root:
@@ -196,8 +192,9 @@ def train(
     world = init_distributed(resolve_device(cfg.training.device)) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else World()
     checked, ready = ready, None
     if world.main:  # the data and the demo LM are made on first use here, once, before any rank reads them
-        ready = (preflight.check(cfg, console, encoders=resume is None or multi_seed_root) if checked is None
-                 else preflight.reuse(checked, cfg, console))
+        encoders = resume is None or multi_seed_root  # a resumed run has its encoders in its checkpoint
+        ready = (preflight.check(cfg, console, encoders=encoders) if checked is None
+                 else preflight.reuse(checked, cfg, console, encoders=encoders))
         cfg = ready.cfg
     if resume is not None and not multi_seed_root:
         run = RunDir(resume)
