@@ -49,3 +49,42 @@ def test_a_run_opens_its_data_and_finds_its_backbone_once(tmp_path, monkeypatch)
     summary = train(cfg, tmp_path / "run", [1111], console=Console(quiet=True))
     assert next(iter(summary["runs"].values()))["backbone"] == f"pretrained from {tmp_path / 'gpt2'}"
     assert calls == {"open data": 1, "locate backbone": 1}
+
+
+def test_what_one_check_opened_serves_every_config_that_reads_the_same(tmp_path, monkeypatch):
+    """A sweep's trials and a grid's runs reuse the check of their base config where it reads the same data,
+    backbone and machine settings; a config that differs there is checked whole (its own data opened)."""
+    import dmpf_cli.recipes.datasets as datasets
+    from dmpf_cli.recipes import preflight
+
+    console = Console(quiet=True)
+    base = resolve_config(overrides=[*TINY, "training.device=cpu"])
+    ready = preflight.check(base, console)
+    opened = []
+    real = datasets.open_prepared
+    monkeypatch.setattr(datasets, "open_prepared", lambda folder: opened.append(folder) or real(folder))
+
+    trial = resolve_config(overrides=[*TINY, "training.device=cpu", "optimizer.lr_lm=0.003", "mm.gate=tanh",
+                                      "encoders.audio.p_mask=0.2"])
+    reused = preflight.reuse(ready, trial, console)
+    assert reused.data is ready.data and reused.backbone is ready.backbone and opened == []
+    assert reused.cfg.optimizer.lr_lm == 0.003 and reused.cfg.mm.gate == "tanh"  # the trial's own config
+
+    other = resolve_config(overrides=[*TINY, "training.device=cpu", "data.synthetic_seed=3"])
+    checked = preflight.reuse(ready, other, console)
+    assert checked.data is not ready.data and len(opened) == 1
+    assert checked.cfg.data.synthetic_seed == 3
+
+
+def test_the_encoders_a_run_starts_from_are_part_of_what_its_check_reads():
+    """With encoders.init_from, the encoder sections decide whether the pre-trained weights fit (their
+    regularisation aside), so they are part of what the check read; without it they are not."""
+    from dmpf_cli.recipes.preflight import what_check_reads
+
+    plain = resolve_config(overrides=[*TINY])
+    assert what_check_reads(plain) == what_check_reads(resolve_config(overrides=[*TINY, "encoders.audio.layers=2"]))
+    start = [*TINY, "encoders.init_from=/somewhere/encoders"]
+    base = what_check_reads(resolve_config(overrides=start))
+    assert base == what_check_reads(resolve_config(overrides=[*start, "encoders.audio.p_mask=0.3"]))
+    assert base != what_check_reads(resolve_config(overrides=[*start, "encoders.audio.layers=2"]))
+    assert base != what_check_reads(resolve_config(overrides=[*TINY, "training.device=cpu"]))

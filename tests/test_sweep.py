@@ -451,6 +451,33 @@ def test_a_pruned_trial_is_recorded_in_the_study_and_in_its_run(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_workers_trials_take_what_its_base_config_check_opened(tmp_path, monkeypatch):
+    """The base config is checked once per worker; its trials (the learning rate and the gate sampled) open
+    neither the data nor the backbone again."""
+    import torch
+    from rich.console import Console
+
+    import dmpf_cli.recipes.datasets as datasets
+    from dmpf_cli.experiments.sweep import load_space, run_worker
+
+    prepare_tiny_data()
+    opened, real = [], datasets.open_prepared
+    monkeypatch.setattr(datasets, "open_prepared", lambda folder: opened.append(folder) or real(folder))
+    space = write_space(tmp_path, overrides=[*TINY, "training.device=cpu", "training.max_epochs=1"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        summary = run_worker(load_space(space), None, None, 2, tmp_path / "out", Console(quiet=True))
+    finally:
+        torch.set_num_threads(threads)
+    assert summary["counts"]["complete"] == 2 and len(opened) == 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.name.startswith("trial-")) == [
+        "trial-0000", "trial-0001"]
+    assert json.loads((tmp_path / "out" / "sweep.json").read_text())["study"] == "tiny"
+    assert (tmp_path / "out" / "best.yaml").is_file()
+
+
+@pytest.mark.slow
 def test_a_killed_worker_leaves_a_usable_study(tmp_path):
     """SIGKILL in the middle of a trial: the next worker fails it once its heartbeat is stale (and marks its run
     failed), runs its parameters again and the rest of the budget; --show reads the study."""

@@ -218,12 +218,33 @@ def opened(cfg: ExperimentConfig, *, encoders: bool = True) -> Ready:
     return Ready(cfg, data, check_available(cfg.backbone), pretrained_encoders(cfg, data.dims) if encoders else None)
 
 
-def reuse(ready: Ready, cfg: ExperimentConfig, console: Console) -> Ready:
-    """What :func:`check` returned for ``cfg`` (its seeds aside), for a run of ``cfg`` itself: nothing checked or
-    opened again (a grid's run in its process), the warning :func:`check` gives said again for the run's log."""
+def reuse(ready: Ready, cfg: ExperimentConfig, console: Console, *, encoders: bool = True) -> Ready:
+    """What :func:`check` returned for another config, for a run of ``cfg``: where the two agree on everything the
+    check reads (:func:`what_check_reads`: a grid's run in its process, a sweep's trial that samples the learning
+    rate), nothing is checked or opened again and only the warning :func:`check` gives is said again for the run's
+    log; where they do not (a trial that samples the backbone), ``cfg`` is checked whole (``encoders`` as for
+    :func:`check`)."""
     cfg = absolute_paths(cfg)
+    if what_check_reads(cfg) != what_check_reads(ready.cfg):
+        return check(cfg, console, encoders=encoders)
     _warn(cfg, console)
     return Ready(cfg, ready.data, ready.backbone, ready.encoders)
+
+
+# the training keys :func:`check` reads (the device, compile mode, attention backend and loggers)
+CHECKED_TRAINING_KEYS = ("device", "compile", "grad_accum", "attention", "loggers")
+
+
+def what_check_reads(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The part of a config :func:`check`'s outcome depends on: the data and backbone sections, the training keys it
+    checks and, when the run starts from pre-trained encoders, the encoder sections (their regularisation aside)."""
+    dumped = cfg.model_dump(mode="json")
+    read = {"data": dumped["data"], "backbone": dumped["backbone"],
+            "training": {key: dumped["training"][key] for key in CHECKED_TRAINING_KEYS}}
+    if cfg.encoders.init_from:
+        read["encoders"] = {key: {k: v for k, v in section.items() if k not in REGULARISATION}
+                            if isinstance(section, dict) else section for key, section in dumped["encoders"].items()}
+    return read
 
 
 def _warn(cfg: ExperimentConfig, console: Console) -> None:

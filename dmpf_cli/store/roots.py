@@ -5,6 +5,10 @@
     DIR/grid.json       a grid directory (``dmpf grid``): ``{"name", "description", "base", "overrides", "baseline":
                         VARIANT, "variants": {VARIANT: {"overrides": [...], "runs": {"SEED": "VARIANT/seed-SEED"}}}}``,
                         run paths relative to DIR; what ``dmpf report`` reads
+    DIR/sweep.json      a sweep directory (``dmpf sweep``): ``{"study": STUDY, "storage": URL}``, the one study whose
+                        trials are ``DIR/trial-NNNN/`` (the Optuna trial number); beside it ``DIR/study.db`` (the
+                        default storage, Optuna's SQLite file), ``DIR/study.db.claim.lock`` (see the worker) and
+                        ``DIR/best.yaml`` (the best complete trial's config)
 
 Each is read and written here only, and a damaged one is a one-line :class:`~dmpf_cli.store.run.RunError` naming it
 — never a traceback later. The run directories themselves are :mod:`dmpf_cli.store.run`'s.
@@ -84,3 +88,65 @@ def write_grid_record(root: Path, *, name: str, description: str | None, base: s
     atomic_write_text(Path(root) / GRID_RECORD, json.dumps({
         "name": name, "description": description, "base": base, "overrides": overrides, "baseline": baseline,
         "variants": variants}, indent=1))
+
+
+# -- a sweep directory -----------------------------------------------------------------------------
+
+SWEEP_RECORD = "sweep.json"
+SWEEP_DATABASE = "study.db"
+BEST_CONFIG = "best.yaml"
+TRIAL_PREFIX = "trial-"
+
+
+def sweep_database(root: Path) -> Path:
+    """The default storage of a sweep in ``root``: an SQLite file Optuna writes (absolute)."""
+    return (Path(root) / SWEEP_DATABASE).resolve()
+
+
+def trial_name(number: int) -> str:
+    """``trial-NNNN``: the run directory of trial ``number`` in a sweep directory, and its job's name."""
+    return f"{TRIAL_PREFIX}{number:04d}"
+
+
+def trial_dir(root: Path, number: int) -> Path:
+    """The run directory of trial ``number`` (absolute)."""
+    return (Path(root) / trial_name(number)).resolve()
+
+
+def is_sweep_dir(path: Path) -> bool:
+    return (Path(path) / SWEEP_RECORD).is_file()
+
+
+def read_sweep_study(root: Path) -> str | None:
+    """The study whose trials a sweep directory holds, from its sweep.json; None where it is damaged."""
+    try:
+        study = json.loads((Path(root) / SWEEP_RECORD).read_text(encoding="utf-8")).get("study")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return study if isinstance(study, str) else None
+
+
+def has_trial_dirs(root: Path) -> bool:
+    """Whether ``root`` holds trial directories (``trial-*``), a sweep's."""
+    return Path(root).is_dir() and any(p.name.startswith(TRIAL_PREFIX) for p in Path(root).iterdir())
+
+
+def write_sweep_record(root: Path, study: str, storage: str) -> None:
+    """sweep.json, once: the study whose trials the directory holds and its storage (without a password)."""
+    path = Path(root) / SWEEP_RECORD
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps({"study": study, "storage": storage}))
+
+
+def claim_lock(database: Path) -> Path:
+    """The file whose ``flock`` lets the workers of one SQLite storage claim trials one at a time."""
+    return Path(f"{database}.claim.lock")
+
+
+def write_best_config(root: Path, text: str) -> Path:
+    """best.yaml: the best complete trial's config, atomically; returns its path."""
+    Path(root).mkdir(parents=True, exist_ok=True)
+    path = Path(root) / BEST_CONFIG
+    atomic_write_text(path, text)
+    return path

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ...fileio import atomic_write_text
+from ...store.roots import write_best_config
 from .heartbeat import last_beat
 from .space import SweepError, SweepSpec, _close
 from .study import (
@@ -93,9 +93,7 @@ def _write_best(complete: list, output: Path) -> dict[str, Any] | None:
             text = config.read_text(encoding="utf-8") if config and config.is_file() else None
         if text is None:
             continue
-        output.mkdir(parents=True, exist_ok=True)
-        best = output / "best.yaml"
-        atomic_write_text(best, text)
+        best = write_best_config(output, text)
         return {"trial": trial.number, "value": trial.value, "params": trial.params,
                 "run_dir": trial.user_attrs.get(RUN_DIR), "config": str(best)}
     return None

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from ...store.roots import trial_name
 from .result import _state_name, study_summary
 from .space import SweepError, SweepSpec
 from .study import ERROR, RUN_DIR, WORKER, Tally, open_sweep
@@ -41,7 +42,7 @@ def run_workers(spec: SweepSpec, storage_url: str | None, study_name: str | None
         console.print(f"the study's {budget} trials are done: no worker started")
         return study_summary(study, spec, where, budget)
     # the data and the backbone, made here once rather than raced for by the workers
-    epochs = check_base_config(spec, console).training.max_epochs
+    epochs = check_base_config(spec, console).cfg.training.max_epochs
     seen = {t.number for t in tally.trials if t.state.is_finished()}
     started = launcher.start([(f"worker-{i + 1}", argv) for i in range(workers)], where.output / "logs",
                              where.output / ".submitit")
@@ -60,7 +61,7 @@ def run_workers(spec: SweepSpec, storage_url: str | None, study_name: str | None
                     seen.add(t.number)
                 continue
             if t.number not in watched:  # new since the last look (maybe already over: then both events)
-                job = Job(f"trial-{t.number:04d}", Path(t.user_attrs[RUN_DIR]), spec.path, spec.seed, epochs)
+                job = Job(trial_name(t.number), Path(t.user_attrs[RUN_DIR]), spec.path, spec.seed, epochs)
                 watched[t.number] = job
                 monitor.started(job)
                 on_event({"event": "start", "trial": t.number, "dir": str(job.run_dir), "params": t.params,

@@ -15,14 +15,13 @@ reproducible on one worker and workers never draw the same random start-up param
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ...config import MAX_SEED
-from ...fileio import atomic_write_text
+from ...store.roots import has_trial_dirs, is_sweep_dir, read_sweep_study, sweep_database, write_sweep_record
 from .space import SweepError, SweepSpec, check_study_name
 
 DEFAULT_TRIALS = 20
@@ -51,7 +50,7 @@ def locate(spec: SweepSpec, storage: str | None = None, study: str | None = None
     """The defaults: the study is the space's name, DIR is ``runs/sweeps/STUDY``, the storage ``DIR/study.db``."""
     study = check_study_name(study, "--study") if study is not None else spec.name
     out = Path(output).expanduser() if output is not None else Path("runs") / "sweeps" / study
-    return Where(storage=storage or f"sqlite:///{(out / 'study.db').resolve()}", study=study, output=out)
+    return Where(storage=storage or f"sqlite:///{sweep_database(out)}", study=study, output=out)
 
 
 def redact(url: str) -> str:
@@ -223,23 +222,13 @@ def check_output(where: Where) -> None:
     refused, since its trial-NNNN would collide."""
     if where.output.exists() and not where.output.is_dir():
         raise SweepError(f"--output {where.output}: is a file, not a directory")
-    marker = where.output / "sweep.json"
-    if marker.is_file():
-        try:
-            recorded = json.loads(marker.read_text(encoding="utf-8")).get("study")
-        except (OSError, ValueError, AttributeError):
-            recorded = None
+    if is_sweep_dir(where.output):
+        recorded = read_sweep_study(where.output)
         if recorded != where.study:
             raise SweepError(f"--output {where.output}: holds the trials of study {recorded!r}; choose another "
                              f"--output for study {where.study!r}")
-    elif where.output.is_dir() and any(p.name.startswith("trial-") for p in where.output.iterdir()):
+    elif has_trial_dirs(where.output):
         raise SweepError(f"--output {where.output}: holds trial directories of another sweep; choose another --output")
-
-
-def _mark_output(where: Where) -> None:
-    if not (where.output / "sweep.json").is_file():
-        where.output.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(where.output / "sweep.json", json.dumps({"study": where.study, "storage": where.shown}))
 
 
 # --------------------------------------------------------------------------------------------
@@ -331,5 +320,5 @@ def open_sweep(spec: SweepSpec, storage_url: str | None, study_name: str | None,
     if storage_url is None:  # the default SQLite file lives in DIR
         where.output.mkdir(parents=True, exist_ok=True)
     study = join_study(spec, where)
-    _mark_output(where)
+    write_sweep_record(where.output, where.study, where.shown)
     return where, study, study_budget(study, spec, trials)

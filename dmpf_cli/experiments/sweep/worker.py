@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator
 
 from ...errors import DmpfError
 from ...recipes.preflight import resolve_config
+from ...store.roots import claim_lock, trial_dir
 from ...yamlio import flow
 from .heartbeat import Heartbeat, fail_lost_trials, queue_again
 from .result import study_summary
@@ -47,10 +48,12 @@ POLL_S = 5.0  # how often a worker with nothing to start looks at the trials sti
 def check_base_config(spec: SweepSpec, console):
     """What every trial needs, checked (and made, on first use: the synthetic data, the demo LM) once before the
     first, by :func:`~dmpf_cli.recipes.preflight.check` as ``dmpf train`` checks it: a machine that cannot train is one
-    error, not a budget of failed trials. Returns the base config."""
+    error, not a budget of failed trials. Returns what the check opened (a
+    :class:`~dmpf_cli.recipes.preflight.Ready`), which each trial of this worker takes rather than opening it
+    again (:func:`~dmpf_cli.recipes.preflight.reuse`)."""
     from ...recipes import preflight
 
-    return preflight.check(resolve_config(config=spec.base_path, overrides=list(spec.overrides)), console).cfg
+    return preflight.check(resolve_config(config=spec.base_path, overrides=list(spec.overrides)), console)
 
 
 @contextmanager
@@ -67,7 +70,7 @@ def one_claim_at_a_time(where: Where) -> Iterator[None]:
     if database is None:
         yield
         return
-    with open(f"{database}.claim.lock", "a", encoding="utf-8") as lock:
+    with open(claim_lock(Path(database)), "a", encoding="utf-8") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
@@ -90,7 +93,7 @@ def run_worker(spec: SweepSpec, storage_url: str | None, study_name: str | None,
     say(f"sweep [bold]{where.study}[/bold] in {where.shown}: {budget} trials, trial directories in {where.output}")
     ran: list[int] = []
     waiting_said: set[int] = set()
-    checked = False
+    checked = None
     while True:
         fail_lost_trials(study, spec, say)
         tally = Tally.of(study)
@@ -105,9 +108,8 @@ def run_worker(spec: SweepSpec, storage_url: str | None, study_name: str | None,
             time.sleep(min(POLL_S, spec.heartbeat))
             continue
         check_same_space(study, spec, where)  # a worker with another space that raced ours in wins: we stop
-        if not checked:  # before this worker's first trial, never for a study whose budget is spent
-            check_base_config(spec, console)
-            checked = True
+        if checked is None:  # before this worker's first trial, never for a study whose budget is spent
+            checked = check_base_config(spec, console)
         with one_claim_at_a_time(where):
             trial = claim_trial(study, budget)
         if trial is None:
@@ -115,7 +117,7 @@ def run_worker(spec: SweepSpec, storage_url: str | None, study_name: str | None,
         ran.append(trial.number)
         study.sampler = _sampler(spec, trial.number)
         with Heartbeat(trial, spec.heartbeat):
-            outcome = _run_trial(study, trial, spec, where, console, on_event)
+            outcome = _run_trial(study, trial, spec, where, console, on_event, checked)
         _tell(study, trial, outcome, console)
         on_event({"event": "end", "trial": trial.number, "state": outcome.state, "value": outcome.value,
                   **({"error": outcome.message} if outcome.state == "failed" else {})})
@@ -138,8 +140,9 @@ class TrialResult:
     message: str = ""
 
 
-def _run_trial(study, trial, spec: SweepSpec, where: Where, console, on_event) -> TrialResult:
-    """Train one trial's run directory; never raises but for KeyboardInterrupt (after recording it)."""
+def _run_trial(study, trial, spec: SweepSpec, where: Where, console, on_event, checked) -> TrialResult:
+    """Train one trial's run directory, reusing what the base config's check opened (``checked``) where the trial's
+    config reads the same; never raises but for KeyboardInterrupt (after recording it)."""
     import optuna
 
     from ...recipes.runs import train
@@ -147,7 +150,7 @@ def _run_trial(study, trial, spec: SweepSpec, where: Where, console, on_event) -
 
     params = {d.key: d.suggest(trial) for d in spec.dims}
     overrides = spec.trial_overrides(params)
-    run = RunDir((where.output / f"trial-{trial.number:04d}").resolve())
+    run = RunDir(trial_dir(where.output, trial.number))
     trial.set_user_attr(RUN_DIR, str(run.root))
     trial.set_user_attr(OVERRIDES, overrides)
     trial.set_user_attr(WORKER, worker_id())
@@ -170,7 +173,7 @@ def _run_trial(study, trial, spec: SweepSpec, where: Where, console, on_event) -
 
     try:
         cfg = resolve_config(config=spec.base_path, overrides=overrides)
-        summary = train(cfg, run.root, [spec.seed], console=console, epoch_hooks=(report,))
+        summary = train(cfg, run.root, [spec.seed], console=console, epoch_hooks=(report,), ready=checked)
         value = float(next(iter(summary["runs"].values()))["valid"]["MAE"])
         outcome = (TrialResult("complete", value) if math.isfinite(value)
                    else TrialResult("failed", message=f"the validation MAE is {value} (training diverged)"))
