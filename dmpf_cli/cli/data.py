@@ -78,7 +78,7 @@ def prepare(
 ) -> None:
     """Import an MMSA pickle safely (or generate a synthetic one) into the memory-mapped prepared format."""
     from ..data.prepared import open_prepared
-    from ..recipes.datasets import prepare_file, prepare_synthetic, pretokenize, tokenize_preset
+    from ..recipes.datasets import prepare, tokenize_preset
 
     console = make_console()
     if info is not None:
@@ -96,24 +96,13 @@ def prepare(
 
     use_threads(threads)  # torch tokenises the text (a bad --threads is refused before a long import)
     preset = tokenize_preset(dataset)
-    tok_cfg = None  # checked before the data: a bad --config must not cost a long import first
+    tokenize_for = None  # checked before the data: a bad --config must not cost a long import first
     if config is not None or preset:
         from ..recipes.preflight import resolve_config
 
-        tok_cfg = resolve_config(None if config else preset, config)
-    if dataset == "synthetic":
-        if source is not None:
-            raise DmpfError("--source: not used with --dataset synthetic (the data is generated)")
-        result = prepare_synthetic(size.value, seed, output, overwrite=overwrite, console=work)
-    else:
-        if source is None:
-            raise DmpfError(f"--source: required with --dataset {dataset} (the MMSA .pkl file you downloaded)")
-        result = prepare_file(dataset, source, output, overwrite=overwrite, check_sha256=sha256, console=work)
-    if tok_cfg is not None:
-        from ..progress import Progress
-
-        with Progress(work) as bar:
-            result.tokens = pretokenize(result.output, tok_cfg, str(config) if config else f"preset {preset}", bar)
+        tokenize_for = (resolve_config(None if config else preset, config), str(config) if config else f"preset {preset}")
+    result = prepare(dataset, source=source, output=output, size=size.value, seed=seed, overwrite=overwrite,
+                     check_sha256=sha256, tokenize_for=tokenize_for, console=work)
     if format is OutputFormat.json:
         typer.echo(json.dumps({"output": str(result.output), "skipped": result.skipped,
                                "published_sha256_match": result.published_match, "tokens": result.tokens,

@@ -54,8 +54,7 @@ def sweep_command(
     One worker in this process by default; --gpus 0,1 starts one worker per GPU, --jobs N N workers on the CPUs,
     --launcher slurm --jobs N N Slurm jobs (one worker each). Each trial is one process's run either way."""
     from ..experiments.launch import JobError, make_launch
-    from ..experiments.sweep import load_space, run_worker, run_workers
-    from ..experiments.sweep import show as show_study
+    from ..experiments.sweep import load_space, run_sweep
     from ..recipes.runtime import use_threads
 
     machine = format is OutputFormat.json
@@ -75,14 +74,8 @@ def sweep_command(
         if machine:
             typer.echo(json.dumps(event))
 
-    if show:
-        summary = show_study(spec, storage, study, output)
-    elif how.launcher == "in-process":
-        summary = run_worker(spec, storage, study, trials, output, console, on_event=emit)
-    else:
-        workers = len(how.slots) if how.launcher == "local" else (jobs or 1)
-        summary = run_workers(spec, storage, study, trials, output, how, workers, console, on_event=emit,
-                              live=not machine)
+    summary = run_sweep(spec, storage, study, trials, output, how, console, jobs=jobs if launcher else None,
+                        show=show, on_event=emit, live=not machine)
     if machine:
         typer.echo(json.dumps(summary if show else {"event": "summary", **summary}))
     elif show:

@@ -201,6 +201,25 @@ def _generate(size: str, seed: int, output: Path, *, overwrite: bool, console: C
     return PrepareResult(output, manifest, skipped=False)
 
 
+def prepare(dataset: str, *, source: Path | None, output: Path | None, size: str, seed: int, overwrite: bool,
+            check_sha256: bool, tokenize_for: tuple[ExperimentConfig, str] | None, console: Console) -> PrepareResult:
+    """``dmpf prepare``: an MMSA file imported (:func:`prepare_file`) or a synthetic dataset generated
+    (:func:`prepare_synthetic`), then its text tokenised for ``tokenize_for`` (a config and where it came from;
+    :func:`pretokenize`) where given."""
+    if dataset == "synthetic":
+        if source is not None:
+            raise DmpfError("--source: not used with --dataset synthetic (the data is generated)")
+        result = prepare_synthetic(size, seed, output, overwrite=overwrite, console=console)
+    else:
+        if source is None:
+            raise DmpfError(f"--source: required with --dataset {dataset} (the MMSA .pkl file you downloaded)")
+        result = prepare_file(dataset, source, output, overwrite=overwrite, check_sha256=check_sha256, console=console)
+    if tokenize_for is not None:
+        with Progress(console) as bar:
+            result.tokens = pretokenize(result.output, *tokenize_for, bar)
+    return result
+
+
 def tokenize_preset(dataset: str) -> str | None:
     """The preset whose tokenizer and text length ``dmpf prepare`` tokenises ``dataset``'s text for."""
     return DATASETS[dataset].preset if dataset in DATASETS else None

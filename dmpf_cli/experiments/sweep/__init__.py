@@ -27,13 +27,14 @@ reproducible on one worker and workers never draw the same random start-up param
 
 One idea per module: :mod:`.space` (the space file), :mod:`.study` (storage, study, budget), :mod:`.heartbeat`
 (lost trials found and run again), :mod:`.worker` (one worker, trials as run directories), :mod:`.result`
-(``--show``, the summary, ``best.yaml``), :mod:`.run` (several workers started and watched). The names below are
+(``--show``, the summary, ``best.yaml``), :mod:`.run` (the command: one worker here, or several started and
+watched). The sweep directory's files are :mod:`dmpf_cli.store.roots`'. The names below are
 the package's interface.
 """
 
 from .heartbeat import Heartbeat, fail_lost_trials, last_beat, queue_again
 from .result import show, study_summary
-from .run import run_workers
+from .run import run_sweep, run_workers
 from .space import Dimension, SweepError, SweepSpec, check_study_name, load_space, space_file
 from .study import (
                     DISCARDED,
@@ -55,4 +56,4 @@ from .worker import check_base_config, run_worker
 __all__ = ["DISCARDED", "HEARTBEAT", "RETRY_OF", "RUN_DIR", "Dimension", "Heartbeat", "SweepError", "SweepSpec",
            "Tally", "Where", "check_output", "check_study_name", "claim_trial", "fail_lost_trials", "join_study",
            "last_beat", "load_space", "locate", "open_storage", "open_sweep", "check_base_config", "queue_again",
-           "run_worker", "run_workers", "show", "space_file", "study_budget", "study_summary"]
+           "run_sweep", "run_worker", "run_workers", "show", "space_file", "study_budget", "study_summary"]

@@ -15,6 +15,25 @@ from .worker import check_base_config
 STOP_S = 30.0  # how long an interrupted local worker has to fail its trial and queue it again
 
 
+def run_sweep(spec: SweepSpec, storage_url: str | None, study_name: str | None, trials: int | None,
+              output: Path | str | None, how, console, *, jobs: int | None = None, show: bool = False,
+              on_event: Callable[[dict], None] = lambda event: None, live: bool = True) -> dict[str, Any]:
+    """``dmpf sweep``: with ``show``, the study as it stands (:func:`~.result.show`; nothing trained, ``how``
+    unused); else one worker in this process (:func:`~.worker.run_worker`) where ``how`` (a
+    :class:`~dmpf_cli.experiments.launch.Launch`) is in-process, or several (:func:`run_workers`): one per local
+    slot, or ``jobs`` submitted ones (default 1). Returns the study's summary."""
+    from .result import show as show_study
+    from .worker import run_worker
+
+    if show:
+        return show_study(spec, storage_url, study_name, output)
+    if how.launcher == "in-process":
+        return run_worker(spec, storage_url, study_name, trials, output, console, on_event=on_event)
+    workers = len(how.slots) if how.launcher == "local" else (jobs or 1)
+    return run_workers(spec, storage_url, study_name, trials, output, how, workers, console, on_event=on_event,
+                       live=live)
+
+
 def run_workers(spec: SweepSpec, storage_url: str | None, study_name: str | None, trials: int | None,
                 output: Path | str | None, how, workers: int, console,
                 on_event: Callable[[dict], None] = lambda event: None, live: bool = True) -> dict[str, Any]:
