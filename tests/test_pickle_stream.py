@@ -89,6 +89,7 @@ def test_large_arrays_stay_in_the_file_until_sliced(tmp_path, protocol):
     assert audio.shape == (7, 1300, 74) and audio.dtype == np.float32 and len(audio) == 7
     np.testing.assert_array_equal(audio[2:5], data["train"]["audio"][2:5])
     np.testing.assert_array_equal(np.asarray(audio), data["train"]["audio"])
+    assert np.asarray(audio, dtype=np.float64).dtype == np.float64 and list(audio)[6].shape == (1300, 74)
     assert isinstance(back["test"]["audio"], LazyArray) and back["test"]["audio"].dtype == np.float64
     assert isinstance(back["train"]["vision"], np.ndarray)  # Fortran order: read whole, as before
     np.testing.assert_array_equal(back["train"]["vision"], data["train"]["vision"])

@@ -26,7 +26,7 @@ from typing import Any, BinaryIO, Callable
 import numpy as np
 
 from ..streams import DATASETS, MODALITIES, SPLITS, UNIMODAL_LABELS
-from .pickle_stream import ArraySource, LazyArray, StreamingUnpickler
+from .pickle_stream import ArraySource, LazyArray, PickleTruncated, StreamingUnpickler
 from .prepared import DataError, SplitReport
 
 # the keys of an MMSA split (design.md §7), and CH-SIMS's unimodal labels
@@ -107,11 +107,12 @@ def load_pickle(path: Path, progress: Callable[[int], None] | None = None) -> tu
             obj = _SafeUnpickler(io.BufferedReader(reader, buffer_size=1 << 22), source).load()
         except UnsafePickleError as exc:
             raise UnsafePickleError(f"{path}: {exc}") from None
-        except EOFError as exc:
-            detail = f": {exc}" if str(exc) else ""
-            raise DataError(f"{path}: the file ends too early (truncated or empty pickle){detail}") from None
+        except PickleTruncated as exc:
+            raise DataError(f"{path}: the file ends too early (truncated or damaged pickle): {exc}") from None
+        except (EOFError, struct.error):  # struct.error: a fixed-size field cut short by the end of the file
+            raise DataError(f"{path}: the file ends too early (truncated or empty pickle)") from None
         except (pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-                MemoryError, OverflowError, struct.error) as exc:
+                MemoryError, OverflowError) as exc:
             raise DataError(f"{path}: not a readable pickle ({type(exc).__name__}: {' '.join(str(exc).split())})") from None
         buffer = bytearray(1 << 22)
         while reader.readinto(buffer):  # the hash covers the whole file, whatever trails the pickle
