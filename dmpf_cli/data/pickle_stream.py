@@ -119,8 +119,10 @@ class LazyArray:
         return np.frombuffer(data, dtype=self.dtype).reshape((rows, *self.shape[1:]))
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        whole = self[:] if self.shape else self.source.read(self.offset, self.dtype.itemsize)
-        array = np.frombuffer(whole, dtype=self.dtype).reshape(self.shape) if not self.shape else whole
+        if self.shape:
+            array = self[:]
+        else:
+            array = np.frombuffer(self.source.read(self.offset, self.dtype.itemsize), dtype=self.dtype).reshape(())
         return array if dtype is None else array.astype(dtype, copy=False)
 
     def __iter__(self) -> Any:
