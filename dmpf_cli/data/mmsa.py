@@ -3,7 +3,9 @@
 A pickle can run code when it is loaded. :func:`load_pickle` therefore uses a restricted unpickler
 that admits only what the MMSA layout needs — builtin containers and scalars, numpy arrays and
 dtypes — and refuses anything else before it is called: a hostile file is rejected and nothing in it
-runs. dmpf never loads a pickle any other way.
+runs. dmpf never loads a pickle any other way. The big arrays are not read into memory: they come
+back as :class:`~dmpf_cli.data.pickle_stream.LazyArray` (rows read from the file when sliced), so a
+MOSEI-sized file is imported in a fraction of its size (:mod:`dmpf_cli.data.pickle_stream`).
 
 :func:`validate` checks the layout (splits, keys, one N per split, feature widths, lengths, label
 range) and cleans what MMSA files are known to contain: −inf/NaN features become 0, undecodable or
@@ -15,13 +17,16 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import os
 import pickle
+import struct
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
 from ..streams import DATASETS, MODALITIES, SPLITS, UNIMODAL_LABELS
+from .pickle_stream import ArraySource, LazyArray, PickleTruncated, StreamingUnpickler
 from .prepared import DataError, SplitReport
 
 # the keys of an MMSA split (design.md §7), and CH-SIMS's unimodal labels
@@ -46,7 +51,7 @@ _NUMPY = {
 _OTHER = {("_codecs", "encode"), ("collections", "OrderedDict")}  # protocol-2 bytes; ordered dicts
 
 
-class _SafeUnpickler(pickle.Unpickler):
+class _SafeUnpickler(StreamingUnpickler):
     def find_class(self, module: str, name: str) -> Any:
         allowed = (module == "builtins" and name in _BUILTINS) or (module, name) in _NUMPY or (module, name) in _OTHER
         if not allowed:
@@ -63,22 +68,30 @@ class _HashingReader(io.RawIOBase):
     """Reads through a file, hashing every byte and reporting progress (one pass for both)."""
 
     def __init__(self, raw: BinaryIO, progress: Callable[[int], None] | None):
-        self.raw, self.progress, self.sha256 = raw, progress, hashlib.sha256()
+        self.raw, self.progress, self.sha256, self.position = raw, progress, hashlib.sha256(), 0
 
     def readable(self) -> bool:
         return True
+
+    def tell(self) -> int:
+        return self.position
 
     def readinto(self, buffer: Any) -> int:
         n = self.raw.readinto(buffer)
         if n:
             self.sha256.update(memoryview(buffer)[:n])
+            self.position += n
             if self.progress:
                 self.progress(n)
         return n or 0
 
 
 def load_pickle(path: Path, progress: Callable[[int], None] | None = None) -> tuple[Any, str]:
-    """Unpickle ``path`` with the restricted unpickler; returns (object, sha256 of the file)."""
+    """Unpickle ``path`` with the restricted unpickler; returns (object, sha256 of the file).
+
+    Arrays of :data:`~dmpf_cli.data.pickle_stream.LARGE` bytes or more come back as lazy arrays that read
+    ``path`` when sliced; they refuse to once the file has changed.
+    """
     try:
         raw = open(path, "rb")
     except FileNotFoundError:
@@ -90,10 +103,13 @@ def load_pickle(path: Path, progress: Callable[[int], None] | None = None) -> tu
     with raw:
         reader = _HashingReader(raw, progress)
         try:
-            obj = _SafeUnpickler(io.BufferedReader(reader, buffer_size=1 << 22)).load()
+            source = ArraySource.of(path, os.fstat(raw.fileno()))
+            obj = _SafeUnpickler(io.BufferedReader(reader, buffer_size=1 << 22), source).load()
         except UnsafePickleError as exc:
             raise UnsafePickleError(f"{path}: {exc}") from None
-        except EOFError:
+        except PickleTruncated as exc:
+            raise DataError(f"{path}: the file ends too early (truncated or damaged pickle): {exc}") from None
+        except (EOFError, struct.error):  # struct.error: a fixed-size field cut short by the end of the file
             raise DataError(f"{path}: the file ends too early (truncated or empty pickle)") from None
         except (pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError, KeyError,
                 MemoryError, OverflowError) as exc:
@@ -139,8 +155,8 @@ def _as_text(value: Any) -> tuple[str, bool, bool]:
 def validate(data: Any, dataset: str, source: Path) -> tuple[dict[str, dict[str, Any]], dict[str, SplitReport]]:
     """Check ``data`` against the dataset's layout; returns the cleaned splits and a report per split.
 
-    Feature arrays are returned as they are (non-finite values are replaced while writing, see
-    :func:`clean_features`), texts and ids as lists of str.
+    Feature arrays are returned as they are, lazy or not (non-finite values are replaced while writing,
+    see :func:`~dmpf_cli.data.prepared.clean_features`), texts and ids as lists of str.
     """
     spec = DATASETS[dataset]
 
@@ -174,7 +190,7 @@ def validate(data: Any, dataset: str, source: Path) -> tuple[dict[str, dict[str,
         for modality, width in zip(MODALITIES, spec.feature_dims):
             key, expected_dim = modality.key, None if spec.generated else width
             arr = split[key]
-            if not isinstance(arr, np.ndarray) or arr.ndim != 3 or not np.issubdtype(arr.dtype, np.number):
+            if not isinstance(arr, (np.ndarray, LazyArray)) or arr.ndim != 3 or not np.issubdtype(arr.dtype, np.number):
                 raise fail(f"{name}.{key}", f"expected a numeric array (N, length, features), got "
                                             f"{getattr(arr, 'dtype', type(arr).__name__)} {getattr(arr, 'shape', '')}")
             want = expected_dim if expected_dim is not None else dims.get(key, arr.shape[2])

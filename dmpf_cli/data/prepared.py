@@ -142,6 +142,9 @@ def write_prepared(
 ) -> dict[str, Any]:
     """Write the validated ``splits`` to ``output`` atomically; returns the manifest.
 
+    Feature arrays (numpy or :class:`~dmpf_cli.data.pickle_stream.LazyArray`) are read, cleaned and written
+    :data:`CHUNK` samples at a time.
+
     ``extra`` goes into the manifest (source stamp and hash, synthetic info, …). ``progress(split, done,
     total)`` is called while feature arrays are copied.
     """
@@ -165,16 +168,17 @@ def write_prepared(
             n = report.samples
             for key in (m.key for m in MODALITIES):
                 src = split[key]
-                out = np.lib.format.open_memmap(folder / f"{key}.npy", mode="w+", dtype=np.float32, shape=src.shape)
-                replaced = 0
-                for start in range(0, n, CHUNK):
-                    block, count = clean_features(src[start:start + CHUNK])
-                    out[start:start + CHUNK] = block
-                    replaced += count
-                    if progress:
-                        progress(f"{name}.{key}", min(start + CHUNK, n), n)
-                out.flush()
-                del out
+                # written block by block with plain writes: a memory map's dirty pages would count as ours
+                with open(folder / f"{key}.npy", "wb") as out:
+                    np.lib.format.write_array_header_1_0(out, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                                                               "fortran_order": False, "shape": tuple(src.shape)})
+                    replaced = 0
+                    for start in range(0, n, CHUNK):
+                        block, count = clean_features(src[start:start + CHUNK])
+                        out.write(np.ascontiguousarray(block).data)
+                        replaced += count
+                        if progress:
+                            progress(f"{name}.{key}", min(start + CHUNK, n), n)
                 report.replaced[key] = replaced
                 files[key] = {"shape": list(src.shape), "dtype": "float32"}
             arrays = {**{m.lengths: split[m.lengths] for m in MODALITIES}, "labels": split["regression_labels"]}
