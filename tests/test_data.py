@@ -401,6 +401,7 @@ def test_tokens_are_cached_beside_the_prepared_split(prepared_split, tokenizer, 
     assert len(list((prepared_split.folder.parent / "tokens").glob("*/train.npz"))) == 2
 
 
+@pytest.mark.slow  # pretrains a tiny LM: seconds
 def test_prepare_stores_the_presets_tokens_and_runs_reuse_them(invoke, tmp_path, monkeypatch):
     from dmpf_cli.config import load_config
     from dmpf_cli.model.backbones import demo_lm_dir

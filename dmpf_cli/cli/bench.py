@@ -34,10 +34,14 @@ def bench_command(
     compile: Annotated[
         Optional[str], typer.Option("--compile", help="off,default,reduce-overhead (default: all on CUDA, off on CPU).")
     ] = None,
+    before: Annotated[bool, typer.Option(
+        "--before", help="First a row of the reference recipe on the plain kernels the speed-ups replace; the "
+        "speed-ups are measured against it.")] = False,
     threads: ThreadsOpt = None,
     format: FormatOpt = OutputFormat.text,
 ) -> None:
-    """Time the full training step for each attention backend × precision × compile mode, reference first."""
+    """Time the full training step for each attention backend × precision × compile mode, reference first; then
+    each row's evaluation forward pass, the data loader and the scoring of the validation split."""
     from ..progress import Progress
     from ..recipes.bench import bench
     from ..recipes.preflight import resolve_config
@@ -56,7 +60,7 @@ def bench_command(
         result = bench(cfg, batch_size=batch_size, steps=steps, warmup=warmup,
                        backends=_csv_option(backends, ("xformers", "sdpa", "eager"), "--backends"),
                        precisions=_csv_option(precisions, ("fp32", "bf16"), "--precisions"),
-                       compiles=compiles, progress=bar, console=console)
+                       compiles=compiles, progress=bar, console=console, before=before)
     if format is OutputFormat.json:
         typer.echo(json.dumps(result, indent=2))
         return
@@ -67,20 +71,24 @@ def bench_command(
     out.print(f"[bold]{result['config']}[/bold] on {result['device']}: {result['backbone']}, batch "
               f"{result['batch_size']}, text {shapes['text_len']} + {shapes['fusion_tokens']} fusion tokens, audio "
               f"{shapes['audio']}, vision {shapes['vision']}; the full training step (median)")
-    table = Table("precision backend compile", "ms/step", "samples/s", "speed-up", "TFLOP/s", "of peak", "GiB")
+    table = Table("precision backend compile", "ms/step", "samples/s", "speed-up", "TFLOP/s", "of peak", "GiB",
+                  "eval samples/s")
     for row in result["rows"]:
         if "error" in row:
-            table.add_row(row["label"], f"[red]{row['error']}[/red]", "", "", "", "", "")
+            table.add_row(row["label"], f"[red]{row['error']}[/red]", "", "", "", "", "", "")
             continue
         table.add_row(row["label"], f"{row['ms_per_step']:.1f}", f"{row['samples_per_s']:,.0f}",
                       f"{row['speedup']:.2f}×", _opt(row["tflops"], "{:.3f}"), _opt(row["fraction_of_peak"], "{:.1%}"),
-                      _opt(row["peak_memory_gib"], "{:.2f}"))
+                      _opt(row["peak_memory_gib"], "{:.2f}"), f"{row['eval_samples_per_s']:,.0f}")
     out.print(table)
     peaks = ", ".join(f"{k} {v:.2f}" for k, v in result["matmul_peak_tflops"].items())
     out.print(f"matmul peak measured here (TFLOP/s): {peaks}; FLOPs per step: {_opt(result['flops_per_step'], '{:.3e}')}")
     loader = result["loader_samples_per_s"]
     out.print(f"data loader: {loader:,.0f} samples/s over the prepared training split" if loader else
               f"data loader: not measured: {result['loader_not_measured']}")
+    scoring = result["scoring_samples_per_s"]
+    out.print(f"scoring the validation split (dmpf eval, dmpf predict): {scoring:,.0f} samples/s" if scoring else
+              f"scoring: not measured: {result['scoring_not_measured']}")
     for note in result["notes"]:
         out.print(f"[yellow]not run[/yellow]: {note}")
 

@@ -2,9 +2,12 @@
 
 Each row times the whole step — encoders, fused frozen GPT-2 with MM blocks, heads, loss, backward,
 AdamW — on a batch in the config's shapes, after warm-up (compilation included there, not in the
-timing). The first row is always the reference recipe (fp32, eager attention, no compile), so every
-other row is a speed-up measured in the same run. FLOPs per step come from torch's FLOP counter on
-the reference row; the matmul peak is measured here, on this device, in each precision.
+timing), then the evaluation forward pass alone on the same batch. The first row is always the reference
+recipe (fp32, eager attention, no compile), so every other row is a speed-up measured in the same run; with
+``before``, a row of the same recipe on the plain kernels (design.md §6) comes first and is the one the speed-ups
+are measured against. FLOPs per step come from torch's FLOP counter on the reference row; the matmul peak is
+measured here, on this device, in each precision. Beside the rows: the training data loader's samples/s, and
+the scoring of the validation split as ``dmpf eval`` and ``dmpf predict`` score (loader, model, gathering).
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ class Setup:
     backend: str
     precision: str
     compile: str
+    speedups: bool = True  # False: the plain kernels the speed-ups replace (design.md §6)
 
     @property
     def label(self) -> str:
-        return f"{self.precision} {self.backend} {self.compile}"
+        return f"{self.precision} {self.backend} {self.compile}" + ("" if self.speedups else " (before)")
 
 
 def padded_lengths(cfg: ExperimentConfig) -> tuple[int, ...]:
@@ -81,8 +85,9 @@ def _sync(device: str) -> None:
 
 
 def setups(device: str, backends: list[str] | None, precisions: list[str] | None,
-           compiles: list[str] | None) -> tuple[list[Setup], list[str]]:
-    """The rows to run (reference first) and notes on what is unavailable here."""
+           compiles: list[str] | None, before: bool = False) -> tuple[list[Setup], list[str]]:
+    """The rows to run (reference first; with ``before``, the reference on the plain kernels before it) and notes
+    on what is unavailable here."""
     from ..model.attention import xformers_problem
 
     notes = []
@@ -98,6 +103,8 @@ def setups(device: str, backends: list[str] | None, precisions: list[str] | None
     reference = Setup("eager", "fp32", "off")
     rows = [reference] + [Setup(b, p, c) for p in precisions for c in compiles for b in backends
                           if Setup(b, p, c) != reference]
+    if before:
+        rows.insert(0, Setup("eager", "fp32", "off", speedups=False))
     return rows, notes
 
 
@@ -115,12 +122,12 @@ def run_setup(cfg: ExperimentConfig, setup: Setup, batch: dict, device: str, ste
     gc.collect()
     if device == "cuda":
         torch.cuda.empty_cache()
-    model, _ = build_model(cfg, dims=dims, device=device, precision=setup.precision)
+    model, _ = build_model(cfg, dims=dims, device=device, precision=setup.precision, speedups=setup.speedups)
     model.train()
     model.attention = setup.backend
     bf16 = setup.precision == "bf16"
     net = compiled(model, setup.compile, device)
-    optimizer = build_optimizer(model, cfg)
+    optimizer = build_optimizer(model, cfg, fused=setup.speedups)
     autocast = torch.autocast(device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
     def step() -> torch.Tensor:
@@ -151,12 +158,28 @@ def run_setup(cfg: ExperimentConfig, setup: Setup, batch: dict, device: str, ste
         loss = step()
         _sync(device)
         times.append(time.perf_counter() - start)
-    times.sort()
-    median = times[len(times) // 2]
+    median = sorted(times)[len(times) // 2]
     peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
     return {"setup": setup.__dict__, "label": setup.label, "ms_per_step": median * 1e3,
             "samples_per_s": len(batch["labels"]) / median, "peak_memory_gib": peak, "flops_per_step": flops,
-            "loss": float(loss)}
+            "loss": float(loss), "eval_samples_per_s": eval_throughput(net, model, batch, autocast, device, steps,
+                                                                       warmup if setup.compile == "off" else max(warmup, 2))}
+
+
+def eval_throughput(net, model, batch: dict, autocast, device: str, steps: int, warmup: int) -> float:
+    """Samples/s of the evaluation forward pass (eval mode, no autograd) on ``batch``: the median of ``steps``."""
+    model.eval()
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + steps):
+            start = time.perf_counter()
+            with autocast:
+                net(batch)
+            _sync(device)
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    model.train()
+    return len(batch["labels"]) / sorted(times)[len(times) // 2]
 
 
 def loader_throughput(cfg: ExperimentConfig, batch_size: int, batches: int = 50,
@@ -185,9 +208,35 @@ def loader_throughput(cfg: ExperimentConfig, batch_size: int, batches: int = 50,
     return seen / (time.perf_counter() - start), None
 
 
+def scoring_throughput(cfg: ExperimentConfig, batch_size: int, console=None) -> tuple[float | None, str | None]:
+    """Samples/s of scoring the prepared validation split as ``dmpf eval`` and ``dmpf predict`` do
+    (:func:`~dmpf_cli.recipes.runtime.predict`: the loader, the model in eval mode, the scores gathered), with a
+    freshly initialised model of ``cfg``; or None and why not."""
+    from ..data.batches import SplitDataset, make_loader
+    from ..errors import DmpfError
+    from ..model.dmpf import build_model, resolve_device
+    from .datasets import open_data
+    from .runtime import predict
+
+    try:
+        prepared = open_data(cfg, console)
+    except DmpfError as exc:
+        return None, str(exc)
+    device = resolve_device(cfg.training.device)
+    model, backbone = build_model(cfg, dims=prepared.dims, device=device)
+    split = SplitDataset(prepared.split("valid"), backbone.tokenizer, cfg.data.text_len)
+    loader = make_loader(split, batch_size, shuffle=False, num_workers=cfg.data.num_workers,
+                         pin_memory=device == "cuda")
+    with torch.inference_mode():
+        predict(model, loader, cfg, device)  # warm-up: the first pass pays for allocations and lazy inits
+        start = time.perf_counter()
+        scores, _, _ = predict(model, loader, cfg, device)
+    return len(scores) / (time.perf_counter() - start), None
+
+
 def bench(cfg: ExperimentConfig, *, batch_size: int | None, steps: int, warmup: int, backends: list[str] | None,
           precisions: list[str] | None, compiles: list[str] | None, progress: Progress | None = None,
-          console=None) -> dict[str, Any]:
+          console=None, before: bool = False) -> dict[str, Any]:
     from ..model.backbones import backbone_shapes
     from ..model.dmpf import resolve_device
     from .pretrain_lm import ensure_backbone
@@ -199,7 +248,7 @@ def bench(cfg: ExperimentConfig, *, batch_size: int | None, steps: int, warmup: 
     arch = backbone_shapes(cfg.backbone)
     batch = make_batch(cfg, batch_size, dims, arch.vocab_size, device)
     lengths = padded_lengths(cfg)
-    rows, notes = setups(device, backends, precisions, compiles)
+    rows, notes = setups(device, backends, precisions, compiles, before)
     peaks = {p: matmul_peak(device, torch.float32 if p == "fp32" else torch.bfloat16)
              for p in sorted({r.precision for r in rows})}
     results = []
@@ -222,6 +271,7 @@ def bench(cfg: ExperimentConfig, *, batch_size: int | None, steps: int, warmup: 
         if "ms_per_step" in row and reference:
             row["speedup"] = reference / row["ms_per_step"]
     loader, loader_note = loader_throughput(cfg, batch_size, console=console)
+    scoring, scoring_note = scoring_throughput(cfg, batch_size, console) if loader is not None else (None, loader_note)
     return {
         "config": cfg.name, "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         "backbone": f"{cfg.backbone.name} ({arch.label})", "batch_size": batch_size,
@@ -229,5 +279,6 @@ def bench(cfg: ExperimentConfig, *, batch_size: int | None, steps: int, warmup: 
                    **{m.key: [length, dim] for m, length, dim in zip(MODALITIES, lengths, dims)}},
         "matmul_peak_tflops": peaks, "flops_per_step": flops, "rows": results, "notes": notes,
         "loader_samples_per_s": loader, "loader_not_measured": loader_note,
+        "scoring_samples_per_s": scoring, "scoring_not_measured": scoring_note,
         "torch": torch.__version__,
     }
