@@ -34,9 +34,6 @@ def bench_command(
     compile: Annotated[
         Optional[str], typer.Option("--compile", help="off,default,reduce-overhead (default: all on CUDA, off on CPU).")
     ] = None,
-    before: Annotated[bool, typer.Option(
-        "--before", help="First a row of the reference recipe on the plain kernels the speed-ups replace; the "
-        "speed-ups are measured against it.")] = False,
     threads: ThreadsOpt = None,
     format: FormatOpt = OutputFormat.text,
 ) -> None:
@@ -60,7 +57,7 @@ def bench_command(
         result = bench(cfg, batch_size=batch_size, steps=steps, warmup=warmup,
                        backends=_csv_option(backends, ("xformers", "sdpa", "eager"), "--backends"),
                        precisions=_csv_option(precisions, ("fp32", "bf16"), "--precisions"),
-                       compiles=compiles, progress=bar, console=console, before=before)
+                       compiles=compiles, progress=bar, console=console)
     if format is OutputFormat.json:
         typer.echo(json.dumps(result, indent=2))
         return

@@ -67,7 +67,7 @@ def build_encoders(cfg: ExperimentConfig, dims: tuple[int, ...]) -> nn.ModuleDic
 class DMPF(nn.Module):
     """``dims``: the width of each modality's features (``MODALITIES`` order), e.g. (74, 35) for MOSEI."""
 
-    def __init__(self, cfg: ExperimentConfig, gpt2: nn.Module, dims: tuple[int, ...], *, speedups: bool = True):
+    def __init__(self, cfg: ExperimentConfig, gpt2: nn.Module, dims: tuple[int, ...]):
         super().__init__()
         self.attention = cfg.training.attention  # requested; resolved per device by backend_on
         counts = token_counts(cfg)
@@ -84,7 +84,7 @@ class DMPF(nn.Module):
 
         self.lm = FusedGPT2(gpt2, counts, encoder_dims, cfg.mm.layers, cfg.fusion.mask, cfg.mm.gate, cfg.mm.dropout,
                             cfg.mm.ffn, lm_dropout=cfg.backbone.dropout,
-                            text_softperm=perm if TEXT.name in aug.softperm_inputs else None, speedups=speedups)
+                            text_softperm=perm if TEXT.name in aug.softperm_inputs else None)
 
         D = gpt2.config.n_embd
         widths = {TEXT.representation: D}
@@ -179,7 +179,7 @@ class DMPF(nn.Module):
 
 def build_model(
     cfg: ExperimentConfig, *, dims: tuple[int, ...] | None = None, seed: int = 0, device: str = "cpu",
-    precision: str | None = None, meta: bool = False, found: FoundBackbone | None = None, speedups: bool = True,
+    precision: str | None = None, meta: bool = False, found: FoundBackbone | None = None,
 ) -> tuple[DMPF, LoadedBackbone]:
     """The model for ``cfg``, as training, evaluation and benchmarks all build it.
 
@@ -192,8 +192,6 @@ def build_model(
             backbone is stored in bf16 rather than cast every step.
         meta: shapes only, on the meta device: no weights, no memory (``dmpf inspect-model``).
         found: where the backbone's files are, as a run's preflight found them (not looked for again).
-        speedups: the fused kernels that compute what the plain ones do (:class:`~dmpf_cli.model.fused.FusedGPT2`);
-            False only to measure them (``dmpf bench --before``).
 
     Returns:
         The model and the loaded backbone (its tokenizer, source and weights' fingerprint).
@@ -207,7 +205,7 @@ def build_model(
     backbone = load_backbone(cfg.backbone, seed=0, meta=meta, found=found)
     torch.manual_seed(seed)
     with torch.device("meta") if meta else contextlib.nullcontext():
-        model = DMPF(cfg, backbone.model, dims or DATASETS[cfg.data.dataset].feature_dims, speedups=speedups)
+        model = DMPF(cfg, backbone.model, dims or DATASETS[cfg.data.dataset].feature_dims)
     if not meta:
         model.to(device)
         model.backend_on(torch.device(device))  # before any torch.compile: xformers' probe runs eagerly

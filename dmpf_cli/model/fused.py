@@ -69,16 +69,6 @@ def block_forward(block: nn.Module, h: Tensor, mask: PreparedMask) -> Tensor:
     return h + block.mlp(layer_norm(block.ln_2, h))  # GPT2MLP ends in its own (residual) dropout
 
 
-def fuse_gelu(gpt2: nn.Module) -> None:
-    """GPT-2's tanh-approximated GELU (``gelu_new``) as one fused kernel (``nn.GELU(approximate="tanh")``) in every
-    block, instead of transformers' ``NewGELUActivation``, which writes the same formula as seven elementwise
-    operations, each a pass over the (B, L, 4D) activations forward and backward. The formula is the same; the
-    results agree to float32 rounding (design.md §6). Other activations are left as they are."""
-    for block in gpt2.h:
-        if type(block.mlp.act).__name__ == "NewGELUActivation":
-            block.mlp.act = nn.GELU(approximate="tanh")
-
-
 def set_dropout(gpt2: nn.Module, p: float) -> None:
     """GPT-2's three dropouts at probability ``p``, whatever the checkpoint's config.json says: after the
     embeddings (``drop``), on the attention probabilities (``attn_dropout``) and on each residual branch
@@ -96,8 +86,7 @@ class FusedGPT2(nn.Module):
     absent = 0. ``encoder_dims``: the width of the encoder each present group reads. ``dropout``: the MM
     blocks'. ``lm_dropout``: GPT-2's own dropouts in training (:func:`set_dropout`; the caller puts the
     backbone in training mode). ``text_softperm``: (fraction, std) of SoftPerm on the text embeddings in
-    training, or None. ``speedups``: GPT-2's GELU as one fused kernel (:func:`fuse_gelu`), in the LM's blocks and
-    so in the MM blocks' FFNs copied from them; False keeps transformers' own (``dmpf bench --before``).
+    training, or None.
     """
 
     def __init__(
@@ -113,11 +102,8 @@ class FusedGPT2(nn.Module):
         *,
         lm_dropout: float = 0.0,
         text_softperm: tuple[float, float] | None = None,
-        speedups: bool = True,
     ):
         super().__init__()
-        if speedups:
-            fuse_gelu(gpt2)  # before the MM blocks copy the blocks' MLPs
         self.gpt2 = gpt2
         self.lm_dropout = lm_dropout
         set_dropout(gpt2, lm_dropout)

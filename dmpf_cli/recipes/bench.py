@@ -3,11 +3,10 @@
 Each row times the whole step — encoders, fused frozen GPT-2 with MM blocks, heads, loss, backward,
 AdamW — on a batch in the config's shapes, after warm-up (compilation included there, not in the
 timing), then the evaluation forward pass alone on the same batch. The first row is always the reference
-recipe (fp32, eager attention, no compile), so every other row is a speed-up measured in the same run; with
-``before``, a row of the same recipe on the plain kernels (design.md §6) comes first and is the one the speed-ups
-are measured against. FLOPs per step come from torch's FLOP counter on the reference row; the matmul peak is
-measured here, on this device, in each precision. Beside the rows: the training data loader's samples/s, and
-the scoring of the validation split as ``dmpf eval`` and ``dmpf predict`` score (loader, model, gathering).
+recipe (fp32, eager attention, no compile), so every other row is a speed-up measured in the same run. FLOPs
+per step come from torch's FLOP counter on the reference row; the matmul peak is measured here, on this
+device, in each precision. Beside the rows: the training data loader's samples/s, and the scoring of the
+validation split as ``dmpf eval`` and ``dmpf predict`` score (loader, model, gathering).
 """
 
 from __future__ import annotations
@@ -30,11 +29,10 @@ class Setup:
     backend: str
     precision: str
     compile: str
-    speedups: bool = True  # False: the plain kernels the speed-ups replace (design.md §6)
 
     @property
     def label(self) -> str:
-        return f"{self.precision} {self.backend} {self.compile}" + ("" if self.speedups else " (before)")
+        return f"{self.precision} {self.backend} {self.compile}"
 
 
 def padded_lengths(cfg: ExperimentConfig) -> tuple[int, ...]:
@@ -85,9 +83,8 @@ def _sync(device: str) -> None:
 
 
 def setups(device: str, backends: list[str] | None, precisions: list[str] | None,
-           compiles: list[str] | None, before: bool = False) -> tuple[list[Setup], list[str]]:
-    """The rows to run (reference first; with ``before``, the reference on the plain kernels before it) and notes
-    on what is unavailable here."""
+           compiles: list[str] | None) -> tuple[list[Setup], list[str]]:
+    """The rows to run (reference first) and notes on what is unavailable here."""
     from ..model.attention import xformers_problem
 
     notes = []
@@ -103,8 +100,6 @@ def setups(device: str, backends: list[str] | None, precisions: list[str] | None
     reference = Setup("eager", "fp32", "off")
     rows = [reference] + [Setup(b, p, c) for p in precisions for c in compiles for b in backends
                           if Setup(b, p, c) != reference]
-    if before:
-        rows.insert(0, Setup("eager", "fp32", "off", speedups=False))
     return rows, notes
 
 
@@ -122,12 +117,12 @@ def run_setup(cfg: ExperimentConfig, setup: Setup, batch: dict, device: str, ste
     gc.collect()
     if device == "cuda":
         torch.cuda.empty_cache()
-    model, _ = build_model(cfg, dims=dims, device=device, precision=setup.precision, speedups=setup.speedups)
+    model, _ = build_model(cfg, dims=dims, device=device, precision=setup.precision)
     model.train()
     model.attention = setup.backend
     bf16 = setup.precision == "bf16"
     net = compiled(model, setup.compile, device)
-    optimizer = build_optimizer(model, cfg, fused=setup.speedups)
+    optimizer = build_optimizer(model, cfg)
     autocast = torch.autocast(device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
     def step() -> torch.Tensor:
@@ -236,7 +231,7 @@ def scoring_throughput(cfg: ExperimentConfig, batch_size: int, console=None) -> 
 
 def bench(cfg: ExperimentConfig, *, batch_size: int | None, steps: int, warmup: int, backends: list[str] | None,
           precisions: list[str] | None, compiles: list[str] | None, progress: Progress | None = None,
-          console=None, before: bool = False) -> dict[str, Any]:
+          console=None) -> dict[str, Any]:
     from ..model.backbones import backbone_shapes
     from ..model.dmpf import resolve_device
     from .pretrain_lm import ensure_backbone
@@ -248,7 +243,7 @@ def bench(cfg: ExperimentConfig, *, batch_size: int | None, steps: int, warmup: 
     arch = backbone_shapes(cfg.backbone)
     batch = make_batch(cfg, batch_size, dims, arch.vocab_size, device)
     lengths = padded_lengths(cfg)
-    rows, notes = setups(device, backends, precisions, compiles, before)
+    rows, notes = setups(device, backends, precisions, compiles)
     peaks = {p: matmul_peak(device, torch.float32 if p == "fp32" else torch.bfloat16)
              for p in sorted({r.precision for r in rows})}
     results = []

@@ -151,8 +151,6 @@ def pretrain(texts: list[str], recipe: LMRecipe, progress: Callable[[int, int, f
     """
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from ..model.fused import fuse_gelu
-
     if len(texts) < 20:
         raise PretrainError(f"a language model needs more text than {len(texts)} document(s)")
     start_time = time.perf_counter()
@@ -175,13 +173,11 @@ def pretrain(texts: list[str], recipe: LMRecipe, progress: Callable[[int, int, f
             bos_token_id=eot, eos_token_id=eot, pad_token_id=eot,
         )
         model = GPT2LMHeadModel(config)
-        fuse_gelu(model.transformer)  # the same GELU as one kernel (design.md §6)
         groups: dict[bool, list] = {True: [], False: []}  # decay on weight matrices only, not on the embeddings
         for name, param in model.named_parameters():
             groups[param.ndim >= 2 and "wpe" not in name and "wte" not in name].append(param)
         optimizer = torch.optim.AdamW([{"params": groups[True], "weight_decay": recipe.weight_decay},
-                                       {"params": groups[False], "weight_decay": 0.0}], lr=recipe.lr, betas=(0.9, 0.95),
-                                      fused=True)
+                                       {"params": groups[False], "weight_decay": 0.0}], lr=recipe.lr, betas=(0.9, 0.95))
         # linear warm-up, then cosine to a tenth: DMPF's own schedule
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: lr_factor(step, recipe.warmup, recipe.steps, "cosine", 0.1))
