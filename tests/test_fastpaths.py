@@ -112,6 +112,7 @@ def test_bench_command_json(invoke, monkeypatch):
     assert out["loader_samples_per_s"] > 0 and out["loader_not_measured"] is None
 
 
+@pytest.mark.slow
 def test_bench_reports_the_eval_pass_and_the_scoring_of_the_validation_split(invoke):
     result = invoke("bench", "--steps", "1", "--warmup", "0", "--precisions", "fp32", "--backends", "sdpa",
                     "--format", "json", "data.synthetic_size=tiny", "training.batch_size=4",
