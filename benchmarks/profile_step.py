@@ -41,7 +41,7 @@ def main() -> None:
     cfg = resolve_config(config=args.config, overrides=["training.device=cpu", *args.overrides])
     ensure_backbone(cfg.backbone, None)
     dims = DATASETS[cfg.data.dataset].feature_dims
-    model, backbone = build_model(cfg, dims=dims, device="cpu")
+    model, _ = build_model(cfg, dims=dims, device="cpu")
     model.train()
     net = compiled(model, args.compile, "cpu")
     optimizer = build_optimizer(model, cfg)

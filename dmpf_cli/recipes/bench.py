@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from ..config import ExperimentConfig, token_counts
+from ..data.prepared import Prepared
 from ..progress import Progress
 from ..streams import DATASETS, MODALITIES
 
@@ -177,9 +178,10 @@ def eval_throughput(net, model, batch: dict, autocast, device: str, steps: int, 
     return len(batch["labels"]) / sorted(times)[len(times) // 2]
 
 
-def loader_throughput(cfg: ExperimentConfig, batch_size: int, batches: int = 50,
-                      console=None) -> tuple[float | None, str | None]:
-    """Samples/s of the training data loader over the prepared data, or None and why not.
+def loader_throughput(cfg: ExperimentConfig, batch_size: int, batches: int = 50, console=None,
+                      prepared: Prepared | None = None) -> tuple[float | None, str | None]:
+    """Samples/s of the training data loader over the prepared data (``prepared``, else opened here), or None and
+    why not.
 
     The synthetic dataset is generated on first use, as ``dmpf train`` does; other datasets must have
     been prepared."""
@@ -189,7 +191,7 @@ def loader_throughput(cfg: ExperimentConfig, batch_size: int, batches: int = 50,
     from .datasets import open_data
 
     try:
-        prepared = open_data(cfg, console)
+        prepared = prepared or open_data(cfg, console)
     except DmpfError as exc:
         return None, str(exc)
     dataset = SplitDataset(prepared.split("train"), load_tokenizer(cfg.backbone), cfg.data.text_len)
@@ -203,20 +205,14 @@ def loader_throughput(cfg: ExperimentConfig, batch_size: int, batches: int = 50,
     return seen / (time.perf_counter() - start), None
 
 
-def scoring_throughput(cfg: ExperimentConfig, batch_size: int, console=None) -> tuple[float | None, str | None]:
+def scoring_throughput(cfg: ExperimentConfig, prepared: Prepared, batch_size: int) -> float:
     """Samples/s of scoring the prepared validation split as ``dmpf eval`` and ``dmpf predict`` do
     (:func:`~dmpf_cli.recipes.runtime.predict`: the loader, the model in eval mode, the scores gathered), with a
-    freshly initialised model of ``cfg``; or None and why not."""
+    freshly initialised model of ``cfg``."""
     from ..data.batches import SplitDataset, make_loader
-    from ..errors import DmpfError
     from ..model.dmpf import build_model, resolve_device
-    from .datasets import open_data
     from .runtime import predict
 
-    try:
-        prepared = open_data(cfg, console)
-    except DmpfError as exc:
-        return None, str(exc)
     device = resolve_device(cfg.training.device)
     model, backbone = build_model(cfg, dims=prepared.dims, device=device)
     split = SplitDataset(prepared.split("valid"), backbone.tokenizer, cfg.data.text_len)
@@ -226,7 +222,7 @@ def scoring_throughput(cfg: ExperimentConfig, batch_size: int, console=None) -> 
         predict(model, loader, cfg, device)  # warm-up: the first pass pays for allocations and lazy inits
         start = time.perf_counter()
         scores, _, _ = predict(model, loader, cfg, device)
-    return len(scores) / (time.perf_counter() - start), None
+    return len(scores) / (time.perf_counter() - start)
 
 
 def bench(cfg: ExperimentConfig, *, batch_size: int | None, steps: int, warmup: int, backends: list[str] | None,
@@ -265,8 +261,17 @@ def bench(cfg: ExperimentConfig, *, batch_size: int | None, steps: int, warmup: 
     for row in results:
         if "ms_per_step" in row and reference:
             row["speedup"] = reference / row["ms_per_step"]
-    loader, loader_note = loader_throughput(cfg, batch_size, console=console)
-    scoring, scoring_note = scoring_throughput(cfg, batch_size, console) if loader is not None else (None, loader_note)
+    # the prepared data, opened once for the loader and the scoring (the synthetic set made on first use)
+    from ..errors import DmpfError
+    from .datasets import open_data
+
+    try:
+        prepared, data_note = open_data(cfg, console), None
+    except DmpfError as exc:
+        prepared, data_note = None, str(exc)
+    loader, loader_note = (loader_throughput(cfg, batch_size, console=console, prepared=prepared) if prepared
+                           else (None, data_note))
+    scoring = scoring_throughput(cfg, prepared, batch_size) if prepared else None
     return {
         "config": cfg.name, "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         "backbone": f"{cfg.backbone.name} ({arch.label})", "batch_size": batch_size,
@@ -274,6 +279,6 @@ def bench(cfg: ExperimentConfig, *, batch_size: int | None, steps: int, warmup: 
                    **{m.key: [length, dim] for m, length, dim in zip(MODALITIES, lengths, dims)}},
         "matmul_peak_tflops": peaks, "flops_per_step": flops, "rows": results, "notes": notes,
         "loader_samples_per_s": loader, "loader_not_measured": loader_note,
-        "scoring_samples_per_s": scoring, "scoring_not_measured": scoring_note,
+        "scoring_samples_per_s": scoring, "scoring_not_measured": data_note,
         "torch": torch.__version__,
     }
