@@ -47,7 +47,7 @@ def main() -> None:
     for name, dtype in (("fp32 stream", torch.float32), ("bf16 stream", torch.bfloat16)):
         FusedGPT2.stream_dtype = dtype
         try:
-            rows[name] = run_setup(cfg, Setup(backend, "bf16", "off"), batch, device, args.steps, args.warmup, dims)
+            rows[name] = run_setup(cfg, Setup(backend, "bf16", "off"), batch, device, args.steps, args.warmup, dims)[0]
         finally:
             FusedGPT2.stream_dtype = torch.float32
     fp32, bf16 = rows["fp32 stream"]["ms_per_step"], rows["bf16 stream"]["ms_per_step"]

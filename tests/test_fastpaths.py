@@ -127,6 +127,23 @@ def test_bench_reports_the_eval_pass_and_the_scoring_of_the_validation_split(inv
     assert "eval samples/s" in text.stdout and "scoring the validation split" in text.stdout
 
 
+@pytest.mark.slow
+def test_bench_before_times_each_row_beside_its_plain_kernels_twin(invoke):
+    result = invoke("bench", "--before", "--steps", "1", "--warmup", "0", "--precisions", "fp32", "--backends",
+                    "sdpa", "--format", "json", "data.synthetic_size=tiny", "training.batch_size=4",
+                    "backbone.name=gpt2-tiny-random", "data.text_len=24")
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert [r["label"] for r in out["rows"]] == ["fp32 eager off (before)", "fp32 eager off",
+                                                 "fp32 sdpa off (before)", "fp32 sdpa off"]
+    assert out["rows"][0]["setup"]["speedups"] is False and out["rows"][0]["speedup"] == 1.0
+    for before, after in (out["rows"][0:2], out["rows"][2:4]):  # each pair timed together, its ratio reported
+        assert after["speedup_over_plain"] == pytest.approx(before["ms_per_step"] / after["ms_per_step"])
+        assert "speedup_over_plain" not in before
+    assert all(r["eval_samples_per_s"] > 0 for r in out["rows"])
+    assert out["scoring_samples_per_s"] > 0 and out["scoring_not_measured"] is None
+
+
 def test_bench_says_why_the_loader_was_not_measured(tmp_path):
     cfg = load_config("mosei", None, [f"data.path={tmp_path / 'nowhere'}"])
     rate, why = loader_throughput(cfg, 4)
@@ -218,3 +235,48 @@ def test_the_benchmarks_bf16_stream_is_one_and_rounds_a_small_contribution_away(
     model.lm.mm["3"].ffn_gate.alpha.data.fill_(1e-4)
     ajar = bf16_forward(model, batch)
     assert (ajar.hidden[-1] == closed.hidden[-1]).float().mean() > 0.95  # rounded away nearly everywhere
+
+
+@pytest.mark.slow
+def test_the_fused_kernels_train_as_the_plain_ones_to_float32_rounding():
+    """The speed-ups (GPT-2's GELU as one kernel, the fused AdamW, the text rows before the first MM block without
+    autograd, the encoders' lean training path; design.md §6) against the plain kernels and paths they replace: 20
+    fp32 training steps from the same seed, dropout on, give losses within 1e-6."""
+    from dmpf_cli.model.dmpf import build_model
+    from dmpf_cli.model.encoders import StreamEncoder
+    from dmpf_cli.recipes.bench import make_batch as bench_batch
+    from dmpf_cli.recipes.preflight import resolve_config
+    from dmpf_cli.recipes.schedule import build_optimizer, build_scheduler, clip_gradients
+
+    from conftest import TINY
+
+    cfg = resolve_config(overrides=[*TINY, "training.device=cpu", "data.synthetic_size=small", "mm.layers=[0, 1]"])
+    dims = (74, 35)
+    batches = [bench_batch(cfg, 16, dims, 100, "cpu", seed=i) for i in range(20)]
+
+    def losses(speedups: bool) -> list[float]:
+        model, _ = build_model(cfg, dims=dims, device="cpu", seed=5, speedups=speedups)
+        model.train()
+        optimizer = build_optimizer(model, cfg, fused=speedups)
+        scheduler = build_scheduler(optimizer, cfg, 10)
+        acts = {type(block.mlp.act).__name__ for block in model.backbone.h}
+        assert acts == ({"GELU"} if speedups else {"NewGELUActivation"})  # the premise: other kernels
+        assert bool(optimizer.defaults["fused"]) is speedups
+        assert model.lm.speedups is speedups  # and other code paths: the text rows before the first MM block
+        assert {m.fast for m in model.modules() if isinstance(m, StreamEncoder)} == {speedups}  # the encoders
+        out = []
+        torch.manual_seed(0)  # the same dropout masks for both
+        for batch in batches:
+            result = model(batch)
+            loss, _ = dmpf_loss(result.score, result.aux, batch["labels"], cfg.loss, None, batch["weight"])
+            loss.backward()
+            clip_gradients(optimizer, cfg)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            out.append(float(loss.detach()))
+        return out
+
+    fast, plain = losses(True), losses(False)
+    assert max(abs(a - b) for a, b in zip(fast, plain)) <= 1e-6
+    assert len(set(fast)) > 10  # twenty different batches, each its own loss: a comparison of something

@@ -4,6 +4,7 @@ layer by layer, closed gates leave the pretrained LM untouched, every ablation t
 from __future__ import annotations
 
 import copy
+from unittest.mock import patch
 
 import pytest
 import torch
@@ -597,3 +598,42 @@ def test_clm_refuses_a_backbone_whose_lm_head_is_not_its_embeddings():
     with pytest.raises(DmpfError, match="loss.clm: backbone .* an LM head of its own"):
         DMPF(load_config(overrides=["loss.clm=1.0"]), gpt2, (10, 7))
     DMPF(load_config(), gpt2, (10, 7))  # without the term the head is never used
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "eager"])
+def test_text_rows_without_autograd_before_the_first_mm_block_change_nothing(backend):
+    """The speed-up of design.md §6: up to the first MM block the text rows run without autograd. The forward
+    pass, every hidden state and every trainable parameter's gradient equal one pass over all rows."""
+    model = make_model(f"training.attention={backend}", "mm.layers=[1, 3]").train()
+    batch = make_batch()
+
+    def run(split: bool):
+        model.lm.speedups = split  # the GELU kernel stays as built: only the split differs
+        model.zero_grad(set_to_none=True)
+        calls = []
+        with patch("dmpf_cli.model.fused.split_block_forward", side_effect=lambda *a: calls.append(1) or real(*a)):
+            out = model(batch, return_hidden=True)
+        (out.score.sum() + sum(a.sum() for a in out.aux.values())).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad and p.grad is not None}
+        return out, grads, len(calls)
+
+    from dmpf_cli.model import fused
+
+    real = fused.split_block_forward
+    torch.manual_seed(3)
+    whole, whole_grads, whole_calls = run(False)
+    torch.manual_seed(3)
+    split, split_grads, split_calls = run(True)
+    assert (whole_calls, split_calls) == (0, 2)  # blocks 0 and 1, before and at the first MM block
+    for a, b in zip(whole.hidden, split.hidden):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(whole.score, split.score, rtol=1e-6, atol=1e-6)
+    assert whole_grads.keys() == split_grads.keys() and len(whole_grads) > 20
+    for name, grad in whole_grads.items():
+        torch.testing.assert_close(split_grads[name], grad, rtol=1e-5, atol=1e-6, msg=name)
+    with torch.no_grad():  # evaluation: one pass over every row, nothing to split
+        model.eval()
+        run_calls = []
+        with patch("dmpf_cli.model.fused.split_block_forward", side_effect=lambda *a: run_calls.append(1)):
+            model(batch)
+        assert run_calls == []

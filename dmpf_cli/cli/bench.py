@@ -34,6 +34,9 @@ def bench_command(
     compile: Annotated[
         Optional[str], typer.Option("--compile", help="off,default,reduce-overhead (default: all on CUDA, off on CPU).")
     ] = None,
+    before: Annotated[bool, typer.Option(
+        "--before", help="Each uncompiled row preceded by its twin on the plain kernels the speed-ups replace, "
+        "timed in alternating rounds with it.")] = False,
     threads: ThreadsOpt = None,
     format: FormatOpt = OutputFormat.text,
 ) -> None:
@@ -57,7 +60,7 @@ def bench_command(
         result = bench(cfg, batch_size=batch_size, steps=steps, warmup=warmup,
                        backends=_csv_option(backends, ("xformers", "sdpa", "eager"), "--backends"),
                        precisions=_csv_option(precisions, ("fp32", "bf16"), "--precisions"),
-                       compiles=compiles, progress=bar, console=console)
+                       compiles=compiles, progress=bar, console=console, before=before)
     if format is OutputFormat.json:
         typer.echo(json.dumps(result, indent=2))
         return
@@ -78,6 +81,10 @@ def bench_command(
                       f"{row['speedup']:.2f}×", _opt(row["tflops"], "{:.3f}"), _opt(row["fraction_of_peak"], "{:.1%}"),
                       _opt(row["peak_memory_gib"], "{:.2f}"), f"{row['eval_samples_per_s']:,.0f}")
     out.print(table)
+    plain = [f"{row['label']} {row['speedup_over_plain']:.2f}×" for row in result["rows"] if "speedup_over_plain" in row]
+    if plain:
+        out.print("the speed-ups over the plain kernels, each timed in alternating rounds with its (before) row: "
+                  + ", ".join(plain))
     peaks = ", ".join(f"{k} {v:.2f}" for k, v in result["matmul_peak_tflops"].items())
     out.print(f"matmul peak measured here (TFLOP/s): {peaks}; FLOPs per step: {_opt(result['flops_per_step'], '{:.3e}')}")
     loader = result["loader_samples_per_s"]

@@ -30,6 +30,7 @@ from ..streams import DATASETS, MODALITIES, REPRESENTATIONS, STREAMS, TEXT
 from .attention import resolve_backend
 from .augment import softperm
 from .backbone_loader import FoundBackbone, LoadedBackbone, load_backbone
+from .encoders import StreamEncoder
 from .fused import FusedGPT2
 from .heads import AuxHeads
 
@@ -67,7 +68,7 @@ def build_encoders(cfg: ExperimentConfig, dims: tuple[int, ...]) -> nn.ModuleDic
 class DMPF(nn.Module):
     """``dims``: the width of each modality's features (``MODALITIES`` order), e.g. (74, 35) for MOSEI."""
 
-    def __init__(self, cfg: ExperimentConfig, gpt2: nn.Module, dims: tuple[int, ...]):
+    def __init__(self, cfg: ExperimentConfig, gpt2: nn.Module, dims: tuple[int, ...], *, speedups: bool = True):
         super().__init__()
         self.attention = cfg.training.attention  # requested; resolved per device by backend_on
         counts = token_counts(cfg)
@@ -75,6 +76,9 @@ class DMPF(nn.Module):
         self.groups = [s.name for s in self.streams]
 
         self.encoders = build_encoders(cfg, dims)
+        for module in self.encoders.modules():  # the built-in encoders' training path (design.md §6)
+            if isinstance(module, StreamEncoder):
+                module.fast = speedups
         encoder_dims = {g: self.encoders[g].out_dim for g in self.groups}
         # the modalities some present stream reads, and SoftPerm's (fraction, std) for those it augments
         self.modalities = [m for m in MODALITIES if any(m in s.inputs for s in self.streams)]
@@ -84,7 +88,7 @@ class DMPF(nn.Module):
 
         self.lm = FusedGPT2(gpt2, counts, encoder_dims, cfg.mm.layers, cfg.fusion.mask, cfg.mm.gate, cfg.mm.dropout,
                             cfg.mm.ffn, lm_dropout=cfg.backbone.dropout,
-                            text_softperm=perm if TEXT.name in aug.softperm_inputs else None)
+                            text_softperm=perm if TEXT.name in aug.softperm_inputs else None, speedups=speedups)
 
         D = gpt2.config.n_embd
         widths = {TEXT.representation: D}
@@ -179,7 +183,7 @@ class DMPF(nn.Module):
 
 def build_model(
     cfg: ExperimentConfig, *, dims: tuple[int, ...] | None = None, seed: int = 0, device: str = "cpu",
-    precision: str | None = None, meta: bool = False, found: FoundBackbone | None = None,
+    precision: str | None = None, meta: bool = False, found: FoundBackbone | None = None, speedups: bool = True,
 ) -> tuple[DMPF, LoadedBackbone]:
     """The model for ``cfg``, as training, evaluation and benchmarks all build it.
 
@@ -192,6 +196,8 @@ def build_model(
             backbone is stored in bf16 rather than cast every step.
         meta: shapes only, on the meta device: no weights, no memory (``dmpf inspect-model``).
         found: where the backbone's files are, as a run's preflight found them (not looked for again).
+        speedups: the fused kernels that compute what the plain ones do (:class:`~dmpf_cli.model.fused.FusedGPT2`);
+            False only to measure them (``dmpf bench --before``).
 
     Returns:
         The model and the loaded backbone (its tokenizer, source and weights' fingerprint).
@@ -205,7 +211,7 @@ def build_model(
     backbone = load_backbone(cfg.backbone, seed=0, meta=meta, found=found)
     torch.manual_seed(seed)
     with torch.device("meta") if meta else contextlib.nullcontext():
-        model = DMPF(cfg, backbone.model, dims or DATASETS[cfg.data.dataset].feature_dims)
+        model = DMPF(cfg, backbone.model, dims or DATASETS[cfg.data.dataset].feature_dims, speedups=speedups)
     if not meta:
         model.to(device)
         model.backend_on(torch.device(device))  # before any torch.compile: xformers' probe runs eagerly

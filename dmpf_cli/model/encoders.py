@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import EncoderConfig
@@ -88,11 +89,36 @@ def _padding(lengths: Tensor, T: int) -> Tensor:
     return torch.arange(T, device=lengths.device)[None, :] >= lengths[:, None]
 
 
+def encoder_forward(encoder: nn.TransformerEncoder, x: Tensor, padding: Tensor) -> Tensor:
+    """``encoder(x, src_key_padding_mask=padding)`` in training, for the pre-LN, GELU, batch-first layers built
+    below: the same modules and the same operations in the same memory layouts (so the same dropout masks,
+    drawn in memory order), without ``nn.MultiheadAttention``'s and ``nn.TransformerEncoderLayer``'s per-call
+    checks and mask conversions — a few hundred microseconds a layer at the demo's sizes (design.md §6).
+    x (B, T, d), padding (B, T) bool, True = padded key."""
+    B, T, E = x.shape
+    bias = x.new_zeros(B, 1, 1, T).masked_fill_(padding[:, None, None, :], float("-inf"))  # as nn.MHA converts it
+    for layer in encoder.layers:
+        attn = layer.self_attn
+        H = attn.num_heads
+        y = layer.norm1(x)
+        q, k, v = F.linear(y, attn.in_proj_weight, attn.in_proj_bias).view(B, T, 3, H, E // H).permute(2, 0, 3, 1, 4)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=attn.dropout if attn.training else 0.0)
+        # nn.MultiheadAttention's layout, (T, B, E): dropout1 draws its mask in memory order
+        o = attn.out_proj(o.permute(2, 0, 1, 3).reshape(T * B, E)).view(T, B, E).transpose(0, 1)
+        x = x + layer.dropout1(o)
+        x = x + layer.dropout2(layer.linear2(layer.dropout(F.gelu(layer.linear1(layer.norm2(x))))))
+    return encoder.norm(x) if encoder.norm is not None else x
+
+
 class StreamEncoder(nn.Module):
     """The unimodal recipe for one stream: frames (B, L, D_in) -> sequence (B, max_len, d).
 
     ``stretch``: passed to :func:`downsample`; set by an encoder that pairs this stream with others.
+    ``fast``: train through :func:`encoder_forward` (the model's ``speedups``); evaluation keeps torch's own
+    fused inference path.
     """
+
+    fast: bool = True
 
     def __init__(self, cfg: EncoderConfig, d_in: int, stretch: bool = False):
         super().__init__()
@@ -129,7 +155,11 @@ class StreamEncoder(nn.Module):
         if self.transformer is not None:
             # keep step 0 visible even in an empty sample: an all-masked attention row is NaN on some
             # torch versions and kernels (its output is zeroed below anyway)
-            h = self.transformer(h, src_key_padding_mask=_padding(lengths.clamp(min=1), h.shape[1]))
+            padding = _padding(lengths.clamp(min=1), h.shape[1])
+            if self.training and self.fast:
+                h = encoder_forward(self.transformer, h, padding)
+            else:
+                h = self.transformer(h, src_key_padding_mask=padding)
         h = h.masked_fill(_padding(lengths, h.shape[1])[..., None], 0.0)  # (B, T, d)
         return h, lengths
 

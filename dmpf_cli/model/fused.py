@@ -46,6 +46,27 @@ def layer_norm(ln: nn.LayerNorm, h: Tensor) -> Tensor:
     return F.layer_norm(h, ln.normalized_shape, ln.weight.to(h.dtype), ln.bias.to(h.dtype), ln.eps)
 
 
+def _qkv(block: nn.Module, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """q, k, v of ``h`` (B, L, D) in the block's attention: 3 × (B, L, H, hd)."""
+    B, L, D = h.shape
+    H = block.attn.num_heads
+    return block.attn.c_attn(layer_norm(block.ln_1, h)).view(B, L, 3, H, D // H).unbind(2)
+
+
+def _scale(attn: nn.Module, head_dim: int) -> float:
+    scale = 1.0 / math.sqrt(head_dim) if attn.scale_attn_weights else 1.0
+    if attn.scale_attn_by_inverse_layer_idx:
+        scale /= float(attn.layer_idx + 1)
+    return scale
+
+
+def _finish(block: nn.Module, h: Tensor, y: Tensor) -> Tensor:
+    """The rest of the block after attention: output projection and residual, then the MLP and residual."""
+    B, L, D = h.shape
+    h = h + block.attn.resid_dropout(block.attn.c_proj(y.reshape(B, L, D)))
+    return h + block.mlp(layer_norm(block.ln_2, h))  # GPT2MLP ends in its own (residual) dropout
+
+
 def block_forward(block: nn.Module, h: Tensor, mask: PreparedMask) -> Tensor:
     """One GPT-2 block (pre-LN) with our attention: h (B, L, D) → (B, L, D), in h's dtype (the fp32 stream).
 
@@ -55,18 +76,41 @@ def block_forward(block: nn.Module, h: Tensor, mask: PreparedMask) -> Tensor:
     ``attn_dropout``'s probability on the attention weights.
     """
     attn = block.attn
-    B, L, D = h.shape
-    H = attn.num_heads
-    hd = D // H
-    qkv = attn.c_attn(layer_norm(block.ln_1, h)).view(B, L, 3, H, hd)  # (B, L, 3, H, hd)
-    q, k, v = qkv.unbind(2)  # 3 × (B, L, H, hd)
-    scale = 1.0 / math.sqrt(hd) if attn.scale_attn_weights else 1.0
-    if attn.scale_attn_by_inverse_layer_idx:
-        scale /= float(attn.layer_idx + 1)
+    q, k, v = _qkv(block, h)  # 3 × (B, L, H, hd)
     p_attn = attn.attn_dropout.p if attn.training else 0.0
-    y = attend(q, k, v, mask, scale, p_attn)  # (B, L, H, hd)
-    h = h + attn.resid_dropout(attn.c_proj(y.reshape(B, L, D)))
-    return h + block.mlp(layer_norm(block.ln_2, h))  # GPT2MLP ends in its own (residual) dropout
+    y = attend(q, k, v, mask, _scale(attn, q.shape[-1]), p_attn)  # (B, L, H, hd)
+    return _finish(block, h, y)
+
+
+def split_block_forward(block: nn.Module, text: Tensor, tokens: Tensor, mask: PreparedMask) -> tuple[Tensor, Tensor]:
+    """:func:`block_forward` on ``[text | tokens]``, with the text rows computed without autograd.
+
+    Text sees only text (every mask preset, :class:`~dmpf_cli.model.mask.MaskPreset`), so the text rows of a
+    block depend on the text rows before it alone; before the first MM block nothing trainable has touched
+    them, and no gradient needs to flow through them. The fusion tokens' rows read the text rows' keys and
+    values, computed once in the text pass. Only for a block without dropout (what draws random numbers
+    would draw them in another order) and a boolean mask (sdpa, eager). text (B, T, D), tokens (B, n, D).
+    """
+    attn = block.attn
+    T = text.shape[1]
+    with torch.no_grad():
+        qt, kt, vt = _qkv(block, text)
+        scale = _scale(attn, qt.shape[-1])
+        text = _finish(block, text, attend(qt, kt, vt, PreparedMask(mask.backend, mask.value[:, :, :T, :T]), scale))
+    q, k, v = _qkv(block, tokens)
+    y = attend(q, torch.cat([kt, k], dim=1), torch.cat([vt, v], dim=1),
+               PreparedMask(mask.backend, mask.value[:, :, T:, :]), scale)
+    return text, _finish(block, tokens, y)
+
+
+def fuse_gelu(gpt2: nn.Module) -> None:
+    """GPT-2's tanh-approximated GELU (``gelu_new``) as one fused kernel (``nn.GELU(approximate="tanh")``) in every
+    block, instead of transformers' ``NewGELUActivation``, which writes the same formula as seven elementwise
+    operations, each a pass over the (B, L, 4D) activations forward and backward. The formula is the same; the
+    results agree to float32 rounding (design.md §6). Other activations are left as they are."""
+    for block in gpt2.h:
+        if type(block.mlp.act).__name__ == "NewGELUActivation":
+            block.mlp.act = nn.GELU(approximate="tanh")
 
 
 def set_dropout(gpt2: nn.Module, p: float) -> None:
@@ -86,7 +130,10 @@ class FusedGPT2(nn.Module):
     absent = 0. ``encoder_dims``: the width of the encoder each present group reads. ``dropout``: the MM
     blocks'. ``lm_dropout``: GPT-2's own dropouts in training (:func:`set_dropout`; the caller puts the
     backbone in training mode). ``text_softperm``: (fraction, std) of SoftPerm on the text embeddings in
-    training, or None.
+    training, or None. ``speedups``: GPT-2's GELU as one fused kernel (:func:`fuse_gelu`), in the LM's blocks and
+    so in the MM blocks' FFNs copied from them, and the text rows before the first MM block without autograd
+    (:func:`split_block_forward`); False keeps transformers' GELU and one pass over every row
+    (``dmpf bench --before``).
     """
 
     def __init__(
@@ -102,8 +149,12 @@ class FusedGPT2(nn.Module):
         *,
         lm_dropout: float = 0.0,
         text_softperm: tuple[float, float] | None = None,
+        speedups: bool = True,
     ):
         super().__init__()
+        self.speedups = speedups
+        if speedups:
+            fuse_gelu(gpt2)  # before the MM blocks copy the blocks' MLPs
         self.gpt2 = gpt2
         self.lm_dropout = lm_dropout
         set_dropout(gpt2, lm_dropout)
@@ -208,9 +259,20 @@ class FusedGPT2(nn.Module):
             keys = keys[:, None, :].expand(B, self.counts[g], -1)  # (B, n_g, Lm)
             cross[g] = (seq, prepare_mask(keys, backend, attn_dtype))
 
+        # Up to the first MM block the text rows depend on nothing that trains: they run without autograd
+        # (split_block_forward), and the backward pass covers the fusion tokens' rows alone (design.md §6)
+        first_mm = min(map(int, self.mm)) if len(self.mm) else -1
+        split = (self.speedups and first_mm >= 0 and torch.is_grad_enabled() and fusion.backend in ("sdpa", "eager")
+                 and not (gpt2.training and self.lm_dropout > 0)
+                 and not any(p.requires_grad for m in (gpt2.wte, gpt2.wpe, *gpt2.h[:first_mm + 1])
+                             for p in m.parameters()))
         hidden = []
         for i, block in enumerate(gpt2.h):
-            h = block_forward(block, h, fusion)
+            if split and i <= first_mm:
+                text, tokens = split_block_forward(block, h[:, :T], h[:, T:], fusion)
+                h = torch.cat([text, tokens], dim=1)
+            else:
+                h = block_forward(block, h, fusion)
             if str(i) in self.mm:
                 h = self.mm[str(i)](h, spans, cross)
             if return_hidden:

@@ -3,10 +3,11 @@
 Each row times the whole step — encoders, fused frozen GPT-2 with MM blocks, heads, loss, backward,
 AdamW — on a batch in the config's shapes, after warm-up (compilation included there, not in the
 timing), then the evaluation forward pass alone on the same batch. The first row is always the reference
-recipe (fp32, eager attention, no compile), so every other row is a speed-up measured in the same run. FLOPs
-per step come from torch's FLOP counter on the reference row; the matmul peak is measured here, on this
-device, in each precision. Beside the rows: the training data loader's samples/s, and the scoring of the
-validation split as ``dmpf eval`` and ``dmpf predict`` score (loader, model, gathering).
+recipe (fp32, eager attention, no compile), so every other row is a speed-up measured in the same run; with
+``before``, each uncompiled row is preceded by its twin on the plain kernels and code paths the speed-ups replace
+(design.md §6), timed in alternating rounds with it, and the first row is the reference's twin. FLOPs per step come from torch's FLOP counter on the reference row; the matmul peak is
+measured here, on this device, in each precision. Beside the rows: the training data loader's samples/s, and
+the scoring of the validation split as ``dmpf eval`` and ``dmpf predict`` score (loader, model, gathering).
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ class Setup:
     backend: str
     precision: str
     compile: str
+    speedups: bool = True  # False: the plain kernels the speed-ups replace (design.md §6)
 
     @property
     def label(self) -> str:
-        return f"{self.precision} {self.backend} {self.compile}"
+        return f"{self.precision} {self.backend} {self.compile}" + ("" if self.speedups else " (before)")
 
 
 def padded_lengths(cfg: ExperimentConfig) -> tuple[int, ...]:
@@ -84,8 +86,9 @@ def _sync(device: str) -> None:
 
 
 def setups(device: str, backends: list[str] | None, precisions: list[str] | None,
-           compiles: list[str] | None) -> tuple[list[Setup], list[str]]:
-    """The rows to run (reference first) and notes on what is unavailable here."""
+           compiles: list[str] | None, before: bool = False) -> tuple[list[Setup], list[str]]:
+    """The rows to run (reference first; with ``before``, each uncompiled row preceded by its twin on the plain
+    kernels) and notes on what is unavailable here."""
     from ..model.attention import xformers_problem
 
     notes = []
@@ -101,65 +104,93 @@ def setups(device: str, backends: list[str] | None, precisions: list[str] | None
     reference = Setup("eager", "fp32", "off")
     rows = [reference] + [Setup(b, p, c) for p in precisions for c in compiles for b in backends
                           if Setup(b, p, c) != reference]
+    if before:
+        rows = [twin for row in rows for twin in
+                ((Setup(row.backend, row.precision, row.compile, speedups=False), row) if row.compile == "off" else (row,))]
     return rows, notes
 
 
-def run_setup(cfg: ExperimentConfig, setup: Setup, batch: dict, device: str, steps: int, warmup: int,
-              dims: tuple[int, int], count_flops: bool = False) -> dict[str, Any]:
-    """Build the model for one row and time ``steps`` full training steps after ``warmup``."""
-    from ..model.dmpf import build_model
-    from ..model.losses import dmpf_loss
-    from .runtime import compiled
-    from .schedule import build_optimizer
+class Runner:
+    """One row's model, optimizer and batch, built and ready to take full training steps."""
 
+    def __init__(self, cfg: ExperimentConfig, setup: Setup, batch: dict, device: str, dims: tuple[int, ...]):
+        from ..model.dmpf import build_model
+        from .runtime import compiled
+        from .schedule import build_optimizer
+
+        self.cfg, self.setup, self.batch, self.device = cfg, setup, batch, device
+        self.model, _ = build_model(cfg, dims=dims, device=device, precision=setup.precision,
+                                    speedups=setup.speedups)
+        self.model.train()
+        self.model.attention = setup.backend
+        self.net = compiled(self.model, setup.compile, device)
+        self.optimizer = build_optimizer(self.model, cfg, fused=setup.speedups)
+        self.autocast = (torch.autocast(device, dtype=torch.bfloat16) if setup.precision == "bf16"
+                         else contextlib.nullcontext())
+        self.times: list[float] = []
+        self.loss = float("nan")
+
+    def step(self) -> torch.Tensor:
+        from ..model.losses import dmpf_loss
+
+        with self.autocast:
+            out = self.net(self.batch)
+        loss, _ = dmpf_loss(out.score.float(), {k: v.float() for k, v in out.aux.items()}, self.batch["labels"],
+                            self.cfg.loss, None, self.batch["weight"], clm=out.clm)
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    def timed(self, n: int) -> None:
+        for _ in range(n):
+            start = time.perf_counter()
+            loss = self.step()
+            _sync(self.device)
+            self.times.append(time.perf_counter() - start)
+        self.loss = float(loss)
+
+    def result(self, steps: int, warmup: int, flops: float | None) -> dict[str, Any]:
+        median = sorted(self.times)[len(self.times) // 2]
+        peak = torch.cuda.max_memory_allocated() / 2**30 if self.device == "cuda" else None
+        return {"setup": self.setup.__dict__, "label": self.setup.label, "ms_per_step": median * 1e3,
+                "samples_per_s": len(self.batch["labels"]) / median, "peak_memory_gib": peak,
+                "flops_per_step": flops, "loss": self.loss,
+                "eval_samples_per_s": eval_throughput(self.net, self.model, self.batch, self.autocast, self.device,
+                                                      steps, warmup if self.setup.compile == "off" else max(warmup, 2))}
+
+
+def run_setup(cfg: ExperimentConfig, setup: Setup, batch: dict, device: str, steps: int, warmup: int,
+              dims: tuple[int, ...], count_flops: bool = False, twin: Setup | None = None) -> list[dict[str, Any]]:
+    """Build the model for one row and time ``steps`` full training steps after ``warmup``.
+
+    ``twin``: a second setup timed in the same stretch of time, in alternating rounds of steps, so that a
+    machine's drift between rows (a tenth on a shared CPU) does not pass for a speed-up; its row comes first."""
     # every row compiles the same DMPF.forward: without a reset, rows past dynamo's recompile limit (8)
     # would silently run uncompiled, and earlier rows' CUDA graphs would count in this row's peak memory
     torch._dynamo.reset()
     gc.collect()
     if device == "cuda":
         torch.cuda.empty_cache()
-    model, _ = build_model(cfg, dims=dims, device=device, precision=setup.precision)
-    model.train()
-    model.attention = setup.backend
-    bf16 = setup.precision == "bf16"
-    net = compiled(model, setup.compile, device)
-    optimizer = build_optimizer(model, cfg)
-    autocast = torch.autocast(device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-
-    def step() -> torch.Tensor:
-        with autocast:
-            out = net(batch)
-        loss, _ = dmpf_loss(out.score.float(), {k: v.float() for k, v in out.aux.items()}, batch["labels"],
-                            cfg.loss, None, batch["weight"], clm=out.clm)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return loss.detach()
-
+    runners = [Runner(cfg, s, batch, device, dims) for s in ([twin] if twin else []) + [setup]]
     flops = None
     if count_flops:
         from torch.utils.flop_counter import FlopCounterMode
 
         with FlopCounterMode(display=False) as counter:
-            step()
+            runners[0].step()
         flops = counter.get_total_flops()
-    for _ in range(max(warmup, 2) if setup.compile != "off" else warmup):  # never time the compiler
-        step()
+    for runner in runners:
+        for _ in range(max(warmup, 2) if setup.compile != "off" else warmup):  # never time the compiler
+            runner.step()
     _sync(device)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        loss = step()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    median = sorted(times)[len(times) // 2]
-    peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
-    return {"setup": setup.__dict__, "label": setup.label, "ms_per_step": median * 1e3,
-            "samples_per_s": len(batch["labels"]) / median, "peak_memory_gib": peak, "flops_per_step": flops,
-            "loss": float(loss), "eval_samples_per_s": eval_throughput(net, model, batch, autocast, device, steps,
-                                                                       warmup if setup.compile == "off" else max(warmup, 2))}
+    rounds = 5 if twin and steps >= 5 else 1
+    for r in range(rounds):
+        for runner in runners:
+            runner.timed(steps // rounds + (1 if r < steps % rounds else 0))
+    return [runner.result(steps, warmup, flops) for runner in runners]
 
 
 def eval_throughput(net, model, batch: dict, autocast, device: str, steps: int, warmup: int) -> float:
@@ -227,7 +258,7 @@ def scoring_throughput(cfg: ExperimentConfig, prepared: Prepared, batch_size: in
 
 def bench(cfg: ExperimentConfig, *, batch_size: int | None, steps: int, warmup: int, backends: list[str] | None,
           precisions: list[str] | None, compiles: list[str] | None, progress: Progress | None = None,
-          console=None) -> dict[str, Any]:
+          console=None, before: bool = False) -> dict[str, Any]:
     from ..model.backbones import backbone_shapes
     from ..model.dmpf import resolve_device
     from .pretrain_lm import ensure_backbone
@@ -239,24 +270,32 @@ def bench(cfg: ExperimentConfig, *, batch_size: int | None, steps: int, warmup: 
     arch = backbone_shapes(cfg.backbone)
     batch = make_batch(cfg, batch_size, dims, arch.vocab_size, device)
     lengths = padded_lengths(cfg)
-    rows, notes = setups(device, backends, precisions, compiles)
+    rows, notes = setups(device, backends, precisions, compiles, before)
     peaks = {p: matmul_peak(device, torch.float32 if p == "fp32" else torch.bfloat16)
              for p in sorted({r.precision for r in rows})}
     results = []
     flops = None
-    tracked = (progress or Progress(None)).track(rows, "benchmarking", unit="setups", label=lambda s: s.label)
-    for i, setup in enumerate(tracked):
+    # a row on the plain kernels is timed together with the row after it, its twin on the fast ones
+    groups = [rows[i:i + 2] if not rows[i].speedups else rows[i:i + 1]
+              for i in range(len(rows)) if i == 0 or rows[i - 1].speedups]
+    tracked = (progress or Progress(None)).track(groups, "benchmarking", unit="setups",
+                                                 label=lambda g: g[-1].label)
+    for i, group in enumerate(tracked):
         try:
-            row = run_setup(cfg, setup, batch, device, steps, warmup, dims, count_flops=i == 0)
+            timed = run_setup(cfg, group[-1], batch, device, steps, warmup, dims, count_flops=i == 0,
+                              twin=group[0] if len(group) == 2 else None)
         except Exception as exc:  # a row that cannot run here is reported, the others still run
-            results.append({"setup": setup.__dict__, "label": setup.label,
-                            "error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"})
+            results += [{"setup": setup.__dict__, "label": setup.label,
+                         "error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"} for setup in group]
             continue
-        flops = flops or row["flops_per_step"]
-        seconds = row["ms_per_step"] / 1e3
-        row["tflops"] = flops / seconds / 1e12 if flops else None
-        row["fraction_of_peak"] = row["tflops"] / peaks[setup.precision] if flops else None
-        results.append(row)
+        for row in timed:
+            flops = flops or row["flops_per_step"]
+            seconds = row["ms_per_step"] / 1e3
+            row["tflops"] = flops / seconds / 1e12 if flops else None
+            row["fraction_of_peak"] = row["tflops"] / peaks[row["setup"]["precision"]] if flops else None
+        if len(timed) == 2:
+            timed[1]["speedup_over_plain"] = timed[0]["ms_per_step"] / timed[1]["ms_per_step"]
+        results += timed
     reference = results[0].get("ms_per_step")
     for row in results:
         if "ms_per_step" in row and reference:

@@ -25,8 +25,13 @@ def decays(name: str, param: nn.Parameter, rule: str) -> bool:
     return param.ndim >= 2 and not any(tag in name for tag in NO_DECAY_NAMES)
 
 
-def build_optimizer(model: nn.Module, cfg: ExperimentConfig) -> torch.optim.AdamW:
-    """AdamW with four groups: {LM side, encoders} × {decay, no decay}."""
+def build_optimizer(model: nn.Module, cfg: ExperimentConfig, *, fused: bool = True) -> torch.optim.AdamW:
+    """AdamW with four groups: {LM side, encoders} × {decay, no decay}.
+
+    ``fused``: torch's fused AdamW kernel, one call per step over every parameter, on CPU as on CUDA — torch's
+    default on CPU is a Python loop of ~10 operations per parameter tensor (a few hundred tensors: a tenth of
+    the embedded default's step). Its updates agree with the loop's to float32 rounding (design.md §6); False
+    only to measure it (``dmpf bench --before``)."""
     groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -38,7 +43,7 @@ def build_optimizer(model: nn.Module, cfg: ExperimentConfig) -> torch.optim.Adam
     return torch.optim.AdamW(
         [{"params": ps, "lr": lr[side], "weight_decay": o.weight_decay if decay else 0.0, "name": f"{side}/{'decay' if decay else 'no_decay'}"}
          for (side, decay), ps in sorted(groups.items())],
-        betas=tuple(o.betas), eps=o.eps,
+        betas=tuple(o.betas), eps=o.eps, fused=fused or None,
     )
 
 

@@ -219,9 +219,8 @@ class Trainer:
 
     def optimizer_step(self, micro_batches: int) -> torch.Tensor:
         """Step with the gradients of ``micro_batches`` accumulated micro-batches; returns the grad norm."""
-        params = [p for p in self.model.parameters() if p.requires_grad]
         if micro_batches != self.cfg.training.grad_accum:  # a short last group: still an average
-            for p in params:
+            for p in (p for group in self.optimizer.param_groups for p in group["params"]):
                 if p.grad is not None:
                     p.grad.mul_(self.cfg.training.grad_accum / micro_batches)
         norm = clip_gradients(self.optimizer, self.cfg)
