@@ -148,3 +148,39 @@ def test_the_demo_backbone_is_built_once_on_first_use(tmp_path, monkeypatch):
     monkeypatch.setitem(DEMO_SIZES, "small", lambda: replace(DEMO_SIZES["tiny"](), steps=60))  # the recipe changed
     assert ensure_demo_lm() == built and (built / "model.safetensors").stat().st_mtime_ns != stamp
     assert json.loads((built / "dmpf.json").read_text())["fingerprint"] != first
+
+
+def test_the_shipped_demo_lm_is_the_current_recipes_and_is_installed_instead_of_pretraining(tmp_path, monkeypatch):
+    """dmpf ships gpt2-demo (package data): a first `dmpf train` installs it in seconds rather than pretraining for
+    minutes. It must be what the current recipe builds (a recipe change without rebuilding it fails here), and it is
+    installed whole, as an ordinary LM directory the loader reads."""
+    from dmpf_cli.recipes import pretrain_lm
+
+    recipe = DEMO_SIZES["small"]()
+    shipped = pretrain_lm.shipped_lm("small", recipe)
+    assert shipped is not None, "dmpf_cli/assets/gpt2-demo was built by another recipe: rebuild it (see SHIPPED)"
+    assert pretrain_lm.shipped_lm("small", replace(recipe, steps=recipe.steps + 1)) is None
+    monkeypatch.setenv("DMPF_MODEL_DIR", str(tmp_path / "models"))
+    monkeypatch.setattr(pretrain_lm, "pretrain", lambda *a, **k: pytest.fail("pretrained instead of installing"))
+    lines = []
+    built = pretrain_lm.ensure_demo_lm(console=type("C", (), {"print": lambda self, s: lines.append(s)})())
+    assert built == demo_lm_dir() and "installed the one dmpf ships" in lines[0]
+    for name in pretrain_lm.SHIPPED_FILES:
+        assert (built / name).read_bytes() == (shipped / name).read_bytes(), name
+    assert not list(built.parent.glob(".*partial*"))
+    lm = load_backbone(BackboneConfig(name="gpt2-demo"))
+    arch = backbone_shapes(BackboneConfig(name="gpt2-demo"))
+    assert (lm.model.config.n_layer, lm.model.config.n_embd) == (arch.n_layer, arch.n_embd)
+    stamp = (built / "model.safetensors").stat().st_mtime_ns
+    assert pretrain_lm.ensure_demo_lm() == built and (built / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.slow
+def test_a_recipe_the_shipped_lm_was_not_built_by_is_pretrained(tmp_path, monkeypatch):
+    from dmpf_cli.recipes import pretrain_lm
+
+    monkeypatch.setenv("DMPF_MODEL_DIR", str(tmp_path / "models"))
+    monkeypatch.setitem(DEMO_SIZES, "small", lambda: replace(DEMO_SIZES["tiny"](), n_layer=4))  # seconds to build
+    built = pretrain_lm.ensure_demo_lm()
+    manifest = json.loads((built / "dmpf.json").read_text())
+    assert manifest["recipe"]["steps"] == DEMO_SIZES["tiny"]().steps  # pretrained here, not the shipped one

@@ -33,7 +33,7 @@ def pretrain_lm_command(
     heads: Annotated[Optional[int], typer.Option("--heads", min=1, help="Attention heads.")] = None,
     vocab_size: Annotated[Optional[int], typer.Option("--vocab-size", min=260, help="BPE vocabulary size.")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Optimizer steps.")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a language model at --output.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a language model at --output (the demo LM: pretrain it here rather than install the one dmpf ships).")] = False,
     threads: ThreadsOpt = None,
     format: FormatOpt = OutputFormat.text,
 ) -> None:

@@ -272,6 +272,43 @@ def build(recipe: LMRecipe, output: Path, *, corpus: Path | None = None, texts: 
     return manifest
 
 
+# The demo LM dmpf ships (package data): gpt2-demo as `dmpf pretrain-lm` builds it on the 2-core reference machine
+# (python scripts/ship_demo_lm.py rebuilds it). Installed into the model directory instead of pretraining, when it was
+# built by the current recipe; a test keeps the two in step.
+SHIPPED = {"small": Path(__file__).resolve().parent.parent / "assets" / "gpt2-demo"}
+SHIPPED_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+                 "tokenizer_config.json", MANIFEST)
+
+
+def shipped_lm(size: str, recipe: LMRecipe) -> Path | None:
+    """The directory of the demo LM dmpf ships for ``size``, if ``recipe`` on generated reviews built it."""
+    from ..data.corpus import GENERATOR
+
+    directory = SHIPPED.get(size)
+    manifest = read_lm_manifest(directory) if directory is not None else None
+    if manifest is None or manifest.get("fingerprint") != recipe.fingerprint(GENERATOR):
+        return None
+    return directory if all((directory / name).is_file() for name in SHIPPED_FILES) else None
+
+
+def install_shipped(source: Path, output: Path) -> dict[str, Any]:
+    """Copy the shipped LM in ``source`` to ``output``, atomically (as :func:`save` writes); returns its manifest."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.parent / f".{output.name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        partial.mkdir()
+        for name in SHIPPED_FILES[:-1]:
+            shutil.copyfile(source / name, partial / name)
+        atomic_write_text(partial / MANIFEST, (source / MANIFEST).read_text(encoding="utf-8"))  # last: complete
+        follow_umask(partial)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    move_into_place(partial, output)
+    return read_lm_manifest(output) or {}
+
+
 def ensure_demo_lm(console=None, size: str = "small") -> Path:
     """The demo backbone's directory, built first (once, with a progress bar) if it is missing or was built by
     another recipe."""
@@ -341,6 +378,14 @@ def make_lm(*, size: str = "small", corpus: Path | None = None, output: Path | N
         existing, fresh = current()
         if fresh:
             return output, existing, True
+        if default_demo and not overwrite and (source := shipped_lm(size, recipe)) is not None:
+            manifest = install_shipped(source, output)
+            if console is not None:
+                console.print(f"demo language model: installed the one dmpf ships in {output} (built by "
+                              f"`dmpf pretrain-lm`, recipe {manifest['fingerprint']}; held-out LM loss "
+                              f"{manifest['heldout_lm_loss']:.3f} nats/token against "
+                              f"{manifest['heldout_unigram_loss']:.3f} for unigram frequencies)")
+            return output, manifest, True
         return _make_lm(recipe, output, corpus, existing, overwrite=overwrite, default_demo=default_demo,
                         console=console)
 
