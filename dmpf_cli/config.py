@@ -267,7 +267,7 @@ class ExperimentConfig(Strict):
     """A whole experiment. The field defaults are the embedded default (configs/default.yaml)."""
 
     name: Slug = Field("default", description="names the run directory (runs/NAME-DATE-TIME)")
-    description: str = "Generated synthetic dataset and a small GPT-2 that dmpf pretrains itself (the demo)"
+    description: str = "Generated synthetic dataset and a small GPT-2 that dmpf pretrained itself (the demo)"
     data: DataConfig = DataConfig()
     encoders: EncodersConfig = EncodersConfig()
     backbone: BackboneConfig = BackboneConfig()

@@ -63,7 +63,7 @@ def train_command(
     if resume is None and dataset is None and config is None and cfg.data.dataset == "synthetic":
         from ..model.backbones import backbone_shapes
 
-        lm = ("a small GPT-2 that dmpf pretrains itself on generated reviews (language modelling only)"
+        lm = ("a small GPT-2 that dmpf pretrained itself on generated reviews (language modelling only)"
               if backbone_shapes(cfg.backbone).built_by_dmpf else f"the {cfg.backbone.name} backbone")
         console.print(f"[yellow]embedded default[/yellow]: a generated synthetic dataset and {lm} — a "
                       "demonstration of the method, not the paper's numbers")
