@@ -171,6 +171,7 @@ class FusedGPT2(nn.Module):
         self.mm = nn.ModuleDict({
             str(layer): MMBlock(gpt2.h[layer], D, self.n_head, present, gate, dropout, ffn_over) for layer in sorted(mm_layers)
         }) if present else nn.ModuleDict()
+        self.first_mm = min(map(int, self.mm)) if len(self.mm) else -1  # the first block an MM block follows
 
     def layout(self, text_len: int) -> FusionMask:
         """The fusion mask at this text length, without padding (one per length: it keeps its structure)."""
@@ -261,7 +262,7 @@ class FusedGPT2(nn.Module):
 
         # Up to the first MM block the text rows depend on nothing that trains: they run without autograd
         # (split_block_forward), and the backward pass covers the fusion tokens' rows alone (design.md §6)
-        first_mm = min(map(int, self.mm)) if len(self.mm) else -1
+        first_mm = self.first_mm
         split = (self.speedups and first_mm >= 0 and torch.is_grad_enabled() and fusion.backend in ("sdpa", "eager")
                  and not (gpt2.training and self.lm_dropout > 0)
                  and not any(p.requires_grad for m in (gpt2.wte, gpt2.wpe, *gpt2.h[:first_mm + 1])

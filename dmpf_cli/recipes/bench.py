@@ -4,10 +4,11 @@ Each row times the whole step — encoders, fused frozen GPT-2 with MM blocks, h
 AdamW — on a batch in the config's shapes, after warm-up (compilation included there, not in the
 timing), then the evaluation forward pass alone on the same batch. The first row is always the reference
 recipe (fp32, eager attention, no compile), so every other row is a speed-up measured in the same run; with
-``before``, each uncompiled row is preceded by its twin on the plain kernels and code paths the speed-ups replace
-(design.md §6), timed in alternating rounds with it, and the first row is the reference's twin. FLOPs per step come from torch's FLOP counter on the reference row; the matmul peak is
-measured here, on this device, in each precision. Beside the rows: the training data loader's samples/s, and
-the scoring of the validation split as ``dmpf eval`` and ``dmpf predict`` score (loader, model, gathering).
+``before``, each uncompiled row is preceded by its twin on the plain kernels and code paths the speed-ups
+replace (design.md §6), timed in alternating rounds with it, and the first row is the reference's twin. FLOPs
+per step come from torch's FLOP counter on the reference row; the matmul peak is measured here, on this
+device, in each precision. Beside the rows: the training data loader's samples/s, and the scoring of the
+validation split as ``dmpf eval`` and ``dmpf predict`` score (loader, model, gathering).
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ the directory's ``dmpf.json`` with the held-out LM loss and the unigram baseline
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -22,7 +23,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -222,25 +223,32 @@ def read_corpus(path: Path) -> list[str]:
     return texts
 
 
-def save(model, tokenizer, output: Path, manifest: dict[str, Any]) -> None:
-    """Write an ordinary Hugging Face GPT-2 directory plus ``dmpf.json``, atomically: a hidden sibling is filled
-    and renamed into place, so an interrupted build never leaves a directory that looks finished."""
+@contextlib.contextmanager
+def _filled_in_place(output: Path) -> Iterator[Path]:
+    """A hidden sibling of ``output`` to fill; when the block ends it is renamed into place (so an interrupted write
+    never leaves a directory that looks finished), and removed if the block fails."""
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.parent / f".{output.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
-    from ..model.backbone_files import offline_and_quiet
-
     try:
-        with offline_and_quiet():  # no progress bars or load reports from transformers
-            model.save_pretrained(partial)
-            tokenizer.save_pretrained(partial)
+        yield partial
         follow_umask(partial)  # model.safetensors is written 0600 (safetensors' save_file)
-        atomic_write_text(partial / MANIFEST, json.dumps(manifest, indent=1))  # last: a directory with it is complete
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     move_into_place(partial, output)
+
+
+def save(model, tokenizer, output: Path, manifest: dict[str, Any]) -> None:
+    """Write an ordinary Hugging Face GPT-2 directory plus ``dmpf.json``, atomically (:func:`_filled_in_place`)."""
+    from ..model.backbone_files import offline_and_quiet
+
+    with _filled_in_place(output) as partial:
+        with offline_and_quiet():  # no progress bars or load reports from transformers
+            model.save_pretrained(partial)
+            tokenizer.save_pretrained(partial)
+        atomic_write_text(partial / MANIFEST, json.dumps(manifest, indent=1))  # last: a directory with it is complete
 
 
 def read_lm_manifest(directory: Path) -> dict[str, Any] | None:
@@ -272,9 +280,9 @@ def build(recipe: LMRecipe, output: Path, *, corpus: Path | None = None, texts: 
     return manifest
 
 
-# The demo LM dmpf ships (package data): gpt2-demo as `dmpf pretrain-lm` builds it on the 2-core reference machine
-# (python scripts/ship_demo_lm.py rebuilds it). Installed into the model directory instead of pretraining, when it was
-# built by the current recipe; a test keeps the two in step.
+# The demo LM dmpf ships (package data): gpt2-demo as `dmpf pretrain-lm` builds it on 2 CPU threads (rebuild it with
+# `dmpf pretrain-lm --output dmpf_cli/assets/gpt2-demo --overwrite --threads 2`). Installed into the model directory
+# instead of pretraining when the current recipe built it; a test keeps the two in step.
 SHIPPED = {"small": Path(__file__).resolve().parent.parent / "assets" / "gpt2-demo"}
 SHIPPED_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
                  "tokenizer_config.json", MANIFEST)
@@ -292,20 +300,12 @@ def shipped_lm(size: str, recipe: LMRecipe) -> Path | None:
 
 
 def install_shipped(source: Path, output: Path) -> dict[str, Any]:
-    """Copy the shipped LM in ``source`` to ``output``, atomically (as :func:`save` writes); returns its manifest."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.parent / f".{output.name}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
+    """Copy the shipped LM in ``source`` to ``output``, atomically (:func:`_filled_in_place`); returns its manifest."""
+    with _filled_in_place(output) as partial:
         partial.mkdir()
         for name in SHIPPED_FILES[:-1]:
             shutil.copyfile(source / name, partial / name)
         atomic_write_text(partial / MANIFEST, (source / MANIFEST).read_text(encoding="utf-8"))  # last: complete
-        follow_umask(partial)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    move_into_place(partial, output)
     return read_lm_manifest(output) or {}
 
 
