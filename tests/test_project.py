@@ -45,14 +45,17 @@ ROOMS = ("store", "recipes", "experiments")
 
 
 def _layer(module: str) -> tuple[int, str]:
-    """(layer, group) of a dmpf_cli module: base 0, library 1 (model, data), the rooms 2-4, CLI 5."""
+    """(layer, group) of a dmpf_cli module: base 0, library 1 (model, data), the rooms 2-4, the public Python API 5
+    (``api``, and the package that exports it), CLI 6."""
     top = module.split(".")[0]
     if top in ("model", "data"):
         return 1, top
     if top in ROOMS:
         return 2 + ROOMS.index(top), top
+    if top in ("api", "__init__"):
+        return 2 + len(ROOMS), "api"
     if top == "cli" or top == "__main__":
-        return 2 + len(ROOMS), "cli"
+        return 3 + len(ROOMS), "cli"
     return 0, "base"  # streams, config, registry, errors, fileio, metrics, yamlio, progress, __version__
 
 
@@ -75,7 +78,7 @@ def _imports(path) -> set[str]:
 
 
 def test_dependencies_point_one_way():
-    """cli → experiments → recipes → store → model, data → base modules (streams, config, registry, metrics, …);
+    """cli → api → experiments → recipes → store → model, data → base modules (streams, config, registry, metrics, …);
     model and data never import each other, and nothing imports upward (config knows the schema only: the checks
     against the registry and the backbone catalogue are recipes.preflight's)."""
     wrong = []
