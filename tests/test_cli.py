@@ -60,7 +60,7 @@ def test_help_groups_the_verbs_by_what_users_do(invoke):
             current[1].append(verb.group(1))
     assert panels[1:] == [
         ("Data", ["prepare"]),
-        ("Train and evaluate", ["train", "eval", "predict"]),
+        ("Train and evaluate", ["train", "eval", "predict", "export"]),
         ("Pretrain", ["pretrain-lm", "pretrain-encoders"]),
         ("Experiments", ["grid", "sweep", "report", "bench"]),
         ("Inspect and configure", ["inspect-model", "inspect-mask", "plugins", "config"]),

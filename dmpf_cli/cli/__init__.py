@@ -34,7 +34,7 @@ from typer.core import TyperGroup
 
 from .. import __version__
 from ..errors import DmpfError
-from . import bench, config, curriculum, data, evaluate, grid, inspect, plugins, pretrain, report, sweep, train
+from . import bench, config, curriculum, data, evaluate, grid, inspect, plugins, pretrain, report, share, sweep, train
 
 
 class OneLineErrors(TyperGroup):
@@ -113,7 +113,7 @@ def _root(
 VERBS: dict[str, dict[str, Any]] = {
     "Data": {"prepare": data.prepare},
     "Train and evaluate": {"train": train.train_command, "eval": evaluate.eval_command,
-                           "predict": evaluate.predict_command},
+                           "predict": evaluate.predict_command, "export": share.export_command},
     "Pretrain": {"pretrain-lm": pretrain.pretrain_lm_command,
                  "pretrain-encoders": curriculum.pretrain_encoders_command},
     "Experiments": {"grid": grid.grid_command, "sweep": sweep.sweep_command, "report": report.report_command,

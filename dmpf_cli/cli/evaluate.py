@@ -10,9 +10,12 @@ import typer
 
 from .common import FormatOpt, OnError, OutputFormat, Split, ThreadsOpt, make_console, metrics_table, warn_stderr
 
+RUN_HELP = ("A run directory written by dmpf train, a model directory written by dmpf export, or a Hugging Face Hub "
+            "id of one (ORG/NAME; the local Hugging Face cache first).")
+
 
 def eval_command(
-    run: Annotated[Path, typer.Option("--run", help="A run directory written by dmpf train.")],
+    run: Annotated[str, typer.Option("--run", help=RUN_HELP)],
     split: Annotated[Split, typer.Option("--split", help="The split to score.")] = Split.test,
     modality_ablation: Annotated[
         bool, typer.Option("--modality-ablation", help="Also remove each stream in turn and report each metric's drop.")
@@ -20,7 +23,7 @@ def eval_command(
     threads: ThreadsOpt = None,
     format: FormatOpt = OutputFormat.text,
 ) -> None:
-    """Evaluate a run's best checkpoint on a split (MMSA metrics)."""
+    """Evaluate a run's best checkpoint (or an exported model) on a split (MMSA metrics)."""
     from ..recipes.evaluate import eval_run
     from ..recipes.runtime import use_threads
 
@@ -69,7 +72,7 @@ def planted_table(planted: dict):
 
 
 def predict_command(
-    run: Annotated[Path, typer.Option("--run", help="A run directory written by dmpf train.")],
+    run: Annotated[str, typer.Option("--run", help=RUN_HELP)],
     input: Annotated[
         Path, typer.Option("--input", "-i", help="A prepared directory, an MMSA .pkl, or a .jsonl of samples (or a .json array of them).")
     ],
@@ -81,7 +84,7 @@ def predict_command(
     ] = OnError.skip,
     threads: ThreadsOpt = None,
 ) -> None:
-    """Score samples with a run's best checkpoint: id, score and the dataset's label bins."""
+    """Score samples with a run's best checkpoint (or an exported model): id, score and the dataset's label bins."""
     from ..recipes.evaluate import predict_run
     from ..recipes.runtime import use_threads
 

@@ -1,4 +1,5 @@
-"""``dmpf predict``'s own input: JSONL lines (or one JSON array) of samples, read strictly.
+"""``dmpf predict``'s own input: JSONL lines (or one JSON array) of samples, read strictly; and the same samples
+given in memory (:func:`from_memory`, the Python API's ``predict``).
 
 A sample is ``{"id": ..., "raw_text": "...", "audio": [[...], ...] or "frames.npy", "vision": ...}``: one
 frames entry per modality (nested lists or a path to an ``.npy`` file, relative to the input file). Ids
@@ -54,7 +55,12 @@ def _float32(arr: np.ndarray, where: str) -> np.ndarray:
 
 def _frames(value: Any, dim: int, key: str, base: Path) -> np.ndarray:
     """A sample's frames, (length >= 1, dim) float32: finite numbers only (no booleans, NaN, infinity, overflow)."""
-    if isinstance(value, str):
+    if isinstance(value, np.ndarray) or (hasattr(value, "__array__") and not isinstance(value, (list, str))):
+        arr = np.asarray(value)  # an array in memory (numpy, or a torch tensor on the CPU)
+        where = key
+        if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+            raise ValueError(f"{key}: expected numbers, got {arr.dtype}")
+    elif isinstance(value, str):
         path = (base / value).expanduser() if not Path(value).is_absolute() else Path(value)
         try:
             arr = np.load(path, allow_pickle=False)
@@ -208,3 +214,41 @@ def read_jsonl(path: Path, dims: tuple[int, ...], on_error: str, warn) -> Iterat
         why = (f"every sample is malformed ({skipped} skipped, see the warnings above)" if skipped
                else "it holds no samples")
         raise InputError(f"--input: {path}: nothing to score: {why}")
+
+
+def from_memory(samples: Any, dims: tuple[int, ...]) -> list[Sample]:
+    """Samples given in memory: a list of dicts, or one dict of equal-length columns, each sample with ``text`` (or
+    ``raw_text``), one frames array per modality (``audio``, ``vision``: (length >= 1, width), numpy arrays or nested
+    lists) and an optional ``id`` (default: its position). Checked as :func:`read_jsonl` checks a file; the first
+    problem is a one-line :class:`InputError` naming the sample (``samples[3]: audio: ...``)."""
+    if isinstance(samples, dict):
+        columns = {k: v for k, v in samples.items()}
+        lengths = {k: len(v) for k, v in columns.items() if hasattr(v, "__len__") and not isinstance(v, str)}
+        if len(lengths) != len(columns) or len(set(lengths.values())) > 1:
+            raise InputError("samples: a dict of columns needs one sequence per key, all of the same length; got "
+                             + ", ".join(f"{k}: {lengths.get(k, type(v).__name__)}" for k, v in columns.items()))
+        n = next(iter(lengths.values()), 0)
+        samples = [{k: columns[k][i] for k in columns} for i in range(n)]
+    if isinstance(samples, (str, bytes)) or not hasattr(samples, "__iter__"):
+        raise InputError(f"samples: expected a list of sample dicts or a dict of columns, got {type(samples).__name__}")
+    out = []
+    for i, record in enumerate(samples):
+        where = f"samples[{i}]"
+        if not isinstance(record, dict):
+            raise InputError(f"{where}: expected a dict with text, {', '.join(m.key for m in MODALITIES)}, got "
+                             f"{type(record).__name__}")
+        record = dict(record)
+        if "raw_text" not in record and "text" in record:
+            record["raw_text"] = record.pop("text")
+        record.setdefault("id", i)
+        if isinstance(record["id"], np.integer):
+            record["id"] = int(record["id"])
+        if "raw_text" in record and not isinstance(record["raw_text"], str):
+            raise InputError(f"{where}: text: expected a string, got {type(record['raw_text']).__name__}")
+        try:
+            out.append(_sample(record, i, dims, Path(".")))
+        except ValueError as exc:
+            raise InputError(f"{where}: {' '.join(str(exc).split())}") from None
+    if not out:
+        raise InputError("samples: nothing to score: no samples given")
+    return out

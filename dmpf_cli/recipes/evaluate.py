@@ -27,6 +27,7 @@ from ..model.backbones import demo_lm_dir
 from ..model.dmpf import build_model, resolve_device
 from ..progress import Progress
 from ..store.checkpoints import load_weights
+from ..store.exported import MANIFEST, WEIGHTS, is_exported, locate, read_exported
 from ..store.run import RunDir, RunError, RunState
 from ..streams import MODALITIES, SPLITS, STREAM_BY_NAME
 from .datasets import open_data, read_source
@@ -41,57 +42,92 @@ def _warn_stderr(message: str) -> None:
 
 @dataclass
 class TrainedModel:
-    """A run's best checkpoint, loaded for scoring."""
+    """A trained model loaded for scoring: a run's best checkpoint, or an exported model's weights."""
 
-    run: RunDir
+    source: Path  # the run directory or the exported model's directory (a Hub id's snapshot in the cache)
     cfg: ExperimentConfig
     model: nn.Module
     tokenizer: Any
     device: str
     dims: tuple[int, ...]
     backbone_source: str
-    status: str  # run.json's status (RunState's value): "finished", or "running" for a run killed or still training
-    record: dict[str, Any]  # the whole run.json: data, data_fingerprint, dims, ...
+    status: str  # a run's run.json status (RunState's value): "finished", or "running" for a run killed or still
+    # training; "exported" for an exported model
+    record: dict[str, Any]  # a run's whole run.json (data, data_fingerprint, dims, ...); an exported model's dmpf.json
+    run: RunDir | None = None  # the run directory, where the model is a run's
+
+    @property
+    def data_path(self) -> str | None:
+        """Where the run's prepared data was (None for an exported model: its dataset's default place)."""
+        return self.record.get("data") if self.run is not None else None
+
+    @property
+    def data_fingerprint(self) -> str | None:
+        """The fingerprint of the prepared data the model was trained on, where recorded."""
+        if self.run is not None:
+            return self.record.get("data_fingerprint")
+        return (self.record.get("data") or {}).get("fingerprint")
 
 
-def load_trained(root: Path, warn=_warn_stderr, console=None) -> TrainedModel:
-    """The run's config, model and best weights; a missing, foreign or damaged run is a one-line error.
+def _dims(value: Any, where: str) -> tuple[int, ...]:
+    try:
+        if isinstance(value, (str, bytes)) or len(value) != len(MODALITIES):
+            raise ValueError
+        return tuple(int(d) for d in value)
+    except (TypeError, ValueError):
+        raise RunError(f"{where}: expected {len(MODALITIES)} integers "
+                       f"({', '.join(m.key for m in MODALITIES)}), got {value!r}") from None
+
+
+def load_trained(source: Path | str, warn=_warn_stderr, console=None) -> TrainedModel:
+    """A run's config, model and best weights, or an exported model's (a directory, or a Hub id: the Hugging Face
+    cache first, offline); a missing, foreign or damaged one is a one-line error naming ``--run``.
 
     An unfinished run (killed, or still training) is scored with its best checkpoint so far, with a warning.
     ``console`` shows the demo LM's pretraining, where it has to be built again first.
     """
-    run = RunDir(root)
-    run.require()
-    if not run.best.is_file():
-        raise RunError(f"--run: {run.root}: no best checkpoint yet (checkpoints/best.safetensors)")
-    cfg = resolve_config(config=run.config)
-    status = run.read_status()
-    dims = status.get("dims")
-    if not dims:
-        raise RunError(f"--run: {run.root}: run.json does not record the feature dims; train the run again")
-    try:
-        if len(dims) != len(MODALITIES):
-            raise ValueError
-        dims = tuple(int(d) for d in dims)
-    except (TypeError, ValueError):
-        raise RunError(f"{run.status_file}: dims: expected {len(MODALITIES)} integers "
-                       f"({', '.join(m.key for m in MODALITIES)}), got {dims!r}") from None
-    if not isinstance(status.get("data"), (str, type(None))):
-        raise RunError(f"{run.status_file}: data: expected the prepared data directory, got {json.dumps(status['data'])[:60]}")
-    state = run.state
-    if state is not RunState.FINISHED:
-        warn(f"{run.root} is unfinished (status {state.value}): scoring its best checkpoint so far")
+    where = locate(source)
+    if is_exported(where):
+        config, record = read_exported(where)
+        cfg, weights, state = resolve_config(config=config), where / WEIGHTS, None
+        dims = _dims(record["feature_dims"], f"{where / MANIFEST}: feature_dims")
+        fingerprint_then = (record.get("backbone") or {}).get("fingerprint")
+        run = None
+    else:
+        run = RunDir(where)
+        run.require()
+        if not run.best.is_file():
+            raise RunError(f"--run: {run.root}: no best checkpoint yet (checkpoints/best.safetensors)")
+        cfg = resolve_config(config=run.config)
+        record = run.read_status()
+        if not record.get("dims"):
+            raise RunError(f"--run: {run.root}: run.json does not record the feature dims; train the run again")
+        dims = _dims(record["dims"], f"{run.status_file}: dims")
+        if not isinstance(record.get("data"), (str, type(None))):
+            raise RunError(f"{run.status_file}: data: expected the prepared data directory, got "
+                           f"{json.dumps(record['data'])[:60]}")
+        state = run.state
+        if state is not RunState.FINISHED:
+            warn(f"{run.root} is unfinished (status {state.value}): scoring its best checkpoint so far")
+        weights, fingerprint_then = run.best, None
     device = resolve_device(cfg.training.device)
     if names_demo_lm(cfg.backbone) and not demo_lm_dir().is_dir():
-        warn(f"the demo language model {run.root} trained on is not in {demo_lm_dir()}: pretraining it again first")
+        warn(f"the demo language model {where} trained on is not in {demo_lm_dir()}: pretraining it again first")
     ensure_backbone(cfg.backbone, console)
     model, backbone = build_model(cfg, dims=dims, device=device)  # as trained
-    if why := run.backbone_mismatch(backbone.fingerprint):
+    if run is not None:
+        why = run.backbone_mismatch(backbone.fingerprint)
+    elif fingerprint_then and backbone.fingerprint and fingerprint_then != backbone.fingerprint:
+        why = (f"the frozen backbone's weights differ from the ones {where} was trained with (fingerprint "
+               f"{backbone.fingerprint} now, {fingerprint_then} then)")
+    else:
+        why = None
+    if why:
         warn(f"{why}: the scores are not the trained model's")
-    load_weights(model, run.best)
+    load_weights(model, weights)
     model.eval()
-    return TrainedModel(run, cfg, compiled(model, cfg.training.compile, device), backbone.tokenizer, device, dims,
-                     backbone.source, state.value, status)
+    return TrainedModel(where, cfg, compiled(model, cfg.training.compile, device), backbone.tokenizer, device, dims,
+                        backbone.source, state.value if state else "exported", record, run)
 
 
 def _drop(full: dict[str, float], ablated: dict[str, float]) -> dict[str, float]:
@@ -99,33 +135,41 @@ def _drop(full: dict[str, float], ablated: dict[str, float]) -> dict[str, float]
     return {k: (ablated[k] - full[k]) if k in LOWER_IS_BETTER else (full[k] - ablated[k]) for k in full}
 
 
-def eval_run(root: Path, split: str = "test", modality_ablation: bool = False, warn=_warn_stderr,
+def eval_run(root: Path | str, split: str = "test", modality_ablation: bool = False, warn=_warn_stderr,
              console=None) -> dict[str, Any]:
-    """``dmpf eval``: the metrics of the run's best checkpoint on ``split`` (and with each stream removed); the
-    scoring passes show their progress on ``console``."""
+    """``dmpf eval``: the metrics of the run's best checkpoint (or an exported model) on ``split`` (and with each
+    stream removed); the scoring passes show their progress on ``console``."""
     if split not in ("test", "valid"):
         raise DmpfError(f"--split: expected test or valid, got '{split}'")
-    loaded = load_trained(root, warn, console)
+    return eval_loaded(load_trained(root, warn, console), split, modality_ablation, warn, console)
+
+
+def eval_loaded(loaded: TrainedModel, split: str = "test", modality_ablation: bool = False, warn=_warn_stderr,
+                console=None, data: Path | None = None) -> dict[str, Any]:
+    """:func:`eval_run` on a model already loaded; ``data``: a prepared directory to score instead of the one the
+    model was trained on (a run's recorded one, else its dataset's default place)."""
+    if split not in ("test", "valid"):
+        raise DmpfError(f"--split: expected test or valid, got '{split}'")
     cfg = loaded.cfg
-    data_dir = loaded.record.get("data")
+    data_dir = str(data) if data is not None else loaded.data_path
     if data_dir:
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"path": data_dir})})
     prepared = open_data(cfg, prepare_missing=False)
-    recorded = loaded.record.get("data_fingerprint")
+    recorded = loaded.data_fingerprint
     if recorded and recorded != prepared.fingerprint:
-        warn(f"{prepared.path} was prepared again since {loaded.run.root} trained on it: the data may differ "
+        warn(f"{prepared.path} was prepared again since {loaded.source} trained on it: the data may differ "
              "from what the run saw")
     dataset = SplitDataset(prepared.split(split), loaded.tokenizer, cfg.data.text_len)
     loader = make_loader(dataset, cfg.training.batch_size, shuffle=False, num_workers=cfg.data.num_workers)
     with Progress(console) as bar:
         full = evaluate(loaded.model, loader, cfg, loaded.device, progress=bar, what=f"scoring {split}")
-        result: dict[str, Any] = {"run": str(loaded.run.root), "run_status": loaded.status, "split": split,
+        result: dict[str, Any] = {"run": str(loaded.source), "run_status": loaded.status, "split": split,
                                   "samples": len(dataset), "backbone": loaded.backbone_source, "metrics": full}
         if modality_ablation:
             result["ablation"] = {}
             groups = getattr(loaded.model, "_orig_mod", loaded.model).groups  # a compiled model wraps the DMPF
             if not groups:
-                warn(f"{loaded.run.root} is a text-only run: it has no audio or visual stream to remove")
+                warn(f"{loaded.source} is a text-only run: it has no audio or visual stream to remove")
             planted = planted_drops(prepared.manifest, groups) if split == "test" else {}
             for group in groups:
                 ablated = evaluate(loaded.model, loader, cfg, loaded.device, drop_streams=(group,), progress=bar,
@@ -295,6 +339,15 @@ def predict_run(root: Path, source: Path, output: Path | None, on_error: str, wa
         return len(rows), text
     _write(output, text)
     return len(rows), None
+
+
+def score_samples(loaded: TrainedModel, samples: list[Sample], batch_size: int | None = None) -> list[dict[str, Any]]:
+    """A row per sample (id, score, the dataset's label bins), scored in batches of ``batch_size`` (default: the
+    config's); the Python API's ``predict``."""
+    size = batch_size or loaded.cfg.training.batch_size
+    if size < 1:
+        raise DmpfError(f"batch_size: expected a positive integer, got {size}")
+    return _score(loaded, _batches_from_samples(samples, loaded.tokenizer, loaded.cfg.data.text_len, size))
 
 
 def _score(loaded: TrainedModel, batches) -> list[dict[str, Any]]:
