@@ -100,6 +100,11 @@ class TrainResult:
     summary: dict[str, dict[str, float]] | None = None
     seeds: list[int] = field(default_factory=list)
 
+    def as_dict(self) -> dict[str, Any]:
+        """As ``dmpf train --format json`` prints it: ``{"runs": {dir: results}, "summary": ...}``."""
+        return {"runs": {str(path): results for path, results in self.runs.items()},
+                **({"summary": self.summary} if self.summary else {})}
+
     @property
     def run(self) -> Path:
         """The run directory (one seed), or the root holding ``seed-N`` directories (several)."""
@@ -124,7 +129,8 @@ def _console(progress: bool | Console) -> Console:
 
 def train(config: ExperimentConfig | str | Path | None = None, *, overrides: Sequence[str] = (),
           output: str | Path | None = None, seeds: Sequence[int] | None = None, overwrite: bool = False,
-          resume: str | Path | None = None, progress: bool | Console = False, threads: int | None = None) -> TrainResult:
+          resume: str | Path | None = None, progress: bool | Console = False,
+          threads: int | str | None = None) -> TrainResult:
     """Train ``config`` (an :class:`ExperimentConfig`, a preset's name or a YAML file; None: the embedded default)
     with ``overrides``, once per seed, into run directories, and test each best checkpoint: ``dmpf train``.
 

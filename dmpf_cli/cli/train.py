@@ -50,8 +50,8 @@ def train_command(
     format: FormatOpt = OutputFormat.text,
 ) -> None:
     """Train DMPF (the design.md §6 recipe), test the best-validation checkpoint, write a run directory."""
+    from ..api import train
     from ..recipes.preflight import resolve_config
-    from ..recipes.runs import train
     from ..recipes.runtime import use_threads
 
     if resume is not None and (dataset or config or overrides or seeds):
@@ -67,7 +67,8 @@ def train_command(
               if backbone_shapes(cfg.backbone).built_by_dmpf else f"the {cfg.backbone.name} backbone")
         console.print(f"[yellow]embedded default[/yellow]: a generated synthetic dataset and {lm} — a "
                       "demonstration of the method, not the paper's numbers")
-    summary = train(cfg, output, _parse_seeds(seeds), resume=resume, overwrite=overwrite, console=console)
+    summary = train(None if resume is not None else cfg, output=output, seeds=_parse_seeds(seeds), resume=resume,
+                    overwrite=overwrite, progress=console, threads=threads).as_dict()
     if format is OutputFormat.json:
         typer.echo(json.dumps(summary, indent=2))
         return
