@@ -265,3 +265,64 @@ def test_the_commands_take_an_exported_model_and_a_cached_hub_id(two_seeds, tmp_
     predicted = {src: command("predict", "--run", src, "--input", samples, **extra)
                  for src, extra in ((best, {}), (out, {}), ("my-lab/dmpf-tiny", hub_env))}
     assert len(set(predicted.values())) == 1 and predicted[best].count("\n") == 6
+
+
+def _fet_pickle(path, audio=(11, 74), video=(23, 35), text="features", torch_tensors=False):
+    """A pickle as MMSA-FET's ``run_single(out_file=...)`` writes one: a dict of one clip's feature arrays ('audio',
+    'video', 'text'), numpy by default (librosa's float32, OpenFace's float64), no splits."""
+    import pickle
+
+    rng = np.random.default_rng(1)
+    data = {}
+    if audio:
+        data["audio"] = rng.standard_normal(audio).astype(np.float32)
+    if video:
+        data["video"] = rng.standard_normal(video)
+    if text == "features":
+        data["text"] = rng.standard_normal((9, 768)).astype(np.float32)  # e.g. BERT's per-token features
+    elif text is not None:
+        data["text"] = text
+    if torch_tensors:
+        import torch
+
+        data = {k: torch.from_numpy(np.asarray(v)) for k, v in data.items() if not isinstance(v, str)}
+    path.write_bytes(pickle.dumps(data))
+    return data
+
+
+@pytest.mark.slow  # trains two tiny seeds in this process (a few seconds)
+def test_predict_scores_an_mmsa_fet_single_sample_pickle(two_seeds, tmp_path, invoke):
+    run = two_seeds.run / "seed-1111"
+    model = dmpf_cli.from_pretrained(run)
+    clip = tmp_path / "clip_0001.pkl"
+    data = _fet_pickle(clip)
+    said = "I really liked how it ended"
+    result = invoke("predict", "--run", run, "--input", clip, "--transcript", said)
+    assert result.exit_code == 0, result.stderr
+    header, row = result.stdout.strip().splitlines()
+    assert header == "id,score,bin2,bin7" and row.startswith("clip_0001,")
+    expected = model.predict([{"text": said, "audio": data["audio"], "vision": data["video"]}])[0]
+    assert float(row.split(",")[1]) == pytest.approx(float(expected), abs=1e-6)
+
+    # a transcript stored as text in the pickle is used as it is
+    _fet_pickle(tmp_path / "spoken.pkl", text=said)
+    spoken = invoke("predict", "--run", run, "--input", tmp_path / "spoken.pkl")
+    assert spoken.exit_code == 0 and spoken.stdout.strip().splitlines()[1].split(",")[1:] == row.split(",")[1:]
+
+    def refused(path, *fragments, extra=()):
+        result = invoke("predict", "--run", run, "--input", path, *extra)
+        return error_line(result.exit_code, result.stderr, *fragments)
+
+    refused(clip, f"--input: {clip}: MMSA-FET's text features cannot be read by DMPF", "--transcript")
+    _fet_pickle(tmp_path / "librosa24.pkl", audio=(11, 24))
+    refused(tmp_path / "librosa24.pkl", "audio: 24 features per frame, but the model was trained on 74 (synthetic)",
+            extra=("--transcript", said))
+    _fet_pickle(tmp_path / "wide.pkl", video=(23, 709))
+    refused(tmp_path / "wide.pkl", "video: 709 features per frame, but the model was trained on 35", extra=("--transcript", said))
+    _fet_pickle(tmp_path / "noface.pkl", video=None)
+    refused(tmp_path / "noface.pkl", "no 'video' features", extra=("--transcript", said))
+    _fet_pickle(tmp_path / "pt.pkl", torch_tensors=True)
+    refused(tmp_path / "pt.pkl", "refused to load torch.", "save with return_type='np'", extra=("--transcript", said))
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text(json.dumps({"raw_text": "x", "audio": [[0.0] * 74], "vision": [[0.0] * 35]}) + "\n")
+    refused(samples, "--transcript: goes with MMSA-FET's single-sample .pkl", extra=("--transcript", said))

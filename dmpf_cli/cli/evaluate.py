@@ -74,7 +74,7 @@ def planted_table(planted: dict):
 def predict_command(
     run: Annotated[str, typer.Option("--run", help=RUN_HELP)],
     input: Annotated[
-        Path, typer.Option("--input", "-i", help="A prepared directory, an MMSA .pkl, or a .jsonl of samples (or a .json array of them).")
+        Path, typer.Option("--input", "-i", help="A prepared directory, an MMSA .pkl, MMSA-FET's single-sample .pkl (run_single; with --transcript), or a .jsonl of samples (or a .json array of them).")
     ],
     output: Annotated[
         Optional[Path], typer.Option("--output", "-o", help="FILE.csv or FILE.jsonl (default: CSV on stdout).")
@@ -82,6 +82,9 @@ def predict_command(
     on_error: Annotated[
         OnError, typer.Option("--on-error", help="A malformed JSONL sample: skip it (with a warning) or fail.")
     ] = OnError.skip,
+    transcript: Annotated[
+        Optional[str], typer.Option("--transcript", help="What was said in the clip of an MMSA-FET single-sample .pkl (its text features are not DMPF's input).")
+    ] = None,
     threads: ThreadsOpt = None,
 ) -> None:
     """Score samples with a run's best checkpoint (or an exported model): id, score and the dataset's label bins."""
@@ -91,7 +94,8 @@ def predict_command(
     use_threads(threads)
 
     console = make_console(stderr=True)  # the progress and messages: stdout may hold the CSV
-    count, text = predict_run(run, input, output, on_error.value, warn=warn_stderr, console=console)
+    count, text = predict_run(run, input, output, on_error.value, warn=warn_stderr, console=console,
+                              transcript=transcript)
     if text is not None:
         typer.echo(text, nl=False)
     else:

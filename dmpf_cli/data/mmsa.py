@@ -55,8 +55,10 @@ class _SafeUnpickler(StreamingUnpickler):
     def find_class(self, module: str, name: str) -> Any:
         allowed = (module == "builtins" and name in _BUILTINS) or (module, name) in _NUMPY or (module, name) in _OTHER
         if not allowed:
+            hint = (" (MMSA-FET's return_type='pt' saves torch tensors: save with return_type='np')"
+                    if module.split(".")[0] == "torch" else "")
             raise UnsafePickleError(
-                f"refused to load {module}.{name}: an MMSA pickle holds only builtin containers and numpy arrays"
+                f"refused to load {module}.{name}: an MMSA pickle holds only builtin containers and numpy arrays{hint}"
             )
         return super().find_class(module, name)
 

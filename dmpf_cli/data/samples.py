@@ -252,3 +252,47 @@ def from_memory(samples: Any, dims: tuple[int, ...]) -> list[Sample]:
     if not out:
         raise InputError("samples: nothing to score: no samples given")
     return out
+
+
+FET_KEYS = {"audio": "audio", "video": "vision"}  # MMSA-FET run_single's keys → dmpf's modality keys
+
+
+def is_fet_single(data: Any) -> bool:
+    """Whether an unpickled object is MMSA-FET's ``run_single`` output: one sample's features, a dict with
+    ``audio`` and/or ``video`` (and ``text``) arrays, no splits."""
+    return isinstance(data, dict) and bool(data) and set(data) <= {"audio", "video", "text"} and \
+        bool(set(data) & set(FET_KEYS))
+
+
+def from_fet_single(data: dict[str, Any], path: Path, dims: tuple[int, ...], transcript: str | None,
+                    trained_on: str) -> Sample:
+    """The one sample of MMSA-FET's ``run_single`` pickle (``audio`` and ``video``: (frames, features) arrays;
+    ``text``: text *features*, which DMPF cannot use — it reads the words through its own GPT-2 — so the transcript
+    comes from ``transcript``, or from ``text`` where that is a string). Every mismatch is one line naming the
+    file: a modality missing, a feature width other than the model's (``trained_on``: its dataset, for the message),
+    no transcript."""
+    frames = {}
+    for fet_key, key in FET_KEYS.items():
+        dim = dims[[m.key for m in MODALITIES].index(key)]
+        if fet_key not in data:
+            raise InputError(f"--input: {path}: no '{fet_key}' features (MMSA-FET's config had no {fet_key} extractor); "
+                             f"the model needs {key} frames of {dim} features")
+        value = np.asarray(data[fet_key])
+        if value.ndim == 3 and value.shape[0] == 1:  # a batch of one
+            value = value[0]
+        if value.ndim != 2:
+            raise InputError(f"--input: {path}: {fet_key}: expected (frames, features), got shape {tuple(value.shape)}")
+        if value.shape[1] != dim:
+            raise InputError(f"--input: {path}: {fet_key}: {value.shape[1]} features per frame, but the model was trained "
+                             f"on {dim} ({trained_on}); extract with the same features as its training data")
+        try:
+            frames[key] = _frames(value, dim, fet_key, path.parent)
+        except ValueError as exc:
+            raise InputError(f"--input: {path}: {' '.join(str(exc).split())}") from None
+    text = data.get("text")
+    if transcript is None and isinstance(text, str):
+        transcript = text
+    if transcript is None:
+        raise InputError(f"--input: {path}: MMSA-FET's text features cannot be read by DMPF, which reads the words "
+                         "through its own language model; pass --transcript \"what was said\"")
+    return Sample(path.stem, transcript, frames)

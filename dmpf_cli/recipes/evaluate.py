@@ -19,7 +19,7 @@ from ..config import ExperimentConfig
 from ..data.batches import SplitDataset, make_loader, tokenize
 from ..data.mmsa import validate
 from ..data.prepared import Split, open_prepared
-from ..data.samples import InputError, Sample, read_jsonl
+from ..data.samples import InputError, Sample, from_fet_single, is_fet_single, read_jsonl
 from ..errors import DmpfError
 from ..fileio import atomic_write_text, temporary_name
 from ..metrics import LOWER_IS_BETTER, label_bins
@@ -244,9 +244,8 @@ def _batches_from_split(split, tokenizer, text_len: int, size: int) -> Iterator[
         yield [f"{split.name}/{split.ids[i]}" for i in batch["index"].tolist()], batch
 
 
-def _pickle_splits(path: Path, dataset: str, progress: Progress) -> tuple[int, Iterator[Split]]:
+def _pickle_splits(data: Any, path: Path, dataset: str) -> tuple[int, Iterator[Split]]:
     """An MMSA pickle's samples: how many, and its splits (each cleaned when it is reached)."""
-    data, _ = read_source(path, progress)
     splits, reports = validate(data, dataset, path)
     return sum(r.samples for r in reports.values()), _cleaned(splits)
 
@@ -290,10 +289,11 @@ def _write(output: Path, text: str) -> None:
         raise DmpfError(f"--output: {output}: cannot write ({exc.strerror or exc})") from None
 
 
-def predict_run(root: Path, source: Path, output: Path | None, on_error: str, warn,
-                console=None) -> tuple[int, str | None]:
+def predict_run(root: Path | str, source: Path, output: Path | None, on_error: str, warn,
+                console=None, transcript: str | None = None) -> tuple[int, str | None]:
     """Score every sample of ``source``; write CSV or JSONL (by ``output``'s suffix, CSV to stdout without one),
-    the progress on ``console``.
+    the progress on ``console``. ``source``: a prepared directory, an MMSA pickle (its splits), MMSA-FET's
+    single-sample pickle (``run_single``'s, with ``transcript``), or a JSONL/JSON file of samples.
 
     Returns (number of samples scored, the text for stdout or None). Nothing to score is a one-line error, and
     then no file is written; an unwritable ``output`` is one before the run is loaded.
@@ -308,6 +308,9 @@ def predict_run(root: Path, source: Path, output: Path | None, on_error: str, wa
     if not source.is_dir() and source.suffix.lower() not in (".pkl", ".jsonl", ".json"):
         raise InputError(f"--input: {source}: expected a prepared directory, an MMSA .pkl, or a .jsonl file "
                          "(or a .json array) of samples")
+    if transcript is not None and (source.is_dir() or source.suffix.lower() != ".pkl"):
+        raise InputError(f"--transcript: goes with MMSA-FET's single-sample .pkl (run_single's output); {source} holds "
+                         "its samples' own text")
     if output is not None:
         output = Path(output).expanduser()
         if output.exists() and output.resolve() == source.resolve():
@@ -325,7 +328,15 @@ def predict_run(root: Path, source: Path, output: Path | None, on_error: str, wa
             splits = [prepared.split(name) for name in SPLITS]
             count = sum(map(len, splits))
         elif source.suffix.lower() == ".pkl":
-            count, splits = _pickle_splits(source, cfg.data.dataset, bar)
+            data, _ = read_source(source, bar)
+            if is_fet_single(data):  # MMSA-FET's run_single: one sample's features
+                samples = [from_fet_single(data, source, loaded.dims, transcript, cfg.data.dataset)]
+                count, splits = 1, None
+            elif transcript is not None:
+                raise InputError(f"--transcript: goes with MMSA-FET's single-sample .pkl (run_single's output); "
+                                 f"{source} is a dataset pickle, whose samples carry their own text")
+            else:
+                count, splits = _pickle_splits(data, source, cfg.data.dataset)
         else:  # .jsonl or .json
             samples = list(read_jsonl(source, loaded.dims, on_error, warn))
             count, splits = len(samples), None
