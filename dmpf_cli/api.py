@@ -142,9 +142,12 @@ def train(config: ExperimentConfig | str | Path | None = None, *, overrides: Seq
     Returns:
         A :class:`TrainResult`: ``.run`` (the directory), ``.runs`` (each run's results), ``.test`` (test metrics).
     """
+    from .errors import DmpfError
     from .recipes.runs import train as _train
     from .recipes.runtime import use_threads
 
+    if resume is not None and (config is not None or overrides or seeds):
+        raise DmpfError("resume: continues a run with its own config and seeds; drop config, overrides and seeds")
     use_threads(threads)
     cfg = None if resume is not None else _config(config, overrides)
     summary = _train(cfg, Path(output) if output is not None else None, list(seeds) if seeds else None,
