@@ -25,7 +25,8 @@ def test_the_package_exports_the_api():
     assert all(getattr(dmpf_cli, name) is getattr(api, name) for name in api.__all__)
 
 
-def test_the_docstring_examples_run():
+def test_the_docstring_examples_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("DMPF_MODEL_DIR", str(tmp_path / "models"))  # the demo LM they install stays out of the session's
     result = doctest.testmod(api, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 5
     assert result.failed == 0

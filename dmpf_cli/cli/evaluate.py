@@ -36,7 +36,7 @@ def eval_command(
         return
     console = make_console()
     title = f"{result['run']}: {split.value} ({result['samples']} samples)"
-    if result["run_status"] != "finished":
+    if result["run_status"] not in ("finished", "exported"):
         title += f" — unfinished run ({result['run_status']})"
     if "random" in result["backbone"]:
         title += " — random-init backbone"
