@@ -5,6 +5,9 @@ reads that page, the marker is replaced by one section per command of ``dmpf``'s
 get_command``), sub-apps included: its usage line, its help, and a table of its arguments and options with their
 help and default. So the reference is what ``dmpf COMMAND --help`` says, never a copy that drifts.
 
+Docstrings written for Sphinx as well (``:class:`~dmpf_cli.errors.DmpfError```) reach the API page as a bare role
+before the code span; ``on_page_content`` drops the role and shortens a ``~``-name to its last part, as Sphinx does.
+
     .venv/bin/python scripts/mkdocs_hooks.py      # print the generated Markdown
 """
 
@@ -16,6 +19,7 @@ from typing import Any
 MARKER = "<!-- dmpf-cli-reference -->"
 PAGE = "reference/cli.md"
 _DEFAULT = re.compile(r"\s*\[default: (.*?)\]\s*$", re.S)
+_SPHINX_ROLE = re.compile(r":(?:py:)?(?:class|func|meth|mod|attr|exc|data|obj|const):<code>(~?)([^<]*)</code>")
 
 
 def _cell(text: str) -> str:
@@ -102,6 +106,11 @@ def on_page_markdown(markdown: str, page: Any, **kwargs: Any) -> str:
     if MARKER not in markdown:
         raise ValueError(f"docs/{PAGE}: the marker {MARKER} is missing; the CLI reference has nowhere to go")
     return markdown.replace(MARKER, cli_reference())
+
+
+def on_page_content(html: str, **kwargs: Any) -> str:
+    """MkDocs event: Sphinx roles in rendered docstrings become plain code spans."""
+    return _SPHINX_ROLE.sub(lambda m: f"<code>{m.group(2).rsplit('.', 1)[-1] if m.group(1) else m.group(2)}</code>", html)
 
 
 if __name__ == "__main__":
