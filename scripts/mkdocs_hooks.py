@@ -3,12 +3,16 @@
 ``docs/reference/cli.md`` holds a hand-written overview and the marker ``<!-- dmpf-cli-reference -->``; when MkDocs
 reads that page, the marker is replaced by one section per command of ``dmpf``'s command tree (``typer.main.
 get_command``), sub-apps included: its usage line, its help, and a table of its arguments and options with their
-help and default. So the reference is what ``dmpf COMMAND --help`` says, never a copy that drifts.
+help and default. So the reference is what ``dmpf COMMAND --help`` says, never a copy that drifts. In the same way
+``docs/reference/configuration.md``'s marker ``<!-- dmpf-config-keys -->`` becomes the table of every config key,
+from the pydantic schema (``dmpf_cli.config.ExperimentConfig``): its type and limits, the embedded default's value,
+its description.
 
 Docstrings written for Sphinx as well (``:class:`~dmpf_cli.errors.DmpfError```) reach the API page as a bare role
 before the code span; ``on_page_content`` drops the role and shortens a ``~``-name to its last part, as Sphinx does.
 
-    .venv/bin/python scripts/mkdocs_hooks.py      # print the generated Markdown
+    .venv/bin/python scripts/mkdocs_hooks.py          # print the generated CLI reference
+    .venv/bin/python scripts/mkdocs_hooks.py config   # print the generated table of config keys
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from typing import Any
 
 MARKER = "<!-- dmpf-cli-reference -->"
 PAGE = "reference/cli.md"
+CONFIG_MARKER = "<!-- dmpf-config-keys -->"
+CONFIG_PAGE = "reference/configuration.md"
 _DEFAULT = re.compile(r"\s*\[default: (.*?)\]\s*$", re.S)
 _SPHINX_ROLE = re.compile(r":(?:py:)?(?:class|func|meth|mod|attr|exc|data|obj|const):<code>(~?)([^<]*)</code>")
 
@@ -99,13 +105,67 @@ def cli_reference() -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+_BOUNDS = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<", "min_length": "length ≥"}
+
+
+def _type(annotation: Any, metadata: list[Any] = ()) -> str:
+    """A config field's type in words: ``int ≥ 1``, ``one of sigmoid, tanh``, ``list of int ≥ 0``, ``… or null``."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _type(args[0], [*getattr(args[1], "metadata", [args[1]]), *args[2:], *metadata])
+    limits = [f"{word} {getattr(m, k)}" for m in metadata for k, word in _BOUNDS.items() if hasattr(m, k)]
+    if origin is typing.Literal:
+        text = "one of " + ", ".join(f"`{a}`" for a in args)
+    elif origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        text = " or ".join(_type(a) for a in rest) + (" or null" if len(rest) < len(args) else "")
+    elif origin in (list, tuple, dict):
+        inner = [_type(a) for a in args if a is not Ellipsis]
+        text = {list: "list of ", tuple: "pair of " if len(inner) == 2 else "tuple of ", dict: "mapping "}[origin]
+        text += " to ".join(dict.fromkeys(inner)) if origin is dict else inner[0]
+    else:
+        text = getattr(annotation, "__name__", str(annotation).replace("typing.", ""))
+    if limits and origin in (list, tuple, dict):  # the container's own limits, after its items'
+        return f"{text} ({', '.join(limits)})"
+    return f"{text} {', '.join(limits)}".strip()
+
+
+def _config_rows(model: Any, instance: Any, prefix: str) -> list[str]:
+    from pydantic import BaseModel
+
+    rows = []
+    for name, field in model.model_fields.items():
+        value = getattr(instance, name)
+        if isinstance(value, BaseModel):
+            rows += _config_rows(type(value), value, f"{prefix}{name}.")
+            continue
+        shown = value.value if hasattr(value, "value") else value
+        shown = list(shown) if isinstance(shown, tuple) else shown
+        shown = "null" if shown is None else str(shown).lower() if isinstance(shown, bool) else str(shown)
+        rows.append(f"| `{prefix}{name}` | {_cell(_type(field.annotation, field.metadata))} | `{_cell(shown)}` | "
+                    f"{_cell(field.description or '')} |")
+    return rows
+
+
+def config_reference() -> str:
+    """The Markdown table of every config key, from the schema and the embedded default."""
+    from dmpf_cli.config import ExperimentConfig
+
+    return "\n".join(["| key | type | embedded default | what it does |", "|---|---|---|---|",
+                      *_config_rows(ExperimentConfig, ExperimentConfig(), "")]) + "\n"
+
+
 def on_page_markdown(markdown: str, page: Any, **kwargs: Any) -> str:
-    """MkDocs event: fill the CLI reference page's marker."""
-    if page.file.src_uri != PAGE:
-        return markdown
-    if MARKER not in markdown:
-        raise ValueError(f"docs/{PAGE}: the marker {MARKER} is missing; the CLI reference has nowhere to go")
-    return markdown.replace(MARKER, cli_reference())
+    """MkDocs event: fill the generated pages' markers."""
+    for where, marker, generate in ((PAGE, MARKER, cli_reference), (CONFIG_PAGE, CONFIG_MARKER, config_reference)):
+        if page.file.src_uri == where:
+            if marker not in markdown:
+                raise ValueError(f"docs/{where}: the marker {marker} is missing; the generated text has nowhere to go")
+            markdown = markdown.replace(marker, generate())
+    return markdown
 
 
 def on_page_content(html: str, **kwargs: Any) -> str:
@@ -114,4 +174,6 @@ def on_page_content(html: str, **kwargs: Any) -> str:
 
 
 if __name__ == "__main__":
-    print(cli_reference(), end="")
+    import sys
+
+    print(config_reference() if sys.argv[1:] == ["config"] else cli_reference(), end="")

@@ -45,3 +45,16 @@ def test_the_cli_reference_is_generated_from_every_command():
 def test_the_cli_reference_page_has_its_marker():
     hooks = _hooks()
     assert hooks.MARKER in (ROOT / "docs" / hooks.PAGE).read_text(encoding="utf-8")
+
+
+def test_the_configuration_reference_lists_every_key():
+    from dmpf_cli.config import load_config
+
+    def keys(tree, prefix=""):
+        for name, value in tree.items():
+            yield from keys(value, f"{prefix}{name}.") if isinstance(value, dict) and value else [prefix + name]
+
+    hooks = _hooks()
+    text = hooks.config_reference()
+    assert [k for k in keys(load_config().model_dump()) if f"| `{k}` |" not in text] == []
+    assert hooks.CONFIG_MARKER in (ROOT / "docs" / hooks.CONFIG_PAGE).read_text(encoding="utf-8")
