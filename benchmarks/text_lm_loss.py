@@ -7,7 +7,7 @@ move the text states away from language; with it (γ > 0) they are held to predi
 
     .venv/bin/python benchmarks/text_lm_loss.py RUN [RUN ...] [--split test|valid]
 
-Prints one line per run (README, "What the demo shows").
+Prints one line per run (docs/demo.md).
 """
 
 from __future__ import annotations

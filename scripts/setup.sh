@@ -3,6 +3,7 @@
 #
 #   bash scripts/setup.sh                          # runtime only
 #   bash scripts/setup.sh --dev                    # plus the test tools
+#   bash scripts/setup.sh --docs                   # plus MkDocs, to build the documentation site (mkdocs.yml)
 #   bash scripts/setup.sh --system-site-packages   # reuse a torch you already have (e.g. a CUDA build)
 #   bash scripts/setup.sh --lowest                 # .venv-lowest: dmpf[dev] at the floors pyproject.toml
 #                                                  # declares (scripts/floors.py); CI runs the fast tier there
@@ -13,15 +14,20 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-extras="" venv_opts=() venv=.venv lowest=""
+wanted=() venv_opts=() venv=.venv lowest=""
 for arg in "$@"; do
   case "$arg" in
-    --dev) extras="[dev]" ;;
+    --dev) wanted+=(dev) ;;
+    --docs) wanted+=(docs) ;;
     --system-site-packages) venv_opts+=(--system-site-packages) ;;
-    --lowest) lowest=1 extras="[dev]" venv=.venv-lowest ;;
-    *) echo "setup.sh: unknown option '$arg' (expected --dev, --lowest or --system-site-packages)" >&2; exit 2 ;;
+    --lowest) lowest=1 wanted+=(dev) venv=.venv-lowest ;;
+    *) echo "setup.sh: unknown option '$arg' (expected --dev, --docs, --lowest or --system-site-packages)" >&2; exit 2 ;;
   esac
 done
+extras=""
+if [[ ${#wanted[@]} -gt 0 ]]; then
+  extras="[$(printf '%s\n' "${wanted[@]}" | sort -u | paste -sd, -)]"  # [dev], [docs], [dev,docs]
+fi
 
 PY=${PYTHON:-python3}
 if [[ ! -x $venv/bin/python ]]; then

@@ -23,7 +23,7 @@ PLUGIN = ROOT / "plugins" / "dmpf-head-gated"
 
 
 def _installed_here() -> bool:
-    """Whether the README's plugin step (pip install -e plugins/dmpf-head-gated) was done in this environment."""
+    """Whether the documented plugin step (pip install -e plugins/dmpf-head-gated) was done in this environment."""
     from importlib.metadata import PackageNotFoundError, distribution
 
     try:

@@ -134,8 +134,9 @@ def test_every_subpackage_is_in_the_wheel():
     assert packages <= listed
 
 
-def test_the_readme_layout_names_every_module():
-    layout = (ROOT / "README.md").read_text(encoding="utf-8").split("## Layout", 1)[1]
+def test_the_layout_names_every_module():
+    """The module table, "Layout" in the development page of the docs (docs/development.md)."""
+    layout = (ROOT / "docs" / "development.md").read_text(encoding="utf-8").split("## Layout", 1)[1]
     named = set(re.findall(r"^\| `(dmpf_cli/[\w/]+\.py)` \|", layout, re.M))
     modules = {str(p.relative_to(ROOT)) for p in PACKAGE.rglob("*.py")}
     assert named == modules
@@ -144,12 +145,14 @@ def test_the_readme_layout_names_every_module():
 # -- the design notes: every citation of docs/design.md names a section it has ------------------------
 
 DESIGN = ROOT / "docs" / "design.md"
-# where the design notes are cited (besides README.md); CHANGELOG.md's past entries are history, left as written
+# where the design notes are cited (besides README.md and the documentation pages, docs/**/*.md); CHANGELOG.md's
+# past entries are history, left as written
 CITING = ("dmpf_cli", "tests", "configs", "benchmarks", "scripts", "plugins")
 CITING_SUFFIXES = {".py", ".md", ".yaml", ".yml", ".sh", ".toml", ".txt"}
 CODE_CITATION = re.compile(r"design\.md §(\d+)((?:(?:-|–|, )§\d+)*)")  # design.md §4, §2-§6, §1, §3
-README_LINK = re.compile(r"\[design notes §(\d+)\]\(docs/design\.md#([^)\s]*)\)")
-ANY_ANCHOR = re.compile(r"docs/design\.md#([^)\s]*)")
+# a link from the README (docs/design.md#…) or from a documentation page (design.md#…, ../design.md#…)
+README_LINK = re.compile(r"\[design notes §(\d+)\]\((?:docs/|(?:\.\./)*)design\.md#([^)\s]*)\)")
+ANY_ANCHOR = re.compile(r"(?:docs/|(?:\.\./)*)design\.md#([^)\s]*)")
 OLD_DOCUMENT = re.compile(r"\bSPEC\b")  # the outside document the citations once pointed to
 
 
@@ -170,6 +173,7 @@ def _cited(match: re.Match) -> list[int]:
 
 def _citing_files():
     yield ROOT / "README.md"
+    yield from sorted(path for path in (ROOT / "docs").rglob("*.md") if path != DESIGN)
     for top in CITING:
         for path in sorted((ROOT / top).rglob("*")):
             parts = path.relative_to(ROOT).parts
