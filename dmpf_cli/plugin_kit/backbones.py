@@ -27,14 +27,17 @@ def _arch(component: Component, **config: Any) -> BackboneArch:
 @backbone_contract.check
 def shapes(component: Component, **config: Any) -> None:
     """a BackboneArch with layers, positions and a vocabulary, a width the heads divide, a known tokenizer"""
-    arch = _arch(component, **config)
-    assert isinstance(arch, BackboneArch), f"the factory returned {type(arch).__name__}, expected a BackboneArch"
-    assert arch.n_layer > 0, f"n_layer {arch.n_layer}, expected > 0"
-    assert arch.n_head > 0 and arch.n_embd % arch.n_head == 0, \
-        f"n_embd {arch.n_embd} is not divisible by n_head {arch.n_head}"
-    assert arch.n_positions > 0 and arch.vocab_size > 0, \
-        f"n_positions {arch.n_positions}, vocab_size {arch.vocab_size}: expected both > 0"
-    assert arch.tokenizer in TOKENIZERS, f"tokenizer '{arch.tokenizer}', expected one of: {', '.join(TOKENIZERS)}"
+    registered = _arch(component, **config)
+    resolved = backbone_shapes(BackboneConfig(**({"name": component.name} | config)))  # a local config.json's
+    for what, arch in (("the factory", registered), ("backbone_shapes", resolved)):
+        assert isinstance(arch, BackboneArch), f"{what} returned {type(arch).__name__}, expected a BackboneArch"
+        assert arch.n_layer > 0, f"{what}: n_layer {arch.n_layer}, expected > 0"
+        assert arch.n_head > 0 and arch.n_embd % arch.n_head == 0, \
+            f"{what}: n_embd {arch.n_embd} is not divisible by n_head {arch.n_head}"
+        assert arch.n_positions > 0 and arch.vocab_size > 0, \
+            f"{what}: n_positions {arch.n_positions}, vocab_size {arch.vocab_size}: expected both > 0"
+        assert arch.tokenizer in TOKENIZERS, \
+            f"{what}: tokenizer '{arch.tokenizer}', expected one of: {', '.join(TOKENIZERS)}"
 
 
 @backbone_contract.check
