@@ -58,7 +58,7 @@ def reason(exc: BaseException) -> str:
     """A failed check's reason in one line: the assertion's message, or the exception's type and message."""
     text = one_line(exc)
     if isinstance(exc, AssertionError):
-        return text or "assertion failed"
+        return text or "AssertionError (no message)"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
