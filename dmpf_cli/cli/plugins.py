@@ -52,13 +52,13 @@ def check(
     format: FormatOpt = OutputFormat.text,
 ) -> None:
     """Run every check of the component's kind against it: one line per check, exit status 1 if any fails."""
-    from ..plugin_kit import check_component
+    from ..plugin_kit import CONTRACTS, check_component
 
     component, outcomes = check_component(name, kind.value if kind is not None else None)
     failed = sum(not o.ok for o in outcomes)
     if format is OutputFormat.json:
         typer.echo(json.dumps({"kind": component.kind, "name": component.name, "origin": component.origin,
-                               "passed": failed == 0,
+                               "contract": CONTRACTS[component.kind].summary, "passed": failed == 0,
                                "checks": [{"check": o.check, "status": o.status.lower(), "detail": o.detail}
                                           for o in outcomes]}, indent=2))
     else:

@@ -7,6 +7,8 @@ A preset says which segment of the fused sequence (text, then the A, V and AV fu
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..model.mask import SEGMENTS, FusionMask, MaskPreset
 from ..registry import Component
 from .contract import Contract
@@ -15,7 +17,7 @@ mask_contract = Contract("mask", "factory() -> MaskPreset")
 
 
 @mask_contract.check
-def preset(component: Component) -> None:
+def preset(component: Component, **config: Any) -> None:  # a preset takes no config
     """a MaskPreset with the registered name; text sees only text, causally; every segment sees itself"""
     spec = component.factory()
     assert isinstance(spec, MaskPreset), f"the factory returned {type(spec).__name__}, expected a MaskPreset"
@@ -29,7 +31,7 @@ def preset(component: Component) -> None:
 
 
 @mask_contract.check
-def renders(component: Component) -> None:
+def renders(component: Component, **config: Any) -> None:
     """the mask it gives, with and without text padding, leaves no query row without a key to attend to"""
     import torch
 
