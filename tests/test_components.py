@@ -1,29 +1,37 @@
 """Encoders and heads: a contract every registered component must meet, then the built-ins' specifics.
 
-The contract tests are parametrised over the registry at collection time, so a third-party plugin
-registered through ``dmpf.plugins`` is tested here for free, under its own name.
+The contracts live in the package (:mod:`dmpf_cli.plugin_kit`, what ``dmpf plugins check`` runs); the tests here
+are parametrised over the registry at collection time, so a third-party plugin registered through
+``dmpf.plugins`` is tested here for free, under its own name.
 """
 
 from __future__ import annotations
-
-import itertools
 
 import pytest
 import torch
 from torch import Tensor, nn
 
 from dmpf_cli import registry
-from dmpf_cli.config import EncoderConfig, HeadConfig
+from dmpf_cli.config import HeadConfig
 from dmpf_cli.model.encoders import downsample, sinusoidal_positions
-from dmpf_cli.streams import REPRESENTATIONS
+from dmpf_cli.plugin_kit import encoder_contract, head_contract
+from dmpf_cli.plugin_kit.encoders import (
+    MAX_LEN,
+    B,
+    assert_finite_grads,
+    build_encoder,
+    enc_cfg,
+    encoder_inputs,
+    make_stream,
+    repad,
+)
+from dmpf_cli.plugin_kit.heads import HEAD_DIMS, head_inputs
 
-ENCODERS = list(registry.components("encoder"))
-HEADS = list(registry.components("head"))
+ENCODERS = registry.names("encoder")  # every registered one: the built-ins and any installed plugin's
+HEADS = registry.names("head")
 
-B = 4
-MAX_LEN = 8
 AUDIO_DIM, VISION_DIM = 74, 35  # MOSEI's COVAREP and Facet widths
-HEAD_DIMS = {"a_tok": 24, "v_tok": 24, "av_tok": 24, "h_text": 24, "a_enc": 8, "v_enc": 12, "av_enc": 8}
+DIMS = {1: (AUDIO_DIM,), 2: (AUDIO_DIM, VISION_DIM)}
 
 
 @pytest.fixture(autouse=True)
@@ -31,189 +39,24 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
-def _ids(components: list[registry.Component]) -> list[str]:
-    return [c.name for c in components]
-
-
 # ------------------------------------------------------------------------------------------------
-# helpers
+# the contracts, shipped in dmpf_cli.plugin_kit (what `dmpf plugins check NAME` runs): every check of the encoder
+# contract on every registered encoder (with one input stream and with two, inside each check), and of the head
+# contract on every registered head, one test per component and check
 
 
-def enc_cfg(name: str = "transformer", **kw) -> EncoderConfig:
-    base = dict(name=name, d=16, heads=4, layers=1, max_len=MAX_LEN, dropout=0.1, p_mask=0.1, whole_modality_dropout=0.3)
-    return EncoderConfig(**(base | kw))
+test_encoder_contract = encoder_contract.pytest_tests(ENCODERS)
+# the whole encoder contract again with ``fuse_norm: false`` (the test above runs the default, true)
+test_encoder_contract_without_fuse_norm = encoder_contract.pytest_tests(ENCODERS, fuse_norm=False)
+test_head_contract = head_contract.pytest_tests(HEADS)
 
 
-def make_stream(lengths: list[int], L: int, D: int, pad: float = 1e6) -> tuple[Tensor, Tensor]:
-    """Random frames (len(lengths), L, D) whose padded frames hold ``pad``."""
-    n = torch.tensor(lengths)
-    x = torch.randn(len(lengths), L, D)
-    x[torch.arange(L)[None, :] >= n[:, None]] = pad
-    return x, n
-
-
-def encoder_inputs(n_streams: int, pad: float = 1e6) -> list[tuple[Tensor, Tensor]]:
-    """One or two streams with padding, a long sample (downsampled) and a length-0 sample."""
-    audio = make_stream([20, 13, 5, 0], 20, AUDIO_DIM, pad)
-    vision = make_stream([12, 0, 12, 3], 12, VISION_DIM, pad)
-    return [audio, vision][:n_streams]
-
-
-DIMS = {1: (AUDIO_DIM,), 2: (AUDIO_DIM, VISION_DIM)}
-
-
-def build_encoder(component: registry.Component, n_streams: int, seed: int = 0, **kw) -> nn.Module:
-    torch.manual_seed(seed)
-    return component.factory(enc_cfg(component.name, **kw), DIMS[n_streams])
-
-
-def repad(streams: list[tuple[Tensor, Tensor]], pad: float) -> list[tuple[Tensor, Tensor]]:
-    """The same streams with a different value in every padded frame."""
-    out = []
-    for x, n in streams:
-        x = x.clone()
-        x[torch.arange(x.shape[1])[None, :] >= n[:, None]] = pad
-        out.append((x, n))
-    return out
-
-
-def assert_finite_grads(module: nn.Module) -> None:
-    for name, p in module.named_parameters():
-        if p.requires_grad:
-            assert p.grad is not None, f"{name} got no gradient"
-            assert torch.isfinite(p.grad).all(), f"{name} has a non-finite gradient"
-
-
-def head_inputs(dims: dict[str, int], batch: int = 5) -> dict[str, Tensor]:
-    reps = {name: torch.randn(batch, width) for name, width in dims.items()}
-    for name in reps:
-        if name.endswith("_enc"):
-            reps[name][0] = 0.0  # the time-mean of a length-0 sample
-    return reps
-
-
-def build_head(component: registry.Component, dims: dict[str, int], seed: int = 0, **kw) -> nn.Module:
-    torch.manual_seed(seed)
-    return component.factory(HeadConfig(**(dict(name=component.name, d=16, heads=4) | kw)), dims)
-
-
-# ------------------------------------------------------------------------------------------------
-# encoder contract
-
-
-@pytest.mark.parametrize("n_streams", [1, 2], ids=["unimodal", "bimodal"])
-@pytest.mark.parametrize("component", ENCODERS, ids=_ids(ENCODERS))
-class TestEncoderContract:
-    def test_shapes(self, component: registry.Component, n_streams: int) -> None:
-        enc = build_encoder(component, n_streams)
-        assert isinstance(enc.out_dim, int)
-        for mode in (enc.train, enc.eval):
-            mode()
-            seq, lengths = enc(*encoder_inputs(n_streams))
-            assert seq.shape == (B, MAX_LEN, enc.out_dim)
-            assert seq.dtype == torch.float32
-            assert lengths.shape == (B,) and lengths.dtype == torch.long
-            assert ((lengths >= 0) & (lengths <= MAX_LEN)).all()
-            padded = torch.arange(MAX_LEN)[None, :] >= lengths[:, None]  # (B, T)
-            assert (seq[padded] == 0).all(), "padded output positions must be zero"
-
-    def test_backward(self, component: registry.Component, n_streams: int) -> None:
-        enc = build_encoder(component, n_streams).train()
-        seq, _ = enc(*encoder_inputs(n_streams))
-        assert torch.isfinite(seq).all()
-        (seq * torch.randn_like(seq)).sum().backward()  # random weights: a plain sum can cancel through a LayerNorm
-        assert_finite_grads(enc)
-
-    def test_no_nan_with_padding_and_empty_sample(self, component: registry.Component, n_streams: int) -> None:
-        enc = build_encoder(component, n_streams)
-        streams = encoder_inputs(n_streams)
-        streams = [(x, torch.zeros_like(n)) for x, n in streams[:1]] + streams[1:]  # an all-empty first stream
-        for mode in (enc.train, enc.eval):
-            mode()
-            for inputs in (encoder_inputs(n_streams), streams):
-                seq, _ = enc(*inputs)
-                assert torch.isfinite(seq).all()
-
-    def test_eval_is_deterministic(self, component: registry.Component, n_streams: int) -> None:
-        enc = build_encoder(component, n_streams).eval()
-        streams = encoder_inputs(n_streams)
-        with torch.no_grad():
-            first, _ = enc(*streams)
-            second, _ = enc(*streams)
-        torch.testing.assert_close(first, second, rtol=0, atol=0)
-
-    def test_state_dict_round_trip(self, component: registry.Component, n_streams: int) -> None:
-        streams = encoder_inputs(n_streams)
-        src = build_encoder(component, n_streams, seed=0).train()
-        src(*streams)  # a training pass, so any running statistics differ from a fresh build
-        dst = build_encoder(component, n_streams, seed=1)
-        dst.load_state_dict(src.state_dict())
-        src.eval(), dst.eval()
-        with torch.no_grad():
-            torch.testing.assert_close(dst(*streams), src(*streams), rtol=0, atol=0)
-
-    def test_padded_frames_do_not_matter(self, component: registry.Component, n_streams: int) -> None:
-        enc = build_encoder(component, n_streams).eval()
-        streams = encoder_inputs(n_streams, pad=0.0)
-        with torch.no_grad():
-            reference = enc(*streams)
-            for pad in (1e6, -3.0, 1e30):
-                torch.testing.assert_close(enc(*repad(streams, pad)), reference)
-
-
-# ------------------------------------------------------------------------------------------------
-# head contract
-
-
-@pytest.mark.parametrize("component", HEADS, ids=_ids(HEADS))
-class TestHeadContract:
-    def test_shapes(self, component: registry.Component) -> None:
-        head = build_head(component, HEAD_DIMS)
-        for mode in (head.train, head.eval):
-            mode()
-            out = head(head_inputs(HEAD_DIMS))
-            assert out.shape == (5,) and out.dtype == torch.float32
-            assert torch.isfinite(out).all()
-
-    def test_backward(self, component: registry.Component) -> None:
-        head = build_head(component, HEAD_DIMS).train()
-        out = head(head_inputs(HEAD_DIMS))
-        (out * torch.randn_like(out)).sum().backward()
-        assert_finite_grads(head)
-
-    def test_no_nan_on_zero_representations(self, component: registry.Component) -> None:
-        head = build_head(component, HEAD_DIMS)
-        zeros = {name: torch.zeros(2, width) for name, width in HEAD_DIMS.items()}
-        for mode in (head.train, head.eval):
-            mode()
-            assert torch.isfinite(head(zeros)).all()
-
-    def test_eval_is_deterministic(self, component: registry.Component) -> None:
-        head = build_head(component, HEAD_DIMS).eval()
-        reps = head_inputs(HEAD_DIMS)
-        with torch.no_grad():
-            torch.testing.assert_close(head(reps), head(reps), rtol=0, atol=0)
-
-    def test_state_dict_round_trip(self, component: registry.Component) -> None:
-        reps = head_inputs(HEAD_DIMS)
-        src = build_head(component, HEAD_DIMS, seed=0).train()
-        src(reps)  # updates BatchNorm running statistics, which must travel too
-        dst = build_head(component, HEAD_DIMS, seed=1)
-        dst.load_state_dict(src.state_dict())
-        src.eval(), dst.eval()
-        with torch.no_grad():
-            torch.testing.assert_close(dst(reps), src(reps), rtol=0, atol=0)
-
-    def test_every_ablation(self, component: registry.Component) -> None:
-        """Any non-empty subset of the representations builds and runs (n_a, n_v, n_av = 0 ablations)."""
-        for k in range(1, len(REPRESENTATIONS) + 1):
-            for names in itertools.combinations(REPRESENTATIONS, k):
-                dims = {name: HEAD_DIMS[name] for name in names}
-                head = build_head(component, dims)
-                for mode in (head.train, head.eval):
-                    mode()
-                    out = head(head_inputs(dims, batch=3))
-                    assert out.shape == (3,) and torch.isfinite(out).all(), names
+def test_the_contracts_check_what_they_promise() -> None:
+    """The checks that the contract classes of this file ran before they moved into the kit, and more."""
+    assert {"shapes", "backward", "empty-samples", "eval-deterministic", "state-dict-round-trip",
+            "padding-ignored"} <= set(encoder_contract.names())
+    assert {"shapes", "backward", "zero-representations", "eval-deterministic", "state-dict-round-trip",
+            "every-ablation"} <= set(head_contract.names())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -569,15 +412,6 @@ def test_fuse_norm_normalises_each_real_step() -> None:
         seq, _ = enc.eval()(audio, vision)
     torch.testing.assert_close(seq[real].mean(-1), torch.full((int(real.sum()),), 0.5))
     assert (seq[~real] == 0).all()
-
-
-class TestEncoderContractWithoutFuseNorm(TestEncoderContract):
-    """The whole registry contract again, with ``fuse_norm: false`` (the class above runs the default, true)."""
-
-    @pytest.fixture(autouse=True)
-    def _no_fuse_norm(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        default = enc_cfg
-        monkeypatch.setitem(globals(), "enc_cfg", lambda name="transformer", **kw: default(name, **({"fuse_norm": False} | kw)))
 
 
 # ------------------------------------------------------------------------------------------------

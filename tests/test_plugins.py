@@ -107,6 +107,58 @@ def test_passes_the_registry_contract(plugin_site):
     assert passed and int(passed.group(1)) >= 6, result.stdout[-3000:]  # every head-contract test ran on it
 
 
+def test_dmpf_plugins_check_runs_the_head_contract_on_it(plugin_site):
+    from dmpf_cli.plugin_kit import head_contract
+
+    result = run(["plugins", "check", "gated-sum"], plugin_site)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"head 'gated-sum' (dmpf-head-gated): the head contract, {len(head_contract.checks)} checks"
+    assert [line.split()[:2] for line in lines[1:-1]] == [["pass", name] for name in head_contract.names()]
+    assert lines[-1] == f"gated-sum: {len(head_contract.checks)} passed"
+
+
+def test_the_plugins_own_contract_tests_pass(plugin_site):
+    """plugins/dmpf-head-gated/tests/test_contract.py, as its author runs it: the kit imported from dmpf."""
+    from dmpf_cli.plugin_kit import head_contract
+
+    result = run(["-q", "-p", "no:cacheprovider", str(PLUGIN / "tests" / "test_contract.py")], plugin_site,
+                 module="pytest")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert f"{len(head_contract.checks) + 1} passed" in result.stdout, result.stdout[-3000:]
+
+
+def test_a_broken_plugin_head_fails_dmpf_plugins_check(tmp_path):
+    """A plugin installed (a dist-info with its entry point) whose head forgets to squeeze: (B, 1), not (B,)."""
+    info = tmp_path / "dmpf_head_broken-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: dmpf-head-broken\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[dmpf.plugins]\nunsqueezed = dmpf_head_broken\n")
+    (tmp_path / "dmpf_head_broken.py").write_text(
+        "import torch\n"
+        "from torch import nn\n"
+        "from dmpf_cli.registry import register\n\n"
+        "class Unsqueezed(nn.Module):\n"
+        "    def __init__(self, in_dims):\n"
+        "        super().__init__()\n"
+        "        self.names = list(in_dims)\n"
+        "        self.out = nn.Linear(sum(in_dims.values()), 1)\n\n"
+        "    def forward(self, reps):\n"
+        "        return self.out(torch.cat([reps[n] for n in self.names], dim=-1))  # (B, 1)\n\n"
+        "@register('head', 'unsqueezed')\n"
+        "def unsqueezed(cfg, in_dims):\n"
+        "    if not in_dims or cfg.options:\n"
+        "        raise ValueError(f'unsqueezed head: bad in_dims or options {sorted(cfg.options)}')\n"
+        "    return Unsqueezed(in_dims)\n")
+    result = run(["plugins", "check", "unsqueezed"], tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "head 'unsqueezed' (dmpf-head-broken): the head contract, 8 checks"
+    assert "FAIL  shapes                 train: output shape (5, 1), expected (5,)" in lines
+    assert lines[-1] == "unsqueezed: 6 passed, 2 failed"
+    assert "Traceback" not in result.stdout + result.stderr
+
+
 def test_a_run_records_the_plugin_that_provided_its_head(plugin_site, tmp_path):
     from conftest import TINY
 

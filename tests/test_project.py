@@ -46,13 +46,16 @@ ROOMS = ("store", "recipes", "experiments")
 
 def _layer(module: str) -> tuple[int, str]:
     """(layer, group) of a dmpf_cli module: base 0, library 1 (model, data), the rooms 2-4, the public Python API 5
-    (``api``, and the package that exports it), CLI 6."""
+    (``api``, the package that exports it, and ``plugin_kit``), CLI 6."""
     top = module.split(".")[0]
     if top in ("model", "data"):
         return 1, top
     if top in ROOMS:
         return 2 + ROOMS.index(top), top
-    if top in ("api", "__init__"):
+    # plugin_kit, the contracts a plugin author's component is checked against, is public Python API for plugin
+    # authors like api: it builds components of every kind, so it reads the rooms below (recipes' Logger, store's
+    # RunDir), and the CLI above runs it (dmpf plugins check)
+    if top in ("api", "__init__", "plugin_kit"):
         return 2 + len(ROOMS), "api"
     if top == "cli" or top == "__main__":
         return 3 + len(ROOMS), "cli"

@@ -9,8 +9,7 @@ import pytest
 
 from dmpf_cli import registry
 from dmpf_cli.config import BackboneConfig
-from dmpf_cli.model.backbones import BackboneArch, backbone_shapes
-from dmpf_cli.model.mask import SEGMENTS, MaskPreset
+from dmpf_cli.plugin_kit import backbone_contract, mask_contract
 
 from conftest import dmpf
 
@@ -44,24 +43,12 @@ def test_create_calls_the_factory():
 
 # -- per-kind contracts, parametrised over everything registered (plugins included) ---------------
 
-@pytest.mark.parametrize("name", registry.names("mask"))
-def test_mask_preset_contract(name):
-    spec = registry.get("mask", name).factory()
-    assert isinstance(spec, MaskPreset) and spec.name == name
-    assert spec.relation("text", "text") == "causal"
-    assert all(spec.relation("text", k) == "none" for k in SEGMENTS[1:])
-    assert all(spec.relation(s, s) != "none" for s in SEGMENTS)
-
-
-@pytest.mark.parametrize("name", registry.names("backbone"))
-def test_backbone_contract(name):
-    arch = backbone_shapes(BackboneConfig(name=name))
-    assert isinstance(arch, BackboneArch)
-    assert arch.n_layer > 0 and arch.n_embd % arch.n_head == 0 and arch.n_positions > 0 and arch.vocab_size > 0
-    assert arch.random_init == name.endswith("-random")
-    assert (arch.hub_id is None) == (arch.random_init or arch.built_by_dmpf)  # dmpf pretrains the demo itself
-    assert arch.label == ("random weights" if arch.random_init else
-                          "pretrained by dmpf" if arch.built_by_dmpf else "pretrained")
+# the checks live in the package (dmpf_cli.plugin_kit, what `dmpf plugins check NAME` runs): the mask contract (a
+# MaskPreset of its name, text sees only text causally, every segment sees itself, no query row left blind) and the
+# backbone contract (positive shapes, n_embd divisible by n_head, random_init iff the name ends in -random, a hub_id
+# iff pretrained and not built by dmpf, the label that follows), one test per component and check
+test_mask_preset_contract = mask_contract.pytest_tests(registry.names("mask"))
+test_backbone_contract = backbone_contract.pytest_tests(registry.names("backbone"))
 
 
 # -- entry points, in a subprocess so discovery starts from scratch --------------------------------

@@ -7,7 +7,7 @@
 ``cli/evaluate.py``       ``dmpf eval``, ``dmpf predict``
 ``cli/bench.py``          ``dmpf bench``
 ``cli/inspect.py``        ``dmpf inspect-mask``, ``dmpf inspect-model``
-``cli/plugins.py``        ``dmpf plugins``
+``cli/plugins.py``        ``dmpf plugins``, ``dmpf plugins check``
 ``cli/pretrain.py``       ``dmpf pretrain-lm``
 ``cli/curriculum.py``     ``dmpf pretrain-encoders``
 ``cli/sweep.py``          ``dmpf sweep``
@@ -119,7 +119,7 @@ VERBS: dict[str, dict[str, Any]] = {
     "Experiments": {"grid": grid.grid_command, "sweep": sweep.sweep_command, "report": report.report_command,
                     "bench": bench.bench_command},
     "Inspect and configure": {"inspect-model": inspect.inspect_model, "inspect-mask": inspect.inspect_mask,
-                              "plugins": plugins.plugins, "config": config.app},  # typer lists a group last
+                              "plugins": plugins.app, "config": config.app},  # typer lists groups last
 }
 for panel, verbs in VERBS.items():
     for name, verb in verbs.items():
