@@ -99,6 +99,16 @@ def shapes(component: Component, **config: Any) -> None:
             assert (seq[padded] == 0).all(), f"{where}, {mode}: padded output positions must be zero"
 
 
+def _backward_is_finite(enc, seq: torch.Tensor, where: str) -> None:
+    """Backpropagate a random projection of ``seq`` (random weights: a plain sum can cancel through a LayerNorm) and
+    assert every trainable parameter's gradient is finite, the failure naming ``where``."""
+    (seq * torch.randn_like(seq)).sum().backward()
+    try:
+        assert_finite_grads(enc)
+    except AssertionError as exc:
+        raise AssertionError(f"{where}: {exc}") from None
+
+
 @encoder_contract.check
 def backward(component: Component, **config: Any) -> None:
     """the output is finite and every trainable parameter gets a finite gradient"""
@@ -107,11 +117,7 @@ def backward(component: Component, **config: Any) -> None:
         enc = build_encoder(component, n_streams, **config).train()
         seq, _ = enc(*encoder_inputs(n_streams))
         assert torch.isfinite(seq).all(), f"{where}: non-finite output"
-        (seq * torch.randn_like(seq)).sum().backward()  # random weights: a plain sum can cancel through a LayerNorm
-        try:
-            assert_finite_grads(enc)
-        except AssertionError as exc:
-            raise AssertionError(f"{where}: {exc}") from None
+        _backward_is_finite(enc, seq, where)
 
 
 @encoder_contract.check
@@ -194,11 +200,7 @@ def nonfinite_padding(component: Component, **config: Any) -> None:
                     f"{w}: padding frames holding {p} change the output: {m}"))
         enc.train()
         seq, _ = enc(*repad(streams, float("nan")))
-        (seq * torch.randn_like(seq)).sum().backward()
-        try:
-            assert_finite_grads(enc)
-        except AssertionError as exc:
-            raise AssertionError(f"{where}, NaN padding: {exc}") from None
+        _backward_is_finite(enc, seq, f"{where}, NaN padding")
 
 
 @encoder_contract.check
