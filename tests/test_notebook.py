@@ -10,7 +10,11 @@ from conftest import ROOT
 
 
 @pytest.mark.slow  # a kernel, and a tiny training run (about half a minute)
-def test_the_quickstart_notebook_runs(tmp_path):
+def test_the_quickstart_notebook_runs(tmp_path, monkeypatch):
+    # the kernel inherits the environment: the demo LM and the tiny data it makes stay out of the session's
+    # directories (tests/test_pretrain.py expects the demo LM missing there)
+    monkeypatch.setenv("DMPF_MODEL_DIR", str(tmp_path / "dmpf-models"))
+    monkeypatch.setenv("DMPF_DATA_DIR", str(tmp_path / "dmpf-data"))
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
 
