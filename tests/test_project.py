@@ -48,7 +48,7 @@ def _layer(module: str) -> tuple[int, str]:
     """(layer, group) of a dmpf_cli module: base 0, library 1 (model, data), the rooms 2-4, the public Python API 5
     (``api``, the package that exports it, and ``plugin_kit``), CLI 6."""
     top = module.split(".")[0]
-    if top in ("model", "data"):
+    if top in ("model", "data", "media"):
         return 1, top
     if top in ROOMS:
         return 2 + ROOMS.index(top), top
