@@ -147,3 +147,21 @@ def test_transcripts(tmp_path):
     (tmp_path / "bad.csv").write_text("video_id,clip_id,label\nv1,1,0.5\n")
     with pytest.raises(DmpfError, match=r"missing column\(s\) text, mode"):
         read_label_csv(tmp_path / "bad.csv")
+
+
+def test_clip_features_round_trip_and_damage(tmp_path):
+    from dmpf_cli.media.clipfile import ClipFeatures, load_clip, save_clip
+
+    clip = ClipFeatures("I liked it.", np.arange(66, dtype=np.float32).reshape(2, 33), None, "sims", "1", "v1/0001.mp4")
+    save_clip(tmp_path / "v1" / "0001.npz", clip)
+    back = load_clip(tmp_path / "v1" / "0001.npz")
+    assert (back.text, back.recipe, back.recipe_version, back.source, back.vision) == ("I liked it.", "sims", "1",
+                                                                                     "v1/0001.mp4", None)
+    assert np.array_equal(back.audio, clip.audio)
+    assert [p.name for p in (tmp_path / "v1").iterdir()] == ["0001.npz"]  # no temporary left
+    (tmp_path / "torn.npz").write_bytes((tmp_path / "v1" / "0001.npz").read_bytes()[:50])
+    with pytest.raises(DmpfError, match="torn.npz: not a readable clip features file"):
+        load_clip(tmp_path / "torn.npz")
+    np.savez(tmp_path / "other.npz", audio=np.ones((2, 2)))
+    with pytest.raises(DmpfError, match="other.npz: not a dmpf clip features file"):
+        load_clip(tmp_path / "other.npz")
