@@ -1,4 +1,4 @@
-"""Registry of swappable components: encoders, backbones, heads, mask presets and metric loggers.
+"""Registry of swappable components: encoders, backbones, heads, mask presets, metric loggers and feature recipes.
 
 Built-ins register with a decorator on a plain factory (the timm ``register_model`` pattern)::
 
@@ -23,12 +23,12 @@ from typing import Any, Callable, Iterator
 from .errors import DmpfError, did_you_mean
 
 ENTRY_POINT_GROUP = "dmpf.plugins"
-KINDS = ("encoder", "backbone", "head", "mask", "logger")
+KINDS = ("encoder", "backbone", "head", "mask", "logger", "extractor")
 BUILTIN = "built-in"
 
 # Modules whose import registers the built-in components of each kind.
 _BUILTIN_MODULES = ("dmpf_cli.model.mask", "dmpf_cli.model.backbones", "dmpf_cli.model.encoders", "dmpf_cli.model.heads",
-                    "dmpf_cli.recipes.loggers")
+                    "dmpf_cli.recipes.loggers", "dmpf_cli.media.extractors")
 
 
 class RegistryError(DmpfError, LookupError):

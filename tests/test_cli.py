@@ -212,7 +212,7 @@ def test_plugins_lists_every_kind(invoke):
     result = invoke("plugins", "--format", "json")
     assert result.exit_code == 0
     rows = json.loads(result.stdout)
-    assert {r["kind"] for r in rows} == {"encoder", "backbone", "head", "mask", "logger"}
+    assert {r["kind"] for r in rows} == {"encoder", "backbone", "head", "mask", "logger", "extractor"}
     assert {"kind": "head", "name": "self-attention"}.items() <= next(r for r in rows if r["name"] == "self-attention").items()
     table = invoke("plugins")
     assert table.exit_code == 0 and "built-in" in table.stdout and "avseesall" in table.stdout

@@ -89,7 +89,7 @@ def test_a_name_of_another_kind_and_a_bad_kind(invoke):
     error_line(*_codes(invoke("plugins", "check", "concat", "--kind", "encoder")), "unknown encoder 'concat'",
                "available: transformer")
     error_line(*_codes(invoke("plugins", "check", "concat", "--kind", "optimizer")),
-               "--kind: expected encoder, backbone, head, mask or logger, got 'optimizer'")
+               "--kind: expected encoder, backbone, head, mask, logger or extractor, got 'optimizer'")
 
 
 def test_a_name_several_kinds_use_needs_kind(invoke, temporary):

@@ -8,7 +8,7 @@ registered component (an installed plugin's too), and a plugin's own test suite 
     test_head_contract = head_contract.pytest_tests("gated-sum")   # one test per check
 
 One contract per kind (``CONTRACTS``): ``encoder_contract``, ``backbone_contract``, ``head_contract``,
-``mask_contract`` and ``logger_contract``; each kind's factory signature and forward contract are in its
+``mask_contract``, ``logger_contract`` and ``extractor_contract``; each kind's factory signature and forward contract are in its
 module's docstring and in docs/how-to/plugins.md. :func:`check_component` runs a component's contract by
 name. Importing the kit imports torch (the checks build modules) but not pytest.
 """
@@ -20,16 +20,17 @@ from ..errors import did_you_mean
 from .backbones import backbone_contract
 from .contract import Check, Contract, Outcome, Skip, assert_refused
 from .encoders import encoder_contract
+from .extractors import extractor_contract
 from .heads import head_contract
 from .loggers import logger_contract
 from .masks import mask_contract
 
 __all__ = ["CONTRACTS", "Check", "Contract", "Outcome", "Skip", "assert_refused", "backbone_contract",
-           "check_component", "contract", "encoder_contract", "find_component", "head_contract", "logger_contract",
+           "check_component", "contract", "encoder_contract", "extractor_contract", "find_component", "head_contract", "logger_contract",
            "mask_contract"]
 
 CONTRACTS: dict[str, Contract] = {c.kind: c for c in (
-    encoder_contract, backbone_contract, head_contract, mask_contract, logger_contract)}
+    encoder_contract, backbone_contract, head_contract, mask_contract, logger_contract, extractor_contract)}
 assert tuple(sorted(CONTRACTS)) == tuple(sorted(registry.KINDS)), "every registry kind has its contract"
 
 
