@@ -59,7 +59,7 @@ def test_help_groups_the_verbs_by_what_users_do(invoke):
         elif (verb := re.match(r"│ (\S+)", line)) and current is not None:
             current[1].append(verb.group(1))
     assert panels[1:] == [
-        ("Data", ["prepare"]),
+        ("Data", ["prepare", "extract"]),
         ("Train and evaluate", ["train", "eval", "predict", "export"]),
         ("Pretrain", ["pretrain-lm", "pretrain-encoders"]),
         ("Experiments", ["grid", "sweep", "report", "bench"]),

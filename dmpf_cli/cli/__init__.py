@@ -34,7 +34,22 @@ from typer.core import TyperGroup
 
 from .. import __version__
 from ..errors import DmpfError
-from . import bench, config, curriculum, data, evaluate, grid, inspect, plugins, pretrain, report, share, sweep, train
+from . import (
+    bench,
+    config,
+    curriculum,
+    data,
+    evaluate,
+    extract,
+    grid,
+    inspect,
+    plugins,
+    pretrain,
+    report,
+    share,
+    sweep,
+    train,
+)
 
 
 class OneLineErrors(TyperGroup):
@@ -111,7 +126,7 @@ def _root(
 
 # The verbs by what users do with them: `dmpf --help` shows one panel per group, in this order.
 VERBS: dict[str, dict[str, Any]] = {
-    "Data": {"prepare": data.prepare},
+    "Data": {"prepare": data.prepare, "extract": extract.extract_command},
     "Train and evaluate": {"train": train.train_command, "eval": evaluate.eval_command,
                            "predict": evaluate.predict_command, "export": share.export_command},
     "Pretrain": {"pretrain-lm": pretrain.pretrain_lm_command,

@@ -1,0 +1,81 @@
+"""``dmpf extract`` on real media made here: espeak-ng speech muxed into mp4 with a generated video track, OpenFace
+CSVs and transcripts beside the clips; resuming, skipping bad clips, several processes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from media_clips import SENTENCES, mux, openface_csv, speak
+
+from conftest import error_line
+
+pytest.importorskip("librosa")
+pytest.importorskip("av")
+pytestmark = pytest.mark.slow  # espeak-ng, PyAV and librosa (numba compiles on first use)
+
+
+@pytest.fixture
+def clips(tmp_path):
+    """Three mp4 clips: a.mp4 with a.txt and an OpenFace a.csv beside it, b.mp4 with b.srt, c.mp4 with nothing."""
+    made = {}
+    for name, text in zip("abc", SENTENCES):
+        made[name] = mux(tmp_path / f"{name}.mp4", speak(text, tmp_path / f"{name}.wav"))
+    (tmp_path / "a.txt").write_text(SENTENCES[0])
+    (tmp_path / "b.srt").write_text(f"1\n00:00:00,000 --> 00:00:02,000\n{SENTENCES[1]}\n")
+    made["a_vision"] = openface_csv(tmp_path / "a.csv", frames=40)
+    return made
+
+
+def test_extract_writes_one_features_file_per_clip(clips, tmp_path, invoke):
+    from dmpf_cli.media.audio import load_audio
+    from dmpf_cli.media.clipfile import load_clip
+    from dmpf_cli.media.features import sims_audio
+
+    out = tmp_path / "features"
+    result = invoke("extract", clips["a"], clips["b"], clips["c"], "--output", out, "--on-error", "skip")
+    assert result.exit_code == 1  # one clip skipped
+    assert "2 clip(s) extracted" in result.stderr
+    assert f"skipped {clips['c']}: no transcript: give --transcript, or put c.txt (or .srt) beside it" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a.npz", "b.npz"]
+    a, b = load_clip(out / "a.npz"), load_clip(out / "b.npz")
+    assert (a.text, a.recipe, a.recipe_version, a.source) == (SENTENCES[0], "sims", "1", "a.mp4")
+    assert np.array_equal(a.audio, sims_audio(load_audio(clips["a"], 22050))) and a.audio.shape[1] == 33
+    assert np.array_equal(a.vision, clips["a_vision"]) and a.vision.shape == (40, 709)
+    assert b.text == SENTENCES[1] and b.vision is None
+
+    # again: the finished clips are kept as they are; --overwrite makes them again
+    stamp = (out / "a.npz").stat().st_mtime_ns
+    again = invoke("extract", clips["a"], clips["b"], "--output", out, "--format", "json")
+    assert again.exit_code == 0 and json.loads(again.stdout)["kept"] == [str(out / "a.npz"), str(out / "b.npz")]
+    assert (out / "a.npz").stat().st_mtime_ns == stamp
+    assert invoke("extract", clips["a"], "--output", out, "--overwrite").exit_code == 0
+    assert (out / "a.npz").stat().st_mtime_ns != stamp
+
+
+def test_several_processes_extract_the_same_features(clips, tmp_path, invoke):
+    from dmpf_cli.media.clipfile import load_clip
+
+    (tmp_path / "c.txt").write_text(SENTENCES[2])
+    media = [clips[k] for k in "abc"]
+    assert invoke("extract", *media, "--output", tmp_path / "one").exit_code == 0
+    assert invoke("extract", *media, "--output", tmp_path / "two", "--jobs", "2").exit_code == 0
+    for k in "abc":
+        one, two = load_clip(tmp_path / "one" / f"{k}.npz"), load_clip(tmp_path / "two" / f"{k}.npz")
+        assert np.array_equal(one.audio, two.audio) and one.text == two.text
+
+
+def test_extract_refuses_in_one_line(clips, tmp_path, invoke):
+    out = tmp_path / "features"
+    failed = invoke("extract", clips["a"], clips["c"], "--output", out)  # --on-error fail: the default
+    error_line(failed.exit_code, failed.stderr, f"{clips['c']}: no transcript")
+    assert [p.name for p in out.iterdir()] == ["a.npz"]  # the finished clip stays; nothing half-written
+    (tmp_path / "broken.mp4").write_bytes(clips["a"].read_bytes()[:2000])
+    broken = invoke("extract", tmp_path / "broken.mp4", "--output", out, "--transcript", "x")
+    error_line(broken.exit_code, broken.stderr, str(tmp_path / "broken.mp4"))
+    unknown = invoke("extract", clips["a"], "--output", out, "--recipe", "simz")
+    error_line(unknown.exit_code, unknown.stderr, "simz", "sims")
+    two = invoke("extract", clips["a"], clips["b"], "--output", out, "--transcript", "x")
+    error_line(two.exit_code, two.stderr, "--transcript/--openface: go with one media file")
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
