@@ -2,7 +2,7 @@
 # Set up the project's virtual environment in .venv (.venv-lowest with --lowest; idempotent, re-runs are fast).
 #
 #   bash scripts/setup.sh                          # runtime only
-#   bash scripts/setup.sh --dev                    # plus the test tools
+#   bash scripts/setup.sh --dev                    # plus the test tools and the media extra its tests use
 #   bash scripts/setup.sh --docs                   # plus MkDocs, to build the documentation site (mkdocs.yml)
 #   bash scripts/setup.sh --system-site-packages   # reuse a torch you already have (e.g. a CUDA build)
 #   bash scripts/setup.sh --lowest                 # .venv-lowest: dmpf[dev] at the floors pyproject.toml
@@ -17,7 +17,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 wanted=() venv_opts=() venv=.venv lowest=""
 for arg in "$@"; do
   case "$arg" in
-    --dev) wanted+=(dev) ;;
+    --dev) wanted+=(dev media) ;;  # media: librosa, PyAV, opensmile (its tests; not at the floors: see pyproject)
     --docs) wanted+=(docs) ;;
     --system-site-packages) venv_opts+=(--system-site-packages) ;;
     --lowest) lowest=1 wanted+=(dev) venv=.venv-lowest ;;
