@@ -16,7 +16,6 @@ Nothing prints unless asked (``progress=True``), and a problem with the user's i
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,13 +164,13 @@ class Model:
     was loaded from).
     """
 
-    def __init__(self, loaded: TrainedModel):
+    def __init__(self, loaded: TrainedModel, warnings: list[str] | None = None):
         self._loaded = loaded
         self.config = loaded.cfg
         self.dims = loaded.dims
         self.module = loaded.model
         self.source = loaded.source
-        self.warnings: list[str] = []  # what loading warned about (an unfinished run, another backbone's weights)
+        self.warnings: list[str] = warnings or []  # what loading warned about (an unfinished run, another backbone's weights)
 
     def __repr__(self) -> str:
         return (f"Model(source={str(self.source)!r}, dataset={self.config.data.dataset!r}, "
@@ -183,9 +182,7 @@ class Model:
         from .recipes.evaluate import load_trained
 
         warnings: list[str] = []
-        model = cls(load_trained(source, warn=warnings.append, console=_console(progress)))
-        model.warnings = warnings
-        return model
+        return cls(load_trained(source, warn=warnings.append, console=_console(progress)), warnings)
 
     def predict(self, samples: Any, *, batch_size: int | None = None, records: bool = False) -> np.ndarray | list[dict]:
         """Score ``samples`` in batches (default: the config's batch size).
@@ -234,15 +231,12 @@ class Model:
         """Upload this model (exported first, where it is a run) to the Hub repository ``repo_id`` through
         ``huggingface_hub`` (made if missing). Returns the commit's URL."""
         from .recipes.share import push_to_hub
-        from .store.exported import is_exported
 
-        if self._loaded.run is None and is_exported(self.source):
+        if self._loaded.run is None:  # an exported model already: its directory goes up as it is
             return push_to_hub(self.source, repo_id, token=token, private=private, commit_message=commit_message)
         with tempfile.TemporaryDirectory() as tmp:
             folder = self.save_pretrained(Path(tmp) / "model")
-            url = push_to_hub(folder, repo_id, token=token, private=private, commit_message=commit_message)
-            shutil.rmtree(folder, ignore_errors=True)
-            return url
+            return push_to_hub(folder, repo_id, token=token, private=private, commit_message=commit_message)
 
 
 def from_pretrained(source: str | Path, *, progress: bool | Console = False) -> Model:

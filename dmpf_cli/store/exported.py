@@ -23,7 +23,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, move_into_place
 from .run import RunError, read_json
 
 FORMAT = "dmpf-model"
@@ -70,13 +70,7 @@ def write_exported(output: Path, *, config: dict[str, Any], weights: Path, manif
         atomic_write_text(tmp / MANIFEST, json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **manifest},
                                                      indent=1) + "\n")
         atomic_write_text(tmp / CARD, card)
-        if output.exists():
-            old = output.with_name(f".{output.name}.old-{os.getpid()}")
-            os.replace(output, old)
-            os.replace(tmp, output)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, output)
+        move_into_place(tmp, output)
     except OSError as exc:
         raise RunError(f"--output: {output}: cannot write ({exc.strerror or exc})") from None
     finally:
