@@ -11,7 +11,7 @@ import typer
 
 from ..errors import DmpfError
 from ..streams import MODALITIES
-from .common import DatasetName, FormatOpt, OutputFormat, ThreadsOpt, make_console
+from .common import DatasetName, FormatOpt, OnError, OutputFormat, ThreadsOpt, make_console
 
 
 def manifest_tables(manifest: dict, console) -> None:
@@ -73,10 +73,25 @@ def prepare(
     info: Annotated[
         Optional[Path], typer.Option("--info", help="Print the manifest of a prepared directory and exit.")
     ] = None,
+    media: Annotated[
+        Optional[Path], typer.Option("--media", help="A folder of clips in MMSA-FET's layout (label.csv, "
+                                     "Raw/VIDEO_ID/CLIP_ID.mp4): features extracted, a CH-SIMS-like dataset written.")
+    ] = None,
+    recipe: Annotated[str, typer.Option("--recipe", help="With --media: the feature recipe (sims, opensmile, …).")] = "sims",
+    openface: Annotated[
+        Optional[Path], typer.Option("--openface", help="With --media: a folder of OpenFace CSVs, VIDEO_ID/CLIP_ID.csv "
+                                     "(default: CLIP_ID.csv or .npy beside each clip).")
+    ] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="With --media: clips extracted at once, one process each.")] = 1,
+    on_error: Annotated[
+        OnError, typer.Option("--on-error", help="With --media: a clip that cannot be used: skip it (listed at the end) "
+                              "or stop.")
+    ] = OnError.fail,
     threads: ThreadsOpt = None,
     format: FormatOpt = OutputFormat.text,
 ) -> None:
-    """Import an MMSA pickle safely (or generate a synthetic one) into the memory-mapped prepared format."""
+    """Import an MMSA pickle safely (or generate a synthetic one, or extract a folder of clips) into the memory-mapped
+    prepared format."""
     from ..data.prepared import open_prepared
     from ..recipes.datasets import prepare, tokenize_preset
 
@@ -89,6 +104,14 @@ def prepare(
             manifest_tables(manifest, console)
         return
     work = make_console(stderr=True) if format is OutputFormat.json else console  # progress, never into the JSON
+    if media is not None:
+        return _prepare_media(media, dataset, source, output, recipe=recipe, openface=openface, jobs=jobs,
+                              on_error=on_error.value, overwrite=overwrite, config=config, threads=threads,
+                              format=format, console=console, work=work)
+    for name, given in (("--recipe", recipe != "sims"), ("--openface", openface is not None), ("--jobs", jobs != 1),
+                        ("--on-error", on_error is not OnError.fail)):
+        if given:
+            raise DmpfError(f"{name}: goes with --media (a folder of clips)")
     if dataset is None:
         raise DmpfError("--dataset: required (mosei, mosi, sims with --source; or synthetic), or --info DIR")
     dataset = dataset.value
@@ -127,3 +150,45 @@ def prepare(
                       f"{dataset} file: a different version or a damaged download")
     elif result.published_match:
         console.print("sha256 matches the hash MMSA publishes")
+
+
+def _prepare_media(media: Path, dataset, source, output, *, recipe, openface, jobs, on_error, overwrite, config,
+                   threads, format, console, work) -> None:
+    """``dmpf prepare --media DIR``: a folder of clips → a prepared CH-SIMS-like dataset."""
+    from ..recipes.datasets import pretokenize
+    from ..recipes.media_dataset import DATASET, prepare_media
+    from ..recipes.preflight import resolve_config
+    from ..recipes.runtime import use_threads
+
+    if source is not None:
+        raise DmpfError("--source: not used with --media (the features are extracted from the clips)")
+    if dataset is not None and dataset.value != DATASET:
+        raise DmpfError(f"--dataset: a folder of clips becomes a CH-SIMS-like dataset ({DATASET}: labels in [-1, 1]); "
+                        f"{dataset.value}'s features cannot be computed from clips")
+    use_threads(threads)
+    cfg = resolve_config(None if config else DATASET, config)  # a bad --config is refused before the extraction
+    from ..progress import Progress
+
+    result = prepare_media(media, output, recipe=recipe, openface=openface, jobs=jobs, on_error=on_error,
+                           overwrite=overwrite, console=work)
+    with Progress(work) as bar:
+        tokens = pretokenize(result.output, cfg, str(config) if config else f"preset {DATASET}", bar)
+    if format is OutputFormat.json:
+        typer.echo(json.dumps({"output": str(result.output), "extracted": result.extracted, "reused": result.reused,
+                               "skipped": [{"clip": c, "error": e} for c, e in result.skipped], "tokens": tokens,
+                               "manifest": result.manifest}))
+    else:
+        manifest_tables(result.manifest, console)
+        lengths = result.manifest["media"]["lengths"]
+        console.print("padded to mean + 3·std of the clips' lengths: " + ", ".join(
+            f"{key} {s['padded']} frames (mean {s['mean']:.1f}, std {s['std']:.1f}, {s['clips_cut']} clip(s) cut)"
+            for key, s in lengths.items()))
+        console.print(f"[green]prepared[/green] {result.output}: {result.extracted} clip(s) extracted, "
+                      f"{result.reused} kept from before ({recipe} recipe)")
+        if not tokens["stored"]:
+            console.print(f"[yellow]note[/yellow]: text not tokenised for {tokens['backbone']} ({tokens['config']}): "
+                          f"{tokens['reason']} — the first run tokenises it instead")
+        for _, error in result.skipped:
+            console.print(f"[yellow]skipped[/yellow] {error}")
+    if result.skipped:
+        raise typer.Exit(1)

@@ -158,6 +158,8 @@ def write_prepared(
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
     spec = DATASETS[dataset]
+    # the unimodal labels where every split carries them (MMSA's CH-SIMS file does; a folder of clips may)
+    unimodal = all(f"regression_labels_{k}" in splits[name] for name in SPLITS for k in UNIMODAL_LABELS)
     try:
         manifest_splits = {}
         for name in SPLITS:
@@ -182,7 +184,7 @@ def write_prepared(
                 report.replaced[key] = replaced
                 files[key] = {"shape": list(src.shape), "dtype": "float32"}
             arrays = {**{m.lengths: split[m.lengths] for m in MODALITIES}, "labels": split["regression_labels"]}
-            if spec.unimodal_labels:
+            if unimodal:
                 arrays.update({f"labels_{k}": split[f"regression_labels_{k}"] for k in UNIMODAL_LABELS})
             for key, arr in arrays.items():
                 np.save(folder / f"{key}.npy", arr)
@@ -206,7 +208,7 @@ def write_prepared(
             "dims": {m.key: int(first[m.key].shape[2]) for m in MODALITIES},
             "padded_length": {m.key: int(first[m.key].shape[1]) for m in MODALITIES},
             "label_range": list(spec.label_range),
-            "unimodal_labels": spec.unimodal_labels,
+            "unimodal_labels": unimodal,
             "splits": manifest_splits,
             **extra,
         }

@@ -112,23 +112,33 @@ def extract(media: list[Path], *, recipe: str, output: Path, transcript: str | N
     result = ExtractResult(kept=kept)
     output.mkdir(parents=True, exist_ok=True)
     with Progress(console) as bar:
-        task = bar.add_task(f"extracting ({recipe})", total=len(todo), unit="clips")
-        if jobs == 1 or len(todo) <= 1:
-            outcomes = (_worker(job, recipe) for job in todo)
-            pool = None
-        else:
-            pool = ProcessPoolExecutor(max_workers=jobs, initializer=_one_thread)
-            outcomes = pool.map(_worker, todo, [recipe] * len(todo))
-        try:
-            for path, error in outcomes:
-                bar.advance(task, 1)
-                if error is None:
-                    result.written.append(path)
-                    continue
-                if on_error == "fail":
-                    raise MediaError(error)
-                result.failed.append((path, error))
-        finally:
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+        result.written, result.failed = run_jobs(todo, recipe, on_error=on_error, jobs=jobs, bar=bar)
     return result
+
+
+def run_jobs(todo: list[Job], recipe: str, *, on_error: str, jobs: int, bar: Progress) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Extract ``todo`` with ``recipe`` over ``jobs`` processes (one thread each), counted on ``bar``; returns the
+    features files written and the clips that failed with why. With ``on_error="fail"`` the first failure is raised
+    (a :class:`MediaError`) once the clips being extracted have finished."""
+    written: list[Path] = []
+    failed: list[tuple[Path, str]] = []
+    task = bar.add_task(f"extracting ({recipe})", total=len(todo), unit="clips")
+    if jobs == 1 or len(todo) <= 1:
+        outcomes = (_worker(job, recipe) for job in todo)
+        pool = None
+    else:
+        pool = ProcessPoolExecutor(max_workers=jobs, initializer=_one_thread)
+        outcomes = pool.map(_worker, todo, [recipe] * len(todo))
+    try:
+        for path, error in outcomes:
+            bar.advance(task, 1)
+            if error is None:
+                written.append(path)
+                continue
+            if on_error == "fail":
+                raise MediaError(error)
+            failed.append((path, error))
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return written, failed
