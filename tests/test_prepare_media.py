@@ -150,6 +150,7 @@ def test_several_processes_extract_the_same_dataset(invoke, folder, tmp_path):
     (lambda root: write_labels(root, [c for c in CLIPS if c[2] != "valid"]), "no clips with mode valid"),
     (lambda root: (root / "Raw" / "video_0002" / "0005.csv").unlink(), "no visual features"),
     (lambda root: (root / "Raw" / "video_0002" / "0005.mp4").unlink(), "no media file"),
+    (lambda root: (root / "Raw" / "video_0002" / "0005.mp4").write_bytes(b""), "0005.mp4: not a readable media file"),
     (lambda root: openface_csv(root / "Raw" / "video_0002" / "0005.csv", 5, columns=("gaze_0_x",)), "OpenFace columns"),
 ])
 def test_bad_folders_are_one_line_and_nothing_is_written(invoke, folder, tmp_path, problem, expect):
