@@ -17,10 +17,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 wanted=() venv_opts=() venv=.venv lowest=""
 for arg in "$@"; do
   case "$arg" in
-    --dev) wanted+=(dev media) ;;  # media: librosa, PyAV, opensmile (its tests; not at the floors: see pyproject)
+    --dev) wanted+=(dev media opensmile) ;;  # the media tests' libraries: librosa, PyAV, soundfile, opensmile
     --docs) wanted+=(docs) ;;
     --system-site-packages) venv_opts+=(--system-site-packages) ;;
-    --lowest) lowest=1 wanted+=(dev) venv=.venv-lowest ;;
+    --lowest) lowest=1 wanted+=(dev media) venv=.venv-lowest ;;  # opensmile: not at the floors (pyproject.toml)
     *) echo "setup.sh: unknown option '$arg' (expected --dev, --docs, --lowest or --system-site-packages)" >&2; exit 2 ;;
   esac
 done

@@ -79,3 +79,14 @@ def test_extract_refuses_in_one_line(clips, tmp_path, invoke):
     two = invoke("extract", clips["a"], clips["b"], "--output", out, "--transcript", "x")
     error_line(two.exit_code, two.stderr, "--transcript/--openface: go with one media file")
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_a_missing_library_stops_the_extraction_in_one_line(clips, tmp_path, invoke, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "opensmile", None)  # `import opensmile` now raises ImportError
+    for on_error in ("skip", "fail"):
+        result = invoke("extract", clips["a"], clips["b"], "--output", tmp_path / "out", "--recipe", "opensmile",
+                        "--on-error", on_error)
+        error_line(result.exit_code, result.stderr, "opensmile is not installed", "pip install 'dmpf[opensmile]'")
+    assert not list((tmp_path / "out").glob("*.npz"))

@@ -19,12 +19,28 @@ class MediaError(DmpfError):
     """A media file that cannot be used: one line naming the file and why."""
 
 
+class MissingLibrary(MediaError, ImportError):
+    """A library a feature recipe needs is not installed: one line naming it and the extra that installs it. It stops
+    the whole extraction (every clip would fail alike), whatever ``--on-error`` says."""
+
+
+def need(module: str, extra: str = "media"):
+    """``import module``, or a :class:`MissingLibrary` line saying which extra of dmpf installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingLibrary(f"{module} is not installed, and the feature recipes need it: pip install "
+                             f"'dmpf[{extra}]' (or bash scripts/setup.sh --dev)", name=module) from None
+
+
 def decode_audio(path: Path) -> tuple[np.ndarray, int]:
     """The first audio track of ``path`` as mono float32 samples at its own sampling rate: (samples, rate).
 
     A missing or unreadable file, a file without an audio track, and a track without samples are
     :class:`MediaError` lines naming the file."""
-    import av
+    av = need("av")
 
     path = Path(path)
     if not path.is_file():
@@ -75,6 +91,4 @@ def load_audio(path: Path, sr: int) -> np.ndarray:
     audio, rate = decode_audio(path)
     if rate == sr:
         return audio
-    import librosa
-
-    return librosa.resample(audio, orig_sr=rate, target_sr=sr).astype(np.float32, copy=False)
+    return need("librosa").resample(audio, orig_sr=rate, target_sr=sr).astype(np.float32, copy=False)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .audio import need
+
 SIMS_RATE, SIMS_HOP = 22050, 128
 OPENSMILE_RATE = 16000
 
@@ -21,7 +23,7 @@ def sims_audio(y: np.ndarray, sr: int = SIMS_RATE) -> np.ndarray:
     hop_length 128, of mono samples ``y`` at ``sr`` (22,050 Hz in the recipe)."""
     import warnings
 
-    import librosa
+    librosa = need("librosa")
 
     with warnings.catch_warnings():  # n_fft 512 leaves some of the 128 mel filters empty: the recipe's own property
         warnings.simplefilter("ignore", UserWarning)
@@ -34,8 +36,7 @@ def sims_audio(y: np.ndarray, sr: int = SIMS_RATE) -> np.ndarray:
 
 def opensmile_audio(y: np.ndarray, sr: int = OPENSMILE_RATE) -> np.ndarray:
     """(frames, 25) float32: openSMILE's eGeMAPSv02 low-level descriptors of mono samples ``y`` at ``sr``."""
-    import opensmile
-
+    opensmile = need("opensmile", "opensmile")
     smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
                             feature_level=opensmile.FeatureLevel.LowLevelDescriptors)
     return smile.process_signal(y, sr).to_numpy(dtype=np.float32)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .. import registry
 from ..errors import DmpfError
-from ..media.audio import MediaError
+from ..media.audio import MediaError, MissingLibrary
 from ..media.clipfile import save_clip
 from ..media.transcripts import read_transcript
 from ..progress import Progress
@@ -84,6 +84,8 @@ def run_job(job: Job, recipe: str) -> Path:
 def _worker(job: Job, recipe: str) -> tuple[Path, str | None]:
     try:
         return run_job(job, recipe), None
+    except MissingLibrary:
+        raise  # not the clip's fault: it stops the run
     except DmpfError as exc:
         return job.media, str(exc)
 
