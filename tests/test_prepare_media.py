@@ -100,6 +100,14 @@ def test_a_folder_of_clips_becomes_a_prepared_dataset(invoke, folder, tmp_path):
     assert test.vision_lengths.tolist() == [40, want]
     assert not (tmp_path / ".data.clips").exists()  # the cache moved into the dataset
 
+    # the same again: nothing to do; a clip changed since: only it is extracted again
+    again = json.loads(prepare(invoke, folder, "--output", out, "--format", "json").stdout)
+    assert again["up_to_date"] and again["manifest"]["created"] == manifest["created"]
+    openface_csv(folder / "Raw" / "video_0001" / "0002.csv", frames=44)
+    again = json.loads(prepare(invoke, folder, "--output", out, "--format", "json").stdout)
+    assert not again["up_to_date"] and (again["extracted"], again["reused"]) == (1, len(CLIPS) - 1)
+    assert open_prepared(out).split("train").vision_lengths[1] == 44
+
 
 def test_an_interrupted_preparation_resumes_and_a_bad_clip_is_one_line(invoke, folder, tmp_path):
     out = tmp_path / "data"

@@ -171,12 +171,16 @@ def _prepare_media(media: Path, dataset, source, output, *, recipe, openface, jo
 
     result = prepare_media(media, output, recipe=recipe, openface=openface, jobs=jobs, on_error=on_error,
                            overwrite=overwrite, console=work)
-    with Progress(work) as bar:
+    with Progress(work) as bar:  # a no-op where the text is tokenised for this config already
         tokens = pretokenize(result.output, cfg, str(config) if config else f"preset {DATASET}", bar)
     if format is OutputFormat.json:
-        typer.echo(json.dumps({"output": str(result.output), "extracted": result.extracted, "reused": result.reused,
+        typer.echo(json.dumps({"output": str(result.output), "up_to_date": result.up_to_date,
+                               "extracted": result.extracted, "reused": result.reused,
                                "skipped": [{"clip": c, "error": e} for c, e in result.skipped], "tokens": tokens,
                                "manifest": result.manifest}))
+    elif result.up_to_date:
+        console.print(f"[green]up to date[/green]: {result.output} was prepared from the same clips, label.csv and "
+                      f"{recipe} recipe; nothing to do")
     else:
         manifest_tables(result.manifest, console)
         lengths = result.manifest["media"]["lengths"]

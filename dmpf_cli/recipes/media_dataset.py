@@ -56,6 +56,7 @@ class MediaPrepareResult:
     manifest: dict[str, Any]
     extracted: int = 0
     reused: int = 0  # features files kept from an earlier (or interrupted) run
+    up_to_date: bool = False  # the dataset there was made from these clips, this label.csv and recipe: left as it was
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (clip, why), with on_error="skip"
 
 
@@ -106,6 +107,15 @@ def _fresh(target: Path, clip: Clip, recipe: str, version: str) -> bool:
     return (features.recipe, features.recipe_version) == (recipe, version)
 
 
+def _up_to_date(manifest: dict[str, Any], clips: list[Clip], output: Path, labels_sha256: str, extractor) -> bool:
+    """Whether the dataset at ``output`` was made from exactly these clips: the same ``label.csv``, recipe and version,
+    none skipped, and every clip's features file there newer than its media and visual features."""
+    return (manifest.get("source", {}).get("sha256") == labels_sha256 and not manifest.get("media", {}).get("skipped")
+            and manifest.get("features") == {"recipe": extractor.name, "recipe_version": extractor.version}
+            and all(c.problem is None and _fresh(output / CLIPS / c.video_id / f"{c.clip_id}.npz", c, extractor.name,
+                                                 extractor.version) for c in clips))
+
+
 def _adopt(cache: Path, output: Path) -> None:
     """Move the ``clips/`` of an earlier dataset at ``output`` into the cache (files the cache lacks)."""
     old = output / CLIPS
@@ -139,6 +149,8 @@ def prepare_media(
         if existing is not None and not overwrite and existing.get("media", {}).get("root") != str(root.resolve()):
             raise DataError(f"--output: {output} already holds a prepared dataset ({existing.get('dataset')}); pass "
                             "--overwrite to replace it, or choose another --output")
+        if existing is not None and _up_to_date(existing, clips, output, _sha256(root / "label.csv"), extractor):
+            return MediaPrepareResult(output, existing, reused=len(clips), up_to_date=True)
         cache = output.parent / f".{output.name}.clips"
         cache.mkdir(parents=True, exist_ok=True)
         if existing is not None:
