@@ -195,7 +195,7 @@ def test_config_cp_copies_a_preset_with_its_comments(invoke, tmp_path):
 @pytest.mark.parametrize("args, fragment", [
     (["eval", "--run", "r", "--split", "train"], "--split: expected test or valid, got 'train'"),
     (["predict", "--run", "r", "--input", "x.jsonl", "--on-error", "ignore"], "--on-error: expected skip or fail"),
-    (["prepare", "--dataset", "mosie"], "--dataset: expected mosei, mosi, sims or synthetic, got 'mosie'"),
+    (["prepare", "--dataset", "mosie"], "--dataset: expected mosei, mosi, sims, simsv2 or synthetic, got 'mosie'"),
     (["prepare", "--dataset", "synthetic", "--size", "huge"], "--size: expected tiny, small or mosei-like"),
     (["config", "show", "--format", "yaml"], "--format: expected text or json, got 'yaml'"),
     (["pretrain-lm", "--size", "huge"], "--size: expected small or tiny, got 'huge'"),
