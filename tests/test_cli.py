@@ -200,7 +200,8 @@ def test_config_cp_copies_a_preset_with_its_comments(invoke, tmp_path):
     (["config", "show", "--format", "yaml"], "--format: expected text or json, got 'yaml'"),
     (["pretrain-lm", "--size", "huge"], "--size: expected small or tiny, got 'huge'"),
 ])
-def test_choice_options_are_enums_listed_in_help_and_refused_in_one_line(invoke, args, fragment):
+def test_choice_options_are_enums_listed_in_help_and_refused_in_one_line(invoke, args, fragment, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "120")  # the help's option column, wide enough for the longest choice list
     assert_one_line_error(invoke(*args), fragment)
     option = fragment.split(":")[0]
     shown = " ".join(invoke(*args[:1 + (args[0] == "config")], "--help").stdout.split())

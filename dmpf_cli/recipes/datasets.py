@@ -118,7 +118,7 @@ def import_pickle(
 def prepare_file(
     dataset: str, source: Path, output: Path | None, *, overwrite: bool, check_sha256: bool, console: Console,
 ) -> PrepareResult:
-    """``dmpf prepare --dataset mosei|mosi|sims --source FILE.pkl``."""
+    """``dmpf prepare --dataset mosei|mosi|sims|simsv2 --source FILE.pkl`` (unaligned or aligned)."""
     if dataset not in DATASETS or DATASETS[dataset].generated:
         files = ", ".join(d.name for d in DATASETS.values() if not d.generated)
         raise DataError(f"--dataset: expected one of {files} with --source, got '{dataset}'")
