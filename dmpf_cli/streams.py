@@ -111,41 +111,101 @@ UNIMODAL_LABELS: tuple[str, ...] = (TEXT.label, *(m.label for m in MODALITIES))
 SPLITS = ("train", "valid", "test")
 
 
+MMSA_URL = "https://github.com/thuiar/MMSA"  # its README links the processed feature files
+
+
+@dataclass(frozen=True)
+class PublishedFile:
+    """One processed file a dataset's publisher releases: where its download puts it and the hash it lists."""
+
+    path: str  # where the publisher's download puts it: "MOSI/Processed/aligned_50.pkl"
+    sha256: str | None  # as the publisher lists it; None where it lists none
+    aligned: bool = False  # every stream at the text's length (MMSA's aligned_50.pkl; see data.mmsa)
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+
 @dataclass(frozen=True)
 class Dataset:
     """The facts of one dataset (design.md §7) that code depends on."""
 
     name: str
     feature_dims: tuple[int, ...]  # per modality, in MODALITIES order: the widths a model is built for
-    padded_lengths: tuple[int, ...] | None  # per modality in the MMSA file (synthetic: per size, see data.synthetic)
+    padded_lengths: tuple[int, ...] | None  # per modality in the (first) published file (synthetic: per size)
     label_range: tuple[float, float]
     metrics: str  # the metric family: "mosei" (Has0/Non0/Acc5/Acc7) or "sims" (Acc2/3/5 on clipped values)
     unimodal_labels: bool  # the file carries regression_labels_T/A/V
-    file: str | None  # MMSA's processed file
-    published_sha256: str | None  # of that file, as the MMSA README lists it
+    files: tuple[PublishedFile, ...]  # the processed files published; the first is the one a preset is set for
     preset: str | None  # the config (configs/NAME.yaml) whose tokenizer `dmpf prepare` tokenises for
     generated: bool = False  # made by dmpf: feature widths follow the generated file, nothing is published
-    published_as: str | None = None  # where MMSA's dataset download puts that file
+    publisher: tuple[str, str] = ("MMSA", MMSA_URL)  # who publishes the files, and where
+
+    @property
+    def file(self) -> str | None:
+        """The name of the (first) published file, e.g. ``unaligned_50.pkl``."""
+        return self.files[0].name if self.files else None
+
+    @property
+    def published_as(self) -> str | None:
+        return self.files[0].path if self.files else None
+
+    @property
+    def published_sha256(self) -> str | None:
+        """The (first) published file's hash, as its publisher lists it."""
+        return self.files[0].sha256 if self.files else None
+
+    def published_file(self, sha256: str) -> PublishedFile | None:
+        """The published file with this hash, if any."""
+        return next((f for f in self.files if f.sha256 is not None and f.sha256 == sha256), None)
 
     def where_to_get(self) -> str:
         """Which file to get, where it is published and its hash, in one clause (for a missing dataset)."""
-        return (f"MMSA's {self.file} (published with MMSA, {MMSA_URL}, as {self.published_as}; "
-                f"sha256 {self.published_sha256})")
+        who, url = self.publisher
+        sha = f"sha256 {self.published_sha256}" if self.published_sha256 else "no sha256 published"
+        return f"{who}'s {self.file} (published with {who}, {url}, as {self.published_as}; {sha})"
 
 
-MMSA_URL = "https://github.com/thuiar/MMSA"  # its README links the processed feature files
+# The sha256 of MMSA's files: MMSA's README, section "2. Datasets" ("SHA-256 for feature files";
+# https://github.com/thuiar/MMSA/blob/master/README.md). Its MOSI and MOSEI folders hold an aligned_50.pkl beside
+# unaligned_50.pkl (every stream word-aligned, at the text's 50 steps: src/MMSA/config/config_regression.json,
+# "aligned": seq_lens [50, 50, 50]); SIMS has only unaligned_39.pkl.
+#
+# CH-SIMS v2 (supervised part), from its publisher's repository https://github.com/thuiar/ch-sims-v2:
+# * file: README ("Supervised standard pickle file (ch-simsv2s.pkl)", a Google Drive folder, no Processed/ path);
+# * widths audio 25 (eGeMAPS LLDs), vision 177 (OpenFace) and padded lengths 925 / 232: config/config_regression.py
+#   (feature_dims (768, 25, 177), seq_lens (50, 925, 232)). MMSA's own config_regression.json has a "simsv2" entry
+#   with SIMS's numbers (33/709, 39/400/55) and another file name (SIMSv2/Processed/sims_unaligned.pkl): it is
+#   not the file the publisher links, and is not followed here;
+# * label range [-1, 1], the SIMS metric family: utils/metricsTop.py (SIMS3L is scored by the SIMS regression
+#   metrics, on values clipped to [-1, 1]);
+# * unimodal labels: data/load_data.py reads regression_labels_T/A/V — but from another file (SimsLargeV6.pkl),
+#   and nothing published says ch-simsv2s.pkl carries them, so they are not required here;
+# * sha256: none published (issue thuiar/ch-sims-v2#12 asks for one and is open).
+SIMSV2_URL = "https://github.com/thuiar/ch-sims-v2"
 
 
 DATASETS: dict[str, Dataset] = {d.name: d for d in (
-    Dataset("mosei", (74, 35), (500, 375), (-3.0, 3.0), "mosei", False, "unaligned_50.pkl",
-            "ad8b23d50557045e7d47959ce6c5b955d8d983f2979c7d9b7b9226f6dd6fec1f", "mosei",
-            published_as="MOSEI/Processed/unaligned_50.pkl"),
-    Dataset("mosi", (5, 20), (375, 500), (-3.0, 3.0), "mosei", False, "unaligned_50.pkl",
-            "78e0f8b5ef8ff71558e7307848fc1fa929ecb078203f565ab22b9daab2e02524", "mosi",
-            published_as="MOSI/Processed/unaligned_50.pkl"),
-    Dataset("sims", (33, 709), (400, 55), (-1.0, 1.0), "sims", True, "unaligned_39.pkl",
-            "c9e20c13ec0454d98bb9c1e520e490c75146bfa2dfeeea78d84de047dbdd442f", "sims",
-            published_as="SIMS/Processed/unaligned_39.pkl"),
+    Dataset("mosei", (74, 35), (500, 375), (-3.0, 3.0), "mosei", False, (
+        PublishedFile("MOSEI/Processed/unaligned_50.pkl",
+                      "ad8b23d50557045e7d47959ce6c5b955d8d983f2979c7d9b7b9226f6dd6fec1f"),
+        PublishedFile("MOSEI/Processed/aligned_50.pkl",
+                      "45eccfb748a87c80ecab9bfac29582e7b1466bf6605ff29d3b338a75120bf791", aligned=True),
+    ), "mosei"),
+    Dataset("mosi", (5, 20), (375, 500), (-3.0, 3.0), "mosei", False, (
+        PublishedFile("MOSI/Processed/unaligned_50.pkl",
+                      "78e0f8b5ef8ff71558e7307848fc1fa929ecb078203f565ab22b9daab2e02524"),
+        PublishedFile("MOSI/Processed/aligned_50.pkl",
+                      "d3994fd25681f9c7ad6e9c6596a6fe9b4beb85ff7d478ba978b124139002e5f9", aligned=True),
+    ), "mosi"),
+    Dataset("sims", (33, 709), (400, 55), (-1.0, 1.0), "sims", True, (
+        PublishedFile("SIMS/Processed/unaligned_39.pkl",
+                      "c9e20c13ec0454d98bb9c1e520e490c75146bfa2dfeeea78d84de047dbdd442f"),
+    ), "sims"),
+    Dataset("simsv2", (25, 177), (925, 232), (-1.0, 1.0), "sims", False, (
+        PublishedFile("ch-simsv2s.pkl", None),
+    ), "simsv2", publisher=("CH-SIMS v2", SIMSV2_URL)),
     # generated in the MMSA layout with MOSEI's widths and label range (dmpf_cli.data.synthetic)
-    Dataset("synthetic", (74, 35), None, (-3.0, 3.0), "mosei", False, None, None, "default", generated=True),
+    Dataset("synthetic", (74, 35), None, (-3.0, 3.0), "mosei", False, (), "default", generated=True),
 )}

@@ -195,12 +195,13 @@ def test_config_cp_copies_a_preset_with_its_comments(invoke, tmp_path):
 @pytest.mark.parametrize("args, fragment", [
     (["eval", "--run", "r", "--split", "train"], "--split: expected test or valid, got 'train'"),
     (["predict", "--run", "r", "--input", "x.jsonl", "--on-error", "ignore"], "--on-error: expected skip or fail"),
-    (["prepare", "--dataset", "mosie"], "--dataset: expected mosei, mosi, sims or synthetic, got 'mosie'"),
+    (["prepare", "--dataset", "mosie"], "--dataset: expected mosei, mosi, sims, simsv2 or synthetic, got 'mosie'"),
     (["prepare", "--dataset", "synthetic", "--size", "huge"], "--size: expected tiny, small or mosei-like"),
     (["config", "show", "--format", "yaml"], "--format: expected text or json, got 'yaml'"),
     (["pretrain-lm", "--size", "huge"], "--size: expected small or tiny, got 'huge'"),
 ])
-def test_choice_options_are_enums_listed_in_help_and_refused_in_one_line(invoke, args, fragment):
+def test_choice_options_are_enums_listed_in_help_and_refused_in_one_line(invoke, args, fragment, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "120")  # the help's option column, wide enough for the longest choice list
     assert_one_line_error(invoke(*args), fragment)
     option = fragment.split(":")[0]
     shown = " ".join(invoke(*args[:1 + (args[0] == "config")], "--help").stdout.split())

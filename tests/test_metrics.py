@@ -30,10 +30,11 @@ def approx(x):
 # -- keys ------------------------------------------------------------------------------------------
 
 def test_keys_in_display_order():
-    assert METRIC_KEYS == {"mosei": MOSEI_KEYS, "mosi": MOSEI_KEYS, "sims": SIMS_KEYS, "synthetic": MOSEI_KEYS}
+    assert METRIC_KEYS == {"mosei": MOSEI_KEYS, "mosi": MOSEI_KEYS, "sims": SIMS_KEYS, "simsv2": SIMS_KEYS,
+                           "synthetic": MOSEI_KEYS}
     assert LOWER_IS_BETTER == {"MAE"}
     for dataset, keys in METRIC_KEYS.items():
-        labels = [-0.5, 0.5, 0.9] if dataset == "sims" else [-2.0, 1.0, 3.0]
+        labels = [-0.5, 0.5, 0.9] if dataset in ("sims", "simsv2") else [-2.0, 1.0, 3.0]
         out = compute_metrics([0.1, 0.2, -0.3], labels, dataset)
         assert tuple(out) == keys
         assert all(type(v) is float for v in out.values())
@@ -198,7 +199,7 @@ def test_torch_float16_and_grad_tensors_accepted():
 
 
 def test_unknown_dataset():
-    with pytest.raises(ValueError, match=r"'iemocap'.*mosei, mosi, sims, synthetic"):
+    with pytest.raises(ValueError, match=r"'iemocap'.*mosei, mosi, sims, simsv2, synthetic"):
         compute_metrics([0.0], [0.0], "iemocap")
     with pytest.raises(ValueError, match="iemocap"):
         label_bins([0.0], "iemocap")

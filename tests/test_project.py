@@ -112,7 +112,7 @@ def test_stream_and_dataset_facts_are_spelled_out_in_streams_only():
 
     modality_keys = {m.key for m in MODALITIES}  # also the MMSA format's keys, which the data layer reads by name
     names = {value for s in STREAMS for value in (s.name, s.display, s.tokens_key, s.encoder_key)} - modality_keys
-    names |= set(REPRESENTATIONS) | {d.published_sha256 for d in DATASETS.values() if d.published_sha256}
+    names |= set(REPRESENTATIONS) | {f.sha256 for d in DATASETS.values() for f in d.files if f.sha256}
     numbers = [tuple(str(n) for n in values) for d in DATASETS.values()
                for values in (d.feature_dims, d.padded_lengths) if values]
     found = []

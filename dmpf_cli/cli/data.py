@@ -35,7 +35,12 @@ def manifest_tables(manifest: dict, console) -> None:
         )
     console.print(table)
     source = manifest.get("source", {})
-    console.print(f"source {source.get('path')} ({source.get('size', 0):,} bytes), sha256 {source.get('sha256', '?')}")
+    published = f" — the published {source['published_as']}" if source.get("published_as") else ""
+    console.print(f"source {source.get('path')} ({source.get('size', 0):,} bytes), sha256 {source.get('sha256', '?')}"
+                  f"{published}")
+    if manifest.get("aligned"):
+        console.print("aligned: every stream at the text's length, word by word; the real lengths were read from "
+                      "the frames (trailing all-zero frames are padding)")
     planted = manifest.get("synthetic")
     if planted:
         ref = Table("predictor (test split)", "MAE", "Corr", "what it is", title="what the planted structure allows",
@@ -62,7 +67,8 @@ def prepare(
     size: Annotated[SyntheticSize, typer.Option("--size", help="Synthetic dataset size.")] = SyntheticSize.small,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Synthetic dataset seed.")] = 0,
     sha256: Annotated[
-        bool, typer.Option("--sha256", help="Compare the source with the hash MMSA publishes for its file.")
+        bool, typer.Option("--sha256", help="Compare the source with the hash published for its file "
+                                              "(unaligned or aligned).")
     ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing prepared directory.")] = False,
     config: Annotated[
@@ -113,7 +119,10 @@ def prepare(
         if given:
             raise DmpfError(f"{name}: goes with --media (a folder of clips)")
     if dataset is None:
-        raise DmpfError("--dataset: required (mosei, mosi, sims with --source; or synthetic), or --info DIR")
+        from ..streams import DATASETS
+
+        files = ", ".join(d.name for d in DATASETS.values() if not d.generated)
+        raise DmpfError(f"--dataset: required ({files} with --source; or synthetic), or --info DIR")
     dataset = dataset.value
     from ..recipes.runtime import use_threads
 
@@ -128,7 +137,9 @@ def prepare(
                      check_sha256=sha256, tokenize_for=tokenize_for, console=work)
     if format is OutputFormat.json:
         typer.echo(json.dumps({"output": str(result.output), "skipped": result.skipped,
-                               "published_sha256_match": result.published_match, "tokens": result.tokens,
+                               "published_sha256_match": result.published_match,
+                               "published_sha256_of": result.compared_with.path if result.compared_with else None,
+                               "tokens": result.tokens,
                                "manifest": result.manifest}))
         return
     if result.skipped:
@@ -145,11 +156,27 @@ def prepare(
     else:
         console.print(f"[yellow]note[/yellow]: text not tokenised for {tokens['backbone']} ({tokens['config']}): "
                       f"{tokens['reason']} — the first run tokenises it instead")
+    if sha256:
+        published_message(dataset, result, console)
+
+
+def published_message(dataset: str, result, console) -> None:
+    """``--sha256``: what the source's hash was compared with, and how it came out."""
+    from ..streams import DATASETS
+
+    who, compared = DATASETS[dataset].publisher[0], result.compared_with
     if result.published_match is False:
-        console.print("[yellow]warning[/yellow]: the source's sha256 differs from the hash MMSA publishes for its "
-                      f"{dataset} file: a different version or a damaged download")
+        console.print(f"[yellow]warning[/yellow]: the source's sha256 differs from the hash {who} publishes for its "
+                      f"{dataset} file ({compared.path}): a different version or a damaged download")
     elif result.published_match:
-        console.print("sha256 matches the hash MMSA publishes")
+        console.print(f"sha256 matches the hash {who} publishes for {compared.path}")
+    elif compared is not None:
+        console.print(f"[yellow]note[/yellow]: {who} publishes no sha256 for {compared.path}: nothing to compare "
+                      "the source's with")
+    else:
+        kind = "an aligned" if result.manifest.get("aligned") else "an unaligned"
+        console.print(f"[yellow]note[/yellow]: {who} publishes no {kind} {dataset} file: nothing to compare the "
+                      "source's sha256 with")
 
 
 def _prepare_media(media: Path, dataset, source, output, *, recipe, openface, jobs, on_error, overwrite, config,

@@ -10,6 +10,17 @@ MOSEI-sized file is imported in a fraction of its size (:mod:`dmpf_cli.data.pick
 :func:`validate` checks the layout (splits, keys, one N per split, feature widths, lengths, label
 range) and cleans what MMSA files are known to contain: −inf/NaN features become 0, undecodable or
 empty ``raw_text`` is repaired and counted. Every problem is one line naming the file, split and key.
+
+**Aligned files.** MMSA's ``aligned_50.pkl`` (MOSI, MOSEI) has every stream word-aligned to the text: audio and
+vision are padded to the text's length (50), and MMSA's loader reads no ``*_lengths`` there
+(``src/MMSA/data_loader.py``: only ``if not need_data_aligned``). :func:`is_aligned` says whether a file is one:
+by its hash when it is a published aligned file, otherwise by its layout — in the train split every stream is
+padded to the text's length (``text`` (N, L, 768) or ``text_bert`` (N, 3, L)) and its lengths are absent or all
+that length. Then every split must have every stream at its text's length, and the lengths are read from the
+frames, not the file: frames after a sample's last frame with any non-zero value (in any stream) are padding,
+as MMSA pads with zeros (its own ``data/getLengths.py`` derives the unaligned files' lengths from zero frames
+the same way). Both streams get that length: they are aligned to the same words. A sample with no non-zero
+frame gets length 0 (no real frames), never an invented one.
 """
 
 from __future__ import annotations
@@ -25,12 +36,13 @@ from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
-from ..streams import DATASETS, MODALITIES, SPLITS, UNIMODAL_LABELS
+from ..streams import DATASETS, MODALITIES, SPLITS, UNIMODAL_LABELS, PublishedFile
 from .pickle_stream import ArraySource, LazyArray, PickleTruncated, StreamingUnpickler
 from .prepared import DataError, SplitReport
 
 # the keys of an MMSA split (design.md §7), and CH-SIMS's unimodal labels
 REQUIRED = ("raw_text", *(m.key for m in MODALITIES), *(m.lengths for m in MODALITIES), "regression_labels", "id")
+REQUIRED_ALIGNED = tuple(k for k in REQUIRED if k not in {m.lengths for m in MODALITIES})  # lengths come from frames
 UNIMODAL = tuple(f"regression_labels_{label}" for label in UNIMODAL_LABELS)
 
 
@@ -154,13 +166,73 @@ def _as_text(value: Any) -> tuple[str, bool, bool]:
     return value, undecodable, not value.strip()
 
 
-def validate(data: Any, dataset: str, source: Path) -> tuple[dict[str, dict[str, Any]], dict[str, SplitReport]]:
+def text_length(split: Any) -> int | None:
+    """The text's padded length in an MMSA split: from its BERT features ``text`` (N, L, 768) or its token ids
+    ``text_bert`` (N, 3, L); None where it has neither."""
+    if not isinstance(split, dict):
+        return None
+    text, bert = split.get("text"), split.get("text_bert")
+    if getattr(text, "ndim", None) == 3:
+        return int(text.shape[1])
+    if getattr(bert, "ndim", None) == 3:
+        return int(bert.shape[2])
+    return None
+
+
+def is_aligned(data: Any, published: PublishedFile | None = None) -> bool:
+    """Whether ``data`` is an aligned MMSA file (every stream at the text's length; see the module's docstring).
+
+    ``published``: the published file whose hash the source has, which decides; else the train split's layout.
+    """
+    if published is not None:
+        return published.aligned
+    train = data.get("train") if isinstance(data, dict) else None
+    length = text_length(train)
+    if length is None:
+        return False
+    for m in MODALITIES:
+        frames = train.get(m.key)
+        if getattr(frames, "ndim", None) != 3 or frames.shape[1] != length:
+            return False
+        if m.lengths in train:
+            try:
+                lengths = np.asarray(train[m.lengths])
+                if lengths.ndim != 1 or not np.all(lengths == length):
+                    return False
+            except (TypeError, ValueError):
+                return False
+    return True
+
+
+def aligned_lengths(frames: list[Any], n: int, chunk: int = 512) -> np.ndarray:
+    """Per sample, 1 + the index of its last frame with any non-zero value in any of ``frames`` (N, L, D) —
+    the frames after it are zero padding — or 0 where there is none. Read ``chunk`` samples at a time."""
+    lengths = np.zeros(n, dtype=np.int64)
+    for start in range(0, n, chunk):
+        real = None
+        for arr in frames:
+            block = np.asarray(arr[start:start + chunk])
+            nonzero = np.any(block != 0, axis=2)  # (B, L): NaN and ±inf count as values, not padding
+            real = nonzero if real is None else real | nonzero
+        assert real is not None
+        last = real.shape[1] - np.argmax(real[:, ::-1], axis=1)  # 1 + the last real frame's index
+        lengths[start:start + chunk] = np.where(real.any(axis=1), last, 0)
+    return lengths
+
+
+def validate(data: Any, dataset: str, source: Path, *, aligned: bool | None = None,
+             ) -> tuple[dict[str, dict[str, Any]], dict[str, SplitReport]]:
     """Check ``data`` against the dataset's layout; returns the cleaned splits and a report per split.
 
     Feature arrays are returned as they are, lazy or not (non-finite values are replaced while writing,
     see :func:`~dmpf_cli.data.prepared.clean_features`), texts and ids as lists of str.
+
+    ``aligned``: whether the file is an aligned one (:func:`is_aligned`; None: decided from its layout). An aligned
+    file needs no ``*_lengths``: they are read from its frames (:func:`aligned_lengths`).
     """
     spec = DATASETS[dataset]
+    if aligned is None:
+        aligned = is_aligned(data)
 
     def fail(where: str, what: str) -> DataError:
         return DataError(f"{source}: {where}: {what}")
@@ -177,7 +249,7 @@ def validate(data: Any, dataset: str, source: Path) -> tuple[dict[str, dict[str,
         split = data[name]
         if not isinstance(split, dict):
             raise fail(name, f"expected a dict of arrays, got {type(split).__name__}")
-        required = REQUIRED + (UNIMODAL if spec.unimodal_labels else ())
+        required = (REQUIRED_ALIGNED if aligned else REQUIRED) + (UNIMODAL if spec.unimodal_labels else ())
         absent = [k for k in required if k not in split]
         if absent:
             raise fail(name, f"missing key(s) {', '.join(absent)}")
@@ -189,6 +261,7 @@ def validate(data: Any, dataset: str, source: Path) -> tuple[dict[str, dict[str,
                 raise fail(f"{name}.{key}", f"has {found} samples, expected {n} (as regression_labels)")
 
         out: dict[str, Any] = {}
+        length = text_length(split) if aligned else None
         for modality, width in zip(MODALITIES, spec.feature_dims):
             key, expected_dim = modality.key, None if spec.generated else width
             arr = split[key]
@@ -200,6 +273,13 @@ def validate(data: Any, dataset: str, source: Path) -> tuple[dict[str, dict[str,
                 raise fail(f"{name}.{key}", f"feature width {arr.shape[2]}, expected {want} for {dataset}")
             dims[key] = want
             out[key] = arr
+            if aligned:
+                if length is None:
+                    length = arr.shape[1]  # a published aligned file without its text: the first stream's length
+                if arr.shape[1] != length:
+                    raise fail(f"{name}.{key}", f"padded to {arr.shape[1]} frames, expected {length} (an aligned "
+                                                "file has every stream at the text's length)")
+                continue
             lengths = np.asarray(split[modality.lengths])
             if lengths.ndim != 1 or not (np.issubdtype(lengths.dtype, np.integer) or np.issubdtype(lengths.dtype, np.floating)):
                 raise fail(f"{name}.{modality.lengths}", f"expected integers, got {lengths.dtype} {lengths.shape}")
@@ -211,6 +291,10 @@ def validate(data: Any, dataset: str, source: Path) -> tuple[dict[str, dict[str,
                 raise fail(f"{name}.{modality.lengths}", f"{bad.size} length(s) outside 0..{arr.shape[1]} (the padded "
                                                     f"length), first at index {bad[0]}: {lengths[bad[0]]}")
             out[modality.lengths] = lengths
+
+        if aligned:
+            shared = aligned_lengths([out[m.key] for m in MODALITIES], n)
+            out.update({m.lengths: shared.copy() for m in MODALITIES})
 
         lo, hi = spec.label_range
         for key in ("regression_labels",) + (UNIMODAL if spec.unimodal_labels else ()):

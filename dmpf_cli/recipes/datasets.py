@@ -17,7 +17,7 @@ from typing import Any
 from rich.console import Console
 
 from ..config import ExperimentConfig
-from ..data.mmsa import load_pickle, validate
+from ..data.mmsa import is_aligned, load_pickle, validate
 from ..data.prepared import (
     MANIFEST,
     DataError,
@@ -34,7 +34,7 @@ from ..data.prepared import (
 from ..errors import DmpfError
 from ..fileio import building
 from ..progress import Progress
-from ..streams import DATASETS, MODALITIES, SPLITS
+from ..streams import DATASETS, MODALITIES, SPLITS, PublishedFile
 
 
 @dataclass
@@ -42,7 +42,8 @@ class PrepareResult:
     output: Path
     manifest: dict[str, Any]
     skipped: bool  # already prepared from the same source: nothing was done
-    published_match: bool | None = None  # --sha256: whether the file matches MMSA's published hash
+    published_match: bool | None = None  # --sha256: whether the file matches the published hash (None: none published)
+    compared_with: PublishedFile | None = None  # --sha256: the published file whose hash it was compared with
     tokens: dict[str, Any] | None = None  # what pretokenize() stored, or why it stored nothing
 
 
@@ -93,7 +94,9 @@ def import_pickle(
     size = source.stat().st_size if source.exists() else 0
     with Progress(console) as bar:
         data, sha256 = read_source(source, bar, "the generated data" if generated else None)
-        splits, reports = validate(data, dataset, source)
+        published = DATASETS[dataset].published_file(sha256)
+        aligned = is_aligned(data, published)
+        splits, reports = validate(data, dataset, source, aligned=aligned)
         del data  # the validated splits keep what is needed
         done: dict[str, int] = {}
         write_task = bar.add_task("writing", total=sum(r.samples for r in reports.values()) * len(MODALITIES),
@@ -104,7 +107,10 @@ def import_pickle(
             done[key] = n
 
         stamp = {"path": "(generated)", "size": size} if generated else source_stamp(source)
-        manifest = write_prepared(output, dataset, splits, reports, {"source": {**stamp, "sha256": sha256}, **(extra or {})},
+        # which published file it is (by its hash), where it is one; aligned: every stream at the text's length
+        recorded = {**stamp, "sha256": sha256, **({"published_as": published.path} if published else {})}
+        manifest = write_prepared(output, dataset, splits, reports,
+                                  {"source": recorded, "aligned": aligned, **(extra or {})},
                                   overwrite=overwrite, progress=on_write)
     return manifest
 
@@ -112,7 +118,7 @@ def import_pickle(
 def prepare_file(
     dataset: str, source: Path, output: Path | None, *, overwrite: bool, check_sha256: bool, console: Console,
 ) -> PrepareResult:
-    """``dmpf prepare --dataset mosei|mosi|sims --source FILE.pkl``."""
+    """``dmpf prepare --dataset mosei|mosi|sims|simsv2 --source FILE.pkl`` (unaligned or aligned)."""
     if dataset not in DATASETS or DATASETS[dataset].generated:
         files = ", ".join(d.name for d in DATASETS.values() if not d.generated)
         raise DataError(f"--dataset: expected one of {files} with --source, got '{dataset}'")
@@ -136,9 +142,24 @@ def prepare_file(
             result = PrepareResult(output, import_pickle(dataset, source, output, overwrite=overwrite,
                                                          console=console), skipped=False)
     if check_sha256:
-        published = DATASETS[dataset].published_sha256
-        result.published_match = result.manifest["source"]["sha256"] == published
+        result.compared_with, result.published_match = compare_published(dataset, result.manifest)
     return result
+
+
+def compare_published(dataset: str, manifest: dict[str, Any]) -> tuple[PublishedFile | None, bool | None]:
+    """``--sha256``: the published file a prepared source is compared with, and whether its hash matches.
+
+    A source whose hash is a published file's matches it; any other is compared with the published file of its
+    kind (aligned or not, as the manifest records): it differs from that one's hash. None for the match where
+    that file has no published hash; (None, None) where the dataset publishes no file of that kind.
+    """
+    source, files = manifest.get("source", {}), DATASETS[dataset].files
+    if source.get("sha256") and (same := DATASETS[dataset].published_file(source["sha256"])):
+        return same, True
+    kind = next((f for f in files if f.aligned == bool(manifest.get("aligned"))), None)
+    if kind is None or kind.sha256 is None:
+        return kind, None
+    return kind, False
 
 
 def prepare_synthetic(
