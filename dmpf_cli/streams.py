@@ -126,6 +126,8 @@ class Dataset:
     preset: str | None  # the config (configs/NAME.yaml) whose tokenizer `dmpf prepare` tokenises for
     generated: bool = False  # made by dmpf: feature widths follow the generated file, nothing is published
     published_as: str | None = None  # where MMSA's dataset download puts that file
+    features: str | None = None  # what its published features are, in a sentence ("MOSEI's COVAREP/FACET features")
+    recipe: str | None = None  # the feature recipe (registry kind ``extractor``) that computes them from a new clip
 
     def where_to_get(self) -> str:
         """Which file to get, where it is published and its hash, in one clause (for a missing dataset)."""
@@ -139,13 +141,15 @@ MMSA_URL = "https://github.com/thuiar/MMSA"  # its README links the processed fe
 DATASETS: dict[str, Dataset] = {d.name: d for d in (
     Dataset("mosei", (74, 35), (500, 375), (-3.0, 3.0), "mosei", False, "unaligned_50.pkl",
             "ad8b23d50557045e7d47959ce6c5b955d8d983f2979c7d9b7b9226f6dd6fec1f", "mosei",
-            published_as="MOSEI/Processed/unaligned_50.pkl"),
+            published_as="MOSEI/Processed/unaligned_50.pkl", features="MOSEI's COVAREP/FACET features"),
     Dataset("mosi", (5, 20), (375, 500), (-3.0, 3.0), "mosei", False, "unaligned_50.pkl",
             "78e0f8b5ef8ff71558e7307848fc1fa929ecb078203f565ab22b9daab2e02524", "mosi",
-            published_as="MOSI/Processed/unaligned_50.pkl"),
+            published_as="MOSI/Processed/unaligned_50.pkl", features="MOSI's COVAREP/FACET features"),
     Dataset("sims", (33, 709), (400, 55), (-1.0, 1.0), "sims", True, "unaligned_39.pkl",
             "c9e20c13ec0454d98bb9c1e520e490c75146bfa2dfeeea78d84de047dbdd442f", "sims",
-            published_as="SIMS/Processed/unaligned_39.pkl"),
+            published_as="SIMS/Processed/unaligned_39.pkl", features="CH-SIMS's librosa/OpenFace features",
+            recipe="sims"),
     # generated in the MMSA layout with MOSEI's widths and label range (dmpf_cli.data.synthetic)
-    Dataset("synthetic", (74, 35), None, (-3.0, 3.0), "mosei", False, None, None, "default", generated=True),
+    Dataset("synthetic", (74, 35), None, (-3.0, 3.0), "mosei", False, None, None, "default", generated=True,
+            features="dmpf's generated synthetic features"),
 )}
