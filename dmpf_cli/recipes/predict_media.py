@@ -82,9 +82,9 @@ def _sample(job: Job, extractor: Extractor, loaded: TrainedModel, needs: set[str
     """One clip as a sample, or a :class:`MediaError` naming it."""
     vision_dim = loaded.dims[[m.key for m in MODALITIES].index("vision")]
     if job.vision is None and "vision" in needs:
-        raise MediaError(f"{job.media}: no visual features: {loaded.source} was trained with OpenFace's {vision_dim} "
-                         f"per frame; give --openface FILE.csv, or put {job.media.stem}.csv (OpenFace) or "
-                         f"{job.media.stem}.npy ({vision_dim} per frame) beside it")
+        raise MediaError(f"{job.media}: no visual features, which {loaded.source} reads ({vision_dim} per frame): "
+                         f"give --openface with OpenFace 2's CSV for the clip, or put {job.media.stem}.csv (OpenFace) "
+                         f"or {job.media.stem}.npy beside it")
     clip = clip_features(job, extractor)
     frames = {"audio": clip.audio, "vision": clip.vision}
     for m, dim in zip(MODALITIES, loaded.dims):
