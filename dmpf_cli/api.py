@@ -215,7 +215,7 @@ class Model:
     def predict_media(self, media: str | Path | Sequence[str | Path], *, transcript: str | None = None,
                       openface: str | Path | None = None, on_error: str = "fail", batch_size: int | None = None,
                       records: bool = False) -> np.ndarray | list[dict]:
-        """Score clips (video or audio files): ``dmpf predict --media``. Each clip's features are extracted with the
+        """Score clips (video or audio files, or directories of them): ``dmpf predict --media``. Each clip's features are extracted with the
         recipe the model's training data was made with (:attr:`features_recipe`; the ``media`` extra installs
         librosa and PyAV); a model trained on features no recipe computes (MOSEI, MOSI, synthetic data) is refused
         in one line.

@@ -214,6 +214,19 @@ def test_several_clips_take_their_sidecars(invoke, sims_run, clips, tmp_path):
     single = invoke("predict", "--run", sims_run, "--media", clips["a"])  # a.txt and a.csv beside it
     assert float(rows(single.stdout)[0]["score"]) == pytest.approx(scored[0]["score"], abs=1e-6)
 
+    folder = tmp_path / "folder"  # a directory: its clips, not their sidecars
+    folder.mkdir()
+    for name in ("b.mp4", "b.txt", "b.npy", "a.mp4", "a.txt", "a.csv"):
+        shutil.copy(clips["a"].parent / name, folder / name)
+    listed = invoke("predict", "--run", sims_run, "--media", folder, "--output", tmp_path / "folder.jsonl")
+    assert listed.exit_code == 0, listed.stderr
+    assert (tmp_path / "folder.jsonl").read_text() == out.read_text()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "a.txt").write_text("words")
+    nothing = invoke("predict", "--run", sims_run, "--media", empty)
+    error_line(nothing.exit_code, nothing.stderr, f"--media: {empty}: a directory without clips")
+
 
 @pytest.mark.slow
 def test_a_clip_without_visual_features_is_one_line(invoke, sims_run, clips):

@@ -77,7 +77,7 @@ def predict_command(
         Optional[Path], typer.Option("--input", "-i", help="A prepared directory, an MMSA .pkl, MMSA-FET's single-sample .pkl (run_single; with --transcript), or a .jsonl of samples (or a .json array of them).")
     ] = None,
     media: Annotated[
-        Optional[list[Path]], typer.Option("--media", metavar="<path>", help="A clip (video or audio) to score instead of --input; repeat it for several. Its features are extracted with the recipe the run's data was made with (dmpf extract's rules for transcripts and OpenFace CSVs beside each clip).")
+        Optional[list[Path]], typer.Option("--media", metavar="<path>", help="A clip (video or audio) to score instead of --input, or a directory of them; repeat it for several. Its features are extracted with the recipe the run's data was made with (dmpf extract's rules for transcripts and OpenFace CSVs beside each clip).")
     ] = None,
     output: Annotated[
         Optional[Path], typer.Option("--output", "-o", help="FILE.csv or FILE.jsonl (default: CSV on stdout).")

@@ -72,6 +72,26 @@ def _widths(dims) -> str:
     return ", ".join(f"{m.key} {d}" for m, d in zip(MODALITIES, dims))
 
 
+SIDECARS = {".txt", ".srt", ".csv", ".npy", ".npz", ".json", ".jsonl"}  # beside the clips, never clips themselves
+
+
+def media_files(media: list[Path]) -> list[Path]:
+    """``media`` with each directory replaced by the clips in it (its files, sorted, but the sidecars: transcripts,
+    OpenFace CSVs, features); a directory without any is a one-line error."""
+    out = []
+    for path in (Path(m).expanduser() for m in media):
+        if not path.is_dir():
+            out.append(path)
+            continue
+        found = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
+                       and p.suffix.lower() not in SIDECARS)
+        if not found:
+            raise InputError(f"--media: {path}: a directory without clips (only transcripts, OpenFace CSVs or "
+                             "features)")
+        out += found
+    return out
+
+
 def _needs(loaded: TrainedModel) -> set[str]:
     """The modalities the model's streams read (a model without visual streams ignores the visual features)."""
     groups = getattr(loaded.model, "_orig_mod", loaded.model).groups  # a compiled model wraps the DMPF
@@ -102,7 +122,8 @@ def _sample(job: Job, extractor: Extractor, loaded: TrainedModel, needs: set[str
 def score_media(loaded: TrainedModel, media: list[Path], *, transcript: str | None = None,
                 openface: Path | None = None, on_error: str = "fail", warn=_warn_stderr, progress: Progress | None = None,
                 batch_size: int | None = None) -> list[dict[str, Any]]:
-    """A row per clip of ``media`` (id: its file stem, score, the dataset's label bins), each extracted with the
+    """A row per clip of ``media`` (files, or directories of them; id: its file stem, score, the dataset's label
+    bins), each extracted with the
     model's recipe (:func:`recipe_for_clips`). A clip that cannot be used is one line naming it: skipped with a
     warning (``on_error="skip"``, where there are several) or raised. ``progress``: shows the extraction and scoring."""
     if on_error not in ("skip", "fail"):
@@ -111,7 +132,7 @@ def score_media(loaded: TrainedModel, media: list[Path], *, transcript: str | No
     if size < 1:
         raise DmpfError(f"batch_size: expected a positive integer, got {size}")
     extractor = recipe_for_clips(loaded, warn)
-    jobs = clip_jobs([Path(m).expanduser() for m in media], transcript=transcript,
+    jobs = clip_jobs(media_files(media), transcript=transcript,
                      openface=Path(openface).expanduser() if openface is not None else None, option="--media")
     needs, samples, skipped, seen = _needs(loaded), [], 0, {}
     bar = progress or Progress(None)
@@ -143,7 +164,7 @@ def predict_media(root: Path | str, media: list[Path], output: Path | None, on_e
         raise DmpfError(f"--on-error: expected skip or fail, got '{on_error}'")
     if output is not None and output.suffix.lower() not in (".csv", ".jsonl"):
         raise DmpfError(f"--output: expected a .csv or .jsonl file name, got '{output}'")
-    media = [Path(m).expanduser() for m in media]
+    media = media_files(media)
     clip_jobs(media, transcript=transcript, openface=openface, option="--media")  # one clip for --transcript/--openface
     if output is not None:
         output = Path(output).expanduser()
