@@ -7,6 +7,7 @@ Everything here is exported from the package (``import dmpf_cli as dmpf``)::
     model = dmpf.from_pretrained(result.run)                         # a run, an exported model, or a Hub id
     model.evaluate("test")["MAE"]                                    # the MMSA metrics on a split
     model.predict([{"text": "...", "audio": a, "vision": v}])        # numpy scores, batched
+    model.predict_media("clip.mp4", transcript="...")                # a clip, by its training data's recipe
     model.save_pretrained("exported/demo")                           # config.json, model.safetensors, README.md
     model.push_to_hub("my-lab/dmpf-demo")                            # through huggingface_hub
 
@@ -202,6 +203,45 @@ class Model:
         from .recipes.evaluate import score_samples
 
         rows = score_samples(self._loaded, from_memory(samples, self.dims), batch_size)
+        return rows if records else np.asarray([r["score"] for r in rows], dtype=np.float32)
+
+    @property
+    def features_recipe(self) -> str | None:
+        """The feature recipe (``dmpf extract --recipe``) its training data was made with, which
+        :meth:`predict_media` extracts new clips with; None where no recipe can compute those features from a clip
+        (MOSEI's and MOSI's COVAREP/FACET, the synthetic data)."""
+        return self._loaded.features_recipe.name
+
+    def predict_media(self, media: str | Path | Sequence[str | Path], *, transcript: str | None = None,
+                      openface: str | Path | None = None, on_error: str = "fail", batch_size: int | None = None,
+                      records: bool = False) -> np.ndarray | list[dict]:
+        """Score clips (video or audio files, or directories of them): ``dmpf predict --media``. Each clip's features are extracted with the
+        recipe the model's training data was made with (:attr:`features_recipe`; the ``media`` extra installs
+        librosa and PyAV); a model trained on features no recipe computes (MOSEI, MOSI, synthetic data) is refused
+        in one line.
+
+        ``transcript`` and ``openface`` (OpenFace 2's CSV for the clip, or your own per-frame ``.npy``) go with one
+        clip; several clips take ``CLIP.txt`` (or ``.srt``) and ``CLIP.csv`` (or ``CLIP.npy``) beside each.
+        ``on_error="skip"``: of several clips, one that cannot be used is skipped (its line in ``warnings``).
+
+        Returns:
+            The scores as a float32 array, in the clips' order; with ``records``, one dict per clip (``id``: the
+            file's stem, ``score``, the dataset's label bins), as ``dmpf predict --media`` writes its rows.
+
+        Example (needs a model trained on clips, and the media)::
+
+            model = dmpf.from_pretrained("runs/my-clips")
+            model.predict_media("interview.mp4", transcript="I loved it", openface="interview.csv")
+            model.predict_media(["a.mp4", "b.mp4"], records=True)   # a.txt, a.csv, b.txt, b.csv beside them
+        """
+        import numpy as np
+
+        from .recipes.predict_media import score_media
+
+        paths = [media] if isinstance(media, (str, Path)) else list(media)
+        rows = score_media(self._loaded, [Path(p) for p in paths], transcript=transcript,
+                           openface=Path(openface) if openface is not None else None, on_error=on_error,
+                           warn=self.warnings.append, batch_size=batch_size)
         return rows if records else np.asarray([r["score"] for r in rows], dtype=np.float32)
 
     def evaluate(self, split: str = "test", *, data: str | Path | None = None,

@@ -141,6 +141,8 @@ class Dataset:
     preset: str | None  # the config (configs/NAME.yaml) whose tokenizer `dmpf prepare` tokenises for
     generated: bool = False  # made by dmpf: feature widths follow the generated file, nothing is published
     publisher: tuple[str, str] = ("MMSA", MMSA_URL)  # who publishes the files, and where
+    features: str | None = None  # what its published features are, in a sentence ("MOSEI's COVAREP/FACET features")
+    recipe: str | None = None  # the feature recipe (registry kind ``extractor``) that computes them from a new clip
 
     @property
     def file(self) -> str | None:
@@ -192,20 +194,22 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in (
                       "ad8b23d50557045e7d47959ce6c5b955d8d983f2979c7d9b7b9226f6dd6fec1f"),
         PublishedFile("MOSEI/Processed/aligned_50.pkl",
                       "45eccfb748a87c80ecab9bfac29582e7b1466bf6605ff29d3b338a75120bf791", aligned=True),
-    ), "mosei"),
+    ), "mosei", features="MOSEI's COVAREP/FACET features"),
     Dataset("mosi", (5, 20), (375, 500), (-3.0, 3.0), "mosei", False, (
         PublishedFile("MOSI/Processed/unaligned_50.pkl",
                       "78e0f8b5ef8ff71558e7307848fc1fa929ecb078203f565ab22b9daab2e02524"),
         PublishedFile("MOSI/Processed/aligned_50.pkl",
                       "d3994fd25681f9c7ad6e9c6596a6fe9b4beb85ff7d478ba978b124139002e5f9", aligned=True),
-    ), "mosi"),
+    ), "mosi", features="MOSI's COVAREP/FACET features"),
     Dataset("sims", (33, 709), (400, 55), (-1.0, 1.0), "sims", True, (
         PublishedFile("SIMS/Processed/unaligned_39.pkl",
                       "c9e20c13ec0454d98bb9c1e520e490c75146bfa2dfeeea78d84de047dbdd442f"),
-    ), "sims"),
+    ), "sims", features="CH-SIMS's librosa/OpenFace features", recipe="sims"),
     Dataset("simsv2", (25, 177), (925, 232), (-1.0, 1.0), "sims", False, (
         PublishedFile("ch-simsv2s.pkl", None),
-    ), "simsv2", publisher=("CH-SIMS v2", SIMSV2_URL)),
+    ), "simsv2", publisher=("CH-SIMS v2", SIMSV2_URL),
+            features="CH-SIMS v2's features, whose extraction recipe is not published"),
     # generated in the MMSA layout with MOSEI's widths and label range (dmpf_cli.data.synthetic)
-    Dataset("synthetic", (74, 35), None, (-3.0, 3.0), "mosei", False, (), "default", generated=True),
+    Dataset("synthetic", (74, 35), None, (-3.0, 3.0), "mosei", False, (), "default", generated=True,
+            features="dmpf's generated synthetic features"),
 )}

@@ -217,7 +217,8 @@ TINY_SIMS = ["backbone.name=gpt2-tiny-random", "mm.layers=[1, 3]", "data.text_le
              "training.batch_size=4", "training.grad_accum=1", "training.max_epochs=2", "training.seeds=[1]"]
 
 
-def test_the_prepared_clips_train_with_the_sims_preset(invoke, folder, tmp_path):
+def test_the_prepared_clips_train_with_the_sims_preset_and_the_run_scores_a_new_clip(invoke, folder, tmp_path):
+    """extract → prepare --media → train → predict --media, on real clips: the whole path a researcher takes."""
     out = tmp_path / "data"
     assert prepare(invoke, folder, "--output", out).exit_code == 0
     result = invoke("train", "--config", "sims", f"data.path={out}", "--output", tmp_path / "run", *TINY_SIMS)
@@ -226,3 +227,14 @@ def test_the_prepared_clips_train_with_the_sims_preset(invoke, folder, tmp_path)
     assert record["dims"] == [33, 709] and record["data"] == str(out)
     test = json.loads((tmp_path / "run" / "results.json").read_text())["test"]
     assert set(test) >= {"MAE", "Corr", "Mult_acc_2", "Mult_acc_3"} and np.isfinite(test["MAE"])  # CH-SIMS's metrics
+    assert record["features"] == {"recipe": "sims", "recipe_version": "1"}
+
+    # a clip of the dataset scored from its media equals its sample scored from the prepared data
+    clip = folder / "Raw" / "video_0001" / "0001.mp4"  # its OpenFace CSV beside it
+    result = invoke("predict", "--run", tmp_path / "run", "--media", clip, "--transcript", SENTENCES[1])
+    assert result.exit_code == 0, result.output
+    media_rows = list(csv.DictReader(result.stdout.splitlines()))
+    assert [row["id"] for row in media_rows] == ["0001"] and np.isfinite(float(media_rows[0]["score"]))
+    result = invoke("predict", "--run", tmp_path / "run", "--input", out)
+    prepared_rows = {row["id"]: row for row in csv.DictReader(result.stdout.splitlines())}
+    assert float(media_rows[0]["score"]) == pytest.approx(float(prepared_rows["train/video_0001$_$0001"]["score"]), abs=1e-5)

@@ -74,28 +74,50 @@ def planted_table(planted: dict):
 def predict_command(
     run: Annotated[str, typer.Option("--run", help=RUN_HELP)],
     input: Annotated[
-        Path, typer.Option("--input", "-i", help="A prepared directory, an MMSA .pkl, MMSA-FET's single-sample .pkl (run_single; with --transcript), or a .jsonl of samples (or a .json array of them).")
-    ],
+        Optional[Path], typer.Option("--input", "-i", help="A prepared directory, an MMSA .pkl, MMSA-FET's single-sample .pkl (run_single; with --transcript), or a .jsonl of samples (or a .json array of them).")
+    ] = None,
+    media: Annotated[
+        Optional[list[Path]], typer.Option("--media", metavar="<path>", help="A clip (video or audio) to score instead of --input, or a directory of them; repeat it for several. Its features are extracted with the recipe the run's data was made with (dmpf extract's rules for transcripts and OpenFace CSVs beside each clip).")
+    ] = None,
     output: Annotated[
         Optional[Path], typer.Option("--output", "-o", help="FILE.csv or FILE.jsonl (default: CSV on stdout).")
     ] = None,
     on_error: Annotated[
-        OnError, typer.Option("--on-error", help="A malformed JSONL sample: skip it (with a warning) or fail.")
+        OnError, typer.Option("--on-error", help="A malformed JSONL sample, or one of several clips that cannot be used: skip it (with a warning) or fail.")
     ] = OnError.skip,
     transcript: Annotated[
-        Optional[str], typer.Option("--transcript", help="What was said in the clip of an MMSA-FET single-sample .pkl (its text features are not DMPF's input).")
+        Optional[str], typer.Option("--transcript", help="What was said: in the one --media clip (default: CLIP.txt or .srt beside it), or in the clip of an MMSA-FET single-sample .pkl (its text features are not DMPF's input).")
+    ] = None,
+    openface: Annotated[
+        Optional[Path], typer.Option("--openface", help="The one --media clip's visual features: OpenFace 2's CSV for it (or your own per-frame .npy); default CLIP.csv or CLIP.npy beside it.")
     ] = None,
     threads: ThreadsOpt = None,
 ) -> None:
-    """Score samples with a run's best checkpoint (or an exported model): id, score and the dataset's label bins."""
-    from ..recipes.evaluate import predict_run
+    """Score samples or clips with a run's best checkpoint (or an exported model): id, score and the dataset's label
+    bins."""
+    from ..errors import DmpfError
     from ..recipes.runtime import use_threads
 
+    if input is not None and media:
+        raise DmpfError("--input and --media: give one (--input: samples or features; --media: clips to extract and "
+                        "score)")
+    if input is None and not media:
+        raise DmpfError("--input or --media: give one (--input: samples or features; --media: clips)")
+    if openface is not None and not media:
+        raise DmpfError("--openface: goes with --media (a clip's OpenFace CSV)")
     use_threads(threads)
 
     console = make_console(stderr=True)  # the progress and messages: stdout may hold the CSV
-    count, text = predict_run(run, input, output, on_error.value, warn=warn_stderr, console=console,
-                              transcript=transcript)
+    if media:
+        from ..recipes.predict_media import predict_media
+
+        count, text = predict_media(run, media, output, on_error.value, warn=warn_stderr, console=console,
+                                    transcript=transcript, openface=openface)
+    else:
+        from ..recipes.evaluate import predict_run
+
+        count, text = predict_run(run, input, output, on_error.value, warn=warn_stderr, console=console,
+                                  transcript=transcript)
     if text is not None:
         typer.echo(text, nl=False)
     else:

@@ -31,6 +31,7 @@ from ..store.exported import MANIFEST, WEIGHTS, is_exported, locate, read_export
 from ..store.run import RunDir, RunError, RunState
 from ..streams import MODALITIES, SPLITS, STREAM_BY_NAME
 from .datasets import open_data, read_source
+from .feature_recipe import FeatureRecipe, recorded_recipe
 from .preflight import resolve_config
 from .pretrain_lm import ensure_backbone, names_demo_lm
 from .runtime import autocast, compiled, evaluate
@@ -68,6 +69,19 @@ class TrainedModel:
             return self.record.get("data_fingerprint")
         return (self.record.get("data") or {}).get("fingerprint")
 
+    @property
+    def features_recipe(self) -> FeatureRecipe:
+        """The feature recipe that made the data the model was trained on (``.name`` None with ``.why_none`` where
+        none can compute them from a new clip): :func:`trained_recipe`."""
+        return trained_recipe(self.cfg, self.record, self.run is not None)
+
+
+def trained_recipe(cfg: ExperimentConfig, record: dict[str, Any], is_run: bool) -> FeatureRecipe:
+    """The feature recipe a run (its run.json ``record``) or an exported model (its dmpf.json) was trained on; an
+    older one that did not record it, by its dataset."""
+    block = record.get("features") if is_run else (record.get("data") or {}).get("features")
+    return recorded_recipe(block, cfg.data.dataset)
+
 
 def _dims(value: Any, where: str) -> tuple[int, ...]:
     try:
@@ -79,13 +93,27 @@ def _dims(value: Any, where: str) -> tuple[int, ...]:
                        f"({', '.join(m.key for m in MODALITIES)}), got {value!r}") from None
 
 
-def load_trained(source: Path | str, warn=_warn_stderr, console=None) -> TrainedModel:
-    """A run's config, model and best weights, or an exported model's (a directory, or a Hub id: the Hugging Face
-    cache first, offline); a missing, foreign or damaged one is a one-line error naming ``--run``.
+@dataclass
+class TrainedRecord:
+    """What a trained model's files say, read without building the model (:func:`read_trained`)."""
 
-    An unfinished run (killed, or still training) is scored with its best checkpoint so far, with a warning.
-    ``console`` shows the demo LM's pretraining, where it has to be built again first.
-    """
+    source: Path
+    cfg: ExperimentConfig
+    record: dict[str, Any]  # run.json, or dmpf.json
+    dims: tuple[int, ...]
+    run: RunDir | None
+    state: RunState | None  # a run's; None for an exported model
+    weights: Path
+    fingerprint_then: str | None  # an exported model's backbone fingerprint
+
+    @property
+    def features_recipe(self) -> FeatureRecipe:
+        return trained_recipe(self.cfg, self.record, self.run is not None)
+
+
+def read_trained(source: Path | str, warn=_warn_stderr) -> TrainedRecord:
+    """A run's or an exported model's config and records (:func:`load_trained`'s first half: nothing is built);
+    a missing, foreign or damaged one is a one-line error naming ``--run``."""
     where = locate(source)
     if is_exported(where):
         config, record = read_exported(where)
@@ -110,11 +138,25 @@ def load_trained(source: Path | str, warn=_warn_stderr, console=None) -> Trained
         if state is not RunState.FINISHED:
             warn(f"{run.root} is unfinished (status {state.value}): scoring its best checkpoint so far")
         weights, fingerprint_then = run.best, None
+    return TrainedRecord(where, cfg, record, dims, run, state, weights, fingerprint_then)
+
+
+def load_trained(source: Path | str | TrainedRecord, warn=_warn_stderr, console=None) -> TrainedModel:
+    """A run's config, model and best weights, or an exported model's (a directory, or a Hub id: the Hugging Face
+    cache first, offline; or what :func:`read_trained` read of one); a missing, foreign or damaged one is a one-line
+    error naming ``--run``.
+
+    An unfinished run (killed, or still training) is scored with its best checkpoint so far, with a warning.
+    ``console`` shows the demo LM's pretraining, where it has to be built again first.
+    """
+    read = source if isinstance(source, TrainedRecord) else read_trained(source, warn)
+    where, cfg, run, dims = read.source, read.cfg, read.run, read.dims
     device = resolve_device(cfg.training.device)
     if names_demo_lm(cfg.backbone) and not demo_lm_dir().is_dir():
         warn(f"the demo language model {where} trained on is not in {demo_lm_dir()}: pretraining it again first")
     ensure_backbone(cfg.backbone, console)
     model, backbone = build_model(cfg, dims=dims, device=device)  # as trained
+    fingerprint_then = read.fingerprint_then
     if run is not None:
         why = run.backbone_mismatch(backbone.fingerprint)
     elif fingerprint_then and backbone.fingerprint and fingerprint_then != backbone.fingerprint:
@@ -124,10 +166,10 @@ def load_trained(source: Path | str, warn=_warn_stderr, console=None) -> Trained
         why = None
     if why:
         warn(f"{why}: the scores are not the trained model's")
-    load_weights(model, weights)
+    load_weights(model, read.weights)
     model.eval()
     return TrainedModel(where, cfg, compiled(model, cfg.training.compile, device), backbone.tokenizer, device, dims,
-                        backbone.source, state.value if state else "exported", record, run)
+                        backbone.source, read.state.value if read.state else "exported", read.record, run)
 
 
 def _drop(full: dict[str, float], ablated: dict[str, float]) -> dict[str, float]:

@@ -19,7 +19,8 @@ from pathlib import Path
 from .. import registry
 from ..errors import DmpfError
 from ..media.audio import MediaError, MissingLibrary
-from ..media.clipfile import save_clip
+from ..media.clipfile import ClipFeatures, save_clip
+from ..media.extractors import Extractor
 from ..media.transcripts import read_transcript
 from ..progress import Progress
 
@@ -27,7 +28,7 @@ from ..progress import Progress
 @dataclass
 class Job:
     media: Path
-    output: Path
+    output: Path | None  # where its features file goes (None: kept in memory, ``dmpf predict --media``)
     transcript: str | None  # the text itself, or None: read the sidecar
     vision: Path | None
 
@@ -43,33 +44,43 @@ def _sidecar(media: Path, suffixes: tuple[str, ...]) -> Path | None:
     return next((media.with_suffix(s) for s in suffixes if media.with_suffix(s).is_file()), None)
 
 
-def plan(media: list[Path], output: Path, *, transcript: str | None, openface: Path | None,
-         overwrite: bool) -> tuple[list[Job], list[Path]]:
-    """The clips to extract and the ones already done (their features file exists and ``overwrite`` is off)."""
+def clip_jobs(media: list[Path], *, transcript: str | None, openface: Path | None,
+              option: str = "MEDIA") -> list[Job]:
+    """A job per clip (no output yet): ``transcript``/``openface`` go with one clip; several take the sidecars
+    beside each (the transcript is read when the clip is extracted, the visual features found now). ``option``:
+    how the clips were given, for the messages."""
     if not media:
-        raise DmpfError("MEDIA: give at least one media file")
+        raise DmpfError(f"{option}: give at least one media file")
     if len(media) > 1 and (transcript is not None or openface is not None):
         raise DmpfError("--transcript/--openface: go with one media file; for several, put CLIP.txt (or .srt) and "
                         "CLIP.csv (OpenFace) beside each clip")
+    return [Job(path, None, transcript, openface if openface is not None else _sidecar(path, (".csv", ".npy")))
+            for path in media]
+
+
+def plan(media: list[Path], output: Path, *, transcript: str | None, openface: Path | None,
+         overwrite: bool) -> tuple[list[Job], list[Path]]:
+    """The clips to extract and the ones already done (their features file exists and ``overwrite`` is off)."""
+    clips = clip_jobs(media, transcript=transcript, openface=openface)
     stems = {}
     for path in media:
         if path.stem in stems:
             raise DmpfError(f"MEDIA: {path} and {stems[path.stem]} would both write {output / (path.stem + '.npz')}")
         stems[path.stem] = path
     jobs, kept = [], []
-    for path in media:
-        target = output / f"{path.stem}.npz"
+    for job in clips:
+        target = output / f"{job.media.stem}.npz"
         if target.is_file() and not overwrite:
             kept.append(target)
             continue
-        vision = openface if openface is not None else _sidecar(path, (".csv", ".npy"))
-        jobs.append(Job(path, target, transcript, vision))
+        job.output = target
+        jobs.append(job)
     return jobs, kept
 
 
-def run_job(job: Job, recipe: str) -> Path:
-    """Extract one clip to its features file; a :class:`MediaError` names the clip."""
-    extractor = registry.get("extractor", recipe).factory()
+def clip_features(job: Job, extractor: Extractor) -> ClipFeatures:
+    """One clip's features by ``extractor``, its transcript the job's or its sidecar's; a :class:`MediaError`
+    names the clip."""
     text = job.transcript
     if text is None:
         side = _sidecar(job.media, (".txt", ".srt"))
@@ -77,7 +88,12 @@ def run_job(job: Job, recipe: str) -> Path:
             raise MediaError(f"{job.media}: no transcript: give --transcript, or put {job.media.stem}.txt (or .srt) "
                              "beside it")
         text = read_transcript(side)
-    save_clip(job.output, extractor.extract(job.media, text=text, vision=job.vision))
+    return extractor.extract(job.media, text=text, vision=job.vision)
+
+
+def run_job(job: Job, recipe: str) -> Path:
+    """Extract one clip to its features file; a :class:`MediaError` names the clip."""
+    save_clip(job.output, clip_features(job, registry.get("extractor", recipe).factory()))
     return job.output
 
 

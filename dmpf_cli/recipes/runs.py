@@ -27,6 +27,7 @@ from ..store.checkpoints import save_predictions
 from ..store.roots import is_multi_seed_root, read_seeds, write_seeds
 from ..store.run import RunDir, RunError, RunState
 from . import preflight
+from .feature_recipe import features_recipe
 from .loggers import open_loggers
 from .preflight import Ready
 from .runtime import threads_text
@@ -91,7 +92,9 @@ def _train_one(cfg: ExperimentConfig, run: RunDir, seed: int, *, resume: bool, o
             console.print(f"resuming {run.root} at epoch {trainer.state.epoch + 1}, step {trainer.state.step}")
     if world.main:
         run.write_status(data=str(trainer.data.path), data_fingerprint=trainer.data.fingerprint,
-                         dims=list(trainer.data.dims), backbone=trainer.backbone_source,
+                         dims=list(trainer.data.dims),
+                         features=features_recipe(trainer.data.manifest, cfg.data.dataset).record(),
+                         backbone=trainer.backbone_source,
                          backbone_fingerprint=trainer.backbone_fingerprint, device=trainer.device,
                          threads=torch.get_num_threads(),
                          **({"encoders_from": str(trainer.encoders_from)} if trainer.encoders_from else {}))

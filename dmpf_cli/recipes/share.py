@@ -17,6 +17,7 @@ from ..store.exported import CARD, is_exported, read_exported, write_exported
 from ..store.roots import is_multi_seed_root, read_seeds
 from ..store.run import RunDir, RunError, RunState
 from ..streams import DATASETS
+from .feature_recipe import recorded_recipe
 from .preflight import resolve_config
 
 # the card's headline metrics, in this order, where the dataset reports them
@@ -70,7 +71,8 @@ def export_run(source: Path, output: Path, *, overwrite: bool = False) -> dict[s
                      "weights": arch.label, "fingerprint": status.get("backbone_fingerprint"),
                      "source": status.get("backbone")},
         "data": {"dataset": cfg.data.dataset, "fingerprint": status.get("data_fingerprint"),
-                 "generated": DATASETS[cfg.data.dataset].generated},
+                 "generated": DATASETS[cfg.data.dataset].generated,
+                 "features": recorded_recipe(status.get("features"), cfg.data.dataset).record()},
         "seeds": [seed for seed, _ in runs],
         "weights_from_seed": chosen_seed,
         "metrics": {split: {key: mean_std([per_seed[s][split][key] for s, _ in runs]) for key in per_seed[chosen_seed][split]}
@@ -81,6 +83,16 @@ def export_run(source: Path, output: Path, *, overwrite: bool = False) -> dict[s
     write_exported(output, config=tree, weights=chosen.best, manifest=manifest, card=model_card(cfg, manifest),
                    overwrite=overwrite)
     return manifest
+
+
+def _features_line(data: dict[str, Any]) -> str:
+    """What made the features the model reads, and whether a new clip can be scored."""
+    recipe = recorded_recipe(data.get("features"), data["dataset"])
+    if recipe.name is None:
+        return f"{recipe.features}, which cannot be computed from a new clip: the model cannot score new clips"
+    version = f" version {recipe.version}" if recipe.version else ""
+    return (f"dmpf's `{recipe.name}` feature recipe{version}; `dmpf predict --run PATH_OR_HUB_ID --media clip.mp4` "
+            "extracts a new clip with it and scores it")
 
 
 def _fmt(entry: dict[str, float], n: int) -> str:
@@ -122,6 +134,7 @@ def model_card(cfg: ExperimentConfig, manifest: dict[str, Any]) -> str:
         f"* **Dataset:** `{data['dataset']}`" + (f" (prepared data fingerprint `{data['fingerprint']}`)" if data["fingerprint"] else ""),
         f"* **Backbone:** {lm}" + (f"; weights fingerprint `{backbone['fingerprint']}`" if backbone["fingerprint"] else ""),
         f"* **Feature widths:** audio {manifest['feature_dims'][0]}, vision {manifest['feature_dims'][1]}",
+        f"* **Features:** {_features_line(data)}",
         f"* **Seeds:** {', '.join(map(str, seeds))}; the weights here are seed {manifest['weights_from_seed']}'s "
         "(the best validation MAE)",
         f"* **dmpf:** {manifest['dmpf_version']}",
