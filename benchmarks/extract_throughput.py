@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -45,21 +46,48 @@ DATASET = 2000  # the size the projection is for
 
 
 def make_clips(folder: Path, count: int, seconds: float, rate: int, offset: int = 0) -> list[Path]:
+    """The clips, made here; ones a kept ``--workdir`` already holds (same length and rate) are reused."""
+    folder = folder / f"{seconds:g}s-{rate}Hz"
     folder.mkdir(parents=True, exist_ok=True)
-    return [speech_clip(folder, f"clip{offset + i:04d}", seconds=seconds, index=offset + i, rate=rate)["media"]
-            for i in range(count)]
+    made = []
+    for i in range(count):
+        name = f"clip{offset + i:04d}"
+        if not all((folder / f"{name}{suffix}").is_file() for suffix in (".mp4", ".txt", ".csv")):
+            speech_clip(folder, name, seconds=seconds, index=offset + i, rate=rate)
+        made.append(folder / f"{name}.mp4")
+    return made
 
 
-def timed_extract(media: list[Path], recipe: str, jobs: int, output: Path) -> float:
+def cpu_seconds() -> float:
+    """CPU time of this process and of its children that have ended (the pool's workers, once it shut down)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def timed_extract(media: list[Path], recipe: str, jobs: int, output: Path) -> tuple[float, float]:
+    """(wall s, CPU s) of one ``extract`` of ``media`` into a fresh ``output``."""
     from dmpf_cli.recipes.extract import extract
 
     shutil.rmtree(output, ignore_errors=True)
-    start = time.perf_counter()
+    cpu, start = cpu_seconds(), time.perf_counter()
     result = extract(media, recipe=recipe, output=output, jobs=jobs, overwrite=True)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     if len(result.written) != len(media):
         sys.exit(f"extract wrote {len(result.written)} of {len(media)} clips: {result.failed}")
-    return wall
+    return wall, cpu
+
+
+def same_features(one: Path, other: Path) -> bool:
+    """Whether two extractions of the same clips wrote bit-identical arrays."""
+    from dmpf_cli.media.clipfile import load_clip
+
+    for path in sorted(one.glob("*.npz")):
+        a, b = load_clip(path), load_clip(other / path.name)
+        for key in ("audio", "vision"):
+            x, y = getattr(a, key), getattr(b, key)
+            if (x is None) != (y is None) or (x is not None and x.tobytes() != y.tobytes()):
+                return False
+    return True
 
 
 def stages(media: list[Path], recipe: str, output: Path) -> dict[str, float]:
@@ -131,24 +159,30 @@ def main() -> None:
 
         warmup = {"import dmpf_cli.recipes.extract": time.perf_counter() - t0}
         for recipe in recipes:
-            warmup[recipe] = timed_extract(warm, recipe, 1, work / "out" / "warmup")
+            warmup[recipe] = timed_extract(warm, recipe, 1, work / "out" / "warmup")[0]
 
         rows = []
         for seconds, media in sets.items():
             for recipe in recipes:
                 for jobs in jobs_values:
-                    walls = [timed_extract(media, recipe, jobs, work / "out" / f"{recipe}-{jobs}")
-                             for _ in range(args.repeats)]
-                    wall = statistics.median(walls)
+                    out = work / "out" / f"{recipe}-{seconds:g}s-jobs{jobs}"
+                    runs = [timed_extract(media, recipe, jobs, out) for _ in range(args.repeats)]
+                    wall = statistics.median(w for w, _ in runs)
+                    cpu = statistics.median(c for _, c in runs)
                     audio = seconds * len(media)
+                    first = work / "out" / f"{recipe}-{seconds:g}s-jobs{jobs_values[0]}"
                     rows.append({"recipe": recipe, "jobs": jobs, "clip_seconds": seconds, "clips": len(media),
-                                 "wall_s": wall, "walls_s": walls, "clips_per_s": len(media) / wall,
+                                 "wall_s": wall, "walls_s": [w for w, _ in runs], "cpu_s": cpu,
+                                 "cpu_s_per_clip": cpu / len(media), "clips_per_s": len(media) / wall,
                                  "audio_s_per_wall_s": audio / wall, "rtf": wall / audio,
-                                 "projected_2000_clips_h": DATASET * wall / len(media) / 3600})
+                                 "projected_2000_clips_h": DATASET * wall / len(media) / 3600,
+                                 f"same_as_jobs_{jobs_values[0]}": same_features(first, out)})
         split = {recipe: stages(sets[args.seconds], recipe, work / "out" / f"stages-{recipe}") for recipe in recipes}
+        load = os.getloadavg()
         report = {"clips": args.clips, "clip_seconds": args.seconds, "short_clip_seconds": args.short_seconds,
                   "rate": args.rate, "media_made_s": made, "cold": args.cold, "warmup_s": warmup, "rows": rows,
-                  "stages_s_per_clip": split, "rtf_definition": "wall time / audio duration"}
+                  "stages_s_per_clip": split, "rtf_definition": "wall time / audio duration",
+                  "cpus": os.cpu_count(), "loadavg_1_5_15_after": load, "python": sys.version.split()[0]}
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -160,12 +194,15 @@ def main() -> None:
     print(f"warm-up ({'numba cache empty' if args.cold else 'numba cache as found'}; first use in this process, "
           "not in the rows): "
           + ", ".join(f"{name} {value:.1f} s" for name, value in warmup.items()))
+    same = f"same_as_jobs_{jobs_values[0]}"
     print(f"\n{'recipe':<10} {'jobs':>4} {'clip s':>6} {'wall s':>7} {'clips/s':>8} {'x real time':>11} {'RTF':>7} "
-          f"{'2,000 clips':>11}")
+          f"{'CPU s/clip':>10} {'2,000 clips':>11}  identical to --jobs {jobs_values[0]}")
     for r in rows:
         print(f"{r['recipe']:<10} {r['jobs']:>4} {r['clip_seconds']:>6g} {r['wall_s']:>7.2f} {r['clips_per_s']:>8.2f} "
-              f"{r['audio_s_per_wall_s']:>11.1f} {r['rtf']:>7.4f} {r['projected_2000_clips_h'] * 60:>8.1f} min")
-    print("RTF = wall time / audio duration (lower is faster); 2,000 clips: projected from clips/s")
+              f"{r['audio_s_per_wall_s']:>11.1f} {r['rtf']:>7.4f} {r['cpu_s_per_clip']:>10.3f} "
+              f"{r['projected_2000_clips_h'] * 60:>7.1f} min  {'yes' if r[same] else 'NO'}")
+    print("RTF = wall time / audio duration (lower is faster); 2,000 clips: projected from clips/s; "
+          f"load average after: {' '.join(f'{x:.1f}' for x in load)} on {os.cpu_count()} CPUs")
     print(f"\nmean seconds per {args.seconds:g}-s clip by stage (one process, the library's functions):")
     names = list(next(iter(split.values())))
     print(f"{'recipe':<10} " + " ".join(f"{n:>14}" for n in names) + f" {'total':>8}")
