@@ -18,6 +18,8 @@ The worker processes of ``--jobs N`` are forked from this warmed-up process, as 
 
 * clips/s, and audio seconds per wall second (``x real time``);
 * the real-time factor RTF = wall time / audio duration (lower is faster: 0.03 means 30 s of audio in 0.9 s);
+* CPU seconds per clip, of this process and the workers (it holds when other work shares the machine, where wall
+  time does not), and whether the features are bit-identical to those of the first ``--jobs`` value;
 * the projected wall time of 2,000 clips of ``--seconds`` and of ``--short-seconds`` (a second, measured set of
   short clips, CH-SIMS-like; 0 skips it).
 
