@@ -107,10 +107,17 @@ def _worker(job: Job, recipe: str) -> tuple[Path, str | None]:
 
 
 def _one_thread() -> None:
+    """A worker's thread pools at one thread: torch's, and the BLAS pools numpy and scipy loaded before the fork
+    (OMP_NUM_THREADS only reaches the libraries loaded after it is set)."""
     import torch
 
     torch.set_num_threads(1)
     os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        from threadpoolctl import threadpool_limits  # librosa's scikit-learn brings it
+    except ImportError:
+        return
+    threadpool_limits(1)
 
 
 def extract(media: list[Path], *, recipe: str, output: Path, transcript: str | None = None,
