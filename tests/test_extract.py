@@ -4,6 +4,7 @@ CSVs and transcripts beside the clips; resuming, skipping bad clips, several pro
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,6 +65,58 @@ def test_several_processes_extract_the_same_features(clips, tmp_path, invoke):
     for k in "abc":
         one, two = load_clip(tmp_path / "one" / f"{k}.npz"), load_clip(tmp_path / "two" / f"{k}.npz")
         assert np.array_equal(one.audio, two.audio) and one.text == two.text
+
+
+def test_on_a_fresh_install_the_first_clip_compiles_in_this_process_before_the_workers_fork(clips, tmp_path):
+    """Workers compiling librosa's numba kernels at once race on numba's on-disk cache and can leave it corrupt, and
+    every later extraction then dies with a segmentation fault (seen here on a fresh clone: 2 of 6 cold `--jobs 2`
+    runs). So the first clip is extracted by the parent, which the workers are forked from with the kernels
+    compiled. Each run below starts from an empty numba cache; the second run reads what the first one wrote."""
+    import subprocess
+    import sys
+
+    from conftest import env
+
+    (tmp_path / "c.txt").write_text(SENTENCES[2])
+    media = [str(clips[k]) for k in "abc"]
+    for attempt in range(2):
+        cache = {**env(), "NUMBA_CACHE_DIR": str(tmp_path / f"numba-{attempt}")}
+        for jobs in ("2", "1"):
+            run = subprocess.run([sys.executable, "-m", "dmpf_cli", "extract", *media, "--output",
+                                  str(tmp_path / f"out-{attempt}-{jobs}"), "--jobs", jobs], env=cache,
+                                 capture_output=True, text=True, timeout=600)
+            assert run.returncode == 0, (attempt, jobs, run.returncode, run.stderr[-2000:])
+
+
+def _recording_worker(job, recipe):
+    """The extraction worker, writing which process extracted each clip into $PID_DIR (module level: the pool pickles
+    it by name, and the forked workers find it)."""
+    import os
+
+    from dmpf_cli.recipes import extract as module
+
+    (Path(os.environ["PID_DIR"]) / job.media.stem).write_text(str(os.getpid()))
+    return module._plain_worker(job, recipe)
+
+
+def test_the_first_clip_of_several_processes_is_extracted_by_the_parent(clips, tmp_path, monkeypatch):
+    import os
+
+    from dmpf_cli.progress import Progress
+    from dmpf_cli.recipes import extract as module
+
+    (tmp_path / "c.txt").write_text(SENTENCES[2])
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    monkeypatch.setenv("PID_DIR", str(pids))
+    monkeypatch.setattr(module, "_plain_worker", module._worker, raising=False)
+    monkeypatch.setattr(module, "_worker", _recording_worker)  # the forked workers inherit it
+    todo, _ = module.plan([clips[k] for k in "abc"], tmp_path / "out", transcript=None, openface=None,
+                          overwrite=False)
+    written, failed = module.run_jobs(todo, "sims", on_error="fail", jobs=2, bar=Progress(None))
+    assert len(written) == 3 and not failed
+    assert (pids / "a").read_text() == str(os.getpid())
+    assert {(pids / k).read_text() for k in "bc"}.isdisjoint({str(os.getpid())})
 
 
 def test_extract_refuses_in_one_line(clips, tmp_path, invoke):

@@ -11,6 +11,7 @@ stops the run — either way nothing half-written is left.
 
 from __future__ import annotations
 
+import itertools
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -152,8 +153,13 @@ def run_jobs(todo: list[Job], recipe: str, *, on_error: str, jobs: int, bar: Pro
         outcomes = (_worker(job, recipe) for job in todo)
         pool = None
     else:
+        # The first clip is extracted here, before the workers are forked: numba compiles librosa's kernels once,
+        # in this process, and the workers inherit them compiled. Several processes compiling them at once on a
+        # fresh install race on numba's on-disk cache and can leave one's index beside another's code, which
+        # crashes every later extraction with a segmentation fault.
+        first = _worker(todo[0], recipe)
         pool = ProcessPoolExecutor(max_workers=jobs, initializer=_one_thread)
-        outcomes = pool.map(_worker, todo, [recipe] * len(todo))
+        outcomes = itertools.chain([first], pool.map(_worker, todo[1:], [recipe] * (len(todo) - 1)))
     try:
         for path, error in outcomes:
             bar.advance(task, 1)
