@@ -129,6 +129,8 @@ def test_extract_refuses_in_one_line(clips, tmp_path, invoke):
     error_line(broken.exit_code, broken.stderr, str(tmp_path / "broken.mp4"))
     unknown = invoke("extract", clips["a"], "--output", out, "--recipe", "simz")
     error_line(unknown.exit_code, unknown.stderr, "simz", "sims")
+    missing = invoke("extract", clips["a"], "--output", out, "--overwrite", "--openface", tmp_path / "nope.csv")
+    error_line(missing.exit_code, missing.stderr, f"--openface: {tmp_path / 'nope.csv'}: no such file")
     two = invoke("extract", clips["a"], clips["b"], "--output", out, "--transcript", "x")
     error_line(two.exit_code, two.stderr, "--transcript/--openface: go with one media file")
     assert not [p for p in out.iterdir() if p.name.startswith(".")]

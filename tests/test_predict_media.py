@@ -232,6 +232,8 @@ def test_several_clips_take_their_sidecars(invoke, sims_run, clips, tmp_path):
 def test_a_clip_without_visual_features_is_one_line(invoke, sims_run, clips):
     alone = invoke("predict", "--run", sims_run, "--media", clips["c"])
     error_line(alone.exit_code, alone.stderr, f"{clips['c']}: no visual features", "--openface", "c.csv", "c.npy")
+    given = invoke("predict", "--run", sims_run, "--media", clips["c"], "--openface", clips["c"].with_suffix(".csv"))
+    error_line(given.exit_code, given.stderr, f"--openface: {clips['c'].with_suffix('.csv')}: no such file")
     failed = invoke("predict", "--run", sims_run, "--media", clips["a"], "--media", clips["c"], "--on-error", "fail")
     error_line(failed.exit_code, failed.stderr, f"{clips['c']}: no visual features")
     skipped = invoke("predict", "--run", sims_run, "--media", clips["a"], "--media", clips["c"])  # skip: the default

@@ -55,6 +55,9 @@ def clip_jobs(media: list[Path], *, transcript: str | None, openface: Path | Non
     if len(media) > 1 and (transcript is not None or openface is not None):
         raise DmpfError("--transcript/--openface: go with one media file; for several, put CLIP.txt (or .srt) and "
                         "CLIP.csv (OpenFace) beside each clip")
+    if openface is not None and not Path(openface).is_file():  # before any clip is decoded
+        raise DmpfError(f"--openface: {openface}: {'not a file' if Path(openface).exists() else 'no such file'}; "
+                        "expected the clip's OpenFace 2 CSV (or its own per-frame features, .npy)")
     return [Job(path, None, transcript, openface if openface is not None else _sidecar(path, (".csv", ".npy")))
             for path in media]
 
