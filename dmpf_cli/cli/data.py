@@ -182,6 +182,7 @@ def published_message(dataset: str, result, console) -> None:
 def _prepare_media(media: Path, dataset, source, output, *, recipe, openface, jobs, on_error, overwrite, config,
                    threads, format, console, work) -> None:
     """``dmpf prepare --media DIR``: a folder of clips → a prepared CH-SIMS-like dataset."""
+    from ..progress import Progress
     from ..recipes.datasets import pretokenize
     from ..recipes.media_dataset import DATASET, prepare_media
     from ..recipes.preflight import resolve_config
@@ -194,8 +195,6 @@ def _prepare_media(media: Path, dataset, source, output, *, recipe, openface, jo
                         f"{dataset.value}'s features cannot be computed from clips")
     use_threads(threads)
     cfg = resolve_config(None if config else DATASET, config)  # a bad --config is refused before the extraction
-    from ..progress import Progress
-
     result = prepare_media(media, output, recipe=recipe, openface=openface, jobs=jobs, on_error=on_error,
                            overwrite=overwrite, console=work)
     with Progress(work) as bar:  # a no-op where the text is tokenised for this config already

@@ -387,6 +387,12 @@ def predict_run(root: Path | str, source: Path, output: Path | None, on_error: s
         rows = _score(loaded, bar.track(batches, "scoring", count, unit="samples", weight=lambda b: len(b[0])))
     if not rows:
         raise InputError(f"--input: {source}: nothing to score: it holds no samples")
+    return deliver(rows, output)
+
+
+def deliver(rows: list[dict[str, Any]], output: Path | None) -> tuple[int, str | None]:
+    """``dmpf predict``'s rows as CSV or JSONL (by ``output``'s suffix), written to ``output``, or returned for stdout
+    without one: (number of rows, the text for stdout or None)."""
     text = _render(rows, "jsonl" if output is not None and output.suffix.lower() == ".jsonl" else "csv")
     if output is None:
         return len(rows), text

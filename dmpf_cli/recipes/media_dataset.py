@@ -17,7 +17,6 @@ records the recipe (``features``), so a run trained on it can score a new clip t
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import shutil
@@ -29,6 +28,7 @@ import numpy as np
 from rich.console import Console
 
 from .. import registry
+from ..data.mmsa import sha256_file
 from ..data.prepared import (
     DataError,
     SplitReport,
@@ -41,7 +41,7 @@ from ..errors import DmpfError
 from ..fileio import building
 from ..media.audio import MediaError
 from ..media.clipfile import load_clip
-from ..media.folder import Clip, read_folder
+from ..media.folder import LABELS, Clip, read_folder
 from ..progress import Progress
 from ..streams import DATASETS, MODALITIES, SPLITS
 from .extract import Job, run_jobs
@@ -89,10 +89,6 @@ class PaddedClips:
             frames = getattr(load_clip(path), self.key)
             block[i, : len(frames)] = frames[: self.shape[1]]
         return block
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _fresh(target: Path, clip: Clip, recipe: str, version: str) -> bool:
@@ -149,17 +145,19 @@ def prepare_media(
         if existing is not None and not overwrite and existing.get("media", {}).get("root") != str(root.resolve()):
             raise DataError(f"--output: {output} already holds a prepared dataset ({existing.get('dataset')}); pass "
                             "--overwrite to replace it, or choose another --output")
-        if existing is not None and _up_to_date(existing, clips, output, _sha256(root / "label.csv"), extractor):
+        labels_sha256 = sha256_file(root / LABELS)
+        if existing is not None and _up_to_date(existing, clips, output, labels_sha256, extractor):
             return MediaPrepareResult(output, existing, reused=len(clips), up_to_date=True)
         cache = output.parent / f".{output.name}.clips"
         cache.mkdir(parents=True, exist_ok=True)
         if existing is not None:
             _adopt(cache, output)
-        return _prepare(root, clips, output, cache, extractor, jobs=jobs, on_error=on_error, console=console)
+        return _prepare(root, clips, output, cache, extractor, labels_sha256, jobs=jobs, on_error=on_error,
+                        console=console)
 
 
-def _prepare(root: Path, clips: list[Clip], output: Path, cache: Path, extractor, *, jobs: int, on_error: str,
-             console: Console) -> MediaPrepareResult:
+def _prepare(root: Path, clips: list[Clip], output: Path, cache: Path, extractor, labels_sha256: str, *, jobs: int,
+             on_error: str, console: Console) -> MediaPrepareResult:
     result = MediaPrepareResult(output, {})
     targets = {clip.id: cache / clip.video_id / f"{clip.clip_id}.npz" for clip in clips}
     usable: list[Clip] = []
@@ -213,9 +211,9 @@ def _prepare(root: Path, clips: list[Clip], output: Path, cache: Path, extractor
     cut = {key: int(sum(n > lengths[key] for n in values)) for key, values in frames.items()}
     stats = {key: {"mean": float(np.mean(v)), "std": float(np.std(v)), "max": int(max(v)), "padded": lengths[key],
                    "clips_cut": cut[key]} for key, v in frames.items()}
-    labels = root / "label.csv"
+    labels = root / LABELS
     extra = {
-        "source": {"path": str(labels.resolve()), "size": labels.stat().st_size, "kind": "media", "sha256": _sha256(labels)},
+        "source": {"path": str(labels.resolve()), "size": labels.stat().st_size, "kind": "media", "sha256": labels_sha256},
         "features": {"recipe": extractor.name, "recipe_version": extractor.version},
         "media": {"root": str(root.resolve()), "label_csv": str(labels.resolve()), "clips": len(kept),
                   "lengths": stats, "skipped": [{"clip": c, "why": why} for c, why in result.skipped]},

@@ -33,10 +33,9 @@ from .evaluate import (
     TrainedRecord,
     _batches_from_samples,
     _check_output,
-    _render,
     _score,
     _warn_stderr,
-    _write,
+    deliver,
     load_trained,
     read_trained,
 )
@@ -119,21 +118,34 @@ def _sample(job: Job, extractor: Extractor, loaded: TrainedModel, needs: set[str
         raise MediaError(f"{job.media}: {str(exc).removeprefix('samples[0]: ')}") from None
 
 
+def _check_on_error(on_error: str) -> None:
+    if on_error not in ("skip", "fail"):
+        raise DmpfError(f"--on-error: expected skip or fail, got '{on_error}'")
+
+
+def _jobs(media: list[Path], transcript: str | None, openface: Path | None) -> list[Job]:
+    """A job per clip of ``media`` (files, or directories of them): ``dmpf extract``'s rules for the sidecars."""
+    return clip_jobs(media_files(media), transcript=transcript,
+                     openface=Path(openface).expanduser() if openface is not None else None, option="--media")
+
+
 def score_media(loaded: TrainedModel, media: list[Path], *, transcript: str | None = None,
                 openface: Path | None = None, on_error: str = "fail", warn=_warn_stderr, progress: Progress | None = None,
                 batch_size: int | None = None) -> list[dict[str, Any]]:
     """A row per clip of ``media`` (files, or directories of them; id: its file stem, score, the dataset's label
-    bins), each extracted with the
-    model's recipe (:func:`recipe_for_clips`). A clip that cannot be used is one line naming it: skipped with a
-    warning (``on_error="skip"``, where there are several) or raised. ``progress``: shows the extraction and scoring."""
-    if on_error not in ("skip", "fail"):
-        raise DmpfError(f"--on-error: expected skip or fail, got '{on_error}'")
+    bins), each extracted with the model's recipe (:func:`recipe_for_clips`). A clip that cannot be used is one line
+    naming it: skipped with a warning (``on_error="skip"``, where there are several) or raised. ``progress``: shows
+    the extraction and scoring."""
+    _check_on_error(on_error)
+    return _score_clips(loaded, recipe_for_clips(loaded, warn), _jobs(media, transcript, openface), on_error=on_error,
+                        warn=warn, progress=progress, batch_size=batch_size)
+
+
+def _score_clips(loaded: TrainedModel, extractor: Extractor, jobs: list[Job], *, on_error: str, warn,
+                 progress: Progress | None, batch_size: int | None) -> list[dict[str, Any]]:
     size = batch_size or loaded.cfg.training.batch_size
     if size < 1:
         raise DmpfError(f"batch_size: expected a positive integer, got {size}")
-    extractor = recipe_for_clips(loaded, warn)
-    jobs = clip_jobs(media_files(media), transcript=transcript,
-                     openface=Path(openface).expanduser() if openface is not None else None, option="--media")
     needs, samples, skipped, seen = _needs(loaded), [], 0, {}
     bar = progress or Progress(None)
     for job in bar.track(jobs, f"extracting ({extractor.name})", len(jobs), unit="clips"):
@@ -160,25 +172,18 @@ def predict_media(root: Path | str, media: list[Path], output: Path | None, on_e
     """``dmpf predict --media``: score each clip; write CSV or JSONL (by ``output``'s suffix, CSV to stdout without
     one). A model whose training features no recipe computes is refused before it is built or any clip read.
     Returns (number of clips scored, the text for stdout or None)."""
-    if on_error not in ("skip", "fail"):
-        raise DmpfError(f"--on-error: expected skip or fail, got '{on_error}'")
+    _check_on_error(on_error)
     if output is not None and output.suffix.lower() not in (".csv", ".jsonl"):
         raise DmpfError(f"--output: expected a .csv or .jsonl file name, got '{output}'")
-    media = media_files(media)
-    clip_jobs(media, transcript=transcript, openface=openface, option="--media")  # one clip for --transcript/--openface
+    jobs = _jobs(media, transcript, openface)
     if output is not None:
         output = Path(output).expanduser()
-        if any(m.exists() and output.exists() and output.resolve() == m.resolve() for m in media):
+        if any(output.exists() and output.resolve() == job.media.resolve() for job in jobs if job.media.exists()):
             raise DmpfError(f"--output: {output} is a --media file; choose another name")
         _check_output(output)
     read = read_trained(root, warn)
-    recipe_for_clips(read, lambda message: None)  # refused before the model is built (it warns once, below)
+    extractor = recipe_for_clips(read, warn)  # refused before the model is built
     loaded = load_trained(read, warn, console)
     with Progress(console) as bar:
-        rows = score_media(loaded, media, transcript=transcript, openface=openface, on_error=on_error, warn=warn,
-                           progress=bar)
-    text = _render(rows, "jsonl" if output is not None and output.suffix.lower() == ".jsonl" else "csv")
-    if output is None:
-        return len(rows), text
-    _write(output, text)
-    return len(rows), None
+        rows = _score_clips(loaded, extractor, jobs, on_error=on_error, warn=warn, progress=bar, batch_size=None)
+    return deliver(rows, output)
