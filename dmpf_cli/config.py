@@ -65,7 +65,7 @@ class DataConfig(Strict):
     path: str | None = Field(None, description="prepared data directory (dmpf prepare); null: the default location")
     synthetic_size: Literal["tiny", "small", "mosei-like"] = "small"
     synthetic_seed: NonNegInt = 0
-    text_len: PosInt = 32
+    text_len: PosInt = 24
     num_workers: NonNegInt = 0
 
 
@@ -81,7 +81,7 @@ class EncoderConfig(Strict):
     heads: PosInt = 4
     layers: NonNegInt = 2
     max_len: PosInt = 16
-    dropout: Probability = 0.1
+    dropout: Probability = 0.0
     p_mask: Probability = Field(0.0, description="time-step dropout in training: each time step of each branch is "
                                 "zeroed with this probability (after the positions, before the transformer); the "
                                 "reference's AV encoder zeroes its branches' steps with 0.1")
@@ -166,7 +166,7 @@ class HeadConfig(Strict):
     name: str = "self-attention"
     d: PosInt = 64
     heads: PosInt = 4
-    dropout: Probability = 0.1
+    dropout: Probability = 0.0
     options: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments for a plugin")
 
 
@@ -236,7 +236,7 @@ class ScheduleConfig(Strict):
 class TrainingConfig(Strict):
     batch_size: PosInt = 32
     grad_accum: PosInt = 1
-    max_epochs: PosInt = 10
+    max_epochs: PosInt = 7
     patience: PosInt = 3
     seeds: Seeds = Field(default_factory=lambda: [1111], min_length=1)
     precision: Literal["fp32", "bf16"] = "fp32"

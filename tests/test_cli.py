@@ -11,6 +11,7 @@ import sys
 import pytest
 import yaml
 
+from dmpf_cli.config import ExperimentConfig
 from dmpf_cli.model.mask import FusionMask
 
 from conftest import error_line
@@ -269,6 +270,9 @@ def test_inspect_mask_png(invoke, tmp_path):
     assert result.exit_code == 0 and other.is_file() and json.loads(result.stdout)["preset"] == "avseesall"
 
 
+DEFAULT_TEXT_LEN = ExperimentConfig().data.text_len  # the embedded default's, which inspect-mask uses
+
+
 @pytest.mark.parametrize(
     "args, fragments",
     [
@@ -277,14 +281,14 @@ def test_inspect_mask_png(invoke, tmp_path):
         (["--text-len", "-1"], ["--text-len"]),
         (["--n-a", "x"], ["--n-a", "valid int"]),  # typer 0.29: "a valid integer"; 0.27: "a valid int"
         (["--preset", "avseesal"], ["--preset", "did you mean 'avseesall'"]),
-        (["--pad", "99"], ["--pad: expected 0..32"]),
+        (["--pad", "99"], [f"--pad: expected 0..{DEFAULT_TEXT_LEN}"]),
         (["--output", "mask.jpg"], ["--output: expected a .png"]),
         (["--format", "yaml"], ["--format"]),
         (["--text-len", "0", "--n-a", "0", "--n-v", "0", "--n-av", "0"], ["at least one position"]),
         (["fusion.n_q=1"], ["fusion.n_q: unknown key"]),
         (["--dataset", "moseii"], ["did you mean 'mosei'"]),
         (["--bogus"], ["No such option"]),
-        (["--n-a", "100000"], ["expected at most 4096 positions", "got 100040"]),
+        (["--n-a", "100000"], ["expected at most 4096 positions", f"got {100000 + DEFAULT_TEXT_LEN + 8}"]),
     ],
 )
 def test_inspect_mask_bad_input(invoke, args, fragments):
@@ -309,7 +313,7 @@ def test_inspect_model_default_json(invoke):
     assert sum(params["by_component"].values()) == params["total"]
     assert info["backbone"]["weights"] == "pretrained by dmpf"  # the demo LM; its shapes need no weights
     assert info["attention"] == {"requested": "auto", "device": "cpu", "resolved": "sdpa"}
-    assert [s["length"] for s in info["layout"]] == [32, 4, 4, 4] and info["mm_layers"] == [1, 3]
+    assert [s["length"] for s in info["layout"]] == [DEFAULT_TEXT_LEN, 4, 4, 4] and info["mm_layers"] == [1, 3]
 
 
 def test_inspect_model_counts_match_a_real_build():

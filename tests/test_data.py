@@ -415,12 +415,13 @@ def test_prepare_stores_the_presets_tokens_and_runs_reuse_them(invoke, tmp_path,
     result = invoke("prepare", "--dataset", "synthetic", "--size", "tiny", "--output", out, "--format", "json")
     assert result.exit_code == 0, result.stderr
     tokens = json.loads(result.stdout)["tokens"]
-    assert tokens["stored"] and tokens["config"] == "preset default" and tokens["text_len"] == 32
+    text_len = load_config().data.text_len
+    assert tokens["stored"] and tokens["config"] == "preset default" and tokens["text_len"] == text_len
     assert sorted(p.name for p in Path(tokens["directory"]).iterdir()) == ["test.npz", "train.npz", "valid.npz"]
     # a training run with the default config reads them: tokenising again would fail here
     monkeypatch.setattr("dmpf_cli.data.batches.tokenize", lambda *a, **k: pytest.fail("tokenised again"))
-    dataset = SplitDataset(open_prepared(out).split("valid"), load_tokenizer(load_config().backbone), 32)
-    assert dataset.text_ids.shape == (len(dataset), 32) and bool(dataset.text_real[:, 0].all())
+    dataset = SplitDataset(open_prepared(out).split("valid"), load_tokenizer(load_config().backbone), text_len)
+    assert dataset.text_ids.shape == (len(dataset), text_len) and bool(dataset.text_real[:, 0].all())
 
 
 def test_prepare_tokenises_for_a_given_config_or_says_why_not(invoke, tmp_path, monkeypatch):

@@ -193,6 +193,24 @@ def test_texts_fit_a_32_token_window(small):
     assert max(len(tokenizer.encode(t)) for t in texts) <= 28
 
 
+def test_the_default_text_len_cuts_no_generated_text(small):
+    """The embedded default's data.text_len holds every text of its dataset (small, seed 0) as the shipped demo LM's
+    tokenizer splits it: no row fills the window, so no text was cut."""
+    from transformers import PreTrainedTokenizerFast
+
+    from dmpf_cli.config import ExperimentConfig
+    from dmpf_cli.data.batches import tokenize
+    from dmpf_cli.recipes.pretrain_lm import SHIPPED
+
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(SHIPPED["small"])
+    text_len = ExperimentConfig().data.text_len
+    for name, split in small[0].items():
+        _, real = tokenize(tokenizer, list(split["raw_text"]), text_len)
+        lengths = real.sum(dim=1)
+        assert int(lengths.max()) < text_len, (name, int(lengths.max()))
+        assert int(lengths.min()) >= 1
+
+
 def test_frames_carry_exactly_the_latents(small, small_terms):
     data, info = small
     rng = np.random.default_rng(123)
