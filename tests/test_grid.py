@@ -416,6 +416,7 @@ def test_a_job_of_several_tasks_on_slurm_is_one_ddp_run(slurm, tmp_path):
     results = json.loads((tmp_path / "run" / "results.json").read_text(encoding="utf-8"))
     assert results["ddp"]["world_size"] == 2 and results["ddp"]["ranks_agree"]
     assert "#SBATCH --ntasks-per-node=2" in next((tmp_path / ".submitit").glob("*_submission.sh")).read_text()
+    assert "--kill-on-bad-exit=1" in next((tmp_path / ".submitit").glob("*_submission.sh")).read_text()
     # submitted again, the finished run is kept: every rank agrees there is nothing to do
     [again] = launch(how).run([job], tmp_path / "logs", folder=tmp_path / ".submitit")
     assert again.ok and again.results == outcome.results
@@ -444,3 +445,27 @@ def test_ctrl_c_cancels_the_grids_slurm_jobs_and_leaves_the_runs_resumable(slurm
         assert time.monotonic() < deadline, "the grid's Slurm job still runs after Ctrl-C"
         time.sleep(0.5)
     assert Job("full/seed-1", out / "full" / "seed-1", out / "full" / "config.yaml", 1).state() == "resume"
+
+
+def test_a_several_task_jobs_rendezvous_port_is_the_job_ids_and_outside_the_ephemeral_ports(monkeypatch):
+    """Every rank of a Slurm job derives the same port from the job id, below Linux's ephemeral ports (where a
+    client socket may hold it: rank 0 then failed with EADDRINUSE and the other ranks waited 30 minutes); a
+    MASTER_PORT the user set is kept."""
+    from dmpf_cli.experiments import job as job_module
+
+    ports = {job_module.rendezvous_port(str(i)) for i in range(1000)}
+    assert min(ports) >= 20000 and max(ports) < 32768 and len(ports) > 900
+    for name in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    slurm = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "200", "SLURM_JOB_NODELIST": "vm", "SLURM_NTASKS": "2", "SLURM_PROCID": "1",
+             "SLURM_LOCALID": "1", "SLURM_NODEID": "0", "SLURM_JOB_NUM_NODES": "1", "SLURM_STEP_NUM_TASKS": "2"}
+    for name, value in slurm.items():
+        monkeypatch.setenv(name, value)
+    job_module._export_distributed()
+    assert os.environ["MASTER_PORT"] == str(job_module.rendezvous_port("200"))
+    assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["MASTER_ADDR"]) == ("1", "2", "vm")
+    for name in ("MASTER_PORT", "RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("MASTER_PORT", "29511")
+    job_module._export_distributed()
+    assert os.environ["MASTER_PORT"] == "29511"

@@ -9,6 +9,7 @@ decides where.
 from __future__ import annotations
 
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,10 +106,26 @@ class JobOutcome:
     error: str = ""  # one line: why it failed, and where its log is
 
 
+# Where rank 0 of a several-task job listens for the others: below Linux's ephemeral ports (32768-60999), which any
+# client socket on the node may hold. submitit's own choice, 20000-60000, mostly lands among them, and when it hits
+# a held one rank 0 fails with EADDRINUSE while the other ranks wait 30 minutes for it.
+RENDEZVOUS_PORTS = range(20000, 32768)
+
+
+def rendezvous_port(job_id: str) -> int:
+    """The rendezvous port of Slurm job ``job_id``: a function of the id alone, so every rank derives the same."""
+    return RENDEZVOUS_PORTS[zlib.crc32(job_id.encode()) % len(RENDEZVOUS_PORTS)]
+
+
 def _export_distributed() -> None:
-    """Inside a Slurm job with several tasks: the environment torch.distributed reads (RANK, WORLD_SIZE, …)."""
+    """Inside a Slurm job with several tasks: the environment torch.distributed reads (RANK, WORLD_SIZE, …), with
+    the rendezvous on :func:`rendezvous_port` unless ``MASTER_PORT`` is set."""
     if int(os.environ.get("SLURM_NTASKS", "1")) <= 1 or "WORLD_SIZE" in os.environ:
         return
     from submitit.helpers import TorchDistributedEnvironment
 
-    TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    os.environ.setdefault("MASTER_PORT", str(rendezvous_port(os.environ.get("SLURM_JOB_ID", "0"))))
+    env = TorchDistributedEnvironment()  # takes MASTER_PORT from the environment
+    os.environ.update(MASTER_ADDR=env.master_addr, MASTER_PORT=str(env.master_port), RANK=str(env.rank),
+                      WORLD_SIZE=str(env.world_size), LOCAL_RANK=str(env.local_rank),
+                      LOCAL_WORLD_SIZE=str(env.local_world_size))

@@ -337,6 +337,8 @@ def _executor(how: Launch, folder: Path):
             params["gpus_per_node"] = how.gpus_per_job
         if how.cpus_per_job:
             params["cpus_per_task"] = max(1, how.cpus_per_job // tasks)
+        if tasks > 1:  # a rank that fails ends the job: the others would wait for it until the rendezvous times out
+            params["slurm_srun_args"] = ["--kill-on-bad-exit=1"]
         executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
     else:
         executor = submitit.AutoExecutor(folder=str(folder), cluster="local")
