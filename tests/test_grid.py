@@ -456,7 +456,8 @@ def test_a_several_task_jobs_rendezvous_port_is_the_job_ids_and_outside_the_ephe
     ports = {job_module.rendezvous_port(str(i)) for i in range(1000)}
     assert min(ports) >= 20000 and max(ports) < 32768 and len(ports) > 900
     for name in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")  # recorded, so that what the export sets is undone after the test
+        monkeypatch.delenv(name)
     slurm = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "200", "SLURM_JOB_NODELIST": "vm", "SLURM_NTASKS": "2", "SLURM_PROCID": "1",
              "SLURM_LOCALID": "1", "SLURM_NODEID": "0", "SLURM_JOB_NUM_NODES": "1", "SLURM_STEP_NUM_TASKS": "2"}
     for name, value in slurm.items():
