@@ -125,7 +125,5 @@ def _export_distributed() -> None:
     from submitit.helpers import TorchDistributedEnvironment
 
     os.environ.setdefault("MASTER_PORT", str(rendezvous_port(os.environ.get("SLURM_JOB_ID", "0"))))
-    env = TorchDistributedEnvironment()  # takes MASTER_PORT from the environment
-    os.environ.update(MASTER_ADDR=env.master_addr, MASTER_PORT=str(env.master_port), RANK=str(env.rank),
-                      WORLD_SIZE=str(env.world_size), LOCAL_RANK=str(env.local_rank),
-                      LOCAL_WORLD_SIZE=str(env.local_world_size))
+    # submitit takes MASTER_PORT from the environment; overwrite: it refuses to export over a variable already set
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
