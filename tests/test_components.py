@@ -449,3 +449,26 @@ def test_representation_order_does_not_matter() -> None:
     reps = head_inputs(HEAD_DIMS)
     with torch.no_grad():
         torch.testing.assert_close(head(dict(reversed(list(reps.items())))), head(reps))
+
+
+@pytest.mark.parametrize("stretch", [False, True])
+def test_downsample_looks_up_the_pooling_rows_each_length_would_compute(stretch: bool) -> None:
+    """The pooling matrices are looked up from a table of every length (design.md §6): each sample's rows equal
+    those computed for its length alone, and a table first built under inference mode serves training after."""
+    from dmpf_cli.model import encoders
+
+    encoders._tables.clear()
+    L, max_len = 11, 4
+    x = torch.randn(L + 1, L, 3)
+    lengths = torch.arange(L + 1)
+    with torch.inference_mode():
+        first, _ = downsample(x, lengths, max_len, stretch=stretch)
+    assert len(encoders._tables) == 1
+    x.requires_grad_()
+    out, _ = downsample(x, lengths, max_len, stretch=stretch)
+    out.sum().backward()  # the table, built under inference mode, is an ordinary tensor
+    for n in range(L + 1):
+        rows = encoders.pool_weights(torch.tensor([n]), L, max_len, stretch, torch.float32)
+        assert torch.equal(encoders._tables[(L, max_len, stretch, torch.float32, "cpu")][n], rows[0])
+    assert torch.equal(first, out.detach())
+    assert x.grad is not None and float(x.grad[L - 1, : L - 1].abs().sum()) > 0

@@ -240,10 +240,14 @@ def test_the_benchmarks_bf16_stream_is_one_and_rounds_a_small_contribution_away(
 @pytest.mark.slow
 def test_the_fused_kernels_train_as_the_plain_ones_to_float32_rounding():
     """The speed-ups (GPT-2's GELU as one kernel, the fused AdamW, the text rows before the first MM block without
-    autograd, the encoders' lean training path; design.md §6) against the plain kernels and paths they replace: 20
-    fp32 training steps from the same seed, dropout on, give losses within 1e-6."""
+    autograd, the encoders' lean training path, the encoders' and the MM blocks' cross-attentions batched, the head
+    without nn.MultiheadAttention's checks; design.md §6) against the plain kernels and paths they replace: 20 fp32
+    training steps from the same seed, dropout on (in the MM blocks; the encoders have none, as in the embedded
+    default, so that they batch), give losses within 1e-6."""
     from dmpf_cli.model.dmpf import build_model
     from dmpf_cli.model.encoders import StreamEncoder
+    from dmpf_cli.model.heads import SelfAttentionHead
+    from dmpf_cli.model.mm import MMBlock
     from dmpf_cli.recipes.bench import make_batch as bench_batch
     from dmpf_cli.recipes.preflight import resolve_config
     from dmpf_cli.recipes.schedule import build_optimizer, build_scheduler, clip_gradients
@@ -263,7 +267,9 @@ def test_the_fused_kernels_train_as_the_plain_ones_to_float32_rounding():
         assert acts == ({"GELU"} if speedups else {"NewGELUActivation"})  # the premise: other kernels
         assert bool(optimizer.defaults["fused"]) is speedups
         assert model.lm.speedups is speedups  # and other code paths: the text rows before the first MM block
-        assert {m.fast for m in model.modules() if isinstance(m, StreamEncoder)} == {speedups}  # the encoders
+        fast = [m for m in model.modules() if isinstance(m, (StreamEncoder, MMBlock, SelfAttentionHead))]
+        assert len(fast) == 4 + 2 + 1 and {m.fast for m in fast} == {speedups}  # encoders, MM blocks, head
+        assert [b.batchable() is not None for e in model.encoders.values() for b in e.branches] == [speedups] * 4
         out = []
         torch.manual_seed(0)  # the same dropout masks for both
         for batch in batches:
@@ -280,3 +286,145 @@ def test_the_fused_kernels_train_as_the_plain_ones_to_float32_rounding():
     fast, plain = losses(True), losses(False)
     assert max(abs(a - b) for a, b in zip(fast, plain)) <= 1e-6
     assert len(set(fast)) > 10  # twenty different batches, each its own loss: a comparison of something
+
+
+def _default_encoders(*overrides: str):
+    from dmpf_cli.config import load_config
+    from dmpf_cli.model.dmpf import build_encoders
+
+    torch.manual_seed(3)
+    return build_encoders(load_config(overrides=list(overrides)), (74, 35)).train()
+
+
+def _encoder_inputs(seed: int = 4) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    audio = (torch.randn(6, 50, 74, generator=g).requires_grad_(), torch.tensor([50, 17, 9, 1, 0, 33]))
+    vision = (torch.randn(6, 40, 35, generator=g).requires_grad_(), torch.tensor([40, 3, 12, 0, 0, 25]))
+    return {"audio": [audio], "visual": [vision], "audio_visual": [audio, vision]}
+
+
+def _encode_with_grads(encoders, inputs, batch: bool):
+    from dmpf_cli.model.encoders import encode
+
+    encoders.zero_grad(set_to_none=True)
+    for streams in inputs.values():
+        for x, _ in streams:
+            x.grad = None
+    torch.manual_seed(9)  # the time-step masks and the whole-modality draws
+    out = encode(encoders, inputs, batch=batch)
+    g = torch.Generator().manual_seed(10)
+    torch.autograd.backward([seq for seq, _ in out.values()],
+                            [torch.randn(seq.shape, generator=g) for seq, _ in out.values()])
+    grads = [p.grad.clone() for p in encoders.parameters()] + [inputs[m][0][0].grad.clone() for m in ("audio", "visual")]
+    return out, grads
+
+
+def test_the_encoders_run_as_one_batched_computation_bit_for_bit_as_one_at_a_time(monkeypatch):
+    """At the embedded default's encoders (no dropout in them; here with time-step masking too, so that the order
+    of the random draws is checked), the four branches' transformers run as one (design.md §6): outputs, lengths
+    and every gradient, of the parameters and of the frames, equal one encoder at a time bit for bit."""
+    from dmpf_cli.model import encoders as encoders_module
+
+    calls = []
+    batched = encoders_module.batched_encoder_forward
+    monkeypatch.setattr(encoders_module, "batched_encoder_forward",
+                        lambda *a: calls.append(len(a[0])) or batched(*a))
+    overrides = [f"encoders.{e}.p_mask=0.2" for e in ("audio", "vision", "audio_visual")]
+    encoders, inputs = _default_encoders(*overrides), _encoder_inputs()
+    fast, fast_grads = _encode_with_grads(encoders, inputs, batch=True)
+    assert calls == [4]  # the premise: A's, V's and AV's two branches, in one computation
+    plain, plain_grads = _encode_with_grads(encoders, inputs, batch=False)
+    assert calls == [4]
+    for name in fast:
+        assert torch.equal(fast[name][0], plain[name][0]) and torch.equal(fast[name][1], plain[name][1]), name
+    assert len(fast_grads) == len(plain_grads) and all(torch.equal(a, b) for a, b in zip(fast_grads, plain_grads))
+    assert all(float(g.abs().sum()) > 0 for g in fast_grads[-2:])  # gradients reached the frames
+    assert 0 < float(fast["audio_visual"][0].abs().sum()) and not torch.equal(fast["audio"][0], fast["audio_visual"][0])
+
+
+@pytest.mark.parametrize("why", ["dropout", "eval", "another shape", "a plugin encoder"])
+def test_encoders_that_cannot_share_one_computation_run_one_at_a_time(monkeypatch, why):
+    from torch import nn
+
+    from dmpf_cli.model import encoders as encoders_module
+
+    monkeypatch.setattr(encoders_module, "batched_encoder_forward", lambda *a: pytest.fail("batched"))
+    overrides = {"dropout": ["encoders.vision.dropout=0.1"], "another shape": ["encoders.audio.layers=1"]}
+    encoders, inputs = _default_encoders(*overrides.get(why, [])), _encoder_inputs()
+    if why == "eval":
+        encoders.eval()
+    if why == "a plugin encoder":
+        class Plugin(nn.Module):  # any module that takes the streams and returns (seq, lengths)
+            def forward(self, stream):
+                x, lengths = stream
+                return x[:, :16, :32], lengths.clamp(max=16)
+        encoders["visual"] = Plugin()
+    out = encoders_module.encode(encoders, inputs)
+    assert set(out) == {"audio", "visual", "audio_visual"} and out["audio"][0].shape == (6, 16, 32)
+
+
+def test_the_mm_blocks_cross_attentions_run_as_one_bit_for_bit_as_one_at_a_time():
+    """The MM block's three cross-attentions (same token counts and encoder widths) as one computation, dropout on:
+    the block's output and every gradient equal the groups one at a time bit for bit (design.md §6)."""
+    model = make_model("fusion.n_a=4", "fusion.n_v=4", "fusion.n_av=4", "mm.dropout=0.2").train()
+    block = model.lm.mm["1"]
+    g = torch.Generator().manual_seed(2)
+    T = 5
+    spans = model.lm.spans(T)
+    h = torch.randn(3, spans["audio_visual"].stop, 32, generator=g).requires_grad_()
+    from dmpf_cli.model.attention import prepare_mask
+
+    contexts = {}
+    for name in ("audio", "visual", "audio_visual"):
+        seq = torch.randn(3, 6, 16, generator=g).requires_grad_()
+        keys = (torch.arange(6)[None, :] < torch.tensor([6, 2, 1])[:, None])[:, None, :].expand(3, 4, 6)
+        contexts[name] = (seq, prepare_mask(keys, "sdpa"))
+    grad = torch.randn(h.shape, generator=g)
+
+    def run(fast: bool):
+        block.fast = fast
+        block.zero_grad(set_to_none=True)
+        for x in [h, *(seq for seq, _ in contexts.values())]:
+            x.grad = None
+        assert block.batchable(spans, contexts) is fast
+        torch.manual_seed(0)
+        out = block(h, spans, contexts)
+        out.backward(grad)
+        return out.detach(), [p.grad.clone() for p in block.parameters() if p.grad is not None] + \
+            [x.grad.clone() for x in [h, *(seq for seq, _ in contexts.values())]]
+
+    (out_fast, grads_fast), (out_plain, grads_plain) = run(True), run(False)
+    assert torch.equal(out_fast, out_plain)
+    assert len(grads_fast) == len(grads_plain) > 20 and all(torch.equal(a, b) for a, b in zip(grads_fast, grads_plain))
+    assert not torch.equal(out_fast[:, :T], out_fast[:, :T] * 0)  # something flowed
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.2])
+def test_the_self_attention_heads_training_path_is_bit_for_bit_nn_multihead_attentions(dropout):
+    """The head's projections of same-width representations as one batched product and its attention without
+    nn.MultiheadAttention's per-call checks (design.md §6): score and every gradient as through torch's module (at
+    batch sizes like the default's: MKL multiplies a handful of rows differently batched and alone)."""
+    from dmpf_cli.config import HeadConfig
+    from dmpf_cli.model.heads import SelfAttentionHead
+    from dmpf_cli.streams import REPRESENTATIONS
+
+    torch.manual_seed(1)
+    widths = {n: 64 if n.endswith("tok") or n == "h_text" else 32 for n in REPRESENTATIONS}
+    head = SelfAttentionHead(HeadConfig(d=64, heads=4, dropout=dropout), widths).train()
+    g = torch.Generator().manual_seed(2)
+    reps = {n: torch.randn(16, w, generator=g).requires_grad_() for n, w in widths.items()}
+
+    def run(fast: bool):
+        head.fast = fast
+        head.zero_grad(set_to_none=True)
+        for r in reps.values():
+            r.grad = None
+        torch.manual_seed(0)
+        score = head(reps)
+        score.backward(torch.linspace(-1, 1, 16))
+        return score.detach(), [p.grad.clone() for p in head.parameters()] + [reps[n].grad.clone() for n in reps]
+
+    (fast, fast_grads), (plain, plain_grads) = run(True), run(False)
+    assert torch.equal(fast, plain)
+    assert len(fast_grads) == len(plain_grads) and all(torch.equal(a, b) for a, b in zip(fast_grads, plain_grads))
+    assert all(float(r.grad.abs().sum()) > 0 for r in reps.values())

@@ -30,9 +30,9 @@ from ..streams import DATASETS, MODALITIES, REPRESENTATIONS, STREAMS, TEXT
 from .attention import resolve_backend
 from .augment import softperm
 from .backbone_loader import FoundBackbone, LoadedBackbone, load_backbone
-from .encoders import StreamEncoder
+from .encoders import StreamEncoder, encode
 from .fused import FusedGPT2
-from .heads import AuxHeads
+from .heads import AuxHeads, SelfAttentionHead
 
 
 @dataclass
@@ -76,9 +76,6 @@ class DMPF(nn.Module):
         self.groups = [s.name for s in self.streams]
 
         self.encoders = build_encoders(cfg, dims)
-        for module in self.encoders.modules():  # the built-in encoders' training path (design.md §6)
-            if isinstance(module, StreamEncoder):
-                module.fast = speedups
         encoder_dims = {g: self.encoders[g].out_dim for g in self.groups}
         # the modalities some present stream reads, and SoftPerm's (fraction, std) for those it augments
         self.modalities = [m for m in MODALITIES if any(m in s.inputs for s in self.streams)]
@@ -97,6 +94,9 @@ class DMPF(nn.Module):
             widths[s.enc] = encoder_dims[s.name]
         self.rep_dims = {n: widths[n] for n in REPRESENTATIONS if n in widths}
         self.head = registry.create("head", cfg.head.name, cfg.head, dict(self.rep_dims))
+        for module in self.modules():  # the built-in modules' fast paths (design.md §6); FusedGPT2 sets its MM blocks'
+            if isinstance(module, (StreamEncoder, SelfAttentionHead)):
+                module.fast = speedups
         self.aux = AuxHeads(self.rep_dims)
         # the causal-LM term is computed in training only where its weight is not 0 (loss.clm)
         self.clm = cfg.loss.clm > 0
@@ -153,10 +153,8 @@ class DMPF(nn.Module):
         the modality ablation of ``dmpf eval``.
         """
         frames = self.frames(batch)
-        contexts = {}
-        for s in self.streams:
-            inputs = (frames[m.key] for m in s.inputs)
-            contexts[s.name] = self.encoders[s.name](*inputs)  # (seq (B, Lm, d), lengths (B,))
+        contexts = encode(self.encoders, {s.name: [frames[m.key] for m in s.inputs] for s in self.streams})
+        for s in self.streams:  # contexts[name]: (seq (B, Lm, d), lengths (B,))
             if s.name in drop_streams:
                 seq, lengths = contexts[s.name]
                 contexts[s.name] = (torch.zeros_like(seq), torch.zeros_like(lengths))
@@ -165,11 +163,14 @@ class DMPF(nn.Module):
         backend = self.backend_on(ids.device)
         H, hidden = self.lm(ids, real, contexts, backend, return_hidden=return_hidden)  # (B, L, D)
 
-        spans = self.lm.spans(ids.shape[1])
+        # H cut once into its segments (text, then each token group): a split's backward is one concatenation,
+        # where each slice's would fill a zero tensor of H's size (design.md §6)
+        segments = self.lm.layout(ids.shape[1]).segments
+        parts = dict(zip([seg.name for seg in segments], H.split([seg.length for seg in segments], dim=1)))
         last = (real.long().sum(dim=1) - 1).clamp(min=0)  # (B,) the last real text token
-        reps = {TEXT.representation: H[torch.arange(ids.shape[0], device=ids.device), last].float()}
+        reps = {TEXT.representation: parts[TEXT.name][torch.arange(ids.shape[0], device=ids.device), last].float()}
         for s in self.streams:
-            reps[s.tok] = H[:, spans[s.name]].mean(dim=1).float()  # (B, D)
+            reps[s.tok] = parts[s.name].mean(dim=1).float()  # (B, D)
             seq, lengths = contexts[s.name]
             reps[s.enc] = masked_time_mean(seq.float(), lengths)  # (B, d)
         reps = {n: reps[n] for n in REPRESENTATIONS if n in reps}

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from ..config import EncoderConfig
 from ..registry import register
+from .stacked import stacked_linear, stacked_norm
 
 
 def downsample(x: Tensor, lengths: Tensor, max_len: int, *, stretch: bool = False) -> tuple[Tensor, Tensor]:
@@ -50,14 +51,28 @@ def downsample(x: Tensor, lengths: Tensor, max_len: int, *, stretch: bool = Fals
     """
     B, L, D = x.shape
     n = lengths.to(device=x.device, dtype=torch.long).clamp(0, L)  # (B,)
-    t = torch.arange(L, device=x.device)  # (L,)
+    if (L + 1) * max_len * L <= _TABLE_LIMIT and not torch.compiler.is_compiling():
+        weights = _pool_table(L, max_len, stretch, x.dtype, x.device)[n]  # the same rows, looked up
+    else:
+        weights = pool_weights(n, L, max_len, stretch, x.dtype)
+    valid = torch.arange(L, device=x.device)[None, :] < n[:, None]  # (B, L)
+    # torch.where, not a multiplication: 0 * inf would be NaN
+    x = torch.where(valid[..., None], x, x.new_zeros(()))  # (B, L, D)
+    lengths_out = torch.where(n > 0, max_len, 0) if stretch else n.clamp(max=max_len)  # (B,)
+    return weights @ x, lengths_out  # (B, max_len, D), (B,)
+
+
+def pool_weights(n: Tensor, L: int, max_len: int, stretch: bool, dtype: torch.dtype) -> Tensor:
+    """:func:`downsample`'s pooling matrix for samples of ``n`` (B,) real frames out of ``L``: (B, max_len, L), row
+    ``j`` averaging the frames that step ``j`` covers. A sample's rows depend on its ``n`` alone."""
+    t = torch.arange(L, device=n.device)  # (L,)
     valid = t[None, :] < n[:, None]  # (B, L)
     bucket = torch.where(
         (n > max_len)[:, None],
         t[None, :] * max_len // n.clamp(min=1)[:, None],
         t[None, :],  # short sample: frame i stays at step i
     )  # (B, L)
-    steps = torch.arange(max_len, device=x.device)
+    steps = torch.arange(max_len, device=n.device)
     member = bucket[:, None, :] == steps[None, :, None]  # (B, max_len, L): frame i lands on step j
     if stretch:
         # short sample: step j reads the one frame under relative time j/max_len (n = 0 reads nothing:
@@ -66,12 +81,21 @@ def downsample(x: Tensor, lengths: Tensor, max_len: int, *, stretch: bool = Fals
         picks = t[None, None, :] == source[:, :, None]  # (B, max_len, L)
         member = torch.where((n < max_len)[:, None, None], picks, member)
     member = member & valid[:, None, :]  # padded frames never count
-    weights = member.to(x.dtype)
-    weights = weights / weights.sum(-1, keepdim=True).clamp(min=1)  # each row averages its chunk
-    # torch.where, not a multiplication: 0 * inf would be NaN
-    x = torch.where(valid[..., None], x, x.new_zeros(()))  # (B, L, D)
-    lengths_out = torch.where(n > 0, max_len, 0) if stretch else n.clamp(max=max_len)  # (B,)
-    return weights @ x, lengths_out  # (B, max_len, D), (B,)
+    weights = member.to(dtype)
+    return weights / weights.sum(-1, keepdim=True).clamp(min=1)  # each row averages its chunk
+
+
+# The pooling matrices of every length 0..L, per shape: ~20 small operations per call become one lookup. Only for
+# tables up to 4 MiB in float32 (the demo's audio: 51 × 16 × 50); MOSEI-sized streams compute theirs per batch.
+_TABLE_LIMIT = 2**20
+_tables: dict[tuple, Tensor] = {}
+
+
+def _pool_table(L: int, max_len: int, stretch: bool, dtype: torch.dtype, device: torch.device) -> Tensor:
+    key = (L, max_len, stretch, dtype, str(device))
+    if key not in _tables:  # (built under inference mode, the table still serves training: indexing copies)
+        _tables[key] = pool_weights(torch.arange(L + 1, device=device), L, max_len, stretch, dtype)
+    return _tables[key]
 
 
 def sinusoidal_positions(n: int, d: int) -> Tensor:
@@ -110,6 +134,63 @@ def encoder_forward(encoder: nn.TransformerEncoder, x: Tensor, padding: Tensor) 
     return encoder.norm(x) if encoder.norm is not None else x
 
 
+def batched_encoder_forward(encoders: list[nn.TransformerEncoder], xs: list[Tensor],
+                            paddings: list[Tensor]) -> list[Tensor]:
+    """:func:`encoder_forward` of K encoders of the same shapes, each on its own input, as one computation: one
+    batched matrix product per projection (the K weights stacked at forward time, so the parameters and the
+    checkpoint stay per encoder) and one attention call over K·B sequences. The same operations in the same
+    memory layouts per encoder, so, on the embedded default, the same results bit for bit (design.md §6). Only
+    for layers without dropout. xs: K × (B, T, d); paddings: K × (B, T) bool, True = padded key."""
+    K = len(encoders)
+    B, T, E = xs[0].shape
+    x = torch.stack(xs)  # (K, B, T, E)
+    bias = x.new_zeros(K * B, 1, 1, T).masked_fill_(torch.stack(paddings).view(K * B, 1, 1, T), float("-inf"))
+    for depth in range(len(encoders[0].layers)):
+        layers = [encoder.layers[depth] for encoder in encoders]
+        attns = [layer.self_attn for layer in layers]
+        H = attns[0].num_heads
+        y = stacked_norm(x, [layer.norm1 for layer in layers])
+        qkv = stacked_linear(y, [a.in_proj_weight for a in attns], [a.in_proj_bias for a in attns])
+        q, k, v = qkv.view(K * B, T, 3, H, E // H).permute(2, 0, 3, 1, 4)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (K·B, H, T, E/H)
+        o = o.view(K, B, H, T, E // H).permute(0, 3, 1, 2, 4).reshape(K, T * B, E)  # per encoder (T, B, E), as there
+        o = stacked_linear(o, [a.out_proj.weight for a in attns], [a.out_proj.bias for a in attns])
+        x = x + o.view(K, T, B, E).transpose(1, 2)
+        y = stacked_norm(x, [layer.norm2 for layer in layers])
+        y = F.gelu(stacked_linear(y, [layer.linear1.weight for layer in layers], [layer.linear1.bias for layer in layers]))
+        x = x + stacked_linear(y, [layer.linear2.weight for layer in layers], [layer.linear2.bias for layer in layers])
+    return list(stacked_norm(x, [encoder.norm for encoder in encoders]).unbind(0))
+
+
+def encode(encoders: nn.ModuleDict, inputs: dict[str, list[tuple[Tensor, Tensor]]], *,
+           batch: bool = True) -> dict[str, tuple[Tensor, Tensor]]:
+    """Every encoder on its streams, in order: ``{name: (seq (B, T, d), lengths (B,))}``.
+
+    Where every encoder is a built-in one whose branches can all join one batched computation
+    (:meth:`StreamEncoder.batchable`: training on the fast path, no dropout in the transformers, the same layer
+    shapes), their transformers run as one (:func:`batched_encoder_forward`) and each encoder combines its
+    branches after. Random numbers are drawn in the same order as one encoder at a time: every branch's input
+    steps (time-step masking) in order, then the one encoder that may draw in :meth:`ModalityEncoder.combine`,
+    only where it is the last. Otherwise, or with ``batch=False``, each encoder runs by itself.
+    """
+    modules = list(encoders.items())
+    branches = [b for _, enc in modules if isinstance(enc, ModalityEncoder) for b in enc.branches]
+    batched = (batch and len(branches) > 1 and all(isinstance(enc, ModalityEncoder) for _, enc in modules)
+               and branches[0].batchable() is not None and len({b.batchable() for b in branches}) == 1
+               and not any(enc.draws_in_combine() for _, enc in modules[:-1]))
+    if not batched:
+        return {name: enc(*inputs[name]) for name, enc in modules}
+    embedded = {}
+    for name, enc in modules:
+        enc.check(inputs[name])
+        embedded[name] = [branch.embed(x, n) for branch, (x, n) in zip(enc.branches, inputs[name])]
+    flat = [(branch, h, n) for name, enc in modules for branch, (h, n) in zip(enc.branches, embedded[name])]
+    seqs = iter(batched_encoder_forward([b.transformer for b, _, _ in flat], [h for _, h, _ in flat],
+                                        [b.key_padding(n) for b, _, n in flat]))
+    return {name: enc.combine([branch.finish(next(seqs), n) for branch, (_, n) in zip(enc.branches, embedded[name])])
+            for name, enc in modules}
+
+
 class StreamEncoder(nn.Module):
     """The unimodal recipe for one stream: frames (B, L, D_in) -> sequence (B, max_len, d).
 
@@ -142,6 +223,17 @@ class StreamEncoder(nn.Module):
             )
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        h, lengths = self.embed(x, lengths)
+        if self.transformer is not None:
+            padding = self.key_padding(lengths)
+            if self.training and self.fast:
+                h = encoder_forward(self.transformer, h, padding)
+            else:
+                h = self.transformer(h, src_key_padding_mask=padding)
+        return self.finish(h, lengths)
+
+    def embed(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """The recipe up to the transformer: (B, L, D_in), (B,) -> the transformer's input (B, T, d), lengths (B,)."""
         lengths = lengths.to(device=x.device, dtype=torch.long).clamp(0, x.shape[1])
         # zero the padding before the LayerNorm: huge padded values would make NaN statistics there,
         # and NaN leaks into the LayerNorm's weight gradient even though the frames are dropped later
@@ -152,16 +244,31 @@ class StreamEncoder(nn.Module):
         if self.training and self.p_mask > 0:
             keep = torch.rand(h.shape[0], h.shape[1], 1, device=h.device) >= self.p_mask  # (B, T, 1)
             h = h * keep
-        if self.transformer is not None:
-            # keep step 0 visible even in an empty sample: an all-masked attention row is NaN on some
-            # torch versions and kernels (its output is zeroed below anyway)
-            padding = _padding(lengths.clamp(min=1), h.shape[1])
-            if self.training and self.fast:
-                h = encoder_forward(self.transformer, h, padding)
-            else:
-                h = self.transformer(h, src_key_padding_mask=padding)
-        h = h.masked_fill(_padding(lengths, h.shape[1])[..., None], 0.0)  # (B, T, d)
         return h, lengths
+
+    def key_padding(self, lengths: Tensor) -> Tensor:
+        """The transformer's key padding (B, T), True = padded. Step 0 stays visible even in an empty sample: an
+        all-masked attention row is NaN on some torch versions and kernels (its output is zeroed by ``finish``)."""
+        return _padding(lengths.clamp(min=1), self.max_len)
+
+    def finish(self, h: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """Zero the padded steps of the transformer's output (B, T, d)."""
+        return h.masked_fill(_padding(lengths, h.shape[1])[..., None], 0.0), lengths
+
+    def batchable(self) -> tuple | None:
+        """What a branch must share with others for :func:`encode` to run their transformers as one batched
+        computation — its layers' shapes — or None where it cannot join one: outside training or the fast path
+        (evaluation keeps torch's own path), without a transformer, or with dropout in it (batching would draw
+        its masks in another order)."""
+        if not (self.training and self.fast and self.transformer is not None):
+            return None
+        layers = self.transformer.layers
+        first = layers[0]
+        if self.transformer.norm is None or any(
+                layer.dropout.p or layer.dropout1.p or layer.dropout2.p or layer.self_attn.dropout for layer in layers):
+            return None
+        return (self.max_len, first.linear1.in_features, first.linear1.out_features, first.self_attn.num_heads,
+                len(layers), first.norm1.eps)
 
 
 class ModalityEncoder(nn.Module):
@@ -191,9 +298,15 @@ class ModalityEncoder(nn.Module):
         self.fuse_norm = nn.LayerNorm(cfg.d) if k > 1 and cfg.fuse_norm else None
 
     def forward(self, *streams: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        self.check(streams)
+        return self.combine([branch(x, n) for branch, (x, n) in zip(self.branches, streams)])
+
+    def check(self, streams: tuple | list) -> None:
         if len(streams) != len(self.branches):
             raise ValueError(f"expected {len(self.branches)} (x, lengths) stream(s), got {len(streams)}")
-        outs = [branch(x, n) for branch, (x, n) in zip(self.branches, streams)]
+
+    def combine(self, outs: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+        """The branches' outputs, one ``(seq (B, T, d), lengths (B,))`` per stream, as this encoder's output."""
         if self.fuse is None:
             return outs[0]
         seqs = [seq for seq, _ in outs]  # k × (B, T, d)
@@ -205,6 +318,10 @@ class ModalityEncoder(nn.Module):
             h = self.fuse_norm(h)  # normalises each step on its own: padded steps cannot reach real ones
         h = h.masked_fill(_padding(lengths, h.shape[1])[..., None], 0.0)
         return h, lengths
+
+    def draws_in_combine(self) -> bool:
+        """Whether :meth:`combine` draws random numbers (whole-modality dropout, in training)."""
+        return self.fuse is not None and self.training and self.whole_modality_dropout > 0
 
     def _drop_modalities(self, seqs: list[Tensor]) -> list[Tensor]:
         """Per sample, with probability ``whole_modality_dropout`` zero one input, chosen uniformly (never all)."""

@@ -171,6 +171,8 @@ class FusedGPT2(nn.Module):
         self.mm = nn.ModuleDict({
             str(layer): MMBlock(gpt2.h[layer], D, self.n_head, present, gate, dropout, ffn_over) for layer in sorted(mm_layers)
         }) if present else nn.ModuleDict()
+        for block in self.mm.values():
+            block.fast = speedups
         self.first_mm = min(map(int, self.mm)) if len(self.mm) else -1  # the first block an MM block follows
 
     def layout(self, text_len: int) -> FusionMask:
@@ -270,7 +272,7 @@ class FusedGPT2(nn.Module):
         hidden = []
         for i, block in enumerate(gpt2.h):
             if split and i <= first_mm:
-                text, tokens = split_block_forward(block, h[:, :T], h[:, T:], fusion)
+                text, tokens = split_block_forward(block, *h.split([T, h.shape[1] - T], dim=1), fusion)
                 h = torch.cat([text, tokens], dim=1)
             else:
                 h = block_forward(block, h, fusion)

@@ -10,11 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import HeadConfig
 from ..registry import register
 from ..streams import REPRESENTATIONS  # the seven of design.md §5, in their canonical order
+from .stacked import stacked_linear
 
 
 def _reject_options(name: str, options: dict[str, Any]) -> None:
@@ -62,13 +64,44 @@ class SelfAttentionHead(FusionHead):
         self.ln_f = nn.LayerNorm(d)
         self.out = nn.Linear(d, 1)
 
+    fast: bool = True  # training through the same operations without nn.MultiheadAttention's per-call checks
+
     def forward(self, reps: dict[str, Tensor]) -> Tensor:
-        x = torch.stack([self.proj[n](r) for n, r in zip(self.names, self.gather(reps))], dim=1)  # (B, k, d)
-        x = self.drop(x + self.type_emb)
+        fast = self.fast and self.training
+        reps = self.gather(reps)
+        x = torch.stack(self.project(reps) if fast else [self.proj[n](r) for n, r in zip(self.names, reps)], dim=1)
+        x = self.drop(x + self.type_emb)  # (B, k, d)
         h = self.ln_1(x)
-        x = x + self.drop(self.attn(h, h, h, need_weights=False)[0])  # (B, k, d)
+        x = x + self.drop(attention_without_checks(self.attn, h) if fast else self.attn(h, h, h, need_weights=False)[0])
         x = x + self.mlp(self.ln_2(x))
         return self.out(self.ln_f(x.mean(dim=1))).squeeze(-1)  # (B, d) -> (B,)
+
+
+    def project(self, reps: list[Tensor]) -> list[Tensor]:
+        """Each representation through its projection, those of the same width as one batched product
+        (:func:`~dmpf_cli.model.stacked.stacked_linear`): the same k (B, d) results, in ``self.names`` order."""
+        out: list[Tensor | None] = [None] * len(reps)
+        for width in dict.fromkeys(r.shape[-1] for r in reps):
+            idx = [i for i, r in enumerate(reps) if r.shape[-1] == width]
+            projs = [self.proj[self.names[i]] for i in idx]
+            ys = stacked_linear(torch.stack([reps[i] for i in idx]), [p.weight for p in projs], [p.bias for p in projs])
+            for i, y in zip(idx, ys.unbind(0)):
+                out[i] = y
+        return out
+
+
+def attention_without_checks(attn: nn.MultiheadAttention, h: Tensor) -> Tensor:
+    """``attn(h, h, h, need_weights=False)[0]`` for a batch-first ``attn`` without masks or extra biases, as
+    ``F.multi_head_attention_forward`` computes it — the same operations in the same memory layouts — without its
+    per-call checks. h (B, k, d) → (B, k, d)."""
+    B, k, E = h.shape
+    H = attn.num_heads
+    proj = F.linear(h.transpose(1, 0), attn.in_proj_weight, attn.in_proj_bias)  # (k, B, 3E)
+    proj = proj.unflatten(-1, (3, E)).unsqueeze(0).transpose(0, -2).squeeze(-2).contiguous()  # (3, k, B, E)
+    q, key, v = (p.view(k, B * H, E // H).transpose(0, 1).view(B, H, k, E // H) for p in proj.unbind(0))
+    o = F.scaled_dot_product_attention(q, key, v, None, attn.dropout if attn.training else 0.0, False)
+    o = F.linear(o.permute(2, 0, 1, 3).reshape(B * k, E), attn.out_proj.weight, attn.out_proj.bias)
+    return o.view(k, B, E).transpose(1, 0)
 
 
 class ConcatHead(FusionHead):

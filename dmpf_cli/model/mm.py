@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .attention import PreparedMask, attend, default_scale
+from .stacked import stacked_linear
 
 
 class Gate(nn.Module):
@@ -85,6 +86,38 @@ class MMBlock(nn.Module):
         self.ffn_gate = Gate(gate)
         self.drop = nn.Dropout(dropout)
 
+    fast: bool = True  # the batched cross-attention (the model's ``speedups``; design.md §6)
+
+    def batchable(self, spans: dict[str, slice], contexts: dict[str, tuple[Tensor, PreparedMask]]) -> bool:
+        """Whether the groups' cross-attentions can run as one (:meth:`batched_reads`): more than one group, the
+        same number of tokens in each, encoder outputs and key masks of the same shapes, a boolean mask."""
+        if not self.fast or len(self.groups) < 2:
+            return False
+        ctxs = [contexts[g] for g in self.groups]
+        return (len({spans[g].stop - spans[g].start for g in self.groups}) == 1
+                and len({(tuple(ctx.shape), tuple(mask.value.shape), mask.backend) for ctx, mask in ctxs}) == 1
+                and ctxs[0][1].backend in ("sdpa", "eager"))
+
+    def batched_reads(self, tokens: list[Tensor], contexts: dict[str, tuple[Tensor, PreparedMask]]) -> list[Tensor]:
+        """Every group's :class:`CrossAttention` output (before its gate) from its tokens (B, n, D), computed as one:
+        the G groups' projections as batched matrix products (their weights stacked at forward time, so the
+        parameters stay per group) and one attention call over G·B queries. Each group's LayerNorm and dropout run
+        on its own slice, in order, so the same masks are drawn and, on the embedded default, the results are the
+        same bit for bit. G × (B, n, D)."""
+        G, xattns = len(self.groups), [self.xattn[g] for g in self.groups]
+        B, n, D = tokens[0].shape
+        H, hd = xattns[0].n_head, xattns[0].head_dim
+        normed = torch.stack([self.norm(t) for t in tokens])  # (G, B, n, D)
+        ctx = torch.stack([contexts[g][0] for g in self.groups])  # (G, B, Lm, d)
+        Lm = ctx.shape[2]
+        q = stacked_linear(normed, [x.q.weight for x in xattns], [x.q.bias for x in xattns]).view(G * B, n, H, hd)
+        kv = stacked_linear(ctx, [x.kv.weight for x in xattns], [x.kv.bias for x in xattns])
+        k, v = kv.view(G * B, Lm, 2, H, hd).unbind(2)  # 2 × (G·B, Lm, H, hd)
+        mask = PreparedMask(contexts[self.groups[0]][1].backend, torch.cat([contexts[g][1].value for g in self.groups]))
+        y = attend(q, k, v, mask, default_scale(hd)).reshape(G, B * n, D)  # (G, B·n, D)
+        out = stacked_linear(y, [x.out.weight for x in xattns], [x.out.bias for x in xattns]).view(G, B, n, D)
+        return [x.drop(o) for x, o in zip(xattns, out.unbind(0))]
+
     def forward(
         self,
         h: Tensor,
@@ -92,18 +125,19 @@ class MMBlock(nn.Module):
         contexts: dict[str, tuple[Tensor, PreparedMask]],
     ) -> Tensor:
         """h (B, L, D); ``spans[g]`` the positions of group g; ``contexts[g]`` its encoder output and key mask."""
-        pieces, cursor = [], 0
-        for g in self.groups:  # rebuild the sequence piecewise: text and other spans pass through untouched
-            span = spans[g]
-            pieces.append(h[:, cursor:span.start])
-            tokens = h[:, span]  # (B, n_g, D)
+        # cut h once at the spans' edges: [before A | A | between | V | ... | after]; a split's backward is one
+        # concatenation, where each slice's would fill a zero tensor of h's size (design.md §6)
+        edges = [0, *(i for g in self.groups for i in (spans[g].start, spans[g].stop)), h.shape[1]]
+        parts = list(h.split([b - a for a, b in zip(edges, edges[1:])], dim=1))
+        tokens = parts[1::2]  # group i's tokens (B, n_i, D) are parts[2i + 1]; text and other spans pass through
+        read = self.batched_reads(tokens, contexts) if self.batchable(spans, contexts) else None
+        for i, g in enumerate(self.groups):
             ctx, mask = contexts[g]
-            pieces.append(tokens + self.xgate[g](self.xattn[g](self.norm(tokens), ctx, mask)))
-            cursor = span.stop
-        pieces.append(h[:, cursor:])
-        h = torch.cat(pieces, dim=1)  # (B, L, D)
+            x = read[i] if read is not None else self.xattn[g](self.norm(tokens[i]), ctx, mask)
+            parts[2 * i + 1] = tokens[i] + self.xgate[g](x)
+        h = torch.cat(parts, dim=1)  # (B, L, D)
         if self.ffn_over == "tokens":  # the text positions (before the first span) pass through untouched
             start = min(spans[g].start for g in self.groups)
-            tail = h[:, start:]
-            return torch.cat([h[:, :start], tail + self.ffn_gate(self.drop(self.ffn(self.ffn_norm(tail))))], dim=1)
+            text, tail = h.split([start, h.shape[1] - start], dim=1)
+            return torch.cat([text, tail + self.ffn_gate(self.drop(self.ffn(self.ffn_norm(tail))))], dim=1)
         return h + self.ffn_gate(self.drop(self.ffn(self.ffn_norm(h))))
