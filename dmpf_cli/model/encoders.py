@@ -175,8 +175,9 @@ def encode(encoders: nn.ModuleDict, inputs: dict[str, list[tuple[Tensor, Tensor]
     """
     modules = list(encoders.items())
     branches = [b for _, enc in modules if isinstance(enc, ModalityEncoder) for b in enc.branches]
-    batched = (batch and len(branches) > 1 and all(isinstance(enc, ModalityEncoder) for _, enc in modules)
-               and branches[0].batchable() is not None and len({b.batchable() for b in branches}) == 1
+    shapes = {b.batchable() for b in branches}  # one shape, not None: every branch can join, and the same one
+    batched = (batch and len(branches) > 1 and len(shapes) == 1 and None not in shapes
+               and all(isinstance(enc, ModalityEncoder) for _, enc in modules)
                and not any(enc.draws_in_combine() for _, enc in modules[:-1]))
     if not batched:
         return {name: enc(*inputs[name]) for name, enc in modules}

@@ -76,7 +76,6 @@ class SelfAttentionHead(FusionHead):
         x = x + self.mlp(self.ln_2(x))
         return self.out(self.ln_f(x.mean(dim=1))).squeeze(-1)  # (B, d) -> (B,)
 
-
     def project(self, reps: list[Tensor]) -> list[Tensor]:
         """Each representation through its projection, those of the same width as one batched product
         (:func:`~dmpf_cli.model.stacked.stacked_linear`): the same k (B, d) results, in ``self.names`` order."""
