@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -428,3 +429,109 @@ def test_the_self_attention_heads_training_path_is_bit_for_bit_nn_multihead_atte
     assert torch.equal(fast, plain)
     assert len(fast_grads) == len(plain_grads) and all(torch.equal(a, b) for a, b in zip(fast_grads, plain_grads))
     assert all(float(r.grad.abs().sum()) > 0 for r in reps.values())
+
+
+def test_an_sdpa_mask_rendered_additive_once_attends_bit_for_bit_as_the_bool_one():
+    """SDPA builds an additive mask from a bool one in every call; the fast path renders it once per forward
+    (PreparedMask.additive, design.md §6): the same output and gradients bit for bit, also where the queries run in
+    another dtype than the one it was rendered in."""
+    from dmpf_cli.model.attention import attend, prepare_mask
+
+    g = torch.Generator().manual_seed(3)
+    allowed = torch.rand(4, 6, 9, generator=g) > 0.4
+    allowed[..., 0] = True  # no empty row, as dmpf's masks have none
+    prepared = prepare_mask(allowed, "sdpa")
+    additive = prepared.additive(torch.float32)
+    assert additive.value.dtype == torch.float32 and prepared.value.dtype == torch.bool
+    assert torch.equal(additive.value == 0, prepared.value) and additive.value.min() == float("-inf")
+    assert prepare_mask(allowed, "eager").additive(torch.float32).value.dtype == torch.bool  # sdpa's form only
+
+    def run(mask, dtype):
+        g = torch.Generator().manual_seed(4)
+        q, k, v = (torch.randn(4, n, 2, 8, generator=g, dtype=dtype).requires_grad_() for n in (6, 9, 9))
+        out = attend(q, k, v, mask, 0.3)
+        out.backward(torch.randn(4, 6, 2, 8, generator=g, dtype=dtype))
+        return [out.detach(), q.grad, k.grad, v.grad]
+
+    for dtype in (torch.float32, torch.float64):
+        assert all(torch.equal(a, b) for a, b in zip(run(additive, dtype), run(prepared, dtype)))
+
+
+def test_the_fast_path_renders_each_sdpa_mask_once_and_the_plain_path_leaves_it_to_sdpa(monkeypatch):
+    """With the speed-ups every attention call of the fused LM (its blocks and the MM blocks' reads) gets the
+    additive mask; without them, the bool mask as before."""
+    from dmpf_cli.model import attention as attention_module
+
+    seen = []
+    sdpa = attention_module.F.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, **kw):
+        seen.append(attn_mask.dtype)
+        return sdpa(q, k, v, attn_mask=attn_mask, **kw)
+
+    monkeypatch.setattr(attention_module, "F", SimpleNamespace(scaled_dot_product_attention=spy))  # attend's only
+    for speedups, dtype in ((True, torch.float32), (False, torch.bool)):
+        model = make_model().train()
+        model.lm.speedups = speedups
+        seen.clear()
+        model(make_batch())
+        assert len(seen) >= 4 and set(seen) == {dtype}, (speedups, seen)
+
+
+def test_fused_adamw_steps_bit_for_bit_as_torchs_fused_adamw():
+    """dmpf's FusedAdamW calls torch's fused AdamW kernel with one step counter tensor per group (design.md §6):
+    parameters and state as torch.optim.AdamW(fused=True) bit for bit — with a parameter that has no gradient on
+    some steps, a learning rate changed on the way, a state dict saved and loaded into a new optimizer, and one of
+    torch's loaded into it — and each group's counters views of one tensor."""
+    import io
+
+    from dmpf_cli.recipes.schedule import FusedAdamW
+
+    def params(seed=0):
+        g = torch.Generator().manual_seed(seed)
+        return [torch.nn.Parameter(torch.randn(s, generator=g)) for s in [(5, 3), (7,), (4, 4), (2,)]]
+
+    def groups(ps):
+        return [{"params": ps[:3], "weight_decay": 0.1}, {"params": ps[3:], "weight_decay": 0.0, "lr": 3e-3}]
+
+    a, b = params(), params()
+    theirs = torch.optim.AdamW(groups(a), lr=1e-3, betas=(0.9, 0.95), fused=True)
+    ours = FusedAdamW(groups(b), lr=1e-3, betas=(0.9, 0.95))
+    for t in range(14):
+        g = torch.Generator().manual_seed(100 + t)
+        for k, (pa, pb) in enumerate(zip(a, b)):
+            grad = None if t in (3, 4) and k == 1 else torch.randn(pa.shape, generator=g)
+            pa.grad, pb.grad = grad, None if grad is None else grad.clone()
+        if t == 6:
+            for opt in (theirs, ours):
+                opt.param_groups[0]["lr"] = 5e-4
+        if t in (8, 11):  # through a saved state dict: ours (8), then torch's (11)
+            buffer = io.BytesIO()
+            torch.save((ours if t == 8 else theirs).state_dict(), buffer)
+            buffer.seek(0)
+            ours = FusedAdamW(groups(b), lr=1e-3, betas=(0.9, 0.95))
+            ours.load_state_dict(torch.load(buffer))
+        theirs.step()
+        ours.step()
+        assert all(torch.equal(x, y) for x, y in zip(a, b)), t
+    mine, torchs = ours.state_dict(), theirs.state_dict()
+    assert mine["param_groups"] == torchs["param_groups"]
+    assert [float(s["step"]) for s in mine["state"].values()] == [14.0, 12.0, 14.0, 14.0]
+    assert all(torch.equal(mine["state"][i][key], torchs["state"][i][key]) for i in torchs["state"]
+               for key in ("step", "exp_avg", "exp_avg_sq"))
+    storages = {ours.state[p]["step"].untyped_storage().data_ptr() for p in b}
+    assert len(storages) == 2  # one counter tensor per group
+
+
+def test_fused_adamw_leaves_a_group_of_mixed_dtypes_to_torchs_own_step():
+    from dmpf_cli.recipes.schedule import FusedAdamW
+
+    a = [torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2, dtype=torch.float64))]
+    b = [torch.nn.Parameter(p.detach().clone()) for p in a]
+    theirs, ours = torch.optim.AdamW(a, lr=0.1, fused=True), FusedAdamW(b, lr=0.1)
+    for _ in range(3):
+        for pa, pb in zip(a, b):
+            pa.grad, pb.grad = torch.full_like(pa, 0.5), torch.full_like(pb, 0.5)
+        theirs.step()
+        ours.step()
+    assert all(torch.equal(x, y) for x, y in zip(a, b)) and not torch.equal(b[0], torch.ones(3))

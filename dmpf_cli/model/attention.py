@@ -156,7 +156,18 @@ class PreparedMask:
     """A mask rendered for one backend; build it once per forward and reuse it in every layer."""
 
     backend: str
-    value: torch.Tensor  # sdpa/eager: bool (b, 1, Lq, Lk); xformers: float bias storage (b, 1, Lq, Lk padded to 8)
+    # (b, 1, Lq, Lk): bool for eager, bool or additive (:meth:`additive`) for sdpa; for xformers the float bias
+    # storage, its key dimension allocated padded to 8
+    value: torch.Tensor
+
+    def additive(self, dtype: torch.dtype) -> PreparedMask:
+        """For sdpa, the additive mask (0 where allowed, −inf elsewhere, in ``dtype``, the queries') that SDPA
+        builds from the bool one in every call: the same values, rendered once for every layer that reuses the
+        mask (design.md §6). Other backends' masks are returned as they are."""
+        if self.backend != "sdpa" or self.value.dtype != torch.bool:
+            return self
+        zero = torch.zeros((), dtype=dtype, device=self.value.device)
+        return PreparedMask(self.backend, torch.where(self.value, zero, zero.new_full((), float("-inf"))))
 
 
 def prepare_mask(allowed: torch.Tensor, backend: str, dtype: torch.dtype = torch.float32, *,
@@ -182,7 +193,10 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: PreparedMask
         return xformers_ops.attention(q, k, v, mask.value, scale)
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, D)
     if mask.backend == "sdpa":
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.value, dropout_p=dropout, scale=scale)
+        value = mask.value
+        if value.dtype not in (torch.bool, q.dtype):
+            value = value.to(q.dtype)  # an additive mask rendered for another dtype: 0 and −inf convert exactly
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=value, dropout_p=dropout, scale=scale)
     else:
         out = eager_attention(q, k, v, mask.value, scale, dropout)
     return out.transpose(1, 2)  # (B, Lq, H, D)

@@ -89,7 +89,7 @@ def split_block_forward(block: nn.Module, text: Tensor, tokens: Tensor, mask: Pr
     block depend on the text rows before it alone; before the first MM block nothing trainable has touched
     them, and no gradient needs to flow through them. The fusion tokens' rows read the text rows' keys and
     values, computed once in the text pass. Only for a block without dropout (what draws random numbers
-    would draw them in another order) and a boolean mask (sdpa, eager). text (B, T, D), tokens (B, n, D).
+    would draw them in another order) and an sdpa or eager mask (bool or additive). text (B, T, D), tokens (B, n, D).
     """
     attn = block.attn
     T = text.shape[1]
@@ -131,9 +131,10 @@ class FusedGPT2(nn.Module):
     blocks'. ``lm_dropout``: GPT-2's own dropouts in training (:func:`set_dropout`; the caller puts the
     backbone in training mode). ``text_softperm``: (fraction, std) of SoftPerm on the text embeddings in
     training, or None. ``speedups``: GPT-2's GELU as one fused kernel (:func:`fuse_gelu`), in the LM's blocks and
-    so in the MM blocks' FFNs copied from them, and the text rows before the first MM block without autograd
-    (:func:`split_block_forward`); False keeps transformers' GELU and one pass over every row
-    (``dmpf bench --before``).
+    so in the MM blocks' FFNs copied from them, the text rows before the first MM block without autograd
+    (:func:`split_block_forward`), and SDPA's masks in their additive form, rendered once per forward
+    (:meth:`~dmpf_cli.model.attention.PreparedMask.additive`); False keeps transformers' GELU, one pass over every
+    row and bool masks (``dmpf bench --before``).
     """
 
     def __init__(
@@ -252,6 +253,7 @@ class FusedGPT2(nn.Module):
 
         h = self.embed(ids, real)  # (B, L, D) fp32
         fusion = mask.render(backend, attn_dtype, ids.device)  # once per forward, the same in every block
+        fusion = fusion.additive(attn_dtype) if self.speedups else fusion
         spans = self.spans(T)
         cross = {}
         for g, (seq, lengths) in contexts.items():
@@ -260,7 +262,8 @@ class FusedGPT2(nn.Module):
             # a length-0 sample still attends to its (zero) first step: never an empty softmax row
             keys = torch.arange(seq.shape[1], device=seq.device)[None, :] < lengths.clamp(min=1)[:, None]  # (B, Lm)
             keys = keys[:, None, :].expand(B, self.counts[g], -1)  # (B, n_g, Lm)
-            cross[g] = (seq, prepare_mask(keys, backend, attn_dtype))
+            keys = prepare_mask(keys, backend, attn_dtype)
+            cross[g] = (seq, keys.additive(attn_dtype) if self.speedups else keys)
 
         # Up to the first MM block the text rows depend on nothing that trains: they run without autograd
         # (split_block_forward), and the backward pass covers the fusion tokens' rows alone (design.md §6)
