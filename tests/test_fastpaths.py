@@ -535,3 +535,77 @@ def test_fused_adamw_leaves_a_group_of_mixed_dtypes_to_torchs_own_step():
         theirs.step()
         ours.step()
     assert all(torch.equal(x, y) for x, y in zip(a, b)) and not torch.equal(b[0], torch.ones(3))
+
+
+def _text_cache_run(batches, *, cache: bool, limit: int | None = None, monkeypatch=None):
+    """Training steps of the conftest model over ``batches``; the losses, the final parameters and how many times
+    the text rows before the first MM block were computed."""
+    from dmpf_cli.model import fused
+    from dmpf_cli.model.text_cache import TextCache
+
+    calls = []
+    text_rows = fused.text_rows
+    monkeypatch.setattr(fused, "text_rows", lambda *a: calls.append(1) or text_rows(*a))
+    model = make_model().train()
+    model.lm.text_cache = (TextCache(limit) if limit else TextCache()) if cache else None
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05)
+    torch.manual_seed(0)  # the MM blocks' dropout masks
+    losses = []
+    for batch in batches:
+        out = model(batch)
+        loss, _ = dmpf_loss(out.score, out.aux, batch["labels"], LossConfig())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.detach())
+    return losses, [p.detach().clone() for p in model.parameters()], len(calls), model
+
+
+def _text_cache_batches(n_batches=8, pool=12, size=6):
+    """Batches drawn from a pool of samples in different orders: each text comes back in other company, at other
+    positions, as across epochs."""
+    from conftest import T
+
+    g = torch.Generator().manual_seed(7)
+    samples = {"text_ids": torch.randint(0, 100, (pool, T), generator=g),
+               "text_real": torch.arange(T)[None, :] < torch.randint(2, T + 1, (pool, 1), generator=g),
+               "audio": torch.randn(pool, 15, 10, generator=g), "audio_lengths": torch.randint(0, 16, (pool,), generator=g),
+               "vision": torch.randn(pool, 9, 7, generator=g), "vision_lengths": torch.randint(0, 10, (pool,), generator=g),
+               "labels": torch.rand(pool, generator=g) * 6 - 3}
+    orders = [torch.randperm(pool, generator=g)[:size] for _ in range(n_batches)]
+    return [{k: v[order] for k, v in samples.items()} for order in orders]
+
+
+def test_the_text_cache_trains_bit_for_bit_as_computing_the_text_rows_every_step(monkeypatch):
+    """The text rows' states before the first MM block kept per text (design.md §6): over batches that mix the same
+    texts in other orders, the losses and parameters equal computing them every step bit for bit, while later
+    batches compute none."""
+    batches = _text_cache_batches()
+    cached, cached_params, cached_calls, model = _text_cache_run(batches, cache=True, monkeypatch=monkeypatch)
+    plain, plain_params, plain_calls, _ = _text_cache_run(batches, cache=False, monkeypatch=monkeypatch)
+    assert all(torch.equal(a, b) for a, b in zip(cached, plain)) and len(set(map(float, plain))) == len(plain)
+    assert all(torch.equal(a, b) for a, b in zip(cached_params, plain_params))
+    blocks = model.lm.first_mm + 1
+    assert plain_calls == blocks * len(batches) and cached_calls < plain_calls  # some batches were served
+    assert len(model.lm.text_cache.entries) == len({bytes(t.numpy()) for b in batches for t in b["text_ids"]})
+
+
+def test_the_text_cache_forgets_when_the_backbone_changes_and_gives_up_past_its_limit(monkeypatch):
+    batches = _text_cache_batches(n_batches=2)
+    _, _, _, model = _text_cache_run(batches[:1] * 2, cache=True, monkeypatch=monkeypatch)
+    cache = model.lm.text_cache
+    assert len(cache.entries) == 6
+    before = {key: states.clone() for key, states in cache.entries.items()}
+    block = model.lm.gpt2.h[0]
+    block.load_state_dict({k: v * 1.01 for k, v in block.state_dict().items()})
+    model.eval()  # dropout off, the grad still on: the split path
+    with_cache = model(batches[0]).score
+    assert cache.entries.keys() == before.keys()  # emptied, then kept again, from the new weights
+    assert not any(torch.equal(before[key], cache.entries[key]) for key in before)
+    model.lm.text_cache = None
+    assert torch.equal(with_cache, model(batches[0]).score)
+
+    small, small_params, _, model = _text_cache_run(batches * 2, cache=True, limit=10_000, monkeypatch=monkeypatch)
+    plain, plain_params, _, _ = _text_cache_run(batches * 2, cache=False, monkeypatch=monkeypatch)
+    assert model.lm.text_cache.full and not model.lm.text_cache.entries
+    assert all(torch.equal(a, b) for a, b in zip(small + small_params, plain + plain_params))

@@ -35,6 +35,7 @@ from .attention import PreparedMask, attend, prepare_mask
 from .augment import softperm
 from .mask import FusionMask
 from .mm import MMBlock
+from .text_cache import TextCache
 
 
 def layer_norm(ln: nn.LayerNorm, h: Tensor) -> Tensor:
@@ -88,19 +89,32 @@ def split_block_forward(block: nn.Module, text: Tensor, tokens: Tensor, mask: Pr
     Text sees only text (every mask preset, :class:`~dmpf_cli.model.mask.MaskPreset`), so the text rows of a
     block depend on the text rows before it alone; before the first MM block nothing trainable has touched
     them, and no gradient needs to flow through them. The fusion tokens' rows read the text rows' keys and
-    values, computed once in the text pass. Only for a block without dropout (what draws random numbers
-    would draw them in another order) and an sdpa or eager mask (bool or additive). text (B, T, D), tokens (B, n, D).
+    values, computed once in the text pass (:func:`text_rows`, then :func:`token_rows`). Only for a block without
+    dropout (what draws random numbers would draw them in another order) and an sdpa or eager mask (bool or
+    additive). text (B, T, D), tokens (B, n, D).
     """
-    attn = block.attn
+    text, kt, vt = text_rows(block, text, mask)
+    return text, token_rows(block, tokens, kt, vt, mask)
+
+
+def text_rows(block: nn.Module, text: Tensor, mask: PreparedMask) -> tuple[Tensor, Tensor, Tensor]:
+    """The text rows of :func:`split_block_forward`, without autograd: text (B, T, D) → the rows after the block
+    (B, T, D) and the block's keys and values of them, 2 × (B, T, H, hd)."""
     T = text.shape[1]
     with torch.no_grad():
-        qt, kt, vt = _qkv(block, text)
-        scale = _scale(attn, qt.shape[-1])
-        text = _finish(block, text, attend(qt, kt, vt, PreparedMask(mask.backend, mask.value[:, :, :T, :T]), scale))
+        q, k, v = _qkv(block, text)
+        y = attend(q, k, v, PreparedMask(mask.backend, mask.value[:, :, :T, :T]), _scale(block.attn, q.shape[-1]))
+        return _finish(block, text, y), k, v
+
+
+def token_rows(block: nn.Module, tokens: Tensor, kt: Tensor, vt: Tensor, mask: PreparedMask) -> Tensor:
+    """The fusion tokens' rows of :func:`split_block_forward`: tokens (B, n, D), reading the text rows' keys and
+    values ``kt``, ``vt`` (B, T, H, hd) beside their own → (B, n, D)."""
+    T = kt.shape[1]
     q, k, v = _qkv(block, tokens)
     y = attend(q, torch.cat([kt, k], dim=1), torch.cat([vt, v], dim=1),
-               PreparedMask(mask.backend, mask.value[:, :, T:, :]), scale)
-    return text, _finish(block, tokens, y)
+               PreparedMask(mask.backend, mask.value[:, :, T:, :]), _scale(block.attn, q.shape[-1]))
+    return _finish(block, tokens, y)
 
 
 def fuse_gelu(gpt2: nn.Module) -> None:
@@ -133,8 +147,9 @@ class FusedGPT2(nn.Module):
     training, or None. ``speedups``: GPT-2's GELU as one fused kernel (:func:`fuse_gelu`), in the LM's blocks and
     so in the MM blocks' FFNs copied from them, the text rows before the first MM block without autograd
     (:func:`split_block_forward`), and SDPA's masks in their additive form, rendered once per forward
-    (:meth:`~dmpf_cli.model.attention.PreparedMask.additive`); False keeps transformers' GELU, one pass over every
-    row and bool masks (``dmpf bench --before``).
+    (:meth:`~dmpf_cli.model.attention.PreparedMask.additive`), and those text rows' states kept per text across
+    training steps on CPU (:mod:`~dmpf_cli.model.text_cache`); False keeps transformers' GELU, one pass over every
+    row, bool masks and no cache (``dmpf bench --before``).
     """
 
     def __init__(
@@ -175,6 +190,7 @@ class FusedGPT2(nn.Module):
         for block in self.mm.values():
             block.fast = speedups
         self.first_mm = min(map(int, self.mm)) if len(self.mm) else -1  # the first block an MM block follows
+        self.text_cache = TextCache() if speedups else None  # the text rows' states before it, per text
 
     def layout(self, text_len: int) -> FusionMask:
         """The fusion mask at this text length, without padding (one per length: it keeps its structure)."""
@@ -208,6 +224,42 @@ class FusedGPT2(nn.Module):
         h = torch.cat([text, *groups], dim=1)  # (B, L, D)
         pos = torch.arange(h.shape[1], device=ids.device)
         return gpt2.drop(h + gpt2.wpe(pos).to(self.stream_dtype)[None])
+
+    def text_cache_keys(self, ids: Tensor, real: Tensor, backend: str, attn_dtype: torch.dtype) -> list[bytes] | None:
+        """The text cache's keys for this batch, where it may serve it (:mod:`~dmpf_cli.model.text_cache`): the
+        fast path, on the CPU, without SoftPerm on the text; None otherwise. Called where the text rows before
+        the first MM block run without autograd (:meth:`split_prefix`)."""
+        cache = self.text_cache
+        if cache is None or ids.device.type != "cpu" or self.text_softperm is not None:
+            return None
+        gpt2 = self.gpt2
+        weights = [p for m in (gpt2.wte, gpt2.wpe, *gpt2.h[: self.first_mm + 1]) for p in m.parameters()]
+        signature = (backend, attn_dtype, self.stream_dtype, torch.is_autocast_enabled("cpu"), self.mask_preset,
+                     ids.shape[1], tuple((p.data_ptr(), p._version, p.dtype) for p in weights))
+        return cache.keys(ids, real) if cache.valid_for(signature) else None
+
+    def split_prefix(self, h: Tensor, T: int, fusion: PreparedMask, keys: list[bytes] | None) -> Tensor:
+        """Blocks 0 … first_mm as :func:`split_block_forward` runs each, h (B, L, D) → h. With ``keys``
+        (:meth:`text_cache_keys`), the text rows' states come from the text cache where it keeps every text of
+        the batch, and are kept where it does not: the same numbers either way (design.md §6)."""
+        text, tokens = h.split([T, h.shape[1] - T], dim=1)
+        blocks = self.gpt2.h[: self.first_mm + 1]
+        kept = self.text_cache.lookup(keys) if keys is not None else None
+        if kept is None:
+            states = []
+            for block in blocks:
+                text, kt, vt = text_rows(block, text, fusion)
+                tokens = token_rows(block, tokens, kt, vt, fusion)
+                states += [kt, vt]
+            if keys is not None:
+                self.text_cache.store(keys, torch.stack([s.reshape(text.shape) for s in (*states, text)], dim=1))
+        else:  # (B, S, T, D): each block's keys and values, then the text rows after the last
+            B, _, D = text.shape
+            for i, block in enumerate(blocks):
+                kt, vt = (kept[:, j].view(B, T, self.n_head, D // self.n_head) for j in (2 * i, 2 * i + 1))
+                tokens = token_rows(block, tokens, kt, vt, fusion)
+            text = kept[:, -1]
+        return torch.cat([text, tokens], dim=1)
 
     def clm_loss(self, H: Tensor, ids: Tensor, real: Tensor) -> Tensor:
         """The causal-LM term (design.md §5, the reference's ``use_clm``): next-token cross-entropy of the LM's own
@@ -273,10 +325,13 @@ class FusedGPT2(nn.Module):
                  and not any(p.requires_grad for m in (gpt2.wte, gpt2.wpe, *gpt2.h[:first_mm + 1])
                              for p in m.parameters()))
         hidden = []
+        if split and not return_hidden:  # blocks 0 … first_mm at once, the text rows' states perhaps kept
+            h = self.split_prefix(h, T, fusion, self.text_cache_keys(ids, real, backend, attn_dtype))
         for i, block in enumerate(gpt2.h):
             if split and i <= first_mm:
-                text, tokens = split_block_forward(block, *h.split([T, h.shape[1] - T], dim=1), fusion)
-                h = torch.cat([text, tokens], dim=1)
+                if return_hidden:  # block by block, so that each block's states are recorded (else: split_prefix)
+                    text, tokens = split_block_forward(block, *h.split([T, h.shape[1] - T], dim=1), fusion)
+                    h = torch.cat([text, tokens], dim=1)
             else:
                 h = block_forward(block, h, fusion)
             if str(i) in self.mm:
