@@ -587,25 +587,25 @@ def test_the_text_cache_trains_bit_for_bit_as_computing_the_text_rows_every_step
     assert all(torch.equal(a, b) for a, b in zip(cached_params, plain_params))
     blocks = model.lm.first_mm + 1
     assert plain_calls == blocks * len(batches) and cached_calls < plain_calls  # some batches were served
-    assert len(model.lm.text_cache.entries) == len({bytes(t.numpy()) for b in batches for t in b["text_ids"]})
+    assert len(model.lm.text_cache.index) == len({bytes(t.numpy()) for b in batches for t in b["text_ids"]})
 
 
 def test_the_text_cache_forgets_when_the_backbone_changes_and_gives_up_past_its_limit(monkeypatch):
     batches = _text_cache_batches(n_batches=2)
     _, _, _, model = _text_cache_run(batches[:1] * 2, cache=True, monkeypatch=monkeypatch)
     cache = model.lm.text_cache
-    assert len(cache.entries) == 6
-    before = {key: states.clone() for key, states in cache.entries.items()}
+    assert len(cache.index) == 6
+    before = {key: cache.lookup([key])[0] for key in cache.index}
     block = model.lm.gpt2.h[0]
     block.load_state_dict({k: v * 1.01 for k, v in block.state_dict().items()})
     model.eval()  # dropout off, the grad still on: the split path
     with_cache = model(batches[0]).score
-    assert cache.entries.keys() == before.keys()  # emptied, then kept again, from the new weights
-    assert not any(torch.equal(before[key], cache.entries[key]) for key in before)
+    assert cache.index.keys() == before.keys()  # emptied, then kept again, from the new weights
+    assert not any(torch.equal(before[key], cache.lookup([key])[0]) for key in before)
     model.lm.text_cache = None
     assert torch.equal(with_cache, model(batches[0]).score)
 
     small, small_params, _, model = _text_cache_run(batches * 2, cache=True, limit=10_000, monkeypatch=monkeypatch)
     plain, plain_params, _, _ = _text_cache_run(batches * 2, cache=False, monkeypatch=monkeypatch)
-    assert model.lm.text_cache.full and not model.lm.text_cache.entries
+    assert model.lm.text_cache.full and not model.lm.text_cache.index and not model.lm.text_cache.slabs
     assert all(torch.equal(a, b) for a, b in zip(small + small_params, plain + plain_params))

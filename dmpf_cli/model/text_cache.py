@@ -16,24 +16,30 @@ is only served when every text in it is kept.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import torch
 from torch import Tensor
 
 LIMIT_BYTES = 512 * 2**20  # the demo's ~6,000 training texts take ~185 MB
+SLAB = 1024  # texts per block of memory: a few large allocations, not one small one per text
 
 
 class TextCache:
-    """Per text: a (S, T, D) tensor, the S states of :func:`~dmpf_cli.model.fused.FusedGPT2` stacked (each split
-    block's keys and values, then the text rows after the last)."""
+    """Per text: a (S, T, D) tensor, the S states of :class:`~dmpf_cli.model.fused.FusedGPT2` stacked (each split
+    block's keys and values, then the text rows after the last), held in slabs of :data:`SLAB` texts. (One small
+    tensor per text instead fragments the allocator's heap: each step's large temporaries then come from fresh
+    pages, and a training run spends more than the cache saves on page faults.)"""
 
     def __init__(self, limit_bytes: int = LIMIT_BYTES) -> None:
         self.limit_bytes = limit_bytes
-        self.entries: dict[bytes, Tensor] = {}
-        self.size = 0  # bytes held
+        self.index: dict[bytes, int] = {}  # key → position in the slabs
+        self.slabs: list[Tensor] = []
         self.full = False  # gave up: the texts seen did not fit
         self.signature: tuple | None = None
+
+    @property
+    def size(self) -> int:
+        """Bytes held."""
+        return sum(slab.numel() * slab.element_size() for slab in self.slabs)
 
     def valid_for(self, signature: tuple) -> bool:
         """Whether the cache may serve states computed under ``signature``; a new signature empties it."""
@@ -43,8 +49,8 @@ class TextCache:
         return not self.full
 
     def clear(self) -> None:
-        self.entries.clear()
-        self.size = 0
+        self.index.clear()
+        self.slabs.clear()
         self.full = False
 
     @staticmethod
@@ -55,18 +61,22 @@ class TextCache:
 
     def lookup(self, keys: list[bytes]) -> Tensor | None:
         """The kept states of every key, (B, S, T, D), or None if one is not kept."""
-        rows = [self.entries.get(key) for key in keys]
-        return None if any(row is None for row in rows) else torch.stack(rows)
+        at = [self.index.get(key) for key in keys]
+        if any(i is None for i in at):
+            return None
+        return torch.stack([self.slabs[i // SLAB][i % SLAB] for i in at])
 
-    def store(self, keys: Iterable[bytes], states: Tensor) -> None:
+    def store(self, keys: list[bytes], states: Tensor) -> None:
         """Keep ``states`` (B, S, T, D), row by row, for the keys not kept yet; past the limit, give up."""
         for key, row in zip(keys, states):
-            if self.full or key in self.entries:
+            if self.full or key in self.index:
                 continue
-            size = row.numel() * row.element_size()
-            if self.size + size > self.limit_bytes:
-                self.clear()
-                self.full = True
-                return
-            self.entries[key] = row.clone()
-            self.size += size
+            i = len(self.index)
+            if i == len(self.slabs) * SLAB:
+                if self.size + SLAB * row.numel() * row.element_size() > self.limit_bytes:
+                    self.clear()
+                    self.full = True
+                    return
+                self.slabs.append(row.new_empty((SLAB, *row.shape)))
+            self.slabs[i // SLAB][i % SLAB].copy_(row)
+            self.index[key] = i
