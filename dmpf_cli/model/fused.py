@@ -314,8 +314,8 @@ class FusedGPT2(nn.Module):
             # a length-0 sample still attends to its (zero) first step: never an empty softmax row
             keys = torch.arange(seq.shape[1], device=seq.device)[None, :] < lengths.clamp(min=1)[:, None]  # (B, Lm)
             keys = keys[:, None, :].expand(B, self.counts[g], -1)  # (B, n_g, Lm)
-            keys = prepare_mask(keys, backend, attn_dtype)
-            cross[g] = (seq, keys.additive(attn_dtype) if self.speedups else keys)
+            prepared = prepare_mask(keys, backend, attn_dtype)
+            cross[g] = (seq, prepared.additive(attn_dtype) if self.speedups else prepared)
 
         # Up to the first MM block the text rows depend on nothing that trains: they run without autograd
         # (split_block_forward), and the backward pass covers the fusion tokens' rows alone (design.md §6)

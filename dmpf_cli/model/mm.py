@@ -90,7 +90,7 @@ class MMBlock(nn.Module):
 
     def batchable(self, spans: dict[str, slice], contexts: dict[str, tuple[Tensor, PreparedMask]]) -> bool:
         """Whether the groups' cross-attentions can run as one (:meth:`batched_reads`): more than one group, the
-        same number of tokens in each, encoder outputs and key masks of the same shapes, a boolean mask."""
+        same number of tokens in each, encoder outputs and key masks of the same shapes, an sdpa or eager mask."""
         if not self.fast or len(self.groups) < 2:
             return False
         ctxs = [contexts[g] for g in self.groups]

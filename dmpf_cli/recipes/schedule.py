@@ -62,7 +62,7 @@ class FusedAdamW(torch.optim.AdamW):
 
     def __init__(self, params, **options) -> None:
         super().__init__(params, fused=True, **options)
-        self._counters: dict[int, tuple[torch.Tensor, tuple[torch.Tensor, ...]]] = {}
+        self._counters: dict[int, tuple[torch.Tensor, list[torch.Tensor]]] = {}
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -73,19 +73,21 @@ class FusedAdamW(torch.optim.AdamW):
         work = []
         for i, group in enumerate(self.param_groups):
             params = [p for p in group["params"] if p.grad is not None]
-            if params:
-                if len({(p.device, p.dtype) for p in params}) > 1 or any(
-                        group[k] for k in ("amsgrad", "maximize", "capturable", "differentiable")):
-                    super().step()  # a case torch's own code handles: the whole step there
-                    return loss
-                work.append((i, group, params))
-        for i, group, params in work:
+            if not params:
+                continue
             states = [self._state(p) for p in params]
+            counters = self._counters_of(i, params, states)
+            if counters is None or any(group[k] for k in ("amsgrad", "maximize", "capturable", "differentiable")):
+                super().step()  # a case torch's own code handles: the whole step there
+                return loss
+            work.append((group, params, states, counters))
+        for group, params, states, (counters, views) in work:
+            counters += 1  # every parameter's counter, in one addition
             beta1, beta2 = group["betas"]
             torch._fused_adamw_(params, [p.grad for p in params], [s["exp_avg"] for s in states],
-                                [s["exp_avg_sq"] for s in states], [], self._count(i, states), amsgrad=False,
-                                lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
-                                eps=group["eps"], maximize=False)
+                                [s["exp_avg_sq"] for s in states], [], views, amsgrad=False, lr=group["lr"],
+                                beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
+                                maximize=False)
         return loss
 
     def _state(self, p: torch.Tensor) -> dict:
@@ -97,18 +99,23 @@ class FusedAdamW(torch.optim.AdamW):
             state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         return state
 
-    def _count(self, i: int, states: list[dict]) -> list[torch.Tensor]:
-        """Add one to the counters of group ``i``'s parameters with gradients (``states``), in one addition;
-        returns them, each a view of the group's counter tensor."""
-        counters, views = self._counters.get(i, (None, ()))
-        if len(views) != len(states) or any(s["step"] is not v for s, v in zip(states, views)):
-            counters = torch.stack([s["step"] for s in states])
-            views = counters.unbind()
-            for s, v in zip(states, views):
-                s["step"] = v
-            self._counters[i] = (counters, views)
-        counters += 1
-        return list(views)
+    def _counters_of(self, i: int, params: list[torch.Tensor],
+                     states: list[dict]) -> tuple[torch.Tensor, list[torch.Tensor]] | None:
+        """Group ``i``'s counters of its parameters with gradients (``params``, their ``states``): one tensor and
+        each parameter's ``state["step"]`` as a view of it, gathered where they are not that yet; None where the
+        parameters span devices or dtypes (no one tensor can hold their counters)."""
+        cached = self._counters.get(i)
+        if cached is not None and len(cached[1]) == len(states) and all(
+                s["step"] is v for s, v in zip(states, cached[1])):
+            return cached
+        if len({(p.device, p.dtype) for p in params}) > 1:
+            return None
+        counters = torch.stack([s["step"] for s in states])
+        views = list(counters.unbind())
+        for s, v in zip(states, views):
+            s["step"] = v
+        self._counters[i] = (counters, views)
+        return counters, views
 
 
 def lr_factor(step: int, warmup: int, total: int, kind: str, min_ratio: float, *, from_zero: bool = False) -> float:
